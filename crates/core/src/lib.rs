@@ -1,0 +1,12 @@
+//! The pure core of enforcer: no root, no kernel, no Docker.
+//!
+//! [`policy`] reads the operator's TOML policy, [`topology`] models the managed networks and
+//! egress proxies (from the policy's static entries or, later, from Docker), [`planner`] turns
+//! both into the desired [`ruleset::Ruleset`], and [`render`] writes that value as an `nft`
+//! script. The kernel edge (crate `enforcer-nft`) applies the same value over netlink.
+
+pub mod planner;
+pub mod policy;
+pub mod render;
+pub mod ruleset;
+pub mod topology;

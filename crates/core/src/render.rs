@@ -1,0 +1,188 @@
+//! [`Ruleset`] -> `nft` script. The script replaces the table atomically when loaded with
+//! `nft -f` (create if missing, delete, define: one transaction), which makes it both the
+//! `apply --dry-run` output and a reference load for the benchmarks and tests.
+
+use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::ruleset::{
+    Action, AddressKey, Chain, CtState, Direction, Family, Match, Rule, Ruleset, Set, SetContent,
+    Verdict,
+};
+
+/// The full script: `table`, `delete table`, then the table's definition.
+pub fn script(ruleset: &Ruleset) -> String {
+    let mut out = String::new();
+    let table = &ruleset.table;
+    let _ = writeln!(out, "table inet {table}\ndelete table inet {table}");
+    out.push_str(&table_text(ruleset));
+    out
+}
+
+/// The table's definition alone, as `nft list table` would show it.
+pub fn table_text(ruleset: &Ruleset) -> String {
+    let mut out = format!("table inet {} {{\n", ruleset.table);
+    for set in &ruleset.sets {
+        out.push_str(&set_text(set));
+    }
+    for chain in &ruleset.chains {
+        out.push_str(&chain_text(chain));
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn set_text(set: &Set) -> String {
+    let key_type = match set.family {
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
+    };
+    let (keyword, type_line, elements): (&str, String, Vec<String>) = match &set.content {
+        SetContent::Addresses(addresses) => (
+            "set",
+            key_type.to_string(),
+            addresses.iter().map(|a| a.to_string()).collect(),
+        ),
+        SetContent::VerdictMap(map) => (
+            "map",
+            format!("{key_type} : verdict"),
+            map.iter()
+                .map(|(a, v)| format!("{a} : {}", verdict_text(v)))
+                .collect(),
+        ),
+    };
+    let mut out = format!("\t{keyword} {} {{\n\t\ttype {type_line}\n", set.name);
+    if !elements.is_empty() {
+        let _ = writeln!(
+            out,
+            "\t\telements = {{\n\t\t\t{}\n\t\t}}",
+            elements.join(",\n\t\t\t")
+        );
+    }
+    out.push_str("\t}\n");
+    out
+}
+
+fn chain_text(chain: &Chain) -> String {
+    let mut out = format!("\tchain {} {{\n", chain.name);
+    if let Some((hook, priority)) = chain.hook {
+        let _ = writeln!(
+            out,
+            "\t\ttype filter hook {} priority {priority}; policy accept;",
+            hook.name()
+        );
+    }
+    for rule in &chain.rules {
+        let _ = writeln!(out, "\t\t{}", rule_text(rule));
+    }
+    out.push_str("\t}\n");
+    out
+}
+
+/// One rule in `nft` syntax, with its comment.
+pub fn rule_text(rule: &Rule) -> String {
+    let mut parts: Vec<String> = rule.matches.iter().map(match_text).collect();
+    if rule.counter {
+        parts.push("counter".into());
+    }
+    parts.push(match &rule.action {
+        Action::Verdict(verdict) => verdict_text(verdict),
+        Action::VerdictMap(key, map) => format!("{} vmap @{map}", key_text(key)),
+    });
+    parts.push(format!("comment \"{}\"", rule.comment.replace('"', "'")));
+    parts.join(" ")
+}
+
+fn match_text(m: &Match) -> String {
+    match m {
+        Match::CtState(states) => {
+            let names: Vec<&str> = states
+                .iter()
+                .map(|s| match s {
+                    CtState::Invalid => "invalid",
+                    CtState::Established => "established",
+                    CtState::Related => "related",
+                })
+                .collect();
+            format!("ct state {}", names.join(","))
+        }
+        Match::Icmpv6Type(low, high) if low == high => format!("icmpv6 type {low}"),
+        Match::Icmpv6Type(low, high) => format!("icmpv6 type {low}-{high}"),
+        Match::Address(direction, net) => {
+            let family = Family::of(net.addr());
+            let prefix = if net.prefix_len() == family.bits() {
+                net.addr().to_string()
+            } else {
+                net.to_string()
+            };
+            format!("{} {prefix}", selector(family, *direction))
+        }
+        Match::InSet(key, set) => format!("{} @{set}", key_text(key)),
+        Match::DestinationPort(protocol, port) => format!("{} dport {port}", protocol.name()),
+    }
+}
+
+fn selector(family: Family, direction: Direction) -> String {
+    let proto = match family {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    };
+    let field = match direction {
+        Direction::Source => "saddr",
+        Direction::Destination => "daddr",
+    };
+    format!("{proto} {field}")
+}
+
+fn key_text(key: &AddressKey) -> String {
+    let selector = selector(key.family, key.direction);
+    if key.prefix_len == key.family.bits() {
+        selector
+    } else {
+        format!("{selector} & {}", prefix_mask(key.family, key.prefix_len))
+    }
+}
+
+/// The netmask of a prefix length, as an address (`255.255.255.0` for /24 in IPv4).
+pub fn prefix_mask(family: Family, prefix_len: u8) -> IpAddr {
+    match family {
+        Family::V4 => {
+            let bits = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len))
+                .unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(bits))
+        }
+        Family::V6 => {
+            let bits = u128::MAX
+                .checked_shl(128 - u32::from(prefix_len))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+    }
+}
+
+fn verdict_text(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Accept => "accept".into(),
+        Verdict::Drop => "drop".into(),
+        Verdict::Return => "return".into(),
+        Verdict::Jump(chain) => format!("jump {chain}"),
+        Verdict::Goto(chain) => format!("goto {chain}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_cover_the_prefix() {
+        assert_eq!(prefix_mask(Family::V4, 24).to_string(), "255.255.255.0");
+        assert_eq!(prefix_mask(Family::V4, 32).to_string(), "255.255.255.255");
+        assert_eq!(
+            prefix_mask(Family::V6, 64).to_string(),
+            "ffff:ffff:ffff:ffff::"
+        );
+        assert_eq!(prefix_mask(Family::V6, 0).to_string(), "::");
+    }
+}

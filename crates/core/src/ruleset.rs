@@ -1,0 +1,219 @@
+//! The desired nftables table as a plain value. It uses a deliberately small vocabulary (address
+//! matches, set and verdict-map lookups, conntrack state, transport ports, counters) so that the
+//! `nft` text renderer and the netlink encoder can each translate every construct exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::topology::Protocol;
+
+/// One `inet` table: its sets and maps first, then its chains (base chains first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    /// Table name (family is always `inet`).
+    pub table: String,
+    /// Sets and verdict maps.
+    pub sets: Vec<Set>,
+    /// Chains, in the order they are created and listed.
+    pub chains: Vec<Chain>,
+}
+
+/// IP version of an address match or set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// IPv4 (`ip`).
+    V4,
+    /// IPv6 (`ip6`).
+    V6,
+}
+
+impl Family {
+    /// The family of an address.
+    pub fn of(address: IpAddr) -> Family {
+        match address {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// Address length in bits.
+    pub fn bits(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
+    /// Short tag used in generated names: `v4` or `v6`.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        }
+    }
+}
+
+/// A named set of addresses, or a verdict map from addresses to chains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Set {
+    /// Set name.
+    pub name: String,
+    /// Address family of its keys.
+    pub family: Family,
+    /// Its elements.
+    pub content: SetContent,
+}
+
+/// Elements of a [`Set`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetContent {
+    /// A plain address set.
+    Addresses(BTreeSet<IpAddr>),
+    /// A verdict map: address to verdict.
+    VerdictMap(BTreeMap<IpAddr, Verdict>),
+}
+
+impl SetContent {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            SetContent::Addresses(a) => a.len(),
+            SetContent::VerdictMap(m) => m.len(),
+        }
+    }
+
+    /// Whether it holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Netfilter hook of a base chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// Forwarded packets (container to elsewhere, and bridged packets with br_netfilter).
+    Forward,
+    /// Packets addressed to the host itself.
+    Input,
+}
+
+impl Hook {
+    /// The hook's name in `nft` syntax.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Forward => "forward",
+            Hook::Input => "input",
+        }
+    }
+}
+
+/// A chain. Base chains (with a hook) always have policy `accept`: this table only drops what
+/// it must and leaves every other decision to the host's other tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// Chain name.
+    pub name: String,
+    /// Hook and priority, for base chains.
+    pub hook: Option<(Hook, i32)>,
+    /// Rules, in evaluation order.
+    pub rules: Vec<Rule>,
+}
+
+/// A rule: all matches must hold, then the optional counter counts and the action runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Conditions, all of which must hold.
+    pub matches: Vec<Match>,
+    /// Whether the rule counts packets and bytes.
+    pub counter: bool,
+    /// What happens to a matching packet.
+    pub action: Action,
+    /// Why the rule exists; shown by `nft list`.
+    pub comment: String,
+}
+
+/// Source or destination address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `saddr`.
+    Source,
+    /// `daddr`.
+    Destination,
+}
+
+/// An address taken from the packet, masked to a prefix length: `ip saddr & 255.255.255.0`.
+/// With the full length (32 or 128) no mask is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressKey {
+    /// IP version; the rule only matches packets of this version.
+    pub family: Family,
+    /// Which address.
+    pub direction: Direction,
+    /// Prefix length kept by the mask.
+    pub prefix_len: u8,
+}
+
+/// A connection tracking state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CtState {
+    /// `invalid`.
+    Invalid,
+    /// `established`.
+    Established,
+    /// `related`.
+    Related,
+}
+
+/// A condition on a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// Conntrack state is one of these.
+    CtState(Vec<CtState>),
+    /// An ICMPv6 packet whose type lies in this inclusive range.
+    Icmpv6Type(u8, u8),
+    /// The address lies in this prefix (`ip daddr 10.0.0.0/24`).
+    Address(Direction, IpNet),
+    /// The masked address is an element of the named set.
+    InSet(AddressKey, String),
+    /// Transport protocol and destination port (`tcp dport 443`).
+    DestinationPort(Protocol, u16),
+}
+
+/// What a rule does to a matching packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A plain verdict.
+    Verdict(Verdict),
+    /// Look the masked address up in a verdict map and apply the verdict found (no verdict, and
+    /// evaluation continues, when it is absent).
+    VerdictMap(AddressKey, String),
+}
+
+/// A verdict.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Stop evaluating this chain's hook here (other tables still decide).
+    Accept,
+    /// Drop the packet; final.
+    Drop,
+    /// Return to the calling chain.
+    Return,
+    /// Evaluate the named chain, then come back.
+    Jump(String),
+    /// Evaluate the named chain instead; its end returns to this chain's caller.
+    Goto(String),
+}
+
+impl Ruleset {
+    /// The set with this name.
+    pub fn set(&self, name: &str) -> Option<&Set> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+
+    /// The chain with this name.
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+}

@@ -1,0 +1,398 @@
+//! What is enforced on: managed networks (their subnets) and egress proxies (their addresses and
+//! allowed services). A [`Topology`] can only be built valid: every check that keeps the rules
+//! meaningful (no overlaps, no huge prefixes, proxies inside managed subnets) runs in
+//! [`Topology::new`], whatever the source of the data (policy file or Docker).
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+/// Shortest IPv4 prefix a managed subnet may have: anything larger is a mistake, not a network.
+pub const MIN_PREFIX_V4: u8 = 8;
+/// Shortest IPv6 prefix a managed subnet may have.
+pub const MIN_PREFIX_V6: u8 = 16;
+/// Longest name a network or proxy may have (it becomes part of an nftables chain name).
+pub const MAX_NAME_LEN: usize = 128;
+
+/// A transport protocol a proxy may be allowed to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// The IANA protocol number, as nftables' `meta l4proto` sees it.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+
+    /// The lower-case name used by nftables and in the policy file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// A destination service: protocol and port, written `tcp/443` in the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Service {
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Destination port, never 0.
+    pub port: u16,
+}
+
+impl Service {
+    /// Whether this is a DNS service (port 53), which [`Proxy::dns_servers`] may restrict.
+    pub fn is_dns(self) -> bool {
+        self.port == 53
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.protocol.name(), self.port)
+    }
+}
+
+impl FromStr for Service {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (proto, port) = text.split_once('/').ok_or_else(|| {
+            format!("`{text}` is not a service: write it as `tcp/443` or `udp/53`")
+        })?;
+        let protocol = match proto {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            other => {
+                return Err(format!(
+                    "unknown protocol `{other}` in `{text}`: use tcp or udp"
+                ))
+            }
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{port}` in `{text}` is not a port number (1 to 65535)"))?;
+        if port == 0 {
+            return Err(format!(
+                "port 0 in `{text}` matches nothing: use a port from 1 to 65535"
+            ));
+        }
+        Ok(Service { protocol, port })
+    }
+}
+
+/// A network whose egress is denied by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedNetwork {
+    /// Name, unique among managed networks (Docker's network name, or the policy's).
+    pub name: String,
+    /// Its IPv4 and IPv6 subnets, canonical (no host bits).
+    pub subnets: Vec<IpNet>,
+}
+
+/// A container (or host) allowed to reach selected services outside the managed networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// Name, unique among proxies.
+    pub name: String,
+    /// Its addresses; each lies inside a managed subnet.
+    pub addresses: Vec<IpAddr>,
+    /// Services it may open toward non-managed destinations.
+    pub services: BTreeSet<Service>,
+    /// When not empty, DNS services (port 53) are allowed only toward these resolvers.
+    pub dns_servers: Vec<IpAddr>,
+}
+
+/// Which input item a [`TopologyError`] is about, by position, so that callers can point at the
+/// exact place in their own source (a line of the policy file, a Docker object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// The network at this index.
+    Network(usize),
+    /// Subnet `.1` of network `.0`.
+    Subnet(usize, usize),
+    /// The proxy at this index.
+    Proxy(usize),
+    /// Address `.1` of proxy `.0`.
+    ProxyAddress(usize, usize),
+    /// DNS server `.1` of proxy `.0`.
+    DnsServer(usize, usize),
+}
+
+/// A topology that would make the rules wrong or meaningless.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{problem}")]
+pub struct TopologyError {
+    /// The offending item.
+    pub subject: Subject,
+    /// What is wrong and what to do, in one sentence.
+    pub problem: String,
+}
+
+/// A validated set of managed networks and proxies.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Topology {
+    networks: Vec<ManagedNetwork>,
+    proxies: Vec<Proxy>,
+}
+
+impl Topology {
+    /// Validates and builds a topology. Checks: names are well-formed and unique; subnets are
+    /// canonical, not shorter than [`MIN_PREFIX_V4`]/[`MIN_PREFIX_V6`], and overlap no other
+    /// managed subnet; every proxy address lies inside a managed subnet and belongs to one proxy;
+    /// DNS servers lie outside the managed subnets.
+    pub fn new(networks: Vec<ManagedNetwork>, proxies: Vec<Proxy>) -> Result<Self, TopologyError> {
+        check_names(
+            networks.iter().map(|n| n.name.as_str()),
+            "network",
+            Subject::Network,
+        )?;
+        check_names(
+            proxies.iter().map(|p| p.name.as_str()),
+            "proxy",
+            Subject::Proxy,
+        )?;
+        let mut all: Vec<(IpNet, usize, usize)> = Vec::new();
+        for (ni, network) in networks.iter().enumerate() {
+            for (si, subnet) in network.subnets.iter().enumerate() {
+                check_subnet(subnet).map_err(|problem| TopologyError {
+                    subject: Subject::Subnet(ni, si),
+                    problem: format!("network `{}`: {problem}", network.name),
+                })?;
+                all.push((*subnet, ni, si));
+            }
+        }
+        all.sort_by_key(|(net, _, _)| (net.network(), net.prefix_len()));
+        for pair in all.windows(2) {
+            let (a, an, _) = pair[0];
+            let (b, bn, bs) = pair[1];
+            if a.contains(&b.network()) {
+                return Err(TopologyError {
+                    subject: Subject::Subnet(bn, bs),
+                    problem: format!(
+                        "subnet {b} of network `{}` overlaps {a} of network `{}`: managed subnets \
+                         must not overlap, give each network its own range",
+                        networks[bn].name, networks[an].name
+                    ),
+                });
+            }
+        }
+        let sorted: Vec<IpNet> = all.iter().map(|(net, _, _)| *net).collect();
+        let mut seen_addresses = HashSet::new();
+        for (pi, proxy) in proxies.iter().enumerate() {
+            for (ai, address) in proxy.addresses.iter().enumerate() {
+                if containing_subnet(&sorted, *address).is_none() {
+                    return Err(TopologyError {
+                        subject: Subject::ProxyAddress(pi, ai),
+                        problem: format!(
+                            "proxy `{}`: address {address} lies outside every managed subnet; a \
+                             proxy must sit on a managed network, so add its network or fix the \
+                             address",
+                            proxy.name
+                        ),
+                    });
+                }
+                if !seen_addresses.insert(*address) {
+                    return Err(TopologyError {
+                        subject: Subject::ProxyAddress(pi, ai),
+                        problem: format!(
+                            "proxy `{}`: address {address} is given to more than one proxy",
+                            proxy.name
+                        ),
+                    });
+                }
+            }
+            for (di, server) in proxy.dns_servers.iter().enumerate() {
+                if let Some(subnet) = containing_subnet(&sorted, *server) {
+                    return Err(TopologyError {
+                        subject: Subject::DnsServer(pi, di),
+                        problem: format!(
+                            "proxy `{}`: DNS server {server} lies inside managed subnet {subnet}, \
+                             which no proxy may reach; use a resolver outside the managed networks",
+                            proxy.name
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(Topology { networks, proxies })
+    }
+
+    /// The managed networks, in the order given.
+    pub fn networks(&self) -> &[ManagedNetwork] {
+        &self.networks
+    }
+
+    /// The proxies, in the order given.
+    pub fn proxies(&self) -> &[Proxy] {
+        &self.proxies
+    }
+}
+
+fn check_names<'a>(
+    names: impl Iterator<Item = &'a str>,
+    what: &str,
+    subject: fn(usize) -> Subject,
+) -> Result<(), TopologyError> {
+    let mut seen = HashSet::new();
+    for (index, name) in names.enumerate() {
+        let problem = if !is_valid_name(name) {
+            Some(format!(
+                "{what} name `{name}` is not allowed: use 1 to {MAX_NAME_LEN} characters from \
+                 A-Z a-z 0-9 _ . -, starting with a letter or digit"
+            ))
+        } else if !seen.insert(name) {
+            Some(format!(
+                "{what} name `{name}` is used twice: names must be unique"
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(TopologyError {
+                subject: subject(index),
+                problem,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` may name a network or proxy (Docker's own name rule, bounded in length).
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() <= MAX_NAME_LEN
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn check_subnet(subnet: &IpNet) -> Result<(), String> {
+    let min = match subnet {
+        IpNet::V4(_) => MIN_PREFIX_V4,
+        IpNet::V6(_) => MIN_PREFIX_V6,
+    };
+    if subnet.prefix_len() < min {
+        return Err(format!(
+            "subnet {subnet} is too large to be one network (shortest allowed prefix is /{min}); \
+             list the real subnets instead"
+        ));
+    }
+    if subnet.trunc() != *subnet {
+        return Err(format!(
+            "subnet {subnet} has host bits set: write it as {}",
+            subnet.trunc()
+        ));
+    }
+    Ok(())
+}
+
+/// The subnet of `sorted` (sorted by network address, non-overlapping) that holds `address`.
+fn containing_subnet(sorted: &[IpNet], address: IpAddr) -> Option<IpNet> {
+    let after = sorted.partition_point(|net| net.network() <= address);
+    after
+        .checked_sub(1)
+        .map(|i| sorted[i])
+        .filter(|net| net.contains(&address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(name: &str, subnets: &[&str]) -> ManagedNetwork {
+        ManagedNetwork {
+            name: name.into(),
+            subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(),
+        }
+    }
+
+    fn proxy(addresses: &[&str], dns: &[&str]) -> Proxy {
+        Proxy {
+            name: "proxy".into(),
+            addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+            services: ["tcp/443".parse().unwrap()].into(),
+            dns_servers: dns.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn service_parsing_explains_mistakes() {
+        assert_eq!(
+            "udp/53".parse::<Service>(),
+            Ok(Service {
+                protocol: Protocol::Udp,
+                port: 53
+            })
+        );
+        assert!("tcp/0".parse::<Service>().unwrap_err().contains("port 0"));
+        assert!("icmp/1"
+            .parse::<Service>()
+            .unwrap_err()
+            .contains("unknown protocol"));
+        assert!("443".parse::<Service>().unwrap_err().contains("tcp/443"));
+        assert!("tcp/70000"
+            .parse::<Service>()
+            .unwrap_err()
+            .contains("not a port"));
+    }
+
+    #[test]
+    fn overlapping_subnets_of_two_networks_are_rejected() {
+        let err = Topology::new(
+            vec![net("a", &["10.0.0.0/16"]), net("b", &["10.0.5.0/24"])],
+            vec![],
+        )
+        .unwrap_err();
+        assert_eq!(err.subject, Subject::Subnet(1, 0));
+        assert!(
+            err.problem.contains("overlaps 10.0.0.0/16 of network `a`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn huge_and_non_canonical_subnets_are_rejected() {
+        for (subnet, needle) in [
+            ("0.0.0.0/0", "too large"),
+            ("10.0.0.0/7", "too large"),
+            ("::/0", "too large"),
+            ("10.0.0.5/24", "write it as 10.0.0.0/24"),
+        ] {
+            let err = Topology::new(vec![net("a", &[subnet])], vec![]).unwrap_err();
+            assert!(err.problem.contains(needle), "{subnet}: {err}");
+        }
+    }
+
+    #[test]
+    fn proxies_must_sit_inside_managed_subnets() {
+        let nets = vec![net("egress", &["10.2.0.0/24", "fd00:2::/64"])];
+        assert!(Topology::new(nets.clone(), vec![proxy(&["10.2.0.9", "fd00:2::9"], &[])]).is_ok());
+        let err = Topology::new(nets.clone(), vec![proxy(&["10.3.0.9"], &[])]).unwrap_err();
+        assert_eq!(err.subject, Subject::ProxyAddress(0, 0));
+        let err = Topology::new(nets, vec![proxy(&["10.2.0.9"], &["10.2.0.53"])]).unwrap_err();
+        assert_eq!(err.subject, Subject::DnsServer(0, 0));
+    }
+
+    #[test]
+    fn names_must_be_unique_and_plain() {
+        let err = Topology::new(vec![net("a", &[]), net("a", &[])], vec![]).unwrap_err();
+        assert_eq!(err.subject, Subject::Network(1));
+        let err = Topology::new(vec![net("bad name", &[])], vec![]).unwrap_err();
+        assert!(err.problem.contains("not allowed"));
+        assert!(!is_valid_name(&"x".repeat(MAX_NAME_LEN + 1)));
+        assert!(is_valid_name("my_net.v2-a"));
+    }
+}
