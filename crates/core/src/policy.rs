@@ -225,14 +225,16 @@ impl Policy {
         let table_name = match raw.table.name {
             None => TableSettings::default().name,
             Some(name) if is_table_name(name.get_ref()) => name.into_inner(),
-            Some(name) => return Err(source.error(
-                Some(name.span()),
-                format!(
+            Some(name) => {
+                return Err(source.error(
+                    Some(name.span()),
+                    format!(
                     "table name `{}` is not allowed: use 1 to 64 characters from A-Z a-z 0-9 _, \
                          starting with a letter",
                     name.get_ref()
                 ),
-            )),
+                ))
+            }
         };
         let defaults = TableSettings::default();
         let table = TableSettings {

@@ -1,0 +1,195 @@
+//! The kernel edge of enforcer: puts a [`Ruleset`] into the kernel as ONE nftables netlink
+//! transaction, and reads back what the kernel holds to skip transactions that would change
+//! nothing.
+//!
+//! - [`encode`] builds the batch (rustables for tables, chains and rules; [`wire`] for sets,
+//!   verdict maps and elements, which rustables 0.9 cannot express).
+//! - [`state`] turns batch messages and kernel dumps into one canonical form, compared and diffed.
+//! - [`netlink`] talks to the kernel (neli socket).
+
+pub mod encode;
+pub mod netlink;
+pub mod state;
+pub mod wire;
+
+use enforcer_core::ruleset::Ruleset;
+
+pub use state::{diff, TableState};
+
+/// Something went wrong talking to nftables. Whatever it is, the rules in force before the call
+/// are still in force: a transaction is committed whole or not at all.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// The netlink socket failed.
+    #[error("netlink socket to nftables failed: {0}")]
+    Socket(std::io::Error),
+    /// The caller lacks CAP_NET_ADMIN.
+    #[error(
+        "{action}: permission denied; nftables needs CAP_NET_ADMIN (run as root, or grant the \
+         capability: systemd AmbientCapabilities=CAP_NET_ADMIN, or `setcap cap_net_admin+ep`)"
+    )]
+    PermissionDenied {
+        /// What was attempted.
+        action: String,
+    },
+    /// The kernel refused a request; for a transaction, the whole batch was rolled back.
+    #[error(
+        "the kernel rejected {what}: {reason}{}",
+        detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
+    )]
+    Rejected {
+        /// errno (positive).
+        errno: i32,
+        /// strerror text.
+        reason: String,
+        /// The kernel's extended message, when it gave one.
+        detail: Option<String>,
+        /// What the rejected message did.
+        what: String,
+    },
+    /// No reply within the timeout.
+    #[error("nftables did not answer within 10 s")]
+    Timeout,
+    /// A reply could not be understood.
+    #[error("unexpected reply from nftables: {0}")]
+    Malformed(String),
+    /// The ruleset kept changing under us while we read it.
+    #[error("the ruleset changed during each of 5 attempts to read table {0}; another program is rewriting it")]
+    Unstable(String),
+}
+
+impl NftError {
+    fn rejected(errno: i32, detail: Option<String>, what: String) -> NftError {
+        if errno == libc::EPERM {
+            return NftError::PermissionDenied { action: what };
+        }
+        let reason = std::io::Error::from_raw_os_error(errno).to_string();
+        NftError::Rejected {
+            errno,
+            reason,
+            detail,
+            what,
+        }
+    }
+}
+
+/// What [`Nftables::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The kernel already held the desired table: nothing was sent.
+    Unchanged,
+    /// One transaction replaced the table.
+    Applied {
+        /// Messages in the transaction.
+        messages: usize,
+        /// Bytes sent.
+        bytes: usize,
+        /// What changed, as [`diff`] lines.
+        changes: Vec<String>,
+    },
+}
+
+/// The desired table, encoded once: its transaction and its canonical form.
+pub struct Desired {
+    table: String,
+    transaction: encode::Transaction,
+    state: TableState,
+}
+
+impl Desired {
+    /// Encodes `ruleset`; `first_seq` numbers its messages.
+    pub fn new(ruleset: &Ruleset, first_seq: u32) -> Desired {
+        let transaction = encode::encode(ruleset, first_seq);
+        let state = state::of_transaction(&ruleset.table, &transaction);
+        Desired {
+            table: ruleset.table.clone(),
+            transaction,
+            state,
+        }
+    }
+
+    /// The canonical form of the desired table.
+    pub fn state(&self) -> &TableState {
+        &self.state
+    }
+
+    /// The encoded transaction.
+    pub fn transaction(&self) -> &encode::Transaction {
+        &self.transaction
+    }
+}
+
+/// A connection to the kernel's nftables.
+pub struct Nftables {
+    socket: netlink::Socket,
+}
+
+const READ_ATTEMPTS: usize = 5;
+
+impl Nftables {
+    /// Opens the netlink socket (no privilege needed until a request is made).
+    pub fn open() -> Result<Nftables, NftError> {
+        Ok(Nftables {
+            socket: netlink::Socket::open()?,
+        })
+    }
+
+    /// Reads `inet table` as the kernel holds it, consistently (retried if a transaction
+    /// commits while reading). `None` when the table does not exist.
+    pub fn read(&mut self, table: &str) -> Result<Option<TableState>, NftError> {
+        for _ in 0..READ_ATTEMPTS {
+            let before = self.socket.generation()?;
+            let state = if self.socket.table_exists(table)? {
+                let mut state = TableState::default();
+                let objects = self.socket.dump_objects(table)?;
+                for message in wire::messages(&objects) {
+                    state.absorb(table, &message);
+                }
+                let names: Vec<String> = state.sets.keys().cloned().collect();
+                for set in names {
+                    let elements = self.socket.dump_elements(table, &set)?;
+                    for message in wire::messages(&elements) {
+                        state.absorb(table, &message);
+                    }
+                }
+                Some(state)
+            } else {
+                None
+            };
+            if self.socket.generation()? == before {
+                return Ok(state);
+            }
+        }
+        Err(NftError::Unstable(table.to_string()))
+    }
+
+    /// Encodes `ruleset` with fresh sequence numbers.
+    pub fn prepare(&mut self, ruleset: &Ruleset) -> Desired {
+        let desired = Desired::new(ruleset, self.socket.next_seq() + 1);
+        self.socket.skip_past(desired.transaction.last_seq() + 1);
+        desired
+    }
+
+    /// Makes the kernel hold `ruleset`: reads the table, and when it differs, replaces it in one
+    /// transaction. Either way, on return the kernel holds the desired table or (on error) what
+    /// it held before.
+    pub fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyOutcome, NftError> {
+        let desired = self.prepare(ruleset);
+        let current = self.read(&desired.table)?;
+        if current.as_ref() == Some(&desired.state) {
+            return Ok(ApplyOutcome::Unchanged);
+        }
+        let changes = diff(&desired.table, current.as_ref(), &desired.state);
+        self.commit(&desired)?;
+        Ok(ApplyOutcome::Applied {
+            messages: desired.transaction.descriptions.len(),
+            bytes: desired.transaction.bytes.len(),
+            changes,
+        })
+    }
+
+    /// Sends the desired table's transaction unconditionally.
+    pub fn commit(&mut self, desired: &Desired) -> Result<(), NftError> {
+        self.socket.commit(&desired.transaction)
+    }
+}

@@ -1,0 +1,344 @@
+//! The nftables netlink socket (neli): send a transaction and collect its outcome, and dump the
+//! objects of one table.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use neli::consts::socket::{Msg, NlFamily};
+use neli::socket::NlSocket;
+use neli::utils::Groups;
+
+use crate::encode::{Transaction, NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NLM_F_ACK, NLM_F_REQUEST};
+use crate::wire::{self, AttrWriter};
+use crate::NftError;
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_GETSETELEM: u16 = 13;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_GEN_ID: u16 = 1;
+/// A dump reply is at most 32 KiB; a batch's error replies are small.
+const RECEIVE_BUFFER: usize = 64 * 1024;
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An open nftables netlink socket.
+pub struct Socket {
+    socket: NlSocket,
+    seq: u32,
+    buffer: Vec<u8>,
+}
+
+/// The kernel's answer to one request message.
+enum Reply {
+    /// A data message (the batch protocol sends none; tolerated and ignored).
+    Data,
+    /// An error (negative errno) with the kernel's extended message, if any.
+    Error(i32, Option<String>, u32),
+}
+
+impl Socket {
+    /// Opens the socket. Needs no privilege; requests do.
+    pub fn open() -> Result<Socket, NftError> {
+        let socket = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty())
+            .map_err(NftError::Socket)?;
+        // Extended acks carry the kernel's own words on what it rejected.
+        let _ = socket.enable_ext_ack(true);
+        set_timeout(&socket, REPLY_TIMEOUT).map_err(NftError::Socket)?;
+        Ok(Socket {
+            socket,
+            seq: seed(),
+            buffer: vec![0; RECEIVE_BUFFER],
+        })
+    }
+
+    /// The next sequence number this socket will use.
+    pub fn next_seq(&self) -> u32 {
+        self.seq
+    }
+
+    /// Marks every sequence number up to `seq` as used (by a transaction built elsewhere).
+    pub fn skip_past(&mut self, seq: u32) {
+        self.seq = seq.wrapping_add(1);
+    }
+
+    fn take_seq(&mut self) -> u32 {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        seq
+    }
+
+    /// Sends a transaction in one `send` and returns once the kernel has committed it, or with
+    /// the reason it rejected it (then nothing changed).
+    pub fn commit(&mut self, transaction: &Transaction) -> Result<(), NftError> {
+        // The whole batch must fit in one datagram; growing the buffer past the system limit
+        // needs CAP_NET_ADMIN, which committing needs anyway.
+        let size = transaction.bytes.len() + 4096;
+        set_buffer(&self.socket, libc::SO_SNDBUFFORCE, size)
+            .or_else(|_| set_buffer(&self.socket, libc::SO_SNDBUF, size))
+            .map_err(NftError::Socket)?;
+        let sent = self
+            .socket
+            .send(&transaction.bytes, Msg::empty())
+            .map_err(NftError::Socket)?;
+        if sent != transaction.bytes.len() {
+            return Err(NftError::Socket(io::Error::other(format!(
+                "sent {sent} of {} bytes of the batch",
+                transaction.bytes.len()
+            ))));
+        }
+        // The kernel handles the batch inside send(): every reply is queued by now. Read them
+        // all: an error anywhere means the whole batch was rolled back.
+        let mut acknowledged = false;
+        let mut first_error = None;
+        while !acknowledged && first_error.is_none() {
+            for reply in self.receive()? {
+                match reply {
+                    Reply::Error(0, _, seq) if seq == transaction.last_seq() => acknowledged = true,
+                    Reply::Error(0, _, _) | Reply::Data => {}
+                    Reply::Error(errno, message, seq) => {
+                        first_error.get_or_insert((errno, message, seq));
+                    }
+                }
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some((errno, message, seq)) => Err(NftError::rejected(
+                -errno,
+                message,
+                transaction.describe(seq),
+            )),
+        }
+    }
+
+    /// The ruleset generation id: it changes with every committed transaction.
+    pub fn generation(&mut self) -> Result<u32, NftError> {
+        let data = self.request(NFT_MSG_GETGEN, NLM_F_ACK, 0, &[])?;
+        let id = wire::messages(&data)
+            .find_map(|m| wire::attribute(m.attributes(), NFTA_GEN_ID).and_then(wire::be32));
+        id.ok_or_else(|| NftError::Malformed("no generation id in the kernel's reply".into()))
+    }
+
+    /// Whether table `inet name` exists.
+    pub fn table_exists(&mut self, name: &str) -> Result<bool, NftError> {
+        let mut attrs = AttrWriter::new();
+        attrs.string(NFTA_TABLE_NAME, name);
+        match self.request(NFT_MSG_GETTABLE, NLM_F_ACK, NFPROTO_INET, &attrs.finish()) {
+            Ok(_) => Ok(true),
+            Err(NftError::Rejected { errno, .. }) if errno == libc::ENOENT => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Dumps the chains, rules and sets of `inet table` (raw reply messages, concatenated).
+    pub fn dump_objects(&mut self, table: &str) -> Result<Vec<u8>, NftError> {
+        let mut out = Vec::new();
+        for (kind, table_attr) in [
+            (NFT_MSG_GETCHAIN, 1),
+            (NFT_MSG_GETSET, 1),
+            (NFT_MSG_GETRULE, 1),
+        ] {
+            let mut attrs = AttrWriter::new();
+            attrs.string(table_attr, table);
+            out.extend(self.request(kind, NLM_F_DUMP, NFPROTO_INET, &attrs.finish())?);
+        }
+        Ok(out)
+    }
+
+    /// Dumps the elements of set `set` of `inet table`.
+    pub fn dump_elements(&mut self, table: &str, set: &str) -> Result<Vec<u8>, NftError> {
+        let mut attrs = AttrWriter::new();
+        attrs.string(1, table).string(2, set);
+        self.request(
+            NFT_MSG_GETSETELEM,
+            NLM_F_DUMP,
+            NFPROTO_INET,
+            &attrs.finish(),
+        )
+    }
+
+    /// Sends one request and gathers its data replies until the dump ends or the ack arrives.
+    fn request(
+        &mut self,
+        msg: u16,
+        flags: u16,
+        family: u8,
+        attrs: &[u8],
+    ) -> Result<Vec<u8>, NftError> {
+        let seq = self.take_seq();
+        let kind = (NFNL_SUBSYS_NFTABLES << 8) | msg;
+        let bytes = wire::message(kind, NLM_F_REQUEST | flags, seq, family, 0, attrs);
+        self.socket
+            .send(&bytes, Msg::empty())
+            .map_err(NftError::Socket)?;
+        let mut data = Vec::new();
+        loop {
+            let buf_len = self.recv_into_buffer()?;
+            let mut finished = false;
+            for message in wire::messages(&self.buffer[..buf_len]).filter(|m| m.seq == seq) {
+                match message.kind {
+                    NLMSG_DONE => finished = true,
+                    NLMSG_ERROR => {
+                        let (errno, text) = parse_error(&message);
+                        if errno != 0 {
+                            let what = format!("reading table objects (request {msg})");
+                            return Err(NftError::rejected(-errno, text, what));
+                        }
+                        finished = true;
+                    }
+                    _ => {
+                        let start = data.len();
+                        data.extend_from_slice(
+                            &(wire::NLMSG_HDRLEN as u32 + message.payload.len() as u32)
+                                .to_ne_bytes(),
+                        );
+                        data.extend_from_slice(&message.kind.to_ne_bytes());
+                        data.extend_from_slice(&message.flags.to_ne_bytes());
+                        data.extend_from_slice(&message.seq.to_ne_bytes());
+                        data.extend_from_slice(&0u32.to_ne_bytes());
+                        data.extend_from_slice(message.payload);
+                        data.resize(start + wire::align(data.len() - start), 0);
+                        if flags & NLM_F_DUMP == 0 && flags & NLM_F_ACK == 0 {
+                            finished = true;
+                        }
+                    }
+                }
+            }
+            if finished {
+                return Ok(data);
+            }
+        }
+    }
+
+    fn recv_into_buffer(&mut self) -> Result<usize, NftError> {
+        let (len, _) = self
+            .socket
+            .recv(&mut self.buffer[..], Msg::empty())
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => NftError::Timeout,
+                _ => NftError::Socket(e),
+            })?;
+        Ok(len)
+    }
+
+    /// Everything queued on the socket now (waiting up to the timeout for the first datagram).
+    fn receive(&mut self) -> Result<Vec<Reply>, NftError> {
+        let mut replies = Vec::new();
+        let mut flags = Msg::empty();
+        loop {
+            let result = self.socket.recv(&mut self.buffer[..], flags);
+            let len = match result {
+                Ok((len, _)) => len,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !replies.is_empty() => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(NftError::Timeout)
+                }
+                Err(e) => return Err(NftError::Socket(e)),
+            };
+            for message in wire::messages(&self.buffer[..len]) {
+                if message.kind == NLMSG_ERROR {
+                    let (errno, text) = parse_error(&message);
+                    replies.push(Reply::Error(errno, text, message.seq));
+                } else {
+                    replies.push(Reply::Data);
+                }
+            }
+            flags = Msg::DONTWAIT;
+        }
+        Ok(replies)
+    }
+}
+
+/// errno (negative) and the extended-ack message of an NLMSG_ERROR.
+fn parse_error(message: &wire::Message<'_>) -> (i32, Option<String>) {
+    let payload = message.payload;
+    let errno = payload
+        .get(..4)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(-libc::EIO);
+    // After errno comes the offending request: its header only when the kernel adds TLVs, or
+    // the whole message otherwise.
+    let text = if message.flags & NLM_F_ACK_TLVS != 0 {
+        let original_len = payload
+            .get(4..8)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .unwrap_or(0);
+        let capped = message.flags & 0x100 != 0; // NLM_F_CAPPED: only the header was echoed
+        let skip = 4 + if capped {
+            wire::NLMSG_HDRLEN
+        } else {
+            wire::align(original_len)
+        };
+        payload
+            .get(skip..)
+            .and_then(|tlvs| wire::attribute(tlvs, NLMSGERR_ATTR_MSG))
+            .map(wire::string)
+    } else {
+        None
+    };
+    (errno, text)
+}
+
+fn set_buffer(socket: &NlSocket, option: i32, size: usize) -> io::Result<()> {
+    let value = size.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: plain setsockopt on a socket we own, with a pointer to a local int.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn set_timeout(socket: &NlSocket, timeout: Duration) -> io::Result<()> {
+    let value = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: plain setsockopt on a socket we own, with a pointer to a local timeval.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &value as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A sequence-number seed that differs between processes, so stale replies never match.
+fn seed() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (std::process::id() << 16) ^ nanos | 1
+}

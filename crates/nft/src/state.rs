@@ -1,0 +1,363 @@
+//! A table in canonical form, built from netlink messages: either the kernel's dump replies or
+//! the messages of the transaction we would send. Both go through the same parser, so "the
+//! kernel already holds the desired table" is a plain equality, and the diff names what differs.
+//!
+//! Canonical means: attribute flags stripped, attributes sorted, and what the kernel adds or
+//! keeps for itself left out (handles, use counts, counter values, set ids, zero flags).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::encode::{
+    NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_LIST_ELEM, NFTA_SET_DATA_TYPE, NFTA_SET_ELEM_DATA,
+    NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET,
+    NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_FLAGS, NFTA_SET_KEY_LEN, NFTA_SET_KEY_TYPE, NFTA_SET_NAME,
+    NFTA_SET_TABLE, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NFT_SET_MAP,
+};
+use crate::wire::{self, AttrWriter, Message};
+
+pub(crate) const NFT_MSG_NEWCHAIN: u16 = 3;
+pub(crate) const NFT_MSG_NEWRULE: u16 = 6;
+pub(crate) const NFT_MSG_NEWSET: u16 = 9;
+pub(crate) const NFT_MSG_NEWSETELEM: u16 = 12;
+
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+
+/// A chain's base-chain properties: hook number, priority, policy, type.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BaseChain {
+    /// Netfilter hook number.
+    pub hook: u32,
+    /// Priority.
+    pub priority: i32,
+    /// Policy (1 = accept).
+    pub policy: Option<u32>,
+    /// Chain type (`filter`).
+    pub kind: String,
+}
+
+/// One expression: its name and canonical attributes.
+pub type Expression = (String, Vec<(u16, Vec<u8>)>);
+
+/// A rule in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleState {
+    /// Expressions, in order.
+    pub expressions: Vec<Expression>,
+    /// Raw user data (holds the comment).
+    pub userdata: Vec<u8>,
+}
+
+impl RuleState {
+    /// The rule's comment, if it has one.
+    pub fn comment(&self) -> String {
+        match self.userdata.as_slice() {
+            [0, len, rest @ ..] => wire::string(&rest[..(*len as usize).min(rest.len())]),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A chain in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChainState {
+    /// Set for base chains.
+    pub base: Option<BaseChain>,
+    /// Rules, in order.
+    pub rules: Vec<RuleState>,
+}
+
+/// A set or map in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SetState {
+    /// Whether it is a map.
+    pub map: bool,
+    /// Key datatype id and length.
+    pub key: (u32, u32),
+    /// Data type (verdict maps).
+    pub data_type: Option<u32>,
+    /// Element key bytes -> canonical data bytes (empty for plain sets).
+    pub elements: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+/// A whole table in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableState {
+    /// Chains by name.
+    pub chains: BTreeMap<String, ChainState>,
+    /// Sets by name.
+    pub sets: BTreeMap<String, SetState>,
+}
+
+impl TableState {
+    /// Folds one message (NEWCHAIN, NEWRULE, NEWSET or NEWSETELEM; others are ignored) of table
+    /// `table` into the state.
+    pub fn absorb(&mut self, table: &str, message: &Message<'_>) {
+        let attrs = message.attributes();
+        let text = |ty| {
+            wire::attribute(attrs, ty)
+                .map(wire::string)
+                .unwrap_or_default()
+        };
+        match message.kind & 0xff {
+            NFT_MSG_NEWCHAIN if text(NFTA_CHAIN_TABLE) == table => {
+                let base = wire::attribute(attrs, NFTA_CHAIN_HOOK).map(|hook| BaseChain {
+                    hook: wire::attribute(hook, NFTA_HOOK_HOOKNUM)
+                        .and_then(wire::be32)
+                        .unwrap_or(0),
+                    priority: wire::attribute(hook, NFTA_HOOK_PRIORITY)
+                        .and_then(wire::be32)
+                        .unwrap_or(0) as i32,
+                    policy: wire::attribute(attrs, NFTA_CHAIN_POLICY).and_then(wire::be32),
+                    kind: text(NFTA_CHAIN_TYPE),
+                });
+                self.chains.entry(text(NFTA_CHAIN_NAME)).or_default().base = base;
+            }
+            NFT_MSG_NEWRULE if text(NFTA_RULE_TABLE) == table => {
+                let expressions = wire::attribute(attrs, NFTA_RULE_EXPRESSIONS)
+                    .map(|list| {
+                        wire::attributes(list)
+                            .filter(|(t, _)| *t == NFTA_LIST_ELEM)
+                            .map(|(_, e)| canonical_expression(e))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let userdata = wire::attribute(attrs, NFTA_RULE_USERDATA)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default();
+                self.chains
+                    .entry(text(NFTA_RULE_CHAIN))
+                    .or_default()
+                    .rules
+                    .push(RuleState {
+                        expressions,
+                        userdata,
+                    });
+            }
+            NFT_MSG_NEWSET if text(NFTA_SET_TABLE) == table => {
+                let number = |ty| wire::attribute(attrs, ty).and_then(wire::be32);
+                let set = self.sets.entry(text(NFTA_SET_NAME)).or_default();
+                set.map = number(NFTA_SET_FLAGS).unwrap_or(0) & NFT_SET_MAP != 0;
+                set.key = (
+                    number(NFTA_SET_KEY_TYPE).unwrap_or(0),
+                    number(NFTA_SET_KEY_LEN).unwrap_or(0),
+                );
+                set.data_type = number(NFTA_SET_DATA_TYPE);
+            }
+            NFT_MSG_NEWSETELEM if text(NFTA_SET_ELEM_LIST_TABLE) == table => {
+                let set = self.sets.entry(text(NFTA_SET_ELEM_LIST_SET)).or_default();
+                let Some(list) = wire::attribute(attrs, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+                    return;
+                };
+                for (_, element) in wire::attributes(list).filter(|(t, _)| *t == NFTA_LIST_ELEM) {
+                    let key = wire::attribute(element, NFTA_SET_ELEM_KEY)
+                        .and_then(|k| wire::attribute(k, NFTA_DATA_VALUE))
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_default();
+                    let data = wire::attribute(element, NFTA_SET_ELEM_DATA)
+                        .map(canonical_data)
+                        .unwrap_or_default();
+                    set.elements.insert(key, data);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Number of set elements, over all sets.
+    pub fn element_count(&self) -> usize {
+        self.sets.values().map(|s| s.elements.len()).sum()
+    }
+}
+
+/// `(name, attributes)` of one expression, with what the kernel adds or varies removed.
+fn canonical_expression(payload: &[u8]) -> Expression {
+    let name = wire::attribute(payload, NFTA_EXPR_NAME)
+        .map(wire::string)
+        .unwrap_or_default();
+    let data = wire::attribute(payload, NFTA_EXPR_DATA).unwrap_or(&[]);
+    let mut attrs: Vec<(u16, Vec<u8>)> = Vec::new();
+    for (ty, value) in wire::attributes(data) {
+        let zero = wire::be32(value) == Some(0);
+        let keep = match (name.as_str(), ty) {
+            ("counter", _) => false, // packet and byte counts
+            ("lookup", 4) => false,  // NFTA_LOOKUP_SET_ID: batch-local
+            ("lookup", 5) => !zero,  // NFTA_LOOKUP_FLAGS: dumped even when 0
+            ("bitwise", 6) => !zero, // NFTA_BITWISE_OP: dumped even when 0 (bool)
+            _ => true,
+        };
+        if !keep {
+            continue;
+        }
+        // Data-carrying attributes are nested (NFTA_DATA_*): canonicalise them. Names may come
+        // with or without their NUL (rustables omits it, the kernel adds it).
+        let nested = matches!(
+            (name.as_str(), ty),
+            ("immediate", 2) | ("cmp", 3) | ("bitwise", 4 | 5)
+        );
+        let value = if nested {
+            canonical_data(value)
+        } else if (name.as_str(), ty) == ("lookup", 1) {
+            wire::string(value).into_bytes()
+        } else {
+            value.to_vec()
+        };
+        attrs.push((ty, value));
+    }
+    attrs.sort();
+    (name, attrs)
+}
+
+/// An `NFTA_DATA_*` nest, re-encoded without attribute flags.
+fn canonical_data(payload: &[u8]) -> Vec<u8> {
+    let mut out = AttrWriter::new();
+    for (ty, value) in wire::attributes(payload) {
+        if ty == NFTA_DATA_VERDICT {
+            let mut verdict = AttrWriter::new();
+            for (vty, vvalue) in wire::attributes(value) {
+                if vty == NFTA_VERDICT_CODE {
+                    verdict.bytes(vty, vvalue);
+                } else if vty == NFTA_VERDICT_CHAIN {
+                    verdict.string(vty, &wire::string(vvalue));
+                }
+            }
+            out.bytes(NFTA_DATA_VERDICT, &verdict.finish());
+        } else {
+            out.bytes(ty, value);
+        }
+    }
+    out.finish()
+}
+
+/// Human-readable element key (our sets hold IPv4 or IPv6 addresses).
+fn key_text(key: &[u8]) -> String {
+    match key.len() {
+        4 => IpAddr::V4(Ipv4Addr::new(key[0], key[1], key[2], key[3])).to_string(),
+        16 => {
+            let octets: [u8; 16] = key.try_into().expect("16 bytes");
+            IpAddr::V6(Ipv6Addr::from(octets)).to_string()
+        }
+        _ => format!("{key:02x?}"),
+    }
+}
+
+/// Human-readable element data (a verdict).
+fn data_text(data: &[u8]) -> String {
+    let Some(verdict) = wire::attribute(data, NFTA_DATA_VERDICT) else {
+        return String::new();
+    };
+    let code = wire::attribute(verdict, NFTA_VERDICT_CODE)
+        .and_then(wire::be32)
+        .map(|c| c as i32);
+    let chain = wire::attribute(verdict, NFTA_VERDICT_CHAIN)
+        .map(wire::string)
+        .unwrap_or_default();
+    match code {
+        Some(-4) => format!(" : goto {chain}"),
+        Some(-3) => format!(" : jump {chain}"),
+        Some(1) => " : accept".into(),
+        Some(0) => " : drop".into(),
+        other => format!(" : verdict {other:?}"),
+    }
+}
+
+/// At most this many lines per differing set in a diff.
+const DIFF_ELEMENTS_SHOWN: usize = 5;
+
+/// What applying `desired` would change in `current` (`None`: the table does not exist), one
+/// line per change, `+` for additions, `-` for removals, `~` for changes. Empty when equal.
+pub fn diff(table: &str, current: Option<&TableState>, desired: &TableState) -> Vec<String> {
+    let empty = TableState::default();
+    let mut lines = Vec::new();
+    let current = match current {
+        Some(c) => c,
+        None => {
+            lines.push(format!("+ table inet {table} (absent from the kernel)"));
+            &empty
+        }
+    };
+    for (name, set) in &current.sets {
+        if !desired.sets.contains_key(name) {
+            lines.push(format!("- set {name} ({} elements)", set.elements.len()));
+        }
+    }
+    for (name, want) in &desired.sets {
+        let Some(have) = current.sets.get(name) else {
+            lines.push(format!("+ set {name} ({} elements)", want.elements.len()));
+            continue;
+        };
+        if (have.map, have.key, have.data_type) != (want.map, want.key, want.data_type) {
+            lines.push(format!("~ set {name}: type changes"));
+        }
+        let added: Vec<String> = want
+            .elements
+            .iter()
+            .filter(|(k, v)| have.elements.get(*k) != Some(v))
+            .map(|(k, v)| format!("{}{}", key_text(k), data_text(v)))
+            .collect();
+        let removed: Vec<String> = have
+            .elements
+            .iter()
+            .filter(|(k, v)| want.elements.get(*k) != Some(v))
+            .map(|(k, v)| format!("{}{}", key_text(k), data_text(v)))
+            .collect();
+        for (sign, list) in [("+", &added), ("-", &removed)] {
+            for item in list.iter().take(DIFF_ELEMENTS_SHOWN) {
+                lines.push(format!("{sign} element {item} in set {name}"));
+            }
+            if list.len() > DIFF_ELEMENTS_SHOWN {
+                lines.push(format!(
+                    "{sign} … and {} more elements in set {name}",
+                    list.len() - DIFF_ELEMENTS_SHOWN
+                ));
+            }
+        }
+    }
+    for (name, chain) in &current.chains {
+        if !desired.chains.contains_key(name) {
+            lines.push(format!("- chain {name} ({} rules)", chain.rules.len()));
+        }
+    }
+    for (name, want) in &desired.chains {
+        let Some(have) = current.chains.get(name) else {
+            lines.push(format!("+ chain {name} ({} rules)", want.rules.len()));
+            continue;
+        };
+        if have.base != want.base {
+            lines.push(format!("~ chain {name}: hook, priority or policy changes"));
+        }
+        if have.rules != want.rules {
+            let mut line = format!("~ chain {name}: rules change");
+            for rule in want.rules.iter().filter(|r| !have.rules.contains(r)) {
+                let _ = write!(line, "\n+   rule \"{}\"", rule.comment());
+            }
+            for rule in have.rules.iter().filter(|r| !want.rules.contains(r)) {
+                let _ = write!(line, "\n-   rule \"{}\"", rule.comment());
+            }
+            lines.push(line);
+        }
+    }
+    lines
+}
+
+/// Builds the canonical state of the table a transaction would leave in the kernel.
+pub fn of_transaction(table: &str, transaction: &crate::encode::Transaction) -> TableState {
+    let mut state = TableState::default();
+    for message in transaction.content() {
+        state.absorb(table, &message);
+    }
+    state
+}
