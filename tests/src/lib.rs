@@ -1,0 +1,360 @@
+//! Test harness: network namespaces that play a Docker host, its containers and "the internet",
+//! real TCP and UDP flows between them, and the enforcer binary run inside the host namespace.
+//!
+//! Rules every test here keeps:
+//! - packets go only to addresses of namespaces the test made (203.0.113.0/24 and
+//!   2001:db8:113::/64 for the internet, the test's own bridges and containers, loopback);
+//! - every namespace is deleted when its [`Netns`] is dropped, also when a test panics;
+//! - every wait is bounded (connect and receive timeouts, capped loops).
+
+pub mod host;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Fails the test unless it runs as root (namespaces, bridges and nftables need it).
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the namespace tests need root (CAP_SYS_ADMIN and CAP_NET_ADMIN): run the README's test \
+         command as root"
+    );
+}
+
+/// Runs a command; panics with its output when it fails.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `ip <args>`.
+pub fn ip(args: &[&str]) {
+    run("ip", args);
+}
+
+static NEXT_NETNS: AtomicUsize = AtomicUsize::new(0);
+
+/// A named network namespace, deleted on drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace whose name starts with `role`, with loopback up.
+    pub fn new(role: &str) -> Netns {
+        let name = format!(
+            "enf{}-{}-{role}",
+            std::process::id(),
+            NEXT_NETNS.fetch_add(1, Ordering::SeqCst)
+        );
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        // No duplicate address detection: addresses (link-local ones too) are usable at once.
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
+        ns
+    }
+
+    /// The namespace's name (for `ip netns exec`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n <ns> <args>`.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// Runs a program inside the namespace and returns its output (whatever its status).
+    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program} in {}: {e}", self.name))
+    }
+
+    /// Runs a program inside the namespace; panics when it fails.
+    pub fn exec_ok(&self, program: &str, args: &[&str]) -> Output {
+        let output = self.exec(program, args);
+        assert!(
+            output.status.success(),
+            "{program} {} in {} failed: {}{}",
+            args.join(" "),
+            self.name,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// Sets a sysctl inside the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec_ok("sysctl", &["-qw", &format!("{key}={value}")]);
+    }
+
+    /// Runs `f` on a thread that has entered this namespace; sockets it creates live there.
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter_netns(&path);
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
+    /// Like [`Netns::enter`], without waiting.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> JoinHandle<T> {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter_netns(&path);
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill whatever still runs inside (a daemon a failed test left), then delete.
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            });
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn enter_netns(path: &str) {
+    let file = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: setns on a valid namespace fd affects only the calling thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// Transport of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// TCP: open means the three-way handshake completed and a byte came back.
+    Tcp,
+    /// UDP: open means the datagram was echoed.
+    Udp,
+}
+
+/// How long a probe waits before calling a flow blocked.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Tries one flow from inside `from` (which must be the current thread's namespace).
+pub fn probe_here(proto: Proto, target: SocketAddr, timeout: Duration) -> bool {
+    match proto {
+        Proto::Tcp => TcpStream::connect_timeout(&target, timeout)
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(timeout))?;
+                s.write_all(b"ping")?;
+                let mut buf = [0u8; 4];
+                s.read_exact(&mut buf)?;
+                Ok(&buf == b"pong")
+            })
+            .unwrap_or(false),
+        Proto::Udp => {
+            let bind: SocketAddr = if target.is_ipv4() {
+                "0.0.0.0:0".parse().unwrap()
+            } else {
+                "[::]:0".parse().unwrap()
+            };
+            let Ok(socket) = UdpSocket::bind(bind) else {
+                return false;
+            };
+            let _ = socket.set_read_timeout(Some(timeout));
+            if socket.send_to(b"ping", target).is_err() {
+                return false;
+            }
+            let mut buf = [0u8; 16];
+            matches!(socket.recv_from(&mut buf), Ok((4, from)) if from == target && &buf[..4] == b"pong")
+        }
+    }
+}
+
+/// Servers that answer `ping` with `pong` on TCP and UDP, counting what they receive.
+pub struct Responders {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    received: Arc<AtomicU64>,
+}
+
+impl Responders {
+    /// Starts one responder per (proto, address) inside `ns`.
+    pub fn start(ns: &Netns, endpoints: &[(Proto, SocketAddr)]) -> Responders {
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for &(proto, address) in endpoints {
+            let stop = stop.clone();
+            let received = received.clone();
+            // Bind inside the namespace, serve from the same thread.
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            threads.push(ns.spawn(move || match proto {
+                Proto::Tcp => {
+                    let listener = TcpListener::bind(address)
+                        .unwrap_or_else(|e| panic!("bind tcp {address}: {e}"));
+                    listener.set_nonblocking(true).unwrap();
+                    ready_tx.send(()).unwrap();
+                    while !stop.load(Ordering::Relaxed) {
+                        match listener.accept() {
+                            Ok((mut stream, _)) => {
+                                received.fetch_add(1, Ordering::Relaxed);
+                                let _ = stream.set_nonblocking(false);
+                                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                                let mut buf = [0u8; 4];
+                                if stream.read_exact(&mut buf).is_ok() {
+                                    let _ = stream.write_all(b"pong");
+                                }
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                        }
+                    }
+                }
+                Proto::Udp => {
+                    let socket = UdpSocket::bind(address)
+                        .unwrap_or_else(|e| panic!("bind udp {address}: {e}"));
+                    socket
+                        .set_read_timeout(Some(Duration::from_millis(20)))
+                        .unwrap();
+                    ready_tx.send(()).unwrap();
+                    let mut buf = [0u8; 2048];
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok((len, from)) = socket.recv_from(&mut buf) {
+                            received.fetch_add(1, Ordering::Relaxed);
+                            if &buf[..len] == b"ping" {
+                                let _ = socket.send_to(b"pong", from);
+                            }
+                        }
+                    }
+                }
+            }));
+            ready_rx
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("responder {proto:?} {address} did not start"));
+        }
+        Responders {
+            stop,
+            threads,
+            received,
+        }
+    }
+
+    /// Datagrams and connections received so far, all responders together.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Responders {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The enforcer binary, built once per test process (debug profile, this workspace).
+pub fn enforcer_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--package",
+                "enforcer",
+                "--bin",
+                "enforcer",
+            ])
+            .current_dir(&workspace)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the enforcer binary failed");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| workspace.join("target"));
+        target.join("debug").join("enforcer")
+    })
+    .clone()
+}
+
+/// A file of this repository (for example `rules/threegate.toml`).
+pub fn repo_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+/// Runs `enforcer <args>` inside `ns`.
+pub fn enforcer(ns: &Netns, args: &[&str]) -> Output {
+    let bin = enforcer_bin();
+    ns.exec(bin.to_str().expect("utf-8 path"), args)
+}
+
+/// The handle of `table inet <name>` in `ns` as `nft` reports it, if the table exists. The
+/// table is deleted and re-created by every transaction enforcer sends, so a changed handle
+/// proves a transaction, an unchanged one proves none.
+pub fn table_handle(ns: &Netns, table: &str) -> Option<u64> {
+    let output = ns.exec("nft", &["-j", "list", "table", "inet", table]);
+    if !output.status.success() {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("nft -j output");
+    json["nftables"]
+        .as_array()?
+        .iter()
+        .find_map(|item| item.get("table").and_then(|t| t["handle"].as_u64()))
+}
+
+/// Waits until `condition` holds, at most `limit`; returns whether it did.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    condition()
+}
