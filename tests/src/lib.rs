@@ -99,6 +99,25 @@ impl Netns {
             .unwrap_or_else(|e| panic!("cannot run {program} in {}: {e}", self.name))
     }
 
+    /// Runs a program inside the namespace with `input` on its standard input.
+    pub fn exec_with_input(&self, program: &str, args: &[&str], input: &[u8]) -> Output {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {program} in {}: {e}", self.name));
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input)
+            .expect("write stdin");
+        child.wait_with_output().expect("wait for child")
+    }
+
     /// Runs a program inside the namespace; panics when it fails.
     pub fn exec_ok(&self, program: &str, args: &[&str]) -> Output {
         let output = self.exec(program, args);
@@ -289,6 +308,37 @@ impl Drop for Responders {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+    }
+}
+
+static NEXT_FILE: AtomicUsize = AtomicUsize::new(0);
+
+/// A file in the temporary directory, removed on drop.
+pub struct TempFile {
+    path: PathBuf,
+}
+
+impl TempFile {
+    /// Writes `content` to a new file whose name ends in `suffix`.
+    pub fn new(suffix: &str, content: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!(
+            "enforcer-test-{}-{}{suffix}",
+            std::process::id(),
+            NEXT_FILE.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::write(&path, content).expect("write temporary file");
+        TempFile { path }
+    }
+
+    /// The file's path, as a string.
+    pub fn path(&self) -> &str {
+        self.path.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -1,0 +1,289 @@
+//! `enforcer apply` against a real kernel, each test in a namespace of its own, with `nft` as
+//! the independent reader of what the kernel holds.
+
+use enforcer_harness::{enforcer, repo_file, require_root, table_handle, Netns, TempFile};
+use serde_json::Value;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn threegate() -> String {
+    repo_file("rules/threegate.toml")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A policy with many networks, prefixes of several lengths in both families, and proxies with
+/// their own allowances and resolvers.
+fn mixed_policy() -> TempFile {
+    let mut policy = String::from("[proxy]\nallow = [\"tcp/443\", \"udp/53\"]\n");
+    for i in 0..40u32 {
+        let len = [24, 20, 28, 16][i as usize % 4];
+        let v4 = format!("10.{}.{}.0/{len}", 64 + i, if len > 24 { 16 } else { 0 });
+        let v6 = format!("fd00:{i:x}::/{}", [64, 56, 80, 48][i as usize % 4]);
+        policy.push_str(&format!(
+            "[[networks]]\nname = \"net-{i}.x\"\nsubnets = [\"{v4}\", \"{v6}\"]\n"
+        ));
+    }
+    policy.push_str(
+        "[[proxies]]\nname = \"squid\"\naddresses = [\"10.64.0.2\", \"fd00::2\"]\n\
+         [[proxies]]\nname = \"dns-only\"\naddresses = [\"10.65.0.3\"]\nallow = [\"udp/53\", \"tcp/53\"]\n\
+         dns_servers = [\"192.0.2.53\", \"2001:db8::53\"]\n",
+    );
+    TempFile::new(".toml", &policy)
+}
+
+/// `nft -j list table inet enforcer`, with handles and counter values removed.
+fn listed_json(ns: &Netns) -> Value {
+    let output = ns.exec_ok("nft", &["-j", "list", "table", "inet", "enforcer"]);
+    let mut json: Value = serde_json::from_slice(&output.stdout).expect("nft -j output");
+    fn scrub(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.remove("handle");
+                map.remove("metainfo");
+                if let Some(Value::Object(counter)) = map.get_mut("counter") {
+                    counter.insert("packets".into(), Value::from(0));
+                    counter.insert("bytes".into(), Value::from(0));
+                }
+                map.values_mut().for_each(scrub);
+            }
+            Value::Array(items) => {
+                items.iter_mut().for_each(scrub);
+                items.retain(|v| !v.as_object().is_some_and(|o| o.is_empty()));
+            }
+            _ => {}
+        }
+    }
+    scrub(&mut json);
+    json
+}
+
+#[test]
+fn dry_run_scripts_load_in_nft() {
+    require_root();
+    let mixed = mixed_policy();
+    let ns = Netns::new("nftc");
+    let threegate = threegate();
+    for args in [
+        vec![],
+        vec!["--config", threegate.as_str()],
+        vec!["--config", mixed.path()],
+    ] {
+        let mut all = vec!["apply", "--dry-run"];
+        all.extend(args.iter().copied());
+        let output = enforcer(&ns, &all);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "dry-run on an empty kernel has changes pending"
+        );
+        assert!(
+            text(&output.stderr).contains("+ table inet enforcer"),
+            "{}",
+            text(&output.stderr)
+        );
+        let check = ns.exec_with_input("nft", &["-c", "-f", "-"], &output.stdout);
+        assert!(
+            check.status.success(),
+            "nft -c rejected {args:?}: {}",
+            text(&check.stderr)
+        );
+    }
+    assert_eq!(
+        table_handle(&ns, "enforcer"),
+        None,
+        "dry-run and nft -c changed nothing"
+    );
+}
+
+#[test]
+fn applied_table_is_what_nft_makes_of_the_dry_run_text() {
+    require_root();
+    let mixed = mixed_policy();
+    for config in [threegate(), mixed.path().to_string()] {
+        let applied = Netns::new("applied");
+        let loaded = Netns::new("loaded");
+        let output = enforcer(&applied, &["apply", "--config", &config]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let script = enforcer(&loaded, &["apply", "--dry-run", "--config", &config]);
+        let load = loaded.exec_with_input("nft", &["-f", "-"], &script.stdout);
+        assert!(load.status.success(), "nft -f: {}", text(&load.stderr));
+        let (a, b) = (listed_json(&applied), listed_json(&loaded));
+        assert_eq!(
+            a, b,
+            "netlink-applied and nft-loaded tables differ for {config}"
+        );
+        // And the kernel holds every subnet: spot-check the sets nft lists.
+        let listing = text(
+            &applied
+                .exec_ok("nft", &["list", "table", "inet", "enforcer"])
+                .stdout,
+        );
+        for needle in [
+            "10.100.0.0 : goto net_llmnet",
+            "fd00:102:: : goto net_egressnet",
+        ] {
+            if config.ends_with("threegate.toml") {
+                assert!(listing.contains(needle), "missing {needle}:\n{listing}");
+            }
+        }
+        // The dry-run in the applied namespace now finds nothing to do.
+        let again = enforcer(&applied, &["apply", "--dry-run", "--config", &config]);
+        assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    }
+}
+
+#[test]
+fn a_second_apply_sends_no_transaction() {
+    require_root();
+    let ns = Netns::new("noop");
+    let config = threegate();
+    assert!(enforcer(&ns, &["apply", "--config", &config])
+        .status
+        .success());
+    let first = table_handle(&ns, "enforcer").expect("table exists");
+    let again = enforcer(&ns, &["apply", "--config", &config]);
+    assert!(again.status.success());
+    assert!(
+        text(&again.stderr).contains("nothing sent"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(
+        table_handle(&ns, "enforcer"),
+        Some(first),
+        "the table was not replaced"
+    );
+
+    // A different policy (llmnet gone) is a real change: dry-run names it, touching nothing,
+    // then one transaction makes it.
+    let smaller = TempFile::new(
+        ".toml",
+        &std::fs::read_to_string(&config).unwrap().replace(
+            "[[networks]]\nname = \"llmnet\"\nsubnets = [\"10.100.0.0/24\", \"fd00:100::/64\"]\n",
+            "",
+        ),
+    );
+    let dry = enforcer(&ns, &["apply", "--dry-run", "--config", smaller.path()]);
+    assert_eq!(dry.status.code(), Some(1));
+    let diff = text(&dry.stderr);
+    assert!(diff.contains("- chain net_llmnet"), "{diff}");
+    assert!(
+        diff.contains("- element 10.100.0.0 : goto net_llmnet in set from_managed_v4_24"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("- element fd00:100:: in set managed_v6_64"),
+        "{diff}"
+    );
+    assert_eq!(
+        table_handle(&ns, "enforcer"),
+        Some(first),
+        "dry-run touched nothing"
+    );
+    assert!(enforcer(&ns, &["apply", "--config", smaller.path()])
+        .status
+        .success());
+    assert_ne!(table_handle(&ns, "enforcer"), Some(first));
+}
+
+#[test]
+fn a_bad_policy_is_located_and_changes_nothing() {
+    require_root();
+    let ns = Netns::new("badcfg");
+    assert!(enforcer(&ns, &["apply", "--config", &threegate()])
+        .status
+        .success());
+    let before = table_handle(&ns, "enforcer");
+    let cases = [
+        ("[table]\nname = \"enforcer\"\ncolor = \"red\"\n", ":3:1:", "unknown field"),
+        ("[[networks]]\nname = \"a\"\nsubnets = [\"10.0.0.0/33\"]\n", ":3:12:", "not a subnet"),
+        ("[[networks]]\nname = \"a\"\nsubnets = [\"0.0.0.0/0\"]\n", ":3:12:", "too large"),
+        (
+            "[[networks]]\nname = \"a\"\nsubnets = [\"10.0.0.0/16\"]\n[[networks]]\nname = \"b\"\nsubnets = [\"10.0.3.0/24\"]\n",
+            ":6:12:",
+            "overlaps",
+        ),
+        ("[[networks]]\nname = \"a\"\nsubnets = [\"10.0.0.0/24\"]\n[[proxies]]\nname = \"p\"\naddresses = [\"10.1.0.2\"]\n", ":6:14:", "outside every managed subnet"),
+        ("[proxy]\nallow = [\"tcp/0\"]\n", ":2:10:", "port 0"),
+    ];
+    for (content, place, message) in cases {
+        let file = TempFile::new(".toml", content);
+        for args in [
+            vec!["apply", "--config", file.path()],
+            vec!["check-config", file.path()],
+        ] {
+            let output = enforcer(&ns, &args);
+            let stderr = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("{}{place}", file.path())),
+                "{place} in {stderr}"
+            );
+            assert!(stderr.contains(message), "{message} in {stderr}");
+        }
+    }
+    assert_eq!(
+        table_handle(&ns, "enforcer"),
+        before,
+        "a rejected policy changed the kernel"
+    );
+}
+
+#[test]
+fn without_cap_net_admin_apply_explains_and_dry_run_still_works() {
+    require_root();
+    let ns = Netns::new("nocap");
+    let bin = enforcer_harness::enforcer_bin();
+    let bin = bin.to_str().unwrap();
+    let config = threegate();
+    let output = ns.exec(
+        "setpriv",
+        &[
+            "--bounding-set",
+            "-net_admin",
+            "--inh-caps",
+            "-net_admin",
+            bin,
+            "apply",
+            "--config",
+            &config,
+        ],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("needs CAP_NET_ADMIN") && stderr.contains("--dry-run"),
+        "{stderr}"
+    );
+    assert_eq!(table_handle(&ns, "enforcer"), None);
+
+    let output = ns.exec(
+        "setpriv",
+        &[
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            bin,
+            "apply",
+            "--dry-run",
+            "--config",
+            &config,
+        ],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not read the kernel's table"),
+        "{stderr}"
+    );
+    assert!(
+        text(&output.stdout).starts_with("table inet enforcer\n"),
+        "the script is printed"
+    );
+}
