@@ -5,8 +5,10 @@
 //!   classify packets by *source* with one lookup per prefix length present: a verdict map sends
 //!   each managed subnet to its network's chain, so the per-packet cost does not grow with the
 //!   number of subnets.
-//! - `net_<name>`: traffic staying inside the network passes, proxies get their allowance, and
-//!   everything else is counted and dropped (one counter per network).
+//! - Bridged traffic (between containers of one network, seen in `forward` with br_netfilter)
+//!   passes: one rule, whatever the number of networks.
+//! - `net_<name>`: proxies get their allowance, and everything else leaving the network is
+//!   counted and dropped (one counter per network).
 //! - `host_from_managed`: managed networks may not open connections to the host.
 //! - `proxy_egress` and `proxy_<name>`: a proxy may open only its allowed services, only toward
 //!   destinations outside every managed subnet.
@@ -181,7 +183,14 @@ fn neighbour_discovery_rule() -> Rule {
 }
 
 fn forward_chain(settings: &TableSettings, prefixes: &[(Family, u8)]) -> Chain {
-    let mut rules = vec![replies_rule(), neighbour_discovery_rule()];
+    let mut rules = vec![
+        replies_rule(),
+        rule(
+            vec![Match::Bridged],
+            Verdict::Accept,
+            "bridged, not routed: stays inside its network",
+        ),
+    ];
     rules.extend(prefixes.iter().map(|&(family, len)| Rule {
         matches: vec![],
         counter: false,
@@ -305,19 +314,9 @@ fn proxy_rules(proxy: &Proxy) -> Chain {
 }
 
 fn network_rules(network: &ManagedNetwork, proxy_addresses: &BTreeSet<IpAddr>) -> Chain {
-    let mut subnets = network.subnets.clone();
-    subnets.sort();
-    let mut rules: Vec<Rule> = subnets
-        .iter()
-        .map(|subnet| {
-            rule(
-                vec![Match::Address(Direction::Destination, *subnet)],
-                Verdict::Accept,
-                format!("traffic staying inside network {}", network.name),
-            )
-        })
-        .collect();
-    if subnets
+    let mut rules = Vec::new();
+    if network
+        .subnets
         .iter()
         .any(|s| proxy_addresses.iter().any(|a| s.contains(a)))
     {

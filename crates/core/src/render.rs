@@ -95,6 +95,7 @@ pub fn rule_text(rule: &Rule) -> String {
 
 fn match_text(m: &Match) -> String {
     match m {
+        Match::Bridged => "meta pkttype != host".into(),
         Match::CtState(states) => {
             let names: Vec<&str> = states
                 .iter()

@@ -169,6 +169,12 @@ pub enum CtState {
 /// A condition on a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Match {
+    /// The packet is being bridged, not routed (`meta pkttype != host`): with br_netfilter, a
+    /// frame forwarded between two ports of one bridge reaches the inet forward hook addressed
+    /// to another host, while a routed packet was addressed to the router (the IP stack drops
+    /// other-host frames before routing). Bridged traffic stays inside one Docker network.
+    /// It must be a rule's only match (the kernel edge writes such rules itself).
+    Bridged,
     /// Conntrack state is one of these.
     CtState(Vec<CtState>),
     /// An ICMPv6 packet whose type lies in this inclusive range.

@@ -21,6 +21,8 @@ struct Packet {
     protocol: Protocol,
     dport: u16,
     state: Option<CtState>,
+    /// Forwarded between two ports of one bridge (same network), not routed.
+    bridged: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -44,6 +46,7 @@ fn key_of(packet: &Packet, key: &AddressKey) -> Option<IpAddr> {
 
 fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
     match m {
+        Match::Bridged => packet.bridged,
         Match::CtState(states) => packet.state.is_some_and(|s| states.contains(&s)),
         Match::Icmpv6Type(..) => false, // the evaluator only models TCP and UDP
         Match::Address(direction, net) => {
@@ -140,7 +143,13 @@ fn tcp(src: &str, dst: &str, port: u16) -> Packet {
         protocol: Protocol::Tcp,
         dport: port,
         state: None,
+        bridged: false,
     }
+}
+
+fn bridged(mut packet: Packet) -> Packet {
+    packet.bridged = true;
+    packet
 }
 
 #[test]
@@ -156,11 +165,20 @@ fn threegate_matrix_on_the_model() {
         Fate::Dropped
     );
     assert_eq!(
-        fate(&rs, Hook::Forward, &tcp(core, "10.100.0.11", 22)),
+        fate(&rs, Hook::Forward, &bridged(tcp(core, "10.100.0.11", 22))),
         Fate::Passed
     );
+    // Same network but routed (hairpin through the gateway): leaves the bridge, denied.
     assert_eq!(
-        fate(&rs, Hook::Forward, &tcp(fetch_on_fetchnet, proxy_in, 3128)),
+        fate(&rs, Hook::Forward, &tcp(core, "10.100.0.11", 22)),
+        Fate::Dropped
+    );
+    assert_eq!(
+        fate(
+            &rs,
+            Hook::Forward,
+            &bridged(tcp(fetch_on_fetchnet, proxy_in, 3128))
+        ),
         Fate::Passed
     );
     assert_eq!(
@@ -366,9 +384,10 @@ proptest! {
             if udp { packet.protocol = Protocol::Udp; }
             prop_assert_eq!(fate(&rs, Hook::Forward, &packet), Fate::Dropped, "{:?}", packet);
             prop_assert_eq!(fate(&rs, Hook::Input, &packet), Fate::Dropped, "{:?}", packet);
-            // Inside its own network, untouched.
+            // Inside its own network (bridged), untouched; routed, denied.
             packet.dst = host(*subnet, 10);
-            prop_assert_eq!(fate(&rs, Hook::Forward, &packet), Fate::Passed, "{:?}", packet);
+            prop_assert_eq!(fate(&rs, Hook::Forward, &bridged(packet)), Fate::Passed, "{:?}", packet);
+            prop_assert_eq!(fate(&rs, Hook::Forward, &packet), Fate::Dropped, "{:?}", packet);
             // Replies always pass.
             packet.dst = outside(Family::of(src));
             packet.state = Some(CtState::Established);
@@ -383,7 +402,7 @@ proptest! {
             for address in &proxy.addresses {
                 let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
                 let service = Service { protocol, port };
-                let mut packet = Packet { src: *address, dst: outside(Family::of(*address)), protocol, dport: port, state: None };
+                let mut packet = Packet { src: *address, dst: outside(Family::of(*address)), protocol, dport: port, state: None, bridged: false };
                 let allowed = proxy.services.contains(&service)
                     && (proxy.dns_servers.is_empty() || !service.is_dns());
                 let expected = if allowed { Fate::Passed } else { Fate::Dropped };

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use enforcer_core::planner::plan;
 use enforcer_core::policy::Policy;
 use enforcer_core::render;
-use enforcer_nft::{diff, ApplyOutcome, NftError, Nftables};
+use enforcer_nft::{ApplyOutcome, NftError, Nftables};
 
 /// Host firewall for Docker hosts running untrusted AI agents: egress from managed networks is
 /// denied by default, and only egress proxies may reach their allowed services.
@@ -82,7 +82,7 @@ fn apply(config: Option<PathBuf>, dry_run: bool) -> Result<Done> {
             .write_all(script.as_bytes())
             .context("writing the script to stdout")?;
         let mut nft = Nftables::open()?;
-        let desired = nft.prepare(&ruleset);
+        let desired = nft.prepare(&ruleset)?;
         let current = match nft.read(table) {
             Ok(current) => current,
             Err(NftError::PermissionDenied { .. }) => {
@@ -94,7 +94,7 @@ fn apply(config: Option<PathBuf>, dry_run: bool) -> Result<Done> {
             }
             Err(other) => return Err(other).context("reading the kernel's table"),
         };
-        let changes = diff(table, current.as_ref(), desired.state());
+        let changes = desired.changes(current.as_ref());
         if changes.is_empty() {
             eprintln!("enforcer: table inet {table} in the kernel already matches; nothing to do");
             return Ok(Done::Clean);

@@ -79,6 +79,19 @@ const UDATA_RULE_COMMENT: u8 = 0;
 /// Largest element payload put in one message (a netlink attribute's length is 16 bits).
 const ELEMENTS_PER_MESSAGE_BYTES: usize = 48 * 1024;
 
+/// A ruleset this encoder cannot express; nothing is sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "rule {position} of chain {chain} combines the bridged match with other matches or a verdict \
+     map, which enforcer cannot encode"
+)]
+pub struct EncodeError {
+    /// The chain.
+    pub chain: String,
+    /// 1-based rule position.
+    pub position: usize,
+}
+
 /// An encoded transaction, ready to send.
 pub struct Transaction {
     /// The whole batch: BEGIN, content messages, END.
@@ -112,7 +125,7 @@ impl Transaction {
 }
 
 /// Encodes the whole replacement of `ruleset.table` as one batch.
-pub fn encode(ruleset: &Ruleset, first_seq: u32) -> Transaction {
+pub fn encode(ruleset: &Ruleset, first_seq: u32) -> Result<Transaction, EncodeError> {
     let table = Table::new(ProtocolFamily::Inet).with_name(ruleset.table.as_str());
     let mut parts: Vec<(Vec<u8>, String)> = Vec::new();
     let name = &ruleset.table;
@@ -151,12 +164,34 @@ pub fn encode(ruleset: &Ruleset, first_seq: u32) -> Transaction {
             .map(|i| i as u32 + 1)
             .unwrap_or(0)
     };
+    // Rules go through rustables, except the bridged-traffic rule (rustables has no pkttype
+    // key), which is written here; `own` keeps those in order among the others.
     let mut tail = Batch::new();
+    let mut own: Vec<Option<Vec<u8>>> = Vec::new();
     let mut tail_descriptions = Vec::new();
     for chain_def in &ruleset.chains {
         let chain = chain_object(&table, chain_def);
         for (position, rule) in chain_def.rules.iter().enumerate() {
-            tail.add(&rule_object(&chain, rule, &set_ids), MsgType::Add);
+            match (rule.matches.as_slice(), &rule.action) {
+                ([Match::Bridged], Action::Verdict(verdict)) => {
+                    own.push(Some(bridged_rule_message(
+                        name,
+                        &chain_def.name,
+                        rule,
+                        verdict,
+                    )));
+                }
+                (matches, _) if matches.contains(&Match::Bridged) => {
+                    return Err(EncodeError {
+                        chain: chain_def.name.clone(),
+                        position: position + 1,
+                    });
+                }
+                _ => {
+                    tail.add(&rule_object(&chain, rule, &set_ids), MsgType::Add);
+                    own.push(None);
+                }
+            }
             tail_descriptions.push(format!(
                 "add rule {} of chain {} (\"{}\")",
                 position + 1,
@@ -165,7 +200,12 @@ pub fn encode(ruleset: &Ruleset, first_seq: u32) -> Transaction {
             ));
         }
     }
-    parts.extend(batch_messages(tail).into_iter().zip(tail_descriptions));
+    let mut built = batch_messages(tail).into_iter();
+    let rules = own.into_iter().map(|message| match message {
+        Some(message) => message,
+        None => built.next().expect("one rustables message per rule"),
+    });
+    parts.extend(rules.zip(tail_descriptions));
 
     let mut bytes = wire::message(
         NFNL_MSG_BATCH_BEGIN,
@@ -197,11 +237,11 @@ pub fn encode(ruleset: &Ruleset, first_seq: u32) -> Transaction {
         NFNL_SUBSYS_NFTABLES,
         &[],
     ));
-    Transaction {
+    Ok(Transaction {
         bytes,
         first_seq,
         descriptions,
-    }
+    })
 }
 
 /// The content messages of a rustables batch, without its BEGIN and END.
@@ -268,6 +308,7 @@ fn rule_object(chain: &Chain, rule: &RuleDef, set_id: &dyn Fn(&str) -> u32) -> R
                 object.add_expr(Cmp::new(CmpOp::Gte, [*low]));
                 object.add_expr(Cmp::new(CmpOp::Lte, [*high]));
             }
+            Match::Bridged => unreachable!("bridged rules are written by bridged_rule_message"),
             Match::Address(direction, net) => {
                 // As nft encodes a prefix: a byte-aligned one loads only its bytes, any other
                 // loads the address and masks it.
@@ -479,22 +520,83 @@ fn element(key: IpAddr, verdict: Option<&Verdict>) -> Vec<u8> {
             k.bytes(NFTA_DATA_VALUE, &address_bytes(key));
         });
         if let Some(verdict) = verdict {
-            elem.nested(NFTA_SET_ELEM_DATA, |data| {
-                data.nested(NFTA_DATA_VERDICT, |v| {
-                    let (code, chain) = match verdict {
-                        Verdict::Accept => (NF_ACCEPT, None),
-                        Verdict::Drop => (NF_DROP, None),
-                        Verdict::Return => (NFT_RETURN, None),
-                        Verdict::Jump(chain) => (NFT_JUMP, Some(chain)),
-                        Verdict::Goto(chain) => (NFT_GOTO, Some(chain)),
-                    };
-                    v.be32(NFTA_VERDICT_CODE, code as u32);
-                    if let Some(chain) = chain {
-                        v.string(NFTA_VERDICT_CHAIN, chain);
-                    }
-                });
-            });
+            elem.nested(NFTA_SET_ELEM_DATA, |data| verdict_data(data, verdict));
         }
     });
     list.finish()
+}
+
+/// An `NFTA_DATA_VERDICT` nest.
+fn verdict_data(data: &mut AttrWriter, verdict: &Verdict) {
+    data.nested(NFTA_DATA_VERDICT, |v| {
+        let (code, chain) = match verdict {
+            Verdict::Accept => (NF_ACCEPT, None),
+            Verdict::Drop => (NF_DROP, None),
+            Verdict::Return => (NFT_RETURN, None),
+            Verdict::Jump(chain) => (NFT_JUMP, Some(chain)),
+            Verdict::Goto(chain) => (NFT_GOTO, Some(chain)),
+        };
+        v.be32(NFTA_VERDICT_CODE, code as u32);
+        if let Some(chain) = chain {
+            v.string(NFTA_VERDICT_CHAIN, chain);
+        }
+    });
+}
+
+const NFT_MSG_NEWRULE: u16 = 6;
+const NLM_F_APPEND: u16 = 0x800;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFT_META_PKTTYPE: u32 = 19;
+const NFT_CMP_NEQ: u32 = 1;
+/// `PACKET_HOST`: the frame was addressed to this host.
+const PACKET_HOST: u8 = 0;
+
+/// `meta pkttype != host [counter] <verdict> comment "…"`, encoded as nft 1.0 does.
+fn bridged_rule_message(table: &str, chain: &str, rule: &RuleDef, verdict: &Verdict) -> Vec<u8> {
+    let expression = |list: &mut AttrWriter, name: &str, fill: &dyn Fn(&mut AttrWriter)| {
+        list.nested(NFTA_LIST_ELEM, |e| {
+            e.string(NFTA_EXPR_NAME, name)
+                .nested(NFTA_EXPR_DATA, |d| fill(d));
+        });
+    };
+    let mut attrs = AttrWriter::new();
+    attrs
+        .string(NFTA_RULE_TABLE, table)
+        .string(NFTA_RULE_CHAIN, chain);
+    attrs.nested(NFTA_RULE_EXPRESSIONS, |list| {
+        expression(list, "meta", &|d| {
+            d.be32(1, 1).be32(2, NFT_META_PKTTYPE); // dreg 1, key pkttype
+        });
+        expression(list, "cmp", &|d| {
+            d.be32(1, 1).be32(2, NFT_CMP_NEQ); // sreg 1, op neq
+            d.nested(3, |v| {
+                v.bytes(NFTA_DATA_VALUE, &[PACKET_HOST]);
+            });
+        });
+        if rule.counter {
+            expression(list, "counter", &|d| {
+                d.bytes(1, &0u64.to_be_bytes())
+                    .bytes(2, &0u64.to_be_bytes());
+            });
+        }
+        expression(list, "immediate", &|d| {
+            d.be32(1, 0); // dreg: verdict
+            d.nested(2, |data| verdict_data(data, verdict));
+        });
+    });
+    attrs.bytes(NFTA_RULE_USERDATA, &comment_userdata(&rule.comment));
+    let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE;
+    wire::message(
+        kind,
+        NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND,
+        0,
+        NFPROTO_INET,
+        0,
+        &attrs.finish(),
+    )
 }

@@ -12,6 +12,8 @@ pub mod netlink;
 pub mod state;
 pub mod wire;
 
+use std::sync::OnceLock;
+
 use enforcer_core::ruleset::Ruleset;
 
 pub use state::{diff, TableState};
@@ -53,6 +55,9 @@ pub enum NftError {
     /// A reply could not be understood.
     #[error("unexpected reply from nftables: {0}")]
     Malformed(String),
+    /// The desired table cannot be encoded (a planner bug); nothing was sent.
+    #[error("cannot encode the desired table: {0}")]
+    Encode(#[from] encode::EncodeError),
     /// The ruleset kept changing under us while we read it.
     #[error("the ruleset changed during each of 5 attempts to read table {0}; another program is rewriting it")]
     Unstable(String),
@@ -89,39 +94,60 @@ pub enum ApplyOutcome {
     },
 }
 
-/// The desired table, encoded once: its transaction and its canonical form.
+/// The desired table, encoded once: its transaction and (computed on first use) its canonical
+/// form.
 pub struct Desired {
     table: String,
     transaction: encode::Transaction,
-    state: TableState,
+    state: OnceLock<TableState>,
 }
 
 impl Desired {
     /// Encodes `ruleset`; `first_seq` numbers its messages.
-    pub fn new(ruleset: &Ruleset, first_seq: u32) -> Desired {
-        let transaction = encode::encode(ruleset, first_seq);
-        let state = state::of_transaction(&ruleset.table, &transaction);
-        Desired {
+    pub fn new(ruleset: &Ruleset, first_seq: u32) -> Result<Desired, NftError> {
+        let transaction = encode::encode(ruleset, first_seq)?;
+        Ok(Desired {
             table: ruleset.table.clone(),
             transaction,
-            state,
-        }
+            state: OnceLock::new(),
+        })
     }
 
     /// The canonical form of the desired table.
     pub fn state(&self) -> &TableState {
-        &self.state
+        self.state
+            .get_or_init(|| state::of_transaction(&self.table, &self.transaction))
     }
 
     /// The encoded transaction.
     pub fn transaction(&self) -> &encode::Transaction {
         &self.transaction
     }
+
+    /// What applying it changes, against `current` (the kernel's table, if it exists).
+    pub fn changes(&self, current: Option<&TableState>) -> Vec<String> {
+        match current {
+            Some(current) => diff(&self.table, Some(current), self.state()),
+            None => vec![format!(
+                "+ table inet {} (absent from the kernel): {} messages",
+                self.table,
+                self.transaction.descriptions.len()
+            )],
+        }
+    }
+}
+
+/// A ruleset known to be in the kernel at a given ruleset generation. The generation id changes
+/// with every commit by anyone, so while it stays the same, the kernel still holds this table.
+struct Verified {
+    generation: u32,
+    ruleset: Ruleset,
 }
 
 /// A connection to the kernel's nftables.
 pub struct Nftables {
     socket: netlink::Socket,
+    verified: Option<Verified>,
 }
 
 const READ_ATTEMPTS: usize = 5;
@@ -131,12 +157,18 @@ impl Nftables {
     pub fn open() -> Result<Nftables, NftError> {
         Ok(Nftables {
             socket: netlink::Socket::open()?,
+            verified: None,
         })
     }
 
     /// Reads `inet table` as the kernel holds it, consistently (retried if a transaction
     /// commits while reading). `None` when the table does not exist.
     pub fn read(&mut self, table: &str) -> Result<Option<TableState>, NftError> {
+        self.read_with_generation(table).map(|(_, state)| state)
+    }
+
+    /// Like [`Nftables::read`], with the ruleset generation the state belongs to.
+    fn read_with_generation(&mut self, table: &str) -> Result<(u32, Option<TableState>), NftError> {
         for _ in 0..READ_ATTEMPTS {
             let before = self.socket.generation()?;
             let state = if self.socket.table_exists(table)? {
@@ -157,30 +189,52 @@ impl Nftables {
                 None
             };
             if self.socket.generation()? == before {
-                return Ok(state);
+                return Ok((before, state));
             }
         }
         Err(NftError::Unstable(table.to_string()))
     }
 
     /// Encodes `ruleset` with fresh sequence numbers.
-    pub fn prepare(&mut self, ruleset: &Ruleset) -> Desired {
-        let desired = Desired::new(ruleset, self.socket.next_seq() + 1);
+    pub fn prepare(&mut self, ruleset: &Ruleset) -> Result<Desired, NftError> {
+        let desired = Desired::new(ruleset, self.socket.next_seq() + 1)?;
         self.socket.skip_past(desired.transaction.last_seq() + 1);
-        desired
+        Ok(desired)
     }
 
-    /// Makes the kernel hold `ruleset`: reads the table, and when it differs, replaces it in one
-    /// transaction. Either way, on return the kernel holds the desired table or (on error) what
-    /// it held before.
+    /// Makes the kernel hold `ruleset`: when this handle already verified it and no commit has
+    /// happened since (same ruleset generation), nothing is read or sent; otherwise the table
+    /// is read back and, when it differs, replaced in one transaction. On return the kernel
+    /// holds the desired table or, on error, what it held before.
     pub fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyOutcome, NftError> {
-        let desired = self.prepare(ruleset);
-        let current = self.read(&desired.table)?;
-        if current.as_ref() == Some(&desired.state) {
-            return Ok(ApplyOutcome::Unchanged);
+        if let Some(verified) = &self.verified {
+            if verified.ruleset == *ruleset && self.socket.generation()? == verified.generation {
+                return Ok(ApplyOutcome::Unchanged);
+            }
         }
-        let changes = diff(&desired.table, current.as_ref(), &desired.state);
+        self.verified = None;
+        let desired = self.prepare(ruleset)?;
+        let (generation, current) = self.read_with_generation(&desired.table)?;
+        if let Some(current) = &current {
+            if current == desired.state() {
+                self.verified = Some(Verified {
+                    generation,
+                    ruleset: ruleset.clone(),
+                });
+                return Ok(ApplyOutcome::Unchanged);
+            }
+        }
+        let changes = desired.changes(current.as_ref());
         self.commit(&desired)?;
+        // Trust the new table without reading it back only if ours was the one commit since
+        // the read (the generation moved by exactly one).
+        let after = self.socket.generation()?;
+        if after == generation.wrapping_add(1) {
+            self.verified = Some(Verified {
+                generation: after,
+                ruleset: ruleset.clone(),
+            });
+        }
         Ok(ApplyOutcome::Applied {
             messages: desired.transaction.descriptions.len(),
             bytes: desired.transaction.bytes.len(),

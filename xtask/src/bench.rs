@@ -1,0 +1,310 @@
+//! Benchmarks. Every figure is measured in this run; ratios compare two things measured side by
+//! side, so a noisy shared machine moves both.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use enforcer_core::planner::plan;
+use enforcer_core::policy::Policy;
+use enforcer_harness::{require_root, Netns, TempFile};
+use enforcer_nft::{ApplyOutcome, Nftables};
+
+const REPEATS: usize = 5;
+const NO_OP_REPEATS: usize = 200;
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(2);
+const THROUGHPUT_ROUNDS: usize = 3;
+
+/// A policy with `subnets` managed subnets: networks with one IPv4 /24 and one IPv6 /64 each,
+/// the first network holding a proxy (10.100.0.2) allowed udp/53.
+pub fn policy_text(subnets: usize) -> String {
+    let networks = subnets.div_ceil(2);
+    let mut text = String::from("[proxy]\nallow = [\"tcp/443\", \"udp/53\"]\n");
+    for i in 0..networks {
+        let (a, b) = (i / 250, i % 250);
+        text.push_str(&format!(
+            "[[networks]]\nname = \"n{i}\"\nsubnets = [\"10.{}.{b}.0/24\", \"fd00:{i:x}::/64\"]\n",
+            100 + a
+        ));
+    }
+    text.push_str("[[proxies]]\nname = \"proxy\"\naddresses = [\"10.100.0.2\"]\n");
+    text
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Runs a program inside `ns` (forked from a thread that entered it); returns wall time and
+/// peak resident memory in KiB.
+fn timed_in(
+    ns: &Netns,
+    program: &Path,
+    args: &[&str],
+    stdin: Option<&Path>,
+) -> Result<(Duration, u64)> {
+    let program = program.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.map(Path::to_path_buf);
+    ns.enter(move || -> Result<(Duration, u64)> {
+        let mut command = Command::new(&program);
+        command
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(path) = &stdin {
+            command.stdin(std::fs::File::open(path)?);
+        }
+        let start = Instant::now();
+        let child = command
+            .spawn()
+            .with_context(|| format!("start {}", program.display()))?;
+        let pid = child.id() as libc::pid_t;
+        let mut status = 0;
+        // SAFETY: rusage is plain data; wait4 reaps our own child.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        let elapsed = start.elapsed();
+        ensure!(rc == pid, "wait4 failed");
+        ensure!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{} {:?} failed",
+            program.display(),
+            args
+        );
+        Ok((elapsed, usage.ru_maxrss as u64))
+    })
+}
+
+fn release_binary() -> Result<PathBuf> {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "--package", "enforcer"])
+        .current_dir(&workspace)
+        .status()?;
+    ensure!(status.success(), "cargo build --release failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(workspace.join("target"));
+    Ok(target.join("release").join("enforcer"))
+}
+
+/// Prints one result line: the figure, its target and whether it met it.
+fn line(name: &str, figure: String, met: Option<bool>) {
+    let mark = match met {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "",
+    };
+    println!("{name:<58} {figure:<44} {mark}");
+}
+
+pub fn run() -> Result<()> {
+    require_root();
+    let enforcer = release_binary()?;
+    let nft = PathBuf::from("/usr/sbin/nft");
+    println!("enforcer benchmarks (median of {REPEATS} runs unless said; each run in fresh namespaces)\n");
+
+    for subnets in [10usize, 1_000, 10_000] {
+        let policy = TempFile::new(".toml", &policy_text(subnets));
+        let script_ns = Netns::new("script");
+        let output = script_ns.exec(
+            enforcer.to_str().unwrap(),
+            &["apply", "--dry-run", "--config", policy.path()],
+        );
+        let script = TempFile::new(".nft", &String::from_utf8(output.stdout)?);
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        let mut peak = 0;
+        for _ in 0..REPEATS {
+            let ns = Netns::new("apply");
+            let (time, rss) =
+                timed_in(&ns, &enforcer, &["apply", "--config", policy.path()], None)?;
+            ours.push(time.as_secs_f64());
+            peak = peak.max(rss);
+            let ns = Netns::new("nftf");
+            let (time, _) = timed_in(&ns, &nft, &["-f", "-"], Some(Path::new(script.path())))?;
+            theirs.push(time.as_secs_f64());
+        }
+        let (ours, theirs) = (median(ours), median(theirs));
+        let ratio = ours / theirs;
+        line(
+            &format!("full apply, N = {subnets} subnets: enforcer / nft -f"),
+            format!("{:.1} ms / {:.1} ms = {ratio:.2}", ours * 1e3, theirs * 1e3),
+            (subnets == 10_000).then_some(ratio <= 0.5),
+        );
+        if subnets == 10_000 {
+            line(
+                "peak memory of enforcer apply, N = 10000",
+                format!("{:.1} MiB (max of {REPEATS} runs)", peak as f64 / 1024.0),
+                Some(peak <= 30 * 1024),
+            );
+            no_op(&enforcer, &policy)?;
+            throughput(&policy)?;
+        }
+    }
+    Ok(())
+}
+
+fn no_op(enforcer: &Path, policy: &TempFile) -> Result<()> {
+    let ns = Netns::new("noop");
+    timed_in(&ns, enforcer, &["apply", "--config", policy.path()], None)?;
+    let mut cold = Vec::new();
+    for _ in 0..REPEATS {
+        cold.push(
+            timed_in(&ns, enforcer, &["apply", "--config", policy.path()], None)?
+                .0
+                .as_secs_f64(),
+        );
+    }
+    let path = PathBuf::from(policy.path());
+    let warm = ns.enter(move || -> Result<Vec<f64>> {
+        let policy = Policy::load(&path)?;
+        let ruleset = plan(&policy.table, &policy.static_topology);
+        let mut nft = Nftables::open()?;
+        // The first call verifies the kernel's table by reading it back.
+        ensure!(
+            nft.apply(&ruleset)? == ApplyOutcome::Unchanged,
+            "table should already match"
+        );
+        let mut times = Vec::new();
+        for _ in 0..NO_OP_REPEATS {
+            let start = Instant::now();
+            let outcome = nft.apply(&ruleset)?;
+            times.push(start.elapsed().as_secs_f64());
+            ensure!(
+                outcome == ApplyOutcome::Unchanged,
+                "a no-op apply sent a transaction"
+            );
+        }
+        Ok(times)
+    })?;
+    let warm_median = median(warm.clone());
+    let mut sorted = warm;
+    sorted.sort_by(f64::total_cmp);
+    let p99 = sorted[sorted.len() * 99 / 100];
+    line(
+        "no-op apply, N = 10000 (agent: verified table, no commit since)",
+        format!(
+            "{:.3} ms median, {:.3} ms p99 of {NO_OP_REPEATS}",
+            warm_median * 1e3,
+            p99 * 1e3
+        ),
+        Some(warm_median <= 0.005),
+    );
+    line(
+        "no-op apply, N = 10000 (CLI: parse, plan, full read-back)",
+        format!("{:.1} ms", median(cold) * 1e3),
+        None,
+    );
+    Ok(())
+}
+
+/// 64-byte frames (22-byte UDP payload) from the proxy (10.100.0.2, udp/53 allowed: the longest
+/// accepted path through the table) to 203.0.113.10 through a router namespace.
+fn throughput(policy: &TempFile) -> Result<()> {
+    let sender = Netns::new("tsend");
+    let router = Netns::new("trouter");
+    let receiver = Netns::new("trecv");
+    router.sysctl("net.ipv4.ip_forward", "1");
+    router.ip(&[
+        "link",
+        "add",
+        "in0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        sender.name(),
+    ]);
+    router.ip(&[
+        "link",
+        "add",
+        "out0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        receiver.name(),
+    ]);
+    router.ip(&["addr", "add", "10.100.0.1/24", "dev", "in0"]);
+    router.ip(&["addr", "add", "203.0.113.1/24", "dev", "out0"]);
+    router.ip(&["link", "set", "in0", "up"]);
+    router.ip(&["link", "set", "out0", "up"]);
+    sender.ip(&["addr", "add", "10.100.0.2/24", "dev", "eth0"]);
+    sender.ip(&["link", "set", "eth0", "up"]);
+    sender.ip(&["route", "add", "default", "via", "10.100.0.1"]);
+    receiver.ip(&["addr", "add", "203.0.113.10/24", "dev", "eth0"]);
+    receiver.ip(&["link", "set", "eth0", "up"]);
+    receiver.ip(&["route", "add", "10.100.0.0/24", "via", "203.0.113.1"]);
+
+    let enforcer = release_binary()?;
+    let mut bare = Vec::new();
+    let mut enforced = Vec::new();
+    for _ in 0..THROUGHPUT_ROUNDS {
+        router.exec("nft", &["delete", "table", "inet", "enforcer"]);
+        bare.push(rate(&sender, &receiver)?);
+        timed_in(
+            &router,
+            &enforcer,
+            &["apply", "--config", policy.path()],
+            None,
+        )?;
+        enforced.push(rate(&sender, &receiver)?);
+    }
+    let (bare, enforced) = (median(bare), median(enforced));
+    let ratio = enforced / bare;
+    line(
+        "64-byte UDP through forward, N = 10000: table / no table",
+        format!(
+            "{:.0} / {:.0} packets/s = {ratio:.2} (median of {THROUGHPUT_ROUNDS})",
+            enforced, bare
+        ),
+        Some(ratio >= 0.8),
+    );
+    Ok(())
+}
+
+/// Packets per second received during one window of flat-out sending.
+fn rate(sender: &Netns, receiver: &Netns) -> Result<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let socket = receiver.enter(|| UdpSocket::bind("203.0.113.10:53"))?;
+    socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let counter = {
+        let (stop, received) = (stop.clone(), received.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                if socket.recv(&mut buf).is_ok() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let window = sender.enter(move || -> Result<Duration> {
+        let socket = UdpSocket::bind("10.100.0.2:0")?;
+        let target: SocketAddr = "203.0.113.10:53".parse()?;
+        let payload = [0u8; 22];
+        let start = Instant::now();
+        while start.elapsed() < THROUGHPUT_WINDOW {
+            for _ in 0..64 {
+                let _ = socket.send_to(&payload, target);
+            }
+        }
+        Ok(start.elapsed())
+    })?;
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    counter.join().expect("counter thread");
+    Ok(received.load(Ordering::Relaxed) as f64 / window.as_secs_f64())
+}
