@@ -382,19 +382,22 @@ pub fn enforcer(ns: &Netns, args: &[&str]) -> Output {
     ns.exec(bin.to_str().expect("utf-8 path"), args)
 }
 
-/// The handle of `table inet <name>` in `ns` as `nft` reports it, if the table exists. The
-/// table is deleted and re-created by every transaction enforcer sends, so a changed handle
-/// proves a transaction, an unchanged one proves none.
-pub fn table_handle(ns: &Netns, table: &str) -> Option<u64> {
+/// The handles of every object of `table inet <name>` in `ns` (table, chains, sets, rules),
+/// as `nft` reports them; `None` when the table does not exist. The kernel gives each new
+/// object a fresh handle, so any transaction that rewrites part of the table changes this
+/// list, and an unchanged list proves that nothing was rewritten.
+pub fn object_handles(ns: &Netns, table: &str) -> Option<Vec<u64>> {
     let output = ns.exec("nft", &["-j", "list", "table", "inet", table]);
     if !output.status.success() {
         return None;
     }
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("nft -j output");
-    json["nftables"]
+    let handles = json["nftables"]
         .as_array()?
         .iter()
-        .find_map(|item| item.get("table").and_then(|t| t["handle"].as_u64()))
+        .filter_map(|item| item.as_object()?.values().next()?.get("handle")?.as_u64())
+        .collect();
+    Some(handles)
 }
 
 /// Waits until `condition` holds, at most `limit`; returns whether it did.

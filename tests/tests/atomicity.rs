@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enforcer_harness::host::{DockerLikeHost, INTERNET_V4};
-use enforcer_harness::{enforcer, repo_file, table_handle, Proto, Responders, TempFile};
+use enforcer_harness::{enforcer, object_handles, repo_file, Proto, Responders, TempFile};
 
 const APPLIES: usize = 200;
 const STREAM_PORT: u16 = 9999;
@@ -82,7 +82,7 @@ fn two_hundred_applies_let_no_packet_through() {
             stderr.contains("applied table inet enforcer in one transaction"),
             "apply {i}: {stderr}"
         );
-        handles.push(table_handle(&host.host, "enforcer").expect("table present"));
+        handles.push(object_handles(&host.host, "enforcer").expect("table present"));
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! `enforcer apply` against a real kernel, each test in a namespace of its own, with `nft` as
 //! the independent reader of what the kernel holds.
 
-use enforcer_harness::{enforcer, repo_file, require_root, table_handle, Netns, TempFile};
+use enforcer_harness::{enforcer, object_handles, repo_file, require_root, Netns, TempFile};
 use serde_json::Value;
 
 fn text(bytes: &[u8]) -> String {
@@ -93,7 +93,7 @@ fn dry_run_scripts_load_in_nft() {
         );
     }
     assert_eq!(
-        table_handle(&ns, "enforcer"),
+        object_handles(&ns, "enforcer"),
         None,
         "dry-run and nft -c changed nothing"
     );
@@ -144,7 +144,7 @@ fn a_second_apply_sends_no_transaction() {
     assert!(enforcer(&ns, &["apply", "--config", &config])
         .status
         .success());
-    let first = table_handle(&ns, "enforcer").expect("table exists");
+    let first = object_handles(&ns, "enforcer").expect("table exists");
     let again = enforcer(&ns, &["apply", "--config", &config]);
     assert!(again.status.success());
     assert!(
@@ -153,8 +153,8 @@ fn a_second_apply_sends_no_transaction() {
         text(&again.stderr)
     );
     assert_eq!(
-        table_handle(&ns, "enforcer"),
-        Some(first),
+        object_handles(&ns, "enforcer"),
+        Some(first.clone()),
         "the table was not replaced"
     );
 
@@ -180,14 +180,14 @@ fn a_second_apply_sends_no_transaction() {
         "{diff}"
     );
     assert_eq!(
-        table_handle(&ns, "enforcer"),
-        Some(first),
+        object_handles(&ns, "enforcer"),
+        Some(first.clone()),
         "dry-run touched nothing"
     );
     assert!(enforcer(&ns, &["apply", "--config", smaller.path()])
         .status
         .success());
-    assert_ne!(table_handle(&ns, "enforcer"), Some(first));
+    assert_ne!(object_handles(&ns, "enforcer"), Some(first.clone()));
 }
 
 #[test]
@@ -197,7 +197,7 @@ fn a_bad_policy_is_located_and_changes_nothing() {
     assert!(enforcer(&ns, &["apply", "--config", &threegate()])
         .status
         .success());
-    let before = table_handle(&ns, "enforcer");
+    let before = object_handles(&ns, "enforcer");
     let cases = [
         ("[table]\nname = \"enforcer\"\ncolor = \"red\"\n", ":3:1:", "unknown field"),
         ("[[networks]]\nname = \"a\"\nsubnets = [\"10.0.0.0/33\"]\n", ":3:12:", "not a subnet"),
@@ -227,7 +227,7 @@ fn a_bad_policy_is_located_and_changes_nothing() {
         }
     }
     assert_eq!(
-        table_handle(&ns, "enforcer"),
+        object_handles(&ns, "enforcer"),
         before,
         "a rejected policy changed the kernel"
     );
@@ -259,7 +259,7 @@ fn without_cap_net_admin_apply_explains_and_dry_run_still_works() {
         stderr.contains("needs CAP_NET_ADMIN") && stderr.contains("--dry-run"),
         "{stderr}"
     );
-    assert_eq!(table_handle(&ns, "enforcer"), None);
+    assert_eq!(object_handles(&ns, "enforcer"), None);
 
     let output = ns.exec(
         "setpriv",

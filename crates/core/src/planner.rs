@@ -5,8 +5,8 @@
 //!   classify packets by *source* with one lookup per prefix length present: a verdict map sends
 //!   each managed subnet to its network's chain, so the per-packet cost does not grow with the
 //!   number of subnets.
-//! - Bridged traffic (between containers of one network, seen in `forward` with br_netfilter)
-//!   passes: one rule, whatever the number of networks.
+//! - Traffic that stays inside one network passes: one lookup of (source prefix . destination
+//!   prefix) in a set of pairs per pair of prefix lengths, whatever the number of networks.
 //! - `net_<name>`: proxies get their allowance, and everything else leaving the network is
 //!   counted and dropped (one counter per network).
 //! - `host_from_managed`: managed networks may not open connections to the host.
@@ -63,6 +63,12 @@ pub fn classify_map(family: Family, prefix_len: u8) -> String {
     format!("from_managed_{}_{prefix_len}", family.tag())
 }
 
+/// Name of the set of (source subnet . destination subnet) pairs inside one network, for one
+/// family and pair of prefix lengths.
+pub fn intra_set(family: Family, source_len: u8, destination_len: u8) -> String {
+    format!("intra_{}_{source_len}_{destination_len}", family.tag())
+}
+
 /// Name of the verdict map from proxy addresses of one family to their chains.
 pub fn proxies_map(family: Family) -> String {
     format!("proxies_{}", family.tag())
@@ -104,6 +110,24 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
         }
     }
     let has_proxies = !proxy_maps.is_empty();
+    // (family, source length, destination length) -> pairs of subnets of one network.
+    let mut pairs: BTreeMap<(Family, u8, u8), BTreeSet<(IpAddr, IpAddr)>> = BTreeMap::new();
+    for network in &networks {
+        for source in &network.subnets {
+            for destination in &network.subnets {
+                if Family::of(source.addr()) == Family::of(destination.addr()) {
+                    pairs
+                        .entry((
+                            Family::of(source.addr()),
+                            source.prefix_len(),
+                            destination.prefix_len(),
+                        ))
+                        .or_default()
+                        .insert((source.network(), destination.network()));
+                }
+            }
+        }
+    }
 
     let mut sets = Vec::new();
     for ((family, prefix_len), members) in &by_prefix {
@@ -118,6 +142,13 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
             content: SetContent::VerdictMap(members.clone()),
         });
     }
+    for (&(family, source, destination), members) in &pairs {
+        sets.push(Set {
+            name: intra_set(family, source, destination),
+            family,
+            content: SetContent::AddressPairs(members.clone()),
+        });
+    }
     for (family, members) in &proxy_maps {
         sets.push(Set {
             name: proxies_map(*family),
@@ -128,7 +159,11 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
 
     let prefixes: Vec<(Family, u8)> = by_prefix.keys().copied().collect();
     let mut chains = vec![
-        forward_chain(settings, &prefixes),
+        forward_chain(
+            settings,
+            &prefixes,
+            &pairs.keys().copied().collect::<Vec<_>>(),
+        ),
         input_chain(settings, &prefixes),
         host_chain(has_proxies),
     ];
@@ -182,15 +217,37 @@ fn neighbour_discovery_rule() -> Rule {
     )
 }
 
-fn forward_chain(settings: &TableSettings, prefixes: &[(Family, u8)]) -> Chain {
-    let mut rules = vec![
-        replies_rule(),
-        rule(
-            vec![Match::Bridged],
-            Verdict::Accept,
-            "bridged, not routed: stays inside its network",
+fn forward_chain(
+    settings: &TableSettings,
+    prefixes: &[(Family, u8)],
+    pair_lengths: &[(Family, u8, u8)],
+) -> Chain {
+    let mut rules = vec![replies_rule()];
+    for (multicast, comment) in [
+        (
+            "ff02::/16",
+            "link-local multicast (neighbour discovery) never leaves the link",
         ),
-    ];
+        ("224.0.0.0/24", "link-local multicast never leaves the link"),
+    ] {
+        let net = multicast.parse().expect("constant prefix");
+        rules.push(rule(
+            vec![Match::Address(Direction::Destination, net)],
+            Verdict::Accept,
+            comment,
+        ));
+    }
+    rules.extend(pair_lengths.iter().map(|&(family, source, destination)| {
+        rule(
+            vec![Match::PairInSet(
+                key(family, Direction::Source, source),
+                key(family, Direction::Destination, destination),
+                intra_set(family, source, destination),
+            )],
+            Verdict::Accept,
+            "source and destination in the same network: stays inside it",
+        )
+    }));
     rules.extend(prefixes.iter().map(|&(family, len)| Rule {
         matches: vec![],
         counter: false,

@@ -50,6 +50,11 @@ fn set_text(set: &Set) -> String {
                 .map(|(a, v)| format!("{a} : {}", verdict_text(v)))
                 .collect(),
         ),
+        SetContent::AddressPairs(pairs) => (
+            "set",
+            format!("{key_type} . {key_type}"),
+            pairs.iter().map(|(a, b)| format!("{a} . {b}")).collect(),
+        ),
     };
     let mut out = format!("\t{keyword} {} {{\n\t\ttype {type_line}\n", set.name);
     if !elements.is_empty() {
@@ -95,7 +100,9 @@ pub fn rule_text(rule: &Rule) -> String {
 
 fn match_text(m: &Match) -> String {
     match m {
-        Match::Bridged => "meta pkttype != host".into(),
+        Match::PairInSet(source, destination, set) => {
+            format!("{} . {} @{set}", key_text(source), key_text(destination))
+        }
         Match::CtState(states) => {
             let names: Vec<&str> = states
                 .iter()

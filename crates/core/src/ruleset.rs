@@ -73,6 +73,8 @@ pub enum SetContent {
     Addresses(BTreeSet<IpAddr>),
     /// A verdict map: address to verdict.
     VerdictMap(BTreeMap<IpAddr, Verdict>),
+    /// A set of address pairs (source . destination).
+    AddressPairs(BTreeSet<(IpAddr, IpAddr)>),
 }
 
 impl SetContent {
@@ -81,6 +83,7 @@ impl SetContent {
         match self {
             SetContent::Addresses(a) => a.len(),
             SetContent::VerdictMap(m) => m.len(),
+            SetContent::AddressPairs(p) => p.len(),
         }
     }
 
@@ -169,12 +172,10 @@ pub enum CtState {
 /// A condition on a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Match {
-    /// The packet is being bridged, not routed (`meta pkttype != host`): with br_netfilter, a
-    /// frame forwarded between two ports of one bridge reaches the inet forward hook addressed
-    /// to another host, while a routed packet was addressed to the router (the IP stack drops
-    /// other-host frames before routing). Bridged traffic stays inside one Docker network.
-    /// It must be a rule's only match (the kernel edge writes such rules itself).
-    Bridged,
+    /// The pair (masked source . masked destination) is an element of the named pair set:
+    /// `ip saddr & 255.255.255.0 . ip daddr & 255.255.255.0 @set`. Both keys have the same
+    /// family. It must be a rule's only match (the kernel edge writes such rules itself).
+    PairInSet(AddressKey, AddressKey, String),
     /// Conntrack state is one of these.
     CtState(Vec<CtState>),
     /// An ICMPv6 packet whose type lies in this inclusive range.

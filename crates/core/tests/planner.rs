@@ -21,8 +21,6 @@ struct Packet {
     protocol: Protocol,
     dport: u16,
     state: Option<CtState>,
-    /// Forwarded between two ports of one bridge (same network), not routed.
-    bridged: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -46,7 +44,19 @@ fn key_of(packet: &Packet, key: &AddressKey) -> Option<IpAddr> {
 
 fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
     match m {
-        Match::Bridged => packet.bridged,
+        Match::PairInSet(source, destination, set) => {
+            let (Some(s), Some(d)) = (key_of(packet, source), key_of(packet, destination)) else {
+                return false;
+            };
+            match &ruleset
+                .set(set)
+                .expect("rule names an existing set")
+                .content
+            {
+                SetContent::AddressPairs(pairs) => pairs.contains(&(s, d)),
+                _ => panic!("pair lookup in a set of another kind"),
+            }
+        }
         Match::CtState(states) => packet.state.is_some_and(|s| states.contains(&s)),
         Match::Icmpv6Type(..) => false, // the evaluator only models TCP and UDP
         Match::Address(direction, net) => {
@@ -63,7 +73,7 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
                 .content
             {
                 SetContent::Addresses(members) => members.contains(&k),
-                SetContent::VerdictMap(_) => panic!("InSet on a map"),
+                _ => panic!("InSet on a set of another kind"),
             }
         }),
         Match::DestinationPort(protocol, port) => {
@@ -91,7 +101,7 @@ fn run(ruleset: &Ruleset, chain: &str, packet: &Packet, depth: usize) -> Option<
                         Some(v) => v.clone(),
                         None => continue,
                     },
-                    SetContent::Addresses(_) => panic!("vmap on a plain set"),
+                    _ => panic!("vmap on a set of another kind"),
                 }
             }
         };
@@ -143,13 +153,7 @@ fn tcp(src: &str, dst: &str, port: u16) -> Packet {
         protocol: Protocol::Tcp,
         dport: port,
         state: None,
-        bridged: false,
     }
-}
-
-fn bridged(mut packet: Packet) -> Packet {
-    packet.bridged = true;
-    packet
 }
 
 #[test]
@@ -165,20 +169,11 @@ fn threegate_matrix_on_the_model() {
         Fate::Dropped
     );
     assert_eq!(
-        fate(&rs, Hook::Forward, &bridged(tcp(core, "10.100.0.11", 22))),
+        fate(&rs, Hook::Forward, &tcp(core, "10.100.0.11", 22)),
         Fate::Passed
     );
-    // Same network but routed (hairpin through the gateway): leaves the bridge, denied.
     assert_eq!(
-        fate(&rs, Hook::Forward, &tcp(core, "10.100.0.11", 22)),
-        Fate::Dropped
-    );
-    assert_eq!(
-        fate(
-            &rs,
-            Hook::Forward,
-            &bridged(tcp(fetch_on_fetchnet, proxy_in, 3128))
-        ),
+        fate(&rs, Hook::Forward, &tcp(fetch_on_fetchnet, proxy_in, 3128)),
         Fate::Passed
     );
     assert_eq!(
@@ -384,10 +379,15 @@ proptest! {
             if udp { packet.protocol = Protocol::Udp; }
             prop_assert_eq!(fate(&rs, Hook::Forward, &packet), Fate::Dropped, "{:?}", packet);
             prop_assert_eq!(fate(&rs, Hook::Input, &packet), Fate::Dropped, "{:?}", packet);
-            // Inside its own network (bridged), untouched; routed, denied.
-            packet.dst = host(*subnet, 10);
-            prop_assert_eq!(fate(&rs, Hook::Forward, &bridged(packet)), Fate::Passed, "{:?}", packet);
-            prop_assert_eq!(fate(&rs, Hook::Forward, &packet), Fate::Dropped, "{:?}", packet);
+            // Inside its own network (any of its subnets of the same family), untouched.
+            for (other, network) in &case.subnets {
+                if *network == case.subnets.iter().find(|(s, _)| s == subnet).unwrap().1
+                    && Family::of(other.addr()) == Family::of(src)
+                {
+                    packet.dst = host(*other, 10);
+                    prop_assert_eq!(fate(&rs, Hook::Forward, &packet), Fate::Passed, "{:?}", packet);
+                }
+            }
             // Replies always pass.
             packet.dst = outside(Family::of(src));
             packet.state = Some(CtState::Established);
@@ -402,7 +402,7 @@ proptest! {
             for address in &proxy.addresses {
                 let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
                 let service = Service { protocol, port };
-                let mut packet = Packet { src: *address, dst: outside(Family::of(*address)), protocol, dport: port, state: None, bridged: false };
+                let mut packet = Packet { src: *address, dst: outside(Family::of(*address)), protocol, dport: port, state: None };
                 let allowed = proxy.services.contains(&service)
                     && (proxy.dns_servers.is_empty() || !service.is_dns());
                 let expected = if allowed { Fate::Passed } else { Fate::Dropped };
@@ -484,6 +484,9 @@ fn shape(rs: &Ruleset, family: Family) -> Vec<String> {
                 .map(|m| match m {
                     Match::Address(d, _) => format!("addr {d:?}"),
                     Match::InSet(k, s) => erase(format!("inset {:?} {s}", k.direction)),
+                    Match::PairInSet(a, b, s) => {
+                        erase(format!("pair {:?} {:?} {s}", a.direction, b.direction))
+                    }
                     other => format!("{other:?}"),
                 })
                 .collect();

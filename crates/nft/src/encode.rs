@@ -1,10 +1,6 @@
-//! [`Ruleset`] -> one nftables batch (a single kernel transaction):
-//!
-//! `BEGIN, NEWTABLE, DELTABLE, NEWTABLE, chains…, sets and elements…, rules…, END`
-//!
-//! Creating the table first makes the delete valid when it does not exist yet; deleting and
-//! re-creating it inside the batch replaces every object at once at commit. The kernel commits
-//! all of it or none of it, so there is never a moment without the rules.
+//! [`Ruleset`] -> one nftables batch (a single kernel transaction): [`encode`] builds every
+//! message once, [`Parts::transaction`] assembles them against what the kernel holds. The
+//! kernel commits all of it or none of it, so there is never a moment without the rules.
 //!
 //! Tables, chains and rules are built with rustables. Sets, verdict maps and their elements are
 //! written here with [`crate::wire`]: rustables 0.9 has no map flags, data types or element data.
@@ -25,6 +21,7 @@ use rustables::{
     Batch, Chain, ChainPolicy, ChainType, Hook, HookClass, MsgType, ProtocolFamily, Rule, Table,
 };
 
+use crate::state::{BaseChain, TableState};
 use crate::wire::{self, AttrWriter};
 
 pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -37,6 +34,7 @@ const NLM_F_CREATE: u16 = 0x400;
 
 pub(crate) const NFT_MSG_NEWSET: u16 = 9;
 pub(crate) const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
 pub(crate) const NFT_SET_MAP: u32 = 0x8;
 pub(crate) const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 const NFT_GOTO: i32 = -4;
@@ -82,7 +80,7 @@ const ELEMENTS_PER_MESSAGE_BYTES: usize = 48 * 1024;
 /// A ruleset this encoder cannot express; nothing is sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "rule {position} of chain {chain} combines the bridged match with other matches or a verdict \
+    "rule {position} of chain {chain} combines a pair lookup with other matches or a verdict \
      map, which enforcer cannot encode"
 )]
 pub struct EncodeError {
@@ -115,46 +113,113 @@ impl Transaction {
             .cloned()
             .unwrap_or_else(|| "the transaction as a whole".to_string())
     }
-
-    /// The content messages (without BEGIN and END).
-    pub fn content(&self) -> impl Iterator<Item = wire::Message<'_>> {
-        let skip = 1;
-        let count = self.descriptions.len();
-        wire::messages(&self.bytes).skip(skip).take(count)
-    }
 }
 
-/// Encodes the whole replacement of `ruleset.table` as one batch.
-pub fn encode(ruleset: &Ruleset, first_seq: u32) -> Result<Transaction, EncodeError> {
+/// One encoded message and what it does (for error messages).
+type Part = (Vec<u8>, String);
+
+/// A chain: its creation message, base-chain properties, and its rules' messages.
+struct ChainPart {
+    name: String,
+    base: Option<BaseChain>,
+    create: Part,
+    rules: Vec<Part>,
+}
+
+/// A set: its creation message and each element (key bytes, encoded `NFTA_LIST_ELEM`).
+struct SetPart {
+    name: String,
+    id: u32,
+    create: Part,
+    elements: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Every message that creates the desired table, encoded once, grouped so that a transaction
+/// can be assembled against whatever the kernel holds.
+pub struct Parts {
+    table: String,
+    /// `NEWTABLE`, `DELTABLE`: creating the table, deleting it.
+    table_messages: [Part; 2],
+    chains: Vec<ChainPart>,
+    sets: Vec<SetPart>,
+}
+
+/// Encodes every object of `ruleset`.
+pub fn encode(ruleset: &Ruleset) -> Result<Parts, EncodeError> {
     let table = Table::new(ProtocolFamily::Inet).with_name(ruleset.table.as_str());
-    let mut parts: Vec<(Vec<u8>, String)> = Vec::new();
     let name = &ruleset.table;
 
     let mut head = Batch::new();
     head.add(&table, MsgType::Add);
     head.add(&table, MsgType::Del);
-    head.add(&table, MsgType::Add);
-    let mut head_descriptions = vec![
-        format!("create table inet {name} if missing"),
-        format!("delete table inet {name}"),
-        format!("create table inet {name}"),
-    ];
     for chain in &ruleset.chains {
         head.add(&chain_object(&table, chain), MsgType::Add);
-        head_descriptions.push(format!("create chain {}", chain.name));
     }
-    parts.extend(batch_messages(head).into_iter().zip(head_descriptions));
+    let mut head = batch_messages(head).into_iter();
+    let create = (
+        head.next().expect("table message"),
+        format!("create table inet {name}"),
+    );
+    let delete = (
+        head.next().expect("table message"),
+        format!("delete table inet {name}"),
+    );
+    let mut chains: Vec<ChainPart> = ruleset
+        .chains
+        .iter()
+        .zip(head)
+        .map(|(chain, message)| {
+            let mut scratch = TableState::default();
+            if let Some(parsed) = wire::messages(&message).next() {
+                scratch.absorb(name, &parsed);
+            }
+            let base = scratch.chains.remove(&chain.name).and_then(|c| c.base);
+            let create = (message, format!("create chain {}", chain.name));
+            ChainPart {
+                name: chain.name.clone(),
+                base,
+                create,
+                rules: Vec::new(),
+            }
+        })
+        .collect();
 
-    for (index, set) in ruleset.sets.iter().enumerate() {
-        let id = index as u32 + 1;
-        parts.push((
-            set_message(name, set, id),
-            format!("create set {}", set.name),
-        ));
-        for chunk in element_messages(name, set, id) {
-            parts.push((chunk, format!("add elements to set {}", set.name)));
-        }
-    }
+    let sets = ruleset
+        .sets
+        .iter()
+        .enumerate()
+        .map(|(index, set)| {
+            let id = index as u32 + 1;
+            let elements = match &set.content {
+                SetContent::Addresses(addresses) => addresses
+                    .iter()
+                    .map(|a| (address_bytes(*a), element(&address_bytes(*a), None)))
+                    .collect(),
+                SetContent::VerdictMap(map) => map
+                    .iter()
+                    .map(|(a, v)| (address_bytes(*a), element(&address_bytes(*a), Some(v))))
+                    .collect(),
+                SetContent::AddressPairs(pairs) => pairs
+                    .iter()
+                    .map(|(a, b)| {
+                        let key = [address_bytes(*a), address_bytes(*b)].concat();
+                        let element = element(&key, None);
+                        (key, element)
+                    })
+                    .collect(),
+            };
+            let create = (
+                set_message(name, set, id),
+                format!("create set {}", set.name),
+            );
+            SetPart {
+                name: set.name.clone(),
+                id,
+                create,
+                elements,
+            }
+        })
+        .collect();
 
     let set_ids = |set: &str| {
         ruleset
@@ -164,24 +229,31 @@ pub fn encode(ruleset: &Ruleset, first_seq: u32) -> Result<Transaction, EncodeEr
             .map(|i| i as u32 + 1)
             .unwrap_or(0)
     };
-    // Rules go through rustables, except the bridged-traffic rule (rustables has no pkttype
-    // key), which is written here; `own` keeps those in order among the others.
+    // Rules go through rustables, except the pair lookups (rustables cannot address the 32-bit
+    // registers a concatenated IPv4 key needs), written here; `own` keeps the order.
     let mut tail = Batch::new();
-    let mut own: Vec<Option<Vec<u8>>> = Vec::new();
-    let mut tail_descriptions = Vec::new();
-    for chain_def in &ruleset.chains {
+    let mut own: Vec<(usize, Option<Vec<u8>>, String)> = Vec::new();
+    for (chain_index, chain_def) in ruleset.chains.iter().enumerate() {
         let chain = chain_object(&table, chain_def);
         for (position, rule) in chain_def.rules.iter().enumerate() {
+            let description = format!(
+                "add rule {} of chain {} (\"{}\")",
+                position + 1,
+                chain_def.name,
+                rule.comment
+            );
             match (rule.matches.as_slice(), &rule.action) {
-                ([Match::Bridged], Action::Verdict(verdict)) => {
-                    own.push(Some(bridged_rule_message(
-                        name,
-                        &chain_def.name,
-                        rule,
-                        verdict,
-                    )));
+                ([Match::PairInSet(source, destination, set)], Action::Verdict(verdict)) => {
+                    let lookup = PairLookup {
+                        source,
+                        destination,
+                        set,
+                        set_id: set_ids(set),
+                    };
+                    let message = pair_rule_message(name, &chain_def.name, rule, &lookup, verdict);
+                    own.push((chain_index, Some(message), description));
                 }
-                (matches, _) if matches.contains(&Match::Bridged) => {
+                (matches, _) if matches.iter().any(|m| matches!(m, Match::PairInSet(..))) => {
                     return Err(EncodeError {
                         chain: chain_def.name.clone(),
                         position: position + 1,
@@ -189,24 +261,240 @@ pub fn encode(ruleset: &Ruleset, first_seq: u32) -> Result<Transaction, EncodeEr
                 }
                 _ => {
                     tail.add(&rule_object(&chain, rule, &set_ids), MsgType::Add);
-                    own.push(None);
+                    own.push((chain_index, None, description));
                 }
             }
-            tail_descriptions.push(format!(
-                "add rule {} of chain {} (\"{}\")",
-                position + 1,
-                chain_def.name,
-                rule.comment
-            ));
         }
     }
     let mut built = batch_messages(tail).into_iter();
-    let rules = own.into_iter().map(|message| match message {
-        Some(message) => message,
-        None => built.next().expect("one rustables message per rule"),
-    });
-    parts.extend(rules.zip(tail_descriptions));
+    for (chain_index, message, description) in own {
+        let message = message.unwrap_or_else(|| built.next().expect("one message per rule"));
+        chains[chain_index].rules.push((message, description));
+    }
 
+    Ok(Parts {
+        table: name.clone(),
+        table_messages: [create, delete],
+        chains,
+        sets,
+    })
+}
+
+impl Parts {
+    /// The canonical state of the table these messages create.
+    pub fn state(&self) -> TableState {
+        let mut state = TableState::default();
+        let chain_messages = self
+            .chains
+            .iter()
+            .flat_map(|c| std::iter::once(&c.create).chain(&c.rules));
+        let set_messages = self.sets.iter().map(|s| &s.create);
+        for (message, _) in chain_messages.chain(set_messages) {
+            for parsed in wire::messages(message) {
+                state.absorb(&self.table, &parsed);
+            }
+        }
+        for set in &self.sets {
+            let target = state.sets.entry(set.name.clone()).or_default();
+            for (_, element) in &set.elements {
+                for (_, payload) in wire::attributes(element) {
+                    target.absorb_element(payload);
+                }
+            }
+        }
+        state
+    }
+
+    /// The transaction that makes the kernel hold the desired table: `against` is `None` when
+    /// the table is absent, else (the kernel's table, the desired one as [`Parts::state`]).
+    ///
+    /// From scratch: create the table, delete it, create it again (the delete makes the batch
+    /// valid even if the table appeared meanwhile), then every object.
+    ///
+    /// Over an existing table, only what differs changes: chains whose rules differ are flushed
+    /// and refilled, sets lose and gain only the elements that differ, and objects no longer
+    /// wanted are deleted. What stays the same is not touched, and that is what keeps the
+    /// replacement free of any window: the kernel flips from the old generation to the new one
+    /// at commit, but a packet in flight picks its chain's rules at chain entry and looks set
+    /// elements up with the generation of the moment of lookup. An element or chain deleted
+    /// and re-created in the same transaction would be missing for a packet that straddles the
+    /// flip; one left alone is there in both generations.
+    pub fn transaction(
+        &self,
+        against: Option<(&TableState, &TableState)>,
+        first_seq: u32,
+    ) -> Transaction {
+        let table = self.table.as_str();
+        let [create, delete] = &self.table_messages;
+        let mut parts: Vec<Part> = vec![create.clone()];
+        let Some((current, desired)) = against else {
+            parts.push(delete.clone());
+            parts.push(create.clone());
+            parts.extend(self.chains.iter().map(|c| c.create.clone()));
+            for set in &self.sets {
+                parts.push(set.create.clone());
+                let all: Vec<&Vec<u8>> = set.elements.iter().map(|(_, e)| e).collect();
+                parts.extend(element_messages(
+                    NFT_MSG_NEWSETELEM,
+                    table,
+                    &set.name,
+                    Some(set.id),
+                    &all,
+                ));
+            }
+            parts.extend(self.chains.iter().flat_map(|c| c.rules.iter().cloned()));
+            return assemble(parts, first_seq);
+        };
+
+        // Sets that cannot be updated in place (type changed) are deleted and re-created; rules
+        // may use them, so then every chain is rewritten.
+        let retyped: Vec<&str> = self
+            .sets
+            .iter()
+            .filter(|s| {
+                current
+                    .sets
+                    .get(&s.name)
+                    .is_some_and(|have| !have.same_type(&desired.sets[&s.name]))
+            })
+            .map(|s| s.name.as_str())
+            .collect();
+        let recreated_chains: Vec<&str> = self
+            .chains
+            .iter()
+            .filter(|c| {
+                current
+                    .chains
+                    .get(&c.name)
+                    .is_some_and(|have| have.base != c.base)
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        let rewrite = |name: &str| {
+            !retyped.is_empty()
+                || recreated_chains.contains(&name)
+                || current.chains.get(name).map(|c| &c.rules)
+                    != desired.chains.get(name).map(|c| &c.rules)
+        };
+
+        // 1. Flush the rules of every chain that changes or goes away.
+        for (name, chain) in &current.chains {
+            let wanted = desired.chains.contains_key(name);
+            if !chain.rules.is_empty() && (!wanted || rewrite(name)) {
+                let attrs = [(NFTA_RULE_TABLE, table), (NFTA_RULE_CHAIN, name.as_str())];
+                parts.push(request(
+                    NFT_MSG_DELRULE,
+                    &attrs,
+                    format!("flush chain {name}"),
+                ));
+            }
+        }
+        // 2. Remove the elements that go away or change, from sets that stay.
+        for set in &self.sets {
+            let (Some(have), false) = (
+                current.sets.get(&set.name),
+                retyped.contains(&set.name.as_str()),
+            ) else {
+                continue;
+            };
+            let want = &desired.sets[&set.name];
+            let gone: Vec<Vec<u8>> = have
+                .elements
+                .iter()
+                .filter(|(key, data)| want.elements.get(*key) != Some(data))
+                .map(|(key, _)| element(key, None))
+                .collect();
+            let gone: Vec<&Vec<u8>> = gone.iter().collect();
+            parts.extend(element_messages(
+                NFT_MSG_DELSETELEM,
+                table,
+                &set.name,
+                None,
+                &gone,
+            ));
+        }
+        // 3. Delete sets and chains that go away (or must be re-created).
+        for name in current.sets.keys() {
+            if !desired.sets.contains_key(name) || retyped.contains(&name.as_str()) {
+                let attrs = [(NFTA_SET_TABLE, table), (NFTA_SET_NAME, name.as_str())];
+                parts.push(request(
+                    NFT_MSG_DELSET,
+                    &attrs,
+                    format!("delete set {name}"),
+                ));
+            }
+        }
+        for name in current.chains.keys() {
+            if !desired.chains.contains_key(name) || recreated_chains.contains(&name.as_str()) {
+                let attrs = [(NFTA_CHAIN_TABLE, table), (NFTA_CHAIN_NAME, name.as_str())];
+                parts.push(request(
+                    NFT_MSG_DELCHAIN,
+                    &attrs,
+                    format!("delete chain {name}"),
+                ));
+            }
+        }
+        // 4. Create chains and sets that are new, and add the elements that are new.
+        for chain in &self.chains {
+            if !current.chains.contains_key(&chain.name)
+                || recreated_chains.contains(&chain.name.as_str())
+            {
+                parts.push(chain.create.clone());
+            }
+        }
+        for set in &self.sets {
+            let have = current
+                .sets
+                .get(&set.name)
+                .filter(|_| !retyped.contains(&set.name.as_str()));
+            let added: Vec<&Vec<u8>> = match have {
+                None => {
+                    parts.push(set.create.clone());
+                    set.elements.iter().map(|(_, e)| e).collect()
+                }
+                Some(have) => {
+                    let want = &desired.sets[&set.name];
+                    set.elements
+                        .iter()
+                        .filter(|(key, _)| have.elements.get(key) != want.elements.get(key))
+                        .map(|(_, e)| e)
+                        .collect()
+                }
+            };
+            let id = have.is_none().then_some(set.id);
+            parts.extend(element_messages(
+                NFT_MSG_NEWSETELEM,
+                table,
+                &set.name,
+                id,
+                &added,
+            ));
+        }
+        // 5. Fill the chains that are new or were flushed.
+        for chain in &self.chains {
+            if !current.chains.contains_key(&chain.name) || rewrite(&chain.name) {
+                parts.extend(chain.rules.iter().cloned());
+            }
+        }
+        assemble(parts, first_seq)
+    }
+}
+
+/// A request (delete, flush) with string attributes only.
+fn request(msg: u16, attrs: &[(u16, &str)], description: String) -> Part {
+    let mut writer = AttrWriter::new();
+    for (ty, value) in attrs {
+        writer.string(*ty, value);
+    }
+    let kind = (NFNL_SUBSYS_NFTABLES << 8) | msg;
+    (
+        wire::message(kind, NLM_F_REQUEST, 0, NFPROTO_INET, 0, &writer.finish()),
+        description,
+    )
+}
+
+/// BEGIN, the messages numbered from `first_seq`, END.
+fn assemble(parts: Vec<Part>, first_seq: u32) -> Transaction {
     let mut bytes = wire::message(
         NFNL_MSG_BATCH_BEGIN,
         NLM_F_REQUEST,
@@ -237,11 +525,11 @@ pub fn encode(ruleset: &Ruleset, first_seq: u32) -> Result<Transaction, EncodeEr
         NFNL_SUBSYS_NFTABLES,
         &[],
     ));
-    Ok(Transaction {
+    Transaction {
         bytes,
         first_seq,
         descriptions,
-    })
+    }
 }
 
 /// The content messages of a rustables batch, without its BEGIN and END.
@@ -308,7 +596,7 @@ fn rule_object(chain: &Chain, rule: &RuleDef, set_id: &dyn Fn(&str) -> u32) -> R
                 object.add_expr(Cmp::new(CmpOp::Gte, [*low]));
                 object.add_expr(Cmp::new(CmpOp::Lte, [*high]));
             }
-            Match::Bridged => unreachable!("bridged rules are written by bridged_rule_message"),
+            Match::PairInSet(..) => unreachable!("pair lookups are written by pair_rule_message"),
             Match::Address(direction, net) => {
                 // As nft encodes a prefix: a byte-aligned one loads only its bytes, any other
                 // loads the address and masks it.
@@ -444,18 +732,17 @@ fn set_message(table: &str, set: &SetDef, id: u32) -> Vec<u8> {
         Family::V4 => (TYPE_IPADDR, 4),
         Family::V6 => (TYPE_IP6ADDR, 16),
     };
+    // A concatenation's type id packs its components' ids, 6 bits each (nft's datatype.h).
+    let (key_type, key_len) = match set.content {
+        SetContent::AddressPairs(_) => ((key_type << 6) | key_type, key_len * 2),
+        _ => (key_type, key_len),
+    };
     let mut attrs = AttrWriter::new();
     attrs
         .string(NFTA_SET_TABLE, table)
         .string(NFTA_SET_NAME, &set.name);
-    match set.content {
-        SetContent::Addresses(_) => {
-            attrs.be32(NFTA_SET_FLAGS, 0);
-        }
-        SetContent::VerdictMap(_) => {
-            attrs.be32(NFTA_SET_FLAGS, NFT_SET_MAP);
-        }
-    }
+    let is_map = matches!(set.content, SetContent::VerdictMap(_));
+    attrs.be32(NFTA_SET_FLAGS, if is_map { NFT_SET_MAP } else { 0 });
     attrs
         .be32(NFTA_SET_KEY_TYPE, key_type)
         .be32(NFTA_SET_KEY_LEN, key_len);
@@ -474,50 +761,60 @@ fn set_message(table: &str, set: &SetDef, id: u32) -> Vec<u8> {
     )
 }
 
-/// The elements of `set`, in as many messages as their size needs.
-fn element_messages(table: &str, set: &SetDef, id: u32) -> Vec<Vec<u8>> {
-    let encoded: Vec<Vec<u8>> = match &set.content {
-        SetContent::Addresses(addresses) => addresses.iter().map(|a| element(*a, None)).collect(),
-        SetContent::VerdictMap(map) => map.iter().map(|(a, v)| element(*a, Some(v))).collect(),
+/// `NEWSETELEM` or `DELSETELEM` messages carrying `elements` (encoded `NFTA_LIST_ELEM`s), in
+/// as many messages as their size needs; `set_id` for a set created in the same batch.
+fn element_messages(
+    msg: u16,
+    table: &str,
+    set: &str,
+    set_id: Option<u32>,
+    elements: &[&Vec<u8>],
+) -> Vec<Part> {
+    let verb = if msg == NFT_MSG_NEWSETELEM {
+        "add"
+    } else {
+        "delete"
     };
     let mut messages = Vec::new();
     let mut chunk: Vec<u8> = Vec::new();
-    let flush = |chunk: &mut Vec<u8>, messages: &mut Vec<Vec<u8>>| {
+    let flush = |chunk: &mut Vec<u8>, messages: &mut Vec<Part>| {
         if chunk.is_empty() {
             return;
         }
         let mut attrs = AttrWriter::new();
         attrs
             .string(NFTA_SET_ELEM_LIST_TABLE, table)
-            .string(NFTA_SET_ELEM_LIST_SET, &set.name)
-            .be32(NFTA_SET_ELEM_LIST_SET_ID, id)
-            .bytes(NFTA_SET_ELEM_LIST_ELEMENTS | wire::NLA_F_NESTED, chunk);
-        let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM;
-        messages.push(wire::message(
-            kind,
-            NLM_F_REQUEST | NLM_F_CREATE,
-            0,
-            NFPROTO_INET,
-            0,
-            &attrs.finish(),
-        ));
+            .string(NFTA_SET_ELEM_LIST_SET, set);
+        if let Some(id) = set_id {
+            attrs.be32(NFTA_SET_ELEM_LIST_SET_ID, id);
+        }
+        attrs.bytes(NFTA_SET_ELEM_LIST_ELEMENTS | wire::NLA_F_NESTED, chunk);
+        let kind = (NFNL_SUBSYS_NFTABLES << 8) | msg;
+        let flags = if msg == NFT_MSG_NEWSETELEM {
+            NLM_F_REQUEST | NLM_F_CREATE
+        } else {
+            NLM_F_REQUEST
+        };
+        let message = wire::message(kind, flags, 0, NFPROTO_INET, 0, &attrs.finish());
+        messages.push((message, format!("{verb} elements of set {set}")));
         chunk.clear();
     };
-    for element in encoded {
+    for element in elements {
         if chunk.len() + element.len() > ELEMENTS_PER_MESSAGE_BYTES {
             flush(&mut chunk, &mut messages);
         }
-        chunk.extend_from_slice(&element);
+        chunk.extend_from_slice(element);
     }
     flush(&mut chunk, &mut messages);
     messages
 }
 
-fn element(key: IpAddr, verdict: Option<&Verdict>) -> Vec<u8> {
+/// One encoded `NFTA_LIST_ELEM`: a key, and for verdict maps its verdict.
+fn element(key: &[u8], verdict: Option<&Verdict>) -> Vec<u8> {
     let mut list = AttrWriter::new();
     list.nested(NFTA_LIST_ELEM, |elem| {
         elem.nested(NFTA_SET_ELEM_KEY, |k| {
-            k.bytes(NFTA_DATA_VALUE, &address_bytes(key));
+            k.bytes(NFTA_DATA_VALUE, key);
         });
         if let Some(verdict) = verdict {
             elem.nested(NFTA_SET_ELEM_DATA, |data| verdict_data(data, verdict));
@@ -544,6 +841,11 @@ fn verdict_data(data: &mut AttrWriter, verdict: &Verdict) {
 }
 
 const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_DELSET: u16 = 11;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
 const NLM_F_APPEND: u16 = 0x800;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
@@ -551,41 +853,135 @@ const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_RULE_USERDATA: u16 = 7;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
-const NFT_META_PKTTYPE: u32 = 19;
-const NFT_CMP_NEQ: u32 = 1;
-/// `PACKET_HOST`: the frame was addressed to this host.
-const PACKET_HOST: u8 = 0;
+const NFT_META_NFPROTO: u32 = 15;
+const NFT_CMP_EQ: u32 = 0;
+/// Register numbers: the verdict, the first 16-byte register, and the 32-bit register right
+/// after the first 4 bytes (`NFT_REG32_01`, where a concatenation's second IPv4 part goes).
+const REG_VERDICT: u32 = 0;
+const REG_1: u32 = 1;
+const REG_2: u32 = 2;
+const REG32_01: u32 = 9;
 
-/// `meta pkttype != host [counter] <verdict> comment "…"`, encoded as nft 1.0 does.
-fn bridged_rule_message(table: &str, chain: &str, rule: &RuleDef, verdict: &Verdict) -> Vec<u8> {
-    let expression = |list: &mut AttrWriter, name: &str, fill: &dyn Fn(&mut AttrWriter)| {
-        list.nested(NFTA_LIST_ELEM, |e| {
-            e.string(NFTA_EXPR_NAME, name)
-                .nested(NFTA_EXPR_DATA, |d| fill(d));
+/// A pair lookup: masked source and destination, and the set of pairs.
+struct PairLookup<'a> {
+    source: &'a AddressKey,
+    destination: &'a AddressKey,
+    set: &'a str,
+    set_id: u32,
+}
+
+/// Writes expressions the way nft 1.0 encodes them.
+struct Expressions<'a>(&'a mut AttrWriter);
+
+impl Expressions<'_> {
+    fn add(&mut self, name: &str, fill: impl FnOnce(&mut AttrWriter)) {
+        self.0.nested(NFTA_LIST_ELEM, |e| {
+            e.string(NFTA_EXPR_NAME, name).nested(NFTA_EXPR_DATA, fill);
         });
+    }
+
+    fn meta(&mut self, key: u32) {
+        self.add("meta", |d| {
+            d.be32(1, REG_1).be32(2, key); // dreg, key
+        });
+    }
+
+    fn cmp_eq(&mut self, value: &[u8]) {
+        self.add("cmp", |d| {
+            d.be32(1, REG_1).be32(2, NFT_CMP_EQ); // sreg, op
+            d.nested(3, |v| {
+                v.bytes(NFTA_DATA_VALUE, value);
+            });
+        });
+    }
+
+    fn payload(&mut self, offset: u32, len: u32, register: u32) {
+        self.add("payload", |d| {
+            d.be32(1, register)
+                .be32(2, NETWORK_HEADER)
+                .be32(3, offset)
+                .be32(4, len);
+        });
+    }
+
+    fn bitwise(&mut self, register: u32, mask: &[u8]) {
+        self.add("bitwise", |d| {
+            d.be32(1, register)
+                .be32(2, register)
+                .be32(3, mask.len() as u32);
+            d.nested(4, |v| {
+                v.bytes(NFTA_DATA_VALUE, mask);
+            });
+            d.nested(5, |v| {
+                v.bytes(NFTA_DATA_VALUE, &vec![0u8; mask.len()]);
+            });
+        });
+    }
+
+    /// The masked address of `key` into `register` (nfproto guard not included).
+    fn address(&mut self, key: &AddressKey, register: u32) {
+        let (offset, len) = address_field(key);
+        self.payload(offset, len, register);
+        if key.prefix_len < key.family.bits() {
+            self.bitwise(
+                register,
+                &address_bytes(prefix_mask(key.family, key.prefix_len)),
+            );
+        }
+    }
+}
+
+/// Offset and length of an address in the network header.
+fn address_field(key: &AddressKey) -> (u32, u32) {
+    match (key.family, key.direction) {
+        (Family::V4, Direction::Source) => (12, 4),
+        (Family::V4, Direction::Destination) => (16, 4),
+        (Family::V6, Direction::Source) => (8, 16),
+        (Family::V6, Direction::Destination) => (24, 16),
+    }
+}
+
+/// `ip saddr & M . ip daddr & M @set [counter] <verdict> comment "…"`, encoded as nft 1.0 does
+/// (the second part of an IPv4 pair lives in a 32-bit register rustables cannot name).
+fn pair_rule_message(
+    table: &str,
+    chain: &str,
+    rule: &RuleDef,
+    lookup: &PairLookup<'_>,
+    verdict: &Verdict,
+) -> Vec<u8> {
+    let family = lookup.source.family;
+    let second = match family {
+        Family::V4 => REG32_01,
+        Family::V6 => REG_2,
+    };
+    let nfproto = match family {
+        Family::V4 => NFPROTO_IPV4,
+        Family::V6 => NFPROTO_IPV6,
     };
     let mut attrs = AttrWriter::new();
     attrs
         .string(NFTA_RULE_TABLE, table)
         .string(NFTA_RULE_CHAIN, chain);
     attrs.nested(NFTA_RULE_EXPRESSIONS, |list| {
-        expression(list, "meta", &|d| {
-            d.be32(1, 1).be32(2, NFT_META_PKTTYPE); // dreg 1, key pkttype
-        });
-        expression(list, "cmp", &|d| {
-            d.be32(1, 1).be32(2, NFT_CMP_NEQ); // sreg 1, op neq
-            d.nested(3, |v| {
-                v.bytes(NFTA_DATA_VALUE, &[PACKET_HOST]);
-            });
+        let mut exprs = Expressions(list);
+        exprs.meta(NFT_META_NFPROTO);
+        exprs.cmp_eq(&[nfproto]);
+        exprs.address(lookup.source, REG_1);
+        exprs.address(lookup.destination, second);
+        exprs.add("lookup", |d| {
+            d.string(1, lookup.set)
+                .be32(2, REG_1)
+                .be32(4, lookup.set_id); // set, sreg, set id
         });
         if rule.counter {
-            expression(list, "counter", &|d| {
+            exprs.add("counter", |d| {
                 d.bytes(1, &0u64.to_be_bytes())
                     .bytes(2, &0u64.to_be_bytes());
             });
         }
-        expression(list, "immediate", &|d| {
-            d.be32(1, 0); // dreg: verdict
+        exprs.add("immediate", |d| {
+            d.be32(1, REG_VERDICT);
             d.nested(2, |data| verdict_data(data, verdict));
         });
     });
@@ -599,4 +995,70 @@ fn bridged_rule_message(table: &str, chain: &str, rule: &RuleDef, verdict: &Verd
         0,
         &attrs.finish(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enforcer_core::planner::{plan, TableSettings};
+    use enforcer_core::topology::{ManagedNetwork, Topology};
+
+    fn ruleset(networks: &[(&str, &str)]) -> Ruleset {
+        let networks = networks
+            .iter()
+            .map(|(name, subnet)| ManagedNetwork {
+                name: name.to_string(),
+                subnets: vec![subnet.parse().unwrap()],
+            })
+            .collect();
+        plan(
+            &TableSettings::default(),
+            &Topology::new(networks, vec![]).unwrap(),
+        )
+    }
+
+    #[test]
+    fn from_scratch_creates_the_table_around_a_delete() {
+        let parts = encode(&ruleset(&[("a", "10.1.0.0/24")])).unwrap();
+        let tx = parts.transaction(None, 100);
+        assert_eq!(
+            tx.descriptions[..3],
+            [
+                "create table inet enforcer",
+                "delete table inet enforcer",
+                "create table inet enforcer"
+            ]
+        );
+        assert_eq!(tx.first_seq, 100);
+        assert_eq!(tx.describe(101), "delete table inet enforcer");
+        assert!(tx.descriptions.iter().any(|d| d == "create chain net_a"));
+    }
+
+    #[test]
+    fn over_an_existing_table_only_what_differs_is_touched() {
+        let before = encode(&ruleset(&[("a", "10.1.0.0/24"), ("b", "10.2.0.0/24")])).unwrap();
+        let after = encode(&ruleset(&[("a", "10.1.0.0/24"), ("c", "10.3.0.0/24")])).unwrap();
+        let (current, desired) = (before.state(), after.state());
+        let tx = after.transaction(Some((&current, &desired)), 1);
+        let touched: Vec<&str> = tx.descriptions.iter().map(String::as_str).collect();
+        assert_eq!(
+            touched,
+            [
+                "create table inet enforcer",
+                "flush chain net_b",
+                "delete elements of set managed_v4_24",
+                "delete elements of set from_managed_v4_24",
+                "delete elements of set intra_v4_24_24",
+                "delete chain net_b",
+                "create chain net_c",
+                "add elements of set managed_v4_24",
+                "add elements of set from_managed_v4_24",
+                "add elements of set intra_v4_24_24",
+                "add rule 1 of chain net_c (\"egress from managed network c is denied\")",
+            ]
+        );
+        // Nothing to change: the table is only (re)declared.
+        let tx = after.transaction(Some((&desired, &desired)), 1);
+        assert_eq!(tx.descriptions, ["create table inet enforcer"]);
+    }
 }

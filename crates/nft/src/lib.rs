@@ -94,34 +94,27 @@ pub enum ApplyOutcome {
     },
 }
 
-/// The desired table, encoded once: its transaction and (computed on first use) its canonical
+/// The desired table, encoded once: its messages and (computed on first use) its canonical
 /// form.
 pub struct Desired {
+    parts: encode::Parts,
     table: String,
-    transaction: encode::Transaction,
     state: OnceLock<TableState>,
 }
 
 impl Desired {
-    /// Encodes `ruleset`; `first_seq` numbers its messages.
-    pub fn new(ruleset: &Ruleset, first_seq: u32) -> Result<Desired, NftError> {
-        let transaction = encode::encode(ruleset, first_seq)?;
+    /// Encodes `ruleset`.
+    pub fn new(ruleset: &Ruleset) -> Result<Desired, NftError> {
         Ok(Desired {
+            parts: encode::encode(ruleset)?,
             table: ruleset.table.clone(),
-            transaction,
             state: OnceLock::new(),
         })
     }
 
     /// The canonical form of the desired table.
     pub fn state(&self) -> &TableState {
-        self.state
-            .get_or_init(|| state::of_transaction(&self.table, &self.transaction))
-    }
-
-    /// The encoded transaction.
-    pub fn transaction(&self) -> &encode::Transaction {
-        &self.transaction
+        self.state.get_or_init(|| self.parts.state())
     }
 
     /// What applying it changes, against `current` (the kernel's table, if it exists).
@@ -129,9 +122,8 @@ impl Desired {
         match current {
             Some(current) => diff(&self.table, Some(current), self.state()),
             None => vec![format!(
-                "+ table inet {} (absent from the kernel): {} messages",
-                self.table,
-                self.transaction.descriptions.len()
+                "+ table inet {} (absent from the kernel)",
+                self.table
             )],
         }
     }
@@ -195,13 +187,6 @@ impl Nftables {
         Err(NftError::Unstable(table.to_string()))
     }
 
-    /// Encodes `ruleset` with fresh sequence numbers.
-    pub fn prepare(&mut self, ruleset: &Ruleset) -> Result<Desired, NftError> {
-        let desired = Desired::new(ruleset, self.socket.next_seq() + 1)?;
-        self.socket.skip_past(desired.transaction.last_seq() + 1);
-        Ok(desired)
-    }
-
     /// Makes the kernel hold `ruleset`: when this handle already verified it and no commit has
     /// happened since (same ruleset generation), nothing is read or sent; otherwise the table
     /// is read back and, when it differs, replaced in one transaction. On return the kernel
@@ -213,37 +198,63 @@ impl Nftables {
             }
         }
         self.verified = None;
-        let desired = self.prepare(ruleset)?;
-        let (generation, current) = self.read_with_generation(&desired.table)?;
-        if let Some(current) = &current {
-            if current == desired.state() {
+        let desired = Desired::new(ruleset)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (generation, current) = self.read_with_generation(&desired.table)?;
+            if let Some(current) = &current {
+                if current == desired.state() {
+                    self.verified = Some(Verified {
+                        generation,
+                        ruleset: ruleset.clone(),
+                    });
+                    return Ok(ApplyOutcome::Unchanged);
+                }
+            }
+            let changes = desired.changes(current.as_ref());
+            let (messages, bytes) = match self.commit(&desired, current.as_ref()) {
+                Ok(sizes) => sizes,
+                // The table changed between our read and our commit (an object we meant to
+                // delete was gone, or one we create appeared): read again, once.
+                Err(NftError::Rejected { errno, .. })
+                    if attempt == 1 && (errno == libc::ENOENT || errno == libc::EEXIST) =>
+                {
+                    continue
+                }
+                Err(other) => return Err(other),
+            };
+            // Trust the new table without reading it back only if ours was the one commit
+            // since the read (the generation moved by exactly one).
+            let after = self.socket.generation()?;
+            if after == generation.wrapping_add(1) {
                 self.verified = Some(Verified {
-                    generation,
+                    generation: after,
                     ruleset: ruleset.clone(),
                 });
-                return Ok(ApplyOutcome::Unchanged);
             }
-        }
-        let changes = desired.changes(current.as_ref());
-        self.commit(&desired)?;
-        // Trust the new table without reading it back only if ours was the one commit since
-        // the read (the generation moved by exactly one).
-        let after = self.socket.generation()?;
-        if after == generation.wrapping_add(1) {
-            self.verified = Some(Verified {
-                generation: after,
-                ruleset: ruleset.clone(),
+            return Ok(ApplyOutcome::Applied {
+                messages,
+                bytes,
+                changes,
             });
         }
-        Ok(ApplyOutcome::Applied {
-            messages: desired.transaction.descriptions.len(),
-            bytes: desired.transaction.bytes.len(),
-            changes,
-        })
     }
 
-    /// Sends the desired table's transaction unconditionally.
-    pub fn commit(&mut self, desired: &Desired) -> Result<(), NftError> {
-        self.socket.commit(&desired.transaction)
+    /// Sends, in one transaction, what turns `current` (the kernel's table as just read) into
+    /// the desired table; returns the number of messages and bytes sent.
+    pub fn commit(
+        &mut self,
+        desired: &Desired,
+        current: Option<&TableState>,
+    ) -> Result<(usize, usize), NftError> {
+        // The desired canonical state is only needed to compare against an existing table.
+        let against = current.map(|current| (current, desired.state()));
+        let transaction = desired
+            .parts
+            .transaction(against, self.socket.next_seq() + 1);
+        self.socket.skip_past(transaction.last_seq() + 1);
+        self.socket.commit(&transaction)?;
+        Ok((transaction.descriptions.len(), transaction.bytes.len()))
     }
 }

@@ -93,6 +93,25 @@ pub struct SetState {
     pub elements: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
+impl SetState {
+    /// Adds one element, given as the payload of an `NFTA_LIST_ELEM` attribute.
+    pub fn absorb_element(&mut self, element: &[u8]) {
+        let key = wire::attribute(element, NFTA_SET_ELEM_KEY)
+            .and_then(|k| wire::attribute(k, NFTA_DATA_VALUE))
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let data = wire::attribute(element, NFTA_SET_ELEM_DATA)
+            .map(canonical_data)
+            .unwrap_or_default();
+        self.elements.insert(key, data);
+    }
+
+    /// Whether `other` has the same kind, key and data types.
+    pub fn same_type(&self, other: &SetState) -> bool {
+        (self.map, self.key, self.data_type) == (other.map, other.key, other.data_type)
+    }
+}
+
 /// A whole table in canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TableState {
@@ -163,14 +182,7 @@ impl TableState {
                     return;
                 };
                 for (_, element) in wire::attributes(list).filter(|(t, _)| *t == NFTA_LIST_ELEM) {
-                    let key = wire::attribute(element, NFTA_SET_ELEM_KEY)
-                        .and_then(|k| wire::attribute(k, NFTA_DATA_VALUE))
-                        .map(<[u8]>::to_vec)
-                        .unwrap_or_default();
-                    let data = wire::attribute(element, NFTA_SET_ELEM_DATA)
-                        .map(canonical_data)
-                        .unwrap_or_default();
-                    set.elements.insert(key, data);
+                    set.absorb_element(element);
                 }
             }
             _ => {}
@@ -242,9 +254,13 @@ fn canonical_data(payload: &[u8]) -> Vec<u8> {
     out.finish()
 }
 
-/// Human-readable element key (our sets hold IPv4 or IPv6 addresses).
+/// Human-readable element key (our sets hold IPv4 or IPv6 addresses, or pairs of them).
 fn key_text(key: &[u8]) -> String {
     match key.len() {
+        8 | 32 => {
+            let (a, b) = key.split_at(key.len() / 2);
+            format!("{} . {}", key_text(a), key_text(b))
+        }
         4 => IpAddr::V4(Ipv4Addr::new(key[0], key[1], key[2], key[3])).to_string(),
         16 => {
             let octets: [u8; 16] = key.try_into().expect("16 bytes");
@@ -299,7 +315,7 @@ pub fn diff(table: &str, current: Option<&TableState>, desired: &TableState) -> 
             lines.push(format!("+ set {name} ({} elements)", want.elements.len()));
             continue;
         };
-        if (have.map, have.key, have.data_type) != (want.map, want.key, want.data_type) {
+        if !have.same_type(want) {
             lines.push(format!("~ set {name}: type changes"));
         }
         let added: Vec<String> = want
@@ -351,13 +367,4 @@ pub fn diff(table: &str, current: Option<&TableState>, desired: &TableState) -> 
         }
     }
     lines
-}
-
-/// Builds the canonical state of the table a transaction would leave in the kernel.
-pub fn of_transaction(table: &str, transaction: &crate::encode::Transaction) -> TableState {
-    let mut state = TableState::default();
-    for message in transaction.content() {
-        state.absorb(table, &message);
-    }
-    state
 }
