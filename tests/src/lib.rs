@@ -312,6 +312,7 @@ impl Drop for Responders {
 }
 
 static NEXT_FILE: AtomicUsize = AtomicUsize::new(0);
+static NEXT_CANARY: AtomicUsize = AtomicUsize::new(0);
 
 /// A file in the temporary directory, removed on drop.
 pub struct TempFile {
@@ -398,6 +399,96 @@ pub fn object_handles(ns: &Netns, table: &str) -> Option<Vec<u64>> {
         .filter_map(|item| item.as_object()?.values().next()?.get("handle")?.as_u64())
         .collect();
     Some(handles)
+}
+
+/// `nft monitor` running in a namespace: an independent witness of every transaction the
+/// kernel commits there.
+pub struct Monitor {
+    child: std::process::Child,
+    output: Arc<std::sync::Mutex<String>>,
+    ns_name: String,
+}
+
+impl Monitor {
+    /// Starts the monitor and waits (at most 10 s) until it demonstrably sees transactions.
+    pub fn start(ns: &Netns) -> Monitor {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                "stdbuf",
+                "-oL",
+                "nft",
+                "monitor",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nft monitor");
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let monitor = Monitor {
+            child,
+            output,
+            ns_name: ns.name().to_string(),
+        };
+        monitor.canary(ns);
+        monitor
+    }
+
+    /// Makes a throw-away transaction (a new, empty table) and waits until the monitor reports
+    /// it; retries with another table while the monitor may still be subscribing.
+    fn canary(&self, ns: &Netns) {
+        assert_eq!(
+            ns.name(),
+            self.ns_name,
+            "monitor used with another namespace"
+        );
+        for _ in 0..20 {
+            let name = format!("canary{}", NEXT_CANARY.fetch_add(1, Ordering::SeqCst));
+            ns.exec_ok("nft", &["add", "table", "inet", &name]);
+            let needle = format!("table inet {name}");
+            if wait_until(Duration::from_millis(500), || {
+                self.output.lock().unwrap().contains(&needle)
+            }) {
+                return;
+            }
+        }
+        panic!("nft monitor did not report a canary transaction within 10 s");
+    }
+
+    /// Transactions committed by enforcer so far (everything up to now has been read: a final
+    /// canary transaction is reported after them).
+    pub fn enforcer_transactions(&self, ns: &Netns) -> usize {
+        self.canary(ns);
+        self.output
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("# new generation") && l.ends_with("(enforcer)"))
+            .count()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Waits until `condition` holds, at most `limit`; returns whether it did.

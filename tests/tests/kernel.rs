@@ -1,7 +1,9 @@
 //! `enforcer apply` against a real kernel, each test in a namespace of its own, with `nft` as
 //! the independent reader of what the kernel holds.
 
-use enforcer_harness::{enforcer, object_handles, repo_file, require_root, Netns, TempFile};
+use enforcer_harness::{
+    enforcer, object_handles, repo_file, require_root, Monitor, Netns, TempFile,
+};
 use serde_json::Value;
 
 fn text(bytes: &[u8]) -> String {
@@ -122,10 +124,7 @@ fn applied_table_is_what_nft_makes_of_the_dry_run_text() {
                 .exec_ok("nft", &["list", "table", "inet", "enforcer"])
                 .stdout,
         );
-        for needle in [
-            "10.100.0.0 : goto net_llmnet",
-            "fd00:102:: : goto net_egressnet",
-        ] {
+        for needle in ["10.100.0.0 counter", "fd00:102:: . fd00:102::"] {
             if config.ends_with("threegate.toml") {
                 assert!(listing.contains(needle), "missing {needle}:\n{listing}");
             }
@@ -140,11 +139,17 @@ fn applied_table_is_what_nft_makes_of_the_dry_run_text() {
 fn a_second_apply_sends_no_transaction() {
     require_root();
     let ns = Netns::new("noop");
+    let monitor = Monitor::start(&ns);
     let config = threegate();
     assert!(enforcer(&ns, &["apply", "--config", &config])
         .status
         .success());
-    let first = object_handles(&ns, "enforcer").expect("table exists");
+    assert_eq!(
+        monitor.enforcer_transactions(&ns),
+        1,
+        "the first apply is one transaction"
+    );
+    let listed = listed_json(&ns);
     let again = enforcer(&ns, &["apply", "--config", &config]);
     assert!(again.status.success());
     assert!(
@@ -153,9 +158,9 @@ fn a_second_apply_sends_no_transaction() {
         text(&again.stderr)
     );
     assert_eq!(
-        object_handles(&ns, "enforcer"),
-        Some(first.clone()),
-        "the table was not replaced"
+        monitor.enforcer_transactions(&ns),
+        1,
+        "the second apply sent a transaction"
     );
 
     // A different policy (llmnet gone) is a real change: dry-run names it, touching nothing,
@@ -170,30 +175,38 @@ fn a_second_apply_sends_no_transaction() {
     let dry = enforcer(&ns, &["apply", "--dry-run", "--config", smaller.path()]);
     assert_eq!(dry.status.code(), Some(1));
     let diff = text(&dry.stderr);
-    assert!(diff.contains("- chain net_llmnet"), "{diff}");
-    assert!(
-        diff.contains("- element 10.100.0.0 : goto net_llmnet in set from_managed_v4_24"),
-        "{diff}"
-    );
-    assert!(
-        diff.contains("- element fd00:100:: in set managed_v6_64"),
-        "{diff}"
-    );
+    for line in [
+        "- element 10.100.0.0 comment \"llmnet\" in set egress_v4_24",
+        "- element 10.100.0.0 . 10.100.0.0 in set intra_v4_24_24",
+        "- element fd00:100:: in set managed_v6_64",
+    ] {
+        assert!(diff.contains(line), "{line} in {diff}");
+    }
     assert_eq!(
-        object_handles(&ns, "enforcer"),
-        Some(first.clone()),
-        "dry-run touched nothing"
+        monitor.enforcer_transactions(&ns),
+        1,
+        "dry-run sent a transaction"
     );
+    assert_eq!(listed_json(&ns), listed, "dry-run changed the table");
     assert!(enforcer(&ns, &["apply", "--config", smaller.path()])
         .status
         .success());
-    assert_ne!(object_handles(&ns, "enforcer"), Some(first.clone()));
+    assert_eq!(monitor.enforcer_transactions(&ns), 2);
+    let listing = text(
+        &ns.exec_ok("nft", &["list", "table", "inet", "enforcer"])
+            .stdout,
+    );
+    assert!(
+        !listing.contains("llmnet") && listing.contains("fetchnet"),
+        "{listing}"
+    );
 }
 
 #[test]
 fn a_bad_policy_is_located_and_changes_nothing() {
     require_root();
     let ns = Netns::new("badcfg");
+    let monitor = Monitor::start(&ns);
     assert!(enforcer(&ns, &["apply", "--config", &threegate()])
         .status
         .success());
@@ -230,6 +243,11 @@ fn a_bad_policy_is_located_and_changes_nothing() {
         object_handles(&ns, "enforcer"),
         before,
         "a rejected policy changed the kernel"
+    );
+    assert_eq!(
+        monitor.enforcer_transactions(&ns),
+        1,
+        "only the first, valid apply committed"
     );
 }
 

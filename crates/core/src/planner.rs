@@ -1,17 +1,15 @@
 //! (table settings, topology) -> the desired [`Ruleset`].
 //!
-//! Shape of the table (see the README for the reasoning):
-//! - `forward` and `input` base chains accept replies, let IPv6 neighbour discovery through, and
-//!   classify packets by *source* with one lookup per prefix length present: a verdict map sends
-//!   each managed subnet to its network's chain, so the per-packet cost does not grow with the
-//!   number of subnets.
-//! - Traffic that stays inside one network passes: one lookup of (source prefix . destination
-//!   prefix) in a set of pairs per pair of prefix lengths, whatever the number of networks.
-//! - `net_<name>`: proxies get their allowance, and everything else leaving the network is
-//!   counted and dropped (one counter per network).
-//! - `host_from_managed`: managed networks may not open connections to the host.
-//! - `proxy_egress` and `proxy_<name>`: a proxy may open only its allowed services, only toward
-//!   destinations outside every managed subnet.
+//! Shape of the table (the README explains each rule):
+//! - `forward`: replies pass; link-local multicast passes; traffic whose source and destination
+//!   lie in the same network passes (one lookup of the pair of prefixes per pair of prefix
+//!   lengths); a proxy's packets visit its chain (`proxy_<name>`), which accepts only its allowed
+//!   services toward destinations outside every managed subnet; any other packet from a managed
+//!   subnet is dropped, counted per subnet in the `egress_*` sets (each element names its
+//!   network). Each step is a set lookup, so the per-packet cost does not grow with the number
+//!   of subnets.
+//! - `input`: replies and neighbour discovery pass; a managed subnet opening a connection to the
+//!   host goes to `host_from_managed`, where only proxies' allowed services pass.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -43,11 +41,6 @@ impl Default for TableSettings {
     }
 }
 
-/// Name of the chain that holds network `name`'s egress decisions.
-pub fn network_chain(name: &str) -> String {
-    format!("net_{name}")
-}
-
 /// Name of the chain that holds proxy `name`'s allowed services.
 pub fn proxy_chain(name: &str) -> String {
     format!("proxy_{name}")
@@ -58,9 +51,9 @@ pub fn managed_set(family: Family, prefix_len: u8) -> String {
     format!("managed_{}_{prefix_len}", family.tag())
 }
 
-/// Name of the verdict map from managed subnets of one family and prefix length to their chains.
-pub fn classify_map(family: Family, prefix_len: u8) -> String {
-    format!("from_managed_{}_{prefix_len}", family.tag())
+/// Name of the counted set of managed subnets whose egress is dropped, per family and length.
+pub fn egress_set(family: Family, prefix_len: u8) -> String {
+    format!("egress_{}_{prefix_len}", family.tag())
 }
 
 /// Name of the set of (source subnet . destination subnet) pairs inside one network, for one
@@ -76,8 +69,6 @@ pub fn proxies_map(family: Family) -> String {
 
 /// Chain for managed traffic addressed to the host itself.
 pub const HOST_CHAIN: &str = "host_from_managed";
-/// Chain shared by every network that holds a proxy.
-pub const PROXY_EGRESS_CHAIN: &str = "proxy_egress";
 
 /// Computes the whole desired table. Deterministic: the order of networks, subnets and proxies in
 /// `topology` does not change the result.
@@ -87,17 +78,27 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     let mut proxies: Vec<&Proxy> = topology.proxies().iter().collect();
     proxies.sort_by(|a, b| a.name.cmp(&b.name));
 
-    // (family, prefix length) -> subnet network address -> owning network's chain.
-    let mut by_prefix: BTreeMap<(Family, u8), BTreeMap<IpAddr, Verdict>> = BTreeMap::new();
+    // (family, prefix length) -> subnet network address -> owning network's name.
+    let mut by_prefix: BTreeMap<(Family, u8), BTreeMap<IpAddr, String>> = BTreeMap::new();
+    // (family, source length, destination length) -> pairs of subnets of one network.
+    let mut pairs: BTreeMap<(Family, u8, u8), BTreeSet<(IpAddr, IpAddr)>> = BTreeMap::new();
     for network in &networks {
         for subnet in &network.subnets {
+            let family = Family::of(subnet.addr());
             by_prefix
-                .entry((Family::of(subnet.addr()), subnet.prefix_len()))
+                .entry((family, subnet.prefix_len()))
                 .or_default()
-                .insert(
-                    subnet.network(),
-                    Verdict::Goto(network_chain(&network.name)),
-                );
+                .insert(subnet.network(), network.name.clone());
+            for other in network
+                .subnets
+                .iter()
+                .filter(|o| Family::of(o.addr()) == family)
+            {
+                pairs
+                    .entry((family, subnet.prefix_len(), other.prefix_len()))
+                    .or_default()
+                    .insert((subnet.network(), other.network()));
+            }
         }
     }
     let mut proxy_maps: BTreeMap<Family, BTreeMap<IpAddr, Verdict>> = BTreeMap::new();
@@ -106,40 +107,21 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
             proxy_maps
                 .entry(Family::of(*address))
                 .or_default()
-                .insert(*address, Verdict::Goto(proxy_chain(&proxy.name)));
-        }
-    }
-    let has_proxies = !proxy_maps.is_empty();
-    // (family, source length, destination length) -> pairs of subnets of one network.
-    let mut pairs: BTreeMap<(Family, u8, u8), BTreeSet<(IpAddr, IpAddr)>> = BTreeMap::new();
-    for network in &networks {
-        for source in &network.subnets {
-            for destination in &network.subnets {
-                if Family::of(source.addr()) == Family::of(destination.addr()) {
-                    pairs
-                        .entry((
-                            Family::of(source.addr()),
-                            source.prefix_len(),
-                            destination.prefix_len(),
-                        ))
-                        .or_default()
-                        .insert((source.network(), destination.network()));
-                }
-            }
+                .insert(*address, Verdict::Jump(proxy_chain(&proxy.name)));
         }
     }
 
     let mut sets = Vec::new();
-    for ((family, prefix_len), members) in &by_prefix {
+    for (&(family, prefix_len), members) in &by_prefix {
         sets.push(Set {
-            name: managed_set(*family, *prefix_len),
-            family: *family,
+            name: managed_set(family, prefix_len),
+            family,
             content: SetContent::Addresses(members.keys().copied().collect()),
         });
         sets.push(Set {
-            name: classify_map(*family, *prefix_len),
-            family: *family,
-            content: SetContent::VerdictMap(members.clone()),
+            name: egress_set(family, prefix_len),
+            family,
+            content: SetContent::Counted(members.clone()),
         });
     }
     for (&(family, source, destination), members) in &pairs {
@@ -149,33 +131,23 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
             content: SetContent::AddressPairs(members.clone()),
         });
     }
-    for (family, members) in &proxy_maps {
+    for (&family, members) in &proxy_maps {
         sets.push(Set {
-            name: proxies_map(*family),
-            family: *family,
+            name: proxies_map(family),
+            family,
             content: SetContent::VerdictMap(members.clone()),
         });
     }
 
     let prefixes: Vec<(Family, u8)> = by_prefix.keys().copied().collect();
+    let pair_lengths: Vec<(Family, u8, u8)> = pairs.keys().copied().collect();
+    let proxy_families: Vec<Family> = proxy_maps.keys().copied().collect();
     let mut chains = vec![
-        forward_chain(
-            settings,
-            &prefixes,
-            &pairs.keys().copied().collect::<Vec<_>>(),
-        ),
+        forward_chain(settings, &prefixes, &pair_lengths, &proxy_families),
         input_chain(settings, &prefixes),
-        host_chain(has_proxies),
+        host_chain(&proxy_families),
     ];
-    if has_proxies {
-        chains.push(proxy_egress_chain(&prefixes, proxy_maps.keys().copied()));
-    }
-    chains.extend(proxies.iter().map(|p| proxy_rules(p)));
-    let proxy_addresses: BTreeSet<IpAddr> = proxies
-        .iter()
-        .flat_map(|p| p.addresses.iter().copied())
-        .collect();
-    chains.extend(networks.iter().map(|n| network_rules(n, &proxy_addresses)));
+    chains.extend(proxies.iter().map(|p| proxy_rules(p, &prefixes)));
 
     Ruleset {
         table: settings.name.clone(),
@@ -209,18 +181,24 @@ fn replies_rule() -> Rule {
     )
 }
 
-fn neighbour_discovery_rule() -> Rule {
-    rule(
-        vec![Match::Icmpv6Type(133, 137)],
-        Verdict::Accept,
-        "IPv6 neighbour discovery never leaves the link",
-    )
+/// Each proxy address visits its proxy's chain and comes back unless accepted there.
+fn proxy_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
+    families.iter().map(|&family| Rule {
+        matches: vec![],
+        counter: false,
+        action: Action::VerdictMap(
+            key(family, Direction::Source, family.bits()),
+            proxies_map(family),
+        ),
+        comment: "a proxy's packets visit its chain of allowed services".into(),
+    })
 }
 
 fn forward_chain(
     settings: &TableSettings,
     prefixes: &[(Family, u8)],
     pair_lengths: &[(Family, u8, u8)],
+    proxy_families: &[Family],
 ) -> Chain {
     let mut rules = vec![replies_rule()];
     for (multicast, comment) in [
@@ -248,14 +226,16 @@ fn forward_chain(
             "source and destination in the same network: stays inside it",
         )
     }));
-    rules.extend(prefixes.iter().map(|&(family, len)| Rule {
-        matches: vec![],
-        counter: false,
-        action: Action::VerdictMap(
-            key(family, Direction::Source, len),
-            classify_map(family, len),
-        ),
-        comment: format!("a packet from a managed /{len} goes to its network's chain"),
+    rules.extend(proxy_dispatch(proxy_families));
+    rules.extend(prefixes.iter().map(|&(family, len)| {
+        rule(
+            vec![Match::InSet(
+                key(family, Direction::Source, len),
+                egress_set(family, len),
+            )],
+            Verdict::Drop,
+            format!("any other egress from a managed /{len}: denied, counted per subnet"),
+        )
     }));
     Chain {
         name: "forward".into(),
@@ -265,14 +245,21 @@ fn forward_chain(
 }
 
 fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)]) -> Chain {
-    let mut rules = vec![replies_rule(), neighbour_discovery_rule()];
+    let mut rules = vec![
+        replies_rule(),
+        rule(
+            vec![Match::Icmpv6Type(133, 137)],
+            Verdict::Accept,
+            "IPv6 neighbour discovery with the host",
+        ),
+    ];
     rules.extend(prefixes.iter().map(|&(family, len)| {
         rule(
             vec![Match::InSet(
                 key(family, Direction::Source, len),
                 managed_set(family, len),
             )],
-            Verdict::Goto(HOST_CHAIN.into()),
+            Verdict::Jump(HOST_CHAIN.into()),
             format!("a managed /{len} opening a connection to the host itself"),
         )
     }));
@@ -283,15 +270,8 @@ fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)]) -> Chain {
     }
 }
 
-fn host_chain(has_proxies: bool) -> Chain {
-    let mut rules = Vec::new();
-    if has_proxies {
-        rules.push(rule(
-            vec![],
-            Verdict::Jump(PROXY_EGRESS_CHAIN.into()),
-            "proxies may reach their allowed services on host addresses outside managed subnets",
-        ));
-    }
+fn host_chain(proxy_families: &[Family]) -> Chain {
+    let mut rules: Vec<Rule> = proxy_dispatch(proxy_families).collect();
     rules.push(Rule {
         matches: vec![],
         counter: true,
@@ -305,7 +285,7 @@ fn host_chain(has_proxies: bool) -> Chain {
     }
 }
 
-fn proxy_egress_chain(prefixes: &[(Family, u8)], families: impl Iterator<Item = Family>) -> Chain {
+fn proxy_rules(proxy: &Proxy, prefixes: &[(Family, u8)]) -> Chain {
     let mut rules = vec![rule(
         vec![Match::CtState(vec![CtState::Invalid])],
         Verdict::Return,
@@ -321,24 +301,6 @@ fn proxy_egress_chain(prefixes: &[(Family, u8)], families: impl Iterator<Item = 
             format!("a managed /{len} destination is never proxy egress"),
         )
     }));
-    rules.extend(families.map(|family| Rule {
-        matches: vec![],
-        counter: false,
-        action: Action::VerdictMap(
-            key(family, Direction::Source, family.bits()),
-            proxies_map(family),
-        ),
-        comment: "a proxy address goes to its proxy's chain".into(),
-    }));
-    Chain {
-        name: PROXY_EGRESS_CHAIN.into(),
-        hook: None,
-        rules,
-    }
-}
-
-fn proxy_rules(proxy: &Proxy) -> Chain {
-    let mut rules = Vec::new();
     for service in &proxy.services {
         let port = Match::DestinationPort(service.protocol, service.port);
         if service.is_dns() && !proxy.dns_servers.is_empty() {
@@ -365,35 +327,6 @@ fn proxy_rules(proxy: &Proxy) -> Chain {
     }
     Chain {
         name: proxy_chain(&proxy.name),
-        hook: None,
-        rules,
-    }
-}
-
-fn network_rules(network: &ManagedNetwork, proxy_addresses: &BTreeSet<IpAddr>) -> Chain {
-    let mut rules = Vec::new();
-    if network
-        .subnets
-        .iter()
-        .any(|s| proxy_addresses.iter().any(|a| s.contains(a)))
-    {
-        rules.push(rule(
-            vec![],
-            Verdict::Jump(PROXY_EGRESS_CHAIN.into()),
-            format!(
-                "proxies on network {} get their allowed services",
-                network.name
-            ),
-        ));
-    }
-    rules.push(Rule {
-        matches: vec![],
-        counter: true,
-        action: Action::Verdict(Verdict::Drop),
-        comment: format!("egress from managed network {} is denied", network.name),
-    });
-    Chain {
-        name: network_chain(&network.name),
         hook: None,
         rules,
     }

@@ -37,6 +37,7 @@ fn set_text(set: &Set) -> String {
         Family::V4 => "ipv4_addr",
         Family::V6 => "ipv6_addr",
     };
+    let counted = matches!(set.content, SetContent::Counted(_));
     let (keyword, type_line, elements): (&str, String, Vec<String>) = match &set.content {
         SetContent::Addresses(addresses) => (
             "set",
@@ -55,8 +56,19 @@ fn set_text(set: &Set) -> String {
             format!("{key_type} . {key_type}"),
             pairs.iter().map(|(a, b)| format!("{a} . {b}")).collect(),
         ),
+        SetContent::Counted(members) => (
+            "set",
+            key_type.to_string(),
+            members
+                .iter()
+                .map(|(a, name)| format!("{a} comment \"{}\"", name.replace('"', "'")))
+                .collect(),
+        ),
     };
     let mut out = format!("\t{keyword} {} {{\n\t\ttype {type_line}\n", set.name);
+    if counted {
+        out.push_str("\t\tcounter\n");
+    }
     if !elements.is_empty() {
         let _ = writeln!(
             out,

@@ -75,6 +75,8 @@ pub enum SetContent {
     VerdictMap(BTreeMap<IpAddr, Verdict>),
     /// A set of address pairs (source . destination).
     AddressPairs(BTreeSet<(IpAddr, IpAddr)>),
+    /// Addresses, each with its own packet and byte counter and a comment (the network name).
+    Counted(BTreeMap<IpAddr, String>),
 }
 
 impl SetContent {
@@ -84,6 +86,7 @@ impl SetContent {
             SetContent::Addresses(a) => a.len(),
             SetContent::VerdictMap(m) => m.len(),
             SetContent::AddressPairs(p) => p.len(),
+            SetContent::Counted(c) => c.len(),
         }
     }
 

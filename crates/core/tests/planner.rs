@@ -73,6 +73,7 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
                 .content
             {
                 SetContent::Addresses(members) => members.contains(&k),
+                SetContent::Counted(members) => members.contains_key(&k),
                 _ => panic!("InSet on a set of another kind"),
             }
         }),
@@ -231,11 +232,12 @@ fn threegate_script_reads_like_the_readme() {
     assert!(text.starts_with("table inet enforcer\ndelete table inet enforcer\n"));
     for needle in [
         "type filter hook forward priority -10; policy accept;",
-        "ip saddr & 255.255.255.0 vmap @from_managed_v4_24",
-        "ip6 saddr & ffff:ffff:ffff:ffff:: vmap @from_managed_v6_64",
-        "10.101.0.0 : goto net_fetchnet",
+                "ip6 saddr & ffff:ffff:ffff:ffff:: @egress_v6_64 drop",
+        "10.101.0.0 comment \"fetchnet\"",
+        "10.102.0.2 : jump proxy_proxy",
         "tcp dport 443 accept comment \"proxy proxy may reach tcp/443 outside the managed networks\"",
-        "counter drop comment \"egress from managed network llmnet is denied\"",
+        "ip saddr & 255.255.255.0 . ip daddr & 255.255.255.0 @intra_v4_24_24 accept",
+        "ip saddr & 255.255.255.0 @egress_v4_24 drop",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in\n{text}");
     }

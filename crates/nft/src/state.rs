@@ -12,8 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::encode::{
     NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_LIST_ELEM, NFTA_SET_DATA_TYPE, NFTA_SET_ELEM_DATA,
     NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET,
-    NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_FLAGS, NFTA_SET_KEY_LEN, NFTA_SET_KEY_TYPE, NFTA_SET_NAME,
-    NFTA_SET_TABLE, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NFT_SET_MAP,
+    NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_USERDATA, NFTA_SET_EXPR, NFTA_SET_EXPRESSIONS,
+    NFTA_SET_FLAGS, NFTA_SET_KEY_LEN, NFTA_SET_KEY_TYPE, NFTA_SET_NAME, NFTA_SET_TABLE,
+    NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NFT_SET_MAP,
 };
 use crate::wire::{self, AttrWriter, Message};
 
@@ -64,10 +65,15 @@ pub struct RuleState {
 impl RuleState {
     /// The rule's comment, if it has one.
     pub fn comment(&self) -> String {
-        match self.userdata.as_slice() {
-            [0, len, rest @ ..] => wire::string(&rest[..(*len as usize).min(rest.len())]),
-            _ => String::new(),
-        }
+        comment_of(&self.userdata)
+    }
+}
+
+/// The comment in rule or element user data (TLV type 0), or "".
+fn comment_of(userdata: &[u8]) -> String {
+    match userdata {
+        [0, len, rest @ ..] => wire::string(&rest[..(*len as usize).min(rest.len())]),
+        _ => String::new(),
     }
 }
 
@@ -89,7 +95,10 @@ pub struct SetState {
     pub key: (u32, u32),
     /// Data type (verdict maps).
     pub data_type: Option<u32>,
-    /// Element key bytes -> canonical data bytes (empty for plain sets).
+    /// Whether each element carries a counter.
+    pub counted: bool,
+    /// Element key bytes -> canonical element value: its data (verdict maps) and user data
+    /// (comment), re-encoded without flags; never its counter values.
     pub elements: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
@@ -100,15 +109,20 @@ impl SetState {
             .and_then(|k| wire::attribute(k, NFTA_DATA_VALUE))
             .map(<[u8]>::to_vec)
             .unwrap_or_default();
-        let data = wire::attribute(element, NFTA_SET_ELEM_DATA)
-            .map(canonical_data)
-            .unwrap_or_default();
-        self.elements.insert(key, data);
+        let mut value = AttrWriter::new();
+        if let Some(data) = wire::attribute(element, NFTA_SET_ELEM_DATA) {
+            value.bytes(NFTA_SET_ELEM_DATA, &canonical_data(data));
+        }
+        if let Some(userdata) = wire::attribute(element, NFTA_SET_ELEM_USERDATA) {
+            value.bytes(NFTA_SET_ELEM_USERDATA, userdata);
+        }
+        self.elements.insert(key, value.finish());
     }
 
     /// Whether `other` has the same kind, key and data types.
     pub fn same_type(&self, other: &SetState) -> bool {
-        (self.map, self.key, self.data_type) == (other.map, other.key, other.data_type)
+        (self.map, self.key, self.data_type, self.counted)
+            == (other.map, other.key, other.data_type, other.counted)
     }
 }
 
@@ -175,6 +189,14 @@ impl TableState {
                     number(NFTA_SET_KEY_LEN).unwrap_or(0),
                 );
                 set.data_type = number(NFTA_SET_DATA_TYPE);
+                let expression_named = |payload: &[u8], name: &str| {
+                    wire::attribute(payload, 1).map(wire::string).as_deref() == Some(name)
+                };
+                set.counted = wire::attribute(attrs, NFTA_SET_EXPR)
+                    .is_some_and(|e| expression_named(e, "counter"))
+                    || wire::attribute(attrs, NFTA_SET_EXPRESSIONS).is_some_and(|list| {
+                        wire::attributes(list).any(|(_, e)| expression_named(e, "counter"))
+                    });
             }
             NFT_MSG_NEWSETELEM if text(NFTA_SET_ELEM_LIST_TABLE) == table => {
                 let set = self.sets.entry(text(NFTA_SET_ELEM_LIST_SET)).or_default();
@@ -270,8 +292,14 @@ fn key_text(key: &[u8]) -> String {
     }
 }
 
-/// Human-readable element data (a verdict).
-fn data_text(data: &[u8]) -> String {
+/// Human-readable element value: its verdict (maps) or its comment.
+fn data_text(value: &[u8]) -> String {
+    if let Some(userdata) = wire::attribute(value, NFTA_SET_ELEM_USERDATA) {
+        return format!(" comment \"{}\"", comment_of(userdata));
+    }
+    let Some(data) = wire::attribute(value, NFTA_SET_ELEM_DATA) else {
+        return String::new();
+    };
     let Some(verdict) = wire::attribute(data, NFTA_DATA_VERDICT) else {
         return String::new();
     };
