@@ -205,8 +205,9 @@ fn no_op(enforcer: &Path, policy: &TempFile) -> Result<()> {
     Ok(())
 }
 
-/// 64-byte frames (22-byte UDP payload) from the proxy (10.100.0.2, udp/53 allowed: the longest
-/// accepted path through the table) to 203.0.113.10 through a router namespace.
+/// 64-byte frames (22-byte UDP payload) to 203.0.113.10:53 through a router namespace, from
+/// the proxy (10.100.0.2, udp/53 allowed: the longest accepted path through the table) and from
+/// an unmanaged address (172.30.0.2: classified and let through untouched).
 fn throughput(policy: &TempFile) -> Result<()> {
     let sender = Netns::new("tsend");
     let router = Netns::new("trouter");
@@ -237,45 +238,50 @@ fn throughput(policy: &TempFile) -> Result<()> {
         receiver.name(),
     ]);
     router.ip(&["addr", "add", "10.100.0.1/24", "dev", "in0"]);
+    router.ip(&["addr", "add", "172.30.0.1/24", "dev", "in0"]);
     router.ip(&["addr", "add", "203.0.113.1/24", "dev", "out0"]);
     router.ip(&["link", "set", "in0", "up"]);
     router.ip(&["link", "set", "out0", "up"]);
     sender.ip(&["addr", "add", "10.100.0.2/24", "dev", "eth0"]);
+    sender.ip(&["addr", "add", "172.30.0.2/24", "dev", "eth0"]);
     sender.ip(&["link", "set", "eth0", "up"]);
     sender.ip(&["route", "add", "default", "via", "10.100.0.1"]);
     receiver.ip(&["addr", "add", "203.0.113.10/24", "dev", "eth0"]);
     receiver.ip(&["link", "set", "eth0", "up"]);
     receiver.ip(&["route", "add", "10.100.0.0/24", "via", "203.0.113.1"]);
+    receiver.ip(&["route", "add", "172.30.0.0/24", "via", "203.0.113.1"]);
 
     let enforcer = release_binary()?;
-    let mut bare = Vec::new();
-    let mut enforced = Vec::new();
-    for _ in 0..THROUGHPUT_ROUNDS {
-        router.exec("nft", &["delete", "table", "inet", "enforcer"]);
-        bare.push(rate(&sender, &receiver)?);
-        timed_in(
-            &router,
-            &enforcer,
-            &["apply", "--config", policy.path()],
-            None,
-        )?;
-        enforced.push(rate(&sender, &receiver)?);
+    for (source, what, target) in [
+        ("10.100.0.2", "from the proxy (longest accepted path)", true),
+        ("172.30.0.2", "from an unmanaged network", false),
+    ] {
+        let mut bare = Vec::new();
+        let mut enforced = Vec::new();
+        for _ in 0..THROUGHPUT_ROUNDS {
+            router.exec("nft", &["delete", "table", "inet", "enforcer"]);
+            bare.push(rate(&sender, &receiver, source)?);
+            timed_in(
+                &router,
+                &enforcer,
+                &["apply", "--config", policy.path()],
+                None,
+            )?;
+            enforced.push(rate(&sender, &receiver, source)?);
+        }
+        let (bare, enforced) = (median(bare), median(enforced));
+        let ratio = enforced / bare;
+        line(
+            &format!("64-byte UDP, N = 10000, {what}: table / none"),
+            format!("{enforced:.0} / {bare:.0} pkt/s = {ratio:.2}"),
+            target.then_some(ratio >= 0.8),
+        );
     }
-    let (bare, enforced) = (median(bare), median(enforced));
-    let ratio = enforced / bare;
-    line(
-        "64-byte UDP through forward, N = 10000: table / no table",
-        format!(
-            "{:.0} / {:.0} packets/s = {ratio:.2} (median of {THROUGHPUT_ROUNDS})",
-            enforced, bare
-        ),
-        Some(ratio >= 0.8),
-    );
     Ok(())
 }
 
 /// Packets per second received during one window of flat-out sending.
-fn rate(sender: &Netns, receiver: &Netns) -> Result<f64> {
+fn rate(sender: &Netns, receiver: &Netns, source: &'static str) -> Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
     let socket = receiver.enter(|| UdpSocket::bind("203.0.113.10:53"))?;
@@ -292,7 +298,7 @@ fn rate(sender: &Netns, receiver: &Netns) -> Result<f64> {
         })
     };
     let window = sender.enter(move || -> Result<Duration> {
-        let socket = UdpSocket::bind("10.100.0.2:0")?;
+        let socket = UdpSocket::bind((source, 0))?;
         let target: SocketAddr = "203.0.113.10:53".parse()?;
         let payload = [0u8; 22];
         let start = Instant::now();

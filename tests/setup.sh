@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs, from Debian's packages, what building enforcer and running its tests need on a
+# fresh machine. Run as root. Idempotent.
+#   libclang-dev   rustables generates its netlink bindings with bindgen at build time
+#   nftables       nft: the tests' independent reader of the kernel's tables, and the benchmark
+#   iproute2       ip: network namespaces, veths and bridges of the test hosts
+#   procps         sysctl inside the test namespaces
+#   util-linux     setpriv: the tests run enforcer without CAP_NET_ADMIN
+#   coreutils      stdbuf: line-buffered nft monitor
+set -euo pipefail
+packages=(libclang-dev nftables iproute2 procps util-linux coreutils)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
