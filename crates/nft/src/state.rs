@@ -210,11 +210,6 @@ impl TableState {
             _ => {}
         }
     }
-
-    /// Number of set elements, over all sets.
-    pub fn element_count(&self) -> usize {
-        self.sets.values().map(|s| s.elements.len()).sum()
-    }
 }
 
 /// `(name, attributes)` of one expression, with what the kernel adds or varies removed.

@@ -1,5 +1,6 @@
 //! Netlink framing for the nftables messages rustables does not write (sets, maps, elements,
-//! generation and dump requests) and for reading what the kernel sends back. Everything is
+//! pair-lookup rules, deletes, generation and dump requests) and for reading what the kernel
+//! sends back. Everything is
 //! bounds-checked: a short or malformed buffer ends the iteration, it never panics.
 
 /// Netlink header length.
