@@ -201,6 +201,20 @@ fn forward_chain(
     proxy_families: &[Family],
 ) -> Chain {
     let mut rules = vec![replies_rule()];
+    rules.extend(pair_lengths.iter().map(|&(family, source, destination)| {
+        rule(
+            vec![Match::PairInSet(
+                key(family, Direction::Source, source),
+                key(family, Direction::Destination, destination),
+                intra_set(family, source, destination),
+            )],
+            Verdict::Accept,
+            "source and destination in the same network: stays inside it",
+        )
+    }));
+    rules.extend(proxy_dispatch(proxy_families));
+    // Only packets that would otherwise be dropped need these: a proxy's accepted traffic
+    // never reaches them.
     for (multicast, comment) in [
         (
             "ff02::/16",
@@ -215,18 +229,6 @@ fn forward_chain(
             comment,
         ));
     }
-    rules.extend(pair_lengths.iter().map(|&(family, source, destination)| {
-        rule(
-            vec![Match::PairInSet(
-                key(family, Direction::Source, source),
-                key(family, Direction::Destination, destination),
-                intra_set(family, source, destination),
-            )],
-            Verdict::Accept,
-            "source and destination in the same network: stays inside it",
-        )
-    }));
-    rules.extend(proxy_dispatch(proxy_families));
     rules.extend(prefixes.iter().map(|&(family, len)| {
         rule(
             vec![Match::InSet(
