@@ -21,62 +21,10 @@ use rustables::{
     Batch, Chain, ChainPolicy, ChainType, Hook, HookClass, MsgType, ProtocolFamily, Rule, Table,
 };
 
+use crate::abi::*;
 use crate::state::{BaseChain, TableState};
 use crate::wire::{self, AttrWriter};
 
-pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
-pub(crate) const NFPROTO_INET: u8 = 1;
-const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-const NFNL_MSG_BATCH_END: u16 = 0x11;
-pub(crate) const NLM_F_REQUEST: u16 = 0x1;
-pub(crate) const NLM_F_ACK: u16 = 0x4;
-const NLM_F_CREATE: u16 = 0x400;
-
-pub(crate) const NFT_MSG_NEWSET: u16 = 9;
-pub(crate) const NFT_MSG_NEWSETELEM: u16 = 12;
-const NFT_MSG_DELSETELEM: u16 = 14;
-pub(crate) const NFT_SET_MAP: u32 = 0x8;
-pub(crate) const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
-const NFT_GOTO: i32 = -4;
-const NFT_JUMP: i32 = -3;
-const NFT_RETURN: i32 = -5;
-const NF_ACCEPT: i32 = 1;
-const NF_DROP: i32 = 0;
-
-// Attribute numbers (linux/netfilter/nf_tables.h).
-pub(crate) const NFTA_SET_TABLE: u16 = 1;
-pub(crate) const NFTA_SET_NAME: u16 = 2;
-pub(crate) const NFTA_SET_FLAGS: u16 = 3;
-pub(crate) const NFTA_SET_KEY_TYPE: u16 = 4;
-pub(crate) const NFTA_SET_KEY_LEN: u16 = 5;
-pub(crate) const NFTA_SET_DATA_TYPE: u16 = 6;
-pub(crate) const NFTA_SET_EXPR: u16 = 17;
-pub(crate) const NFTA_SET_EXPRESSIONS: u16 = 18;
-pub(crate) const NFTA_SET_ELEM_USERDATA: u16 = 6;
-const NFTA_SET_ID: u16 = 10;
-pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-pub(crate) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-pub(crate) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
-pub(crate) const NFTA_LIST_ELEM: u16 = 1;
-pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;
-pub(crate) const NFTA_SET_ELEM_DATA: u16 = 2;
-pub(crate) const NFTA_DATA_VALUE: u16 = 1;
-pub(crate) const NFTA_DATA_VERDICT: u16 = 2;
-pub(crate) const NFTA_VERDICT_CODE: u16 = 1;
-pub(crate) const NFTA_VERDICT_CHAIN: u16 = 2;
-
-/// nftables datatype ids, as `nft` shows them (`ipv4_addr`, `ipv6_addr`).
-const TYPE_IPADDR: u32 = 7;
-const TYPE_IP6ADDR: u32 = 8;
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
-const IPPROTO_ICMPV6: u8 = 58;
-/// `NFT_PAYLOAD_NETWORK_HEADER` and `NFT_PAYLOAD_TRANSPORT_HEADER`.
-const NETWORK_HEADER: u32 = 1;
-const TRANSPORT_HEADER: u32 = 2;
-/// The user-data TLV type `nft` reads a rule comment from.
-const UDATA_RULE_COMMENT: u8 = 0;
 /// Largest element payload put in one message (a netlink attribute's length is 16 bits).
 const ELEMENTS_PER_MESSAGE_BYTES: usize = 48 * 1024;
 
@@ -872,28 +820,6 @@ fn verdict_data(data: &mut AttrWriter, verdict: &Verdict) {
         }
     });
 }
-
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_DELRULE: u16 = 8;
-const NFT_MSG_DELSET: u16 = 11;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NLM_F_APPEND: u16 = 0x800;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_RULE_USERDATA: u16 = 7;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
-const NFT_META_NFPROTO: u32 = 15;
-const NFT_CMP_EQ: u32 = 0;
-/// Register numbers: the verdict, the first 16-byte register, and the 32-bit register right
-/// after the first 4 bytes (`NFT_REG32_01`, where a concatenation's second IPv4 part goes).
-const REG_VERDICT: u32 = 0;
-const REG_1: u32 = 1;
-const REG_2: u32 = 2;
-const REG32_01: u32 = 9;
 
 /// A pair lookup: masked source and destination, and the set of pairs.
 struct PairLookup<'a> {

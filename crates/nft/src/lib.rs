@@ -7,6 +7,7 @@
 //! - [`state`] turns batch messages and kernel dumps into one canonical form, compared and diffed.
 //! - [`netlink`] talks to the kernel (neli socket).
 
+mod abi;
 pub mod encode;
 pub mod netlink;
 pub mod state;

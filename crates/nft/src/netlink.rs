@@ -9,23 +9,11 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
-use crate::encode::{Transaction, NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NLM_F_ACK, NLM_F_REQUEST};
+use crate::abi::*;
+use crate::encode::Transaction;
 use crate::wire::{self, AttrWriter};
 use crate::NftError;
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_ACK_TLVS: u16 = 0x200;
-const NLMSGERR_ATTR_MSG: u16 = 1;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFT_MSG_GETRULE: u16 = 7;
-const NFT_MSG_GETSET: u16 = 10;
-const NFT_MSG_GETSETELEM: u16 = 13;
-const NFT_MSG_GETGEN: u16 = 16;
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_GEN_ID: u16 = 1;
 /// A dump reply is at most 32 KiB; a batch's error replies are small.
 const RECEIVE_BUFFER: usize = 64 * 1024;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,33 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::encode::{
-    NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_LIST_ELEM, NFTA_SET_DATA_TYPE, NFTA_SET_ELEM_DATA,
-    NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET,
-    NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_USERDATA, NFTA_SET_EXPR, NFTA_SET_EXPRESSIONS,
-    NFTA_SET_FLAGS, NFTA_SET_KEY_LEN, NFTA_SET_KEY_TYPE, NFTA_SET_NAME, NFTA_SET_TABLE,
-    NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, NFT_SET_MAP,
-};
+use crate::abi::*;
 use crate::wire::{self, AttrWriter, Message};
-
-pub(crate) const NFT_MSG_NEWCHAIN: u16 = 3;
-pub(crate) const NFT_MSG_NEWRULE: u16 = 6;
-pub(crate) const NFT_MSG_NEWSET: u16 = 9;
-pub(crate) const NFT_MSG_NEWSETELEM: u16 = 12;
-
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_HOOK: u16 = 4;
-const NFTA_CHAIN_POLICY: u16 = 5;
-const NFTA_CHAIN_TYPE: u16 = 7;
-const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NFTA_HOOK_PRIORITY: u16 = 2;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_RULE_USERDATA: u16 = 7;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
 
 /// A chain's base-chain properties: hook number, priority, policy, type.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
