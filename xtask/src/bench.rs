@@ -383,6 +383,7 @@ fn rate(sender: &Netns, receiver: &Netns, source: &'static str) -> Result<f64> {
     let counter = {
         let (stop, received) = (stop.clone(), received.clone());
         std::thread::spawn(move || {
+            pin_to_cpu(1);
             let mut buf = [0u8; 64];
             while !stop.load(Ordering::Relaxed) {
                 if socket.recv(&mut buf).is_ok() {
@@ -392,6 +393,9 @@ fn rate(sender: &Netns, receiver: &Netns, source: &'static str) -> Result<f64> {
         })
     };
     let window = sender.enter(move || -> Result<Duration> {
+        // The sender's CPU also runs the router's forwarding (veth hands packets over in the
+        // sender's softirq); the receiver gets the other one.
+        pin_to_cpu(0);
         let socket = UdpSocket::bind((source, 0))?;
         let target: SocketAddr = "203.0.113.10:53".parse()?;
         let payload = [0u8; 22];
@@ -407,4 +411,15 @@ fn rate(sender: &Netns, receiver: &Netns, source: &'static str) -> Result<f64> {
     stop.store(true, Ordering::Relaxed);
     counter.join().expect("counter thread");
     Ok(received.load(Ordering::Relaxed) as f64 / window.as_secs_f64())
+}
+
+/// Pins the calling thread to one CPU, so that runs compare like with like.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity act on it and on
+    // the calling thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
