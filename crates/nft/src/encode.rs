@@ -497,17 +497,7 @@ fn batch_messages(batch: Batch) -> Vec<Vec<u8>> {
     let all: Vec<wire::Message<'_>> = wire::messages(&bytes).collect();
     all[1..all.len() - 1]
         .iter()
-        .map(|m| {
-            let mut out = Vec::with_capacity(wire::NLMSG_HDRLEN + m.payload.len());
-            out.extend_from_slice(&((wire::NLMSG_HDRLEN + m.payload.len()) as u32).to_ne_bytes());
-            out.extend_from_slice(&m.kind.to_ne_bytes());
-            out.extend_from_slice(&m.flags.to_ne_bytes());
-            out.extend_from_slice(&m.seq.to_ne_bytes());
-            out.extend_from_slice(&0u32.to_ne_bytes());
-            out.extend_from_slice(m.payload);
-            out.resize(wire::align(out.len()), 0);
-            out
-        })
+        .map(wire::Message::to_bytes)
         .collect()
 }
 

@@ -183,22 +183,7 @@ impl Socket {
                         }
                         finished = true;
                     }
-                    _ => {
-                        let start = data.len();
-                        data.extend_from_slice(
-                            &(wire::NLMSG_HDRLEN as u32 + message.payload.len() as u32)
-                                .to_ne_bytes(),
-                        );
-                        data.extend_from_slice(&message.kind.to_ne_bytes());
-                        data.extend_from_slice(&message.flags.to_ne_bytes());
-                        data.extend_from_slice(&message.seq.to_ne_bytes());
-                        data.extend_from_slice(&0u32.to_ne_bytes());
-                        data.extend_from_slice(message.payload);
-                        data.resize(start + wire::align(data.len() - start), 0);
-                        if flags & NLM_F_DUMP == 0 && flags & NLM_F_ACK == 0 {
-                            finished = true;
-                        }
-                    }
+                    _ => data.extend(message.to_bytes()),
                 }
             }
             if finished {

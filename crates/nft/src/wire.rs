@@ -119,6 +119,21 @@ pub struct Message<'a> {
 }
 
 impl<'a> Message<'a> {
+    /// The message as bytes again (header and payload, padded), for example to keep it after
+    /// the buffer it was read from is reused.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let len = NLMSG_HDRLEN + self.payload.len();
+        let mut out = Vec::with_capacity(align(len));
+        out.extend_from_slice(&(len as u32).to_ne_bytes());
+        out.extend_from_slice(&self.kind.to_ne_bytes());
+        out.extend_from_slice(&self.flags.to_ne_bytes());
+        out.extend_from_slice(&self.seq.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(self.payload);
+        out.resize(align(len), 0);
+        out
+    }
+
     /// The nftables attributes (after the nfgenmsg header).
     pub fn attributes(&self) -> &'a [u8] {
         self.payload.get(NFGENMSG_LEN..).unwrap_or(&[])
@@ -199,6 +214,8 @@ mod tests {
         both.extend(message(0x0a0c, 1, 6, 1, 0, &[1, 0, 0, 0]));
         let seqs: Vec<u32> = messages(&both).map(|m| m.seq).collect();
         assert_eq!(seqs, [5, 6]);
+        let again: Vec<u8> = messages(&both).flat_map(|m| m.to_bytes()).collect();
+        assert_eq!(again, both);
         assert_eq!(messages(&both[..20]).count(), 1);
     }
 }
