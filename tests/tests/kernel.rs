@@ -305,3 +305,63 @@ fn without_cap_net_admin_apply_explains_and_dry_run_still_works() {
         "the script is printed"
     );
 }
+
+/// What an operator (or a Docker restart, or `flush ruleset`) does to the table is seen by
+/// dry-run and undone by the next apply; other tables are never touched.
+#[test]
+fn tampering_is_reported_and_repaired() {
+    require_root();
+    let ns = Netns::new("tamper");
+    let config = threegate();
+    ns.exec_ok("nft", &["add", "table", "inet", "neighbour"]);
+    ns.exec_ok("nft", &["add", "chain", "inet", "neighbour", "c"]);
+    assert!(enforcer(&ns, &["apply", "--config", &config])
+        .status
+        .success());
+    let pristine = listed_json(&ns);
+
+    let tamperings: [(&[&str], &str); 4] = [
+        (
+            &[
+                "delete",
+                "element",
+                "inet",
+                "enforcer",
+                "egress_v4_24",
+                "{ 10.100.0.0 }",
+            ],
+            "+ element 10.100.0.0 comment \"llmnet\" in set egress_v4_24",
+        ),
+        (
+            &["add", "rule", "inet", "enforcer", "forward", "accept"],
+            "~ chain forward: rules change",
+        ),
+        (
+            &["flush", "chain", "inet", "enforcer", "proxy_proxy"],
+            "~ chain proxy_proxy: rules change",
+        ),
+        (
+            &["flush", "ruleset"],
+            "+ table inet enforcer (absent from the kernel)",
+        ),
+    ];
+    for (command, reported) in tamperings {
+        ns.exec_ok("nft", command);
+        let dry = enforcer(&ns, &["apply", "--dry-run", "--config", &config]);
+        assert_eq!(dry.status.code(), Some(1), "{command:?} went unnoticed");
+        assert!(
+            text(&dry.stderr).contains(reported),
+            "{command:?}: {}",
+            text(&dry.stderr)
+        );
+        assert!(enforcer(&ns, &["apply", "--config", &config])
+            .status
+            .success());
+        assert_eq!(listed_json(&ns), pristine, "{command:?} was not repaired");
+    }
+    // The neighbour's table was left alone until `flush ruleset` removed it.
+    assert!(!ns
+        .exec("nft", &["list", "table", "inet", "neighbour"])
+        .status
+        .success());
+}
