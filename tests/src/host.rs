@@ -132,18 +132,7 @@ impl DockerLikeHost {
         host.sysctl("net.bridge.bridge-nf-call-iptables", "1");
         host.sysctl("net.bridge.bridge-nf-call-ip6tables", "1");
 
-        host.ip(&[
-            "link",
-            "add",
-            "uplink",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            internet.name(),
-        ]);
+        host.veth("uplink", &internet, "eth0");
         host.ip(&["addr", "add", "203.0.113.1/24", "dev", "uplink"]);
         host.ip(&[
             "addr",
@@ -201,18 +190,7 @@ impl DockerLikeHost {
                 let net = network(net_name);
                 let outside = format!("v{}{index}", &name[..name.len().min(8)]);
                 let inside = format!("eth{index}");
-                host.ip(&[
-                    "link",
-                    "add",
-                    &outside,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &inside,
-                    "netns",
-                    ns.name(),
-                ]);
+                host.veth(&outside, &ns, &inside);
                 host.ip(&["link", "set", &outside, "master", net.bridge, "up"]);
                 ns.ip(&[
                     "addr",

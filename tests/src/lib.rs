@@ -89,6 +89,22 @@ impl Netns {
         ip(&all);
     }
 
+    /// Creates a veth pair: `name` here, `peer_name` inside `peer`.
+    pub fn veth(&self, name: &str, peer: &Netns, peer_name: &str) {
+        self.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer_name,
+            "netns",
+            peer.name(),
+        ]);
+    }
+
     /// Runs a program inside the namespace and returns its output (whatever its status).
     pub fn exec(&self, program: &str, args: &[&str]) -> Output {
         Command::new("ip")

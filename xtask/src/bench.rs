@@ -281,30 +281,8 @@ fn throughput(policy: &TempFile) -> Result<()> {
     let router = Netns::new("trouter");
     let receiver = Netns::new("trecv");
     router.sysctl("net.ipv4.ip_forward", "1");
-    router.ip(&[
-        "link",
-        "add",
-        "in0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        sender.name(),
-    ]);
-    router.ip(&[
-        "link",
-        "add",
-        "out0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        receiver.name(),
-    ]);
+    router.veth("in0", &sender, "eth0");
+    router.veth("out0", &receiver, "eth0");
     router.ip(&["addr", "add", "10.100.0.1/24", "dev", "in0"]);
     router.ip(&["addr", "add", "172.30.0.1/24", "dev", "in0"]);
     router.ip(&["addr", "add", "203.0.113.1/24", "dev", "out0"]);
