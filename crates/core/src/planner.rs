@@ -173,6 +173,24 @@ fn key(family: Family, direction: Direction, prefix_len: u8) -> AddressKey {
     }
 }
 
+/// One rule per (family, prefix length): the masked source or destination is in the set that
+/// `set` names for it, then `verdict`.
+fn per_prefix<'a>(
+    prefixes: &'a [(Family, u8)],
+    direction: Direction,
+    set: fn(Family, u8) -> String,
+    verdict: Verdict,
+    comment: impl Fn(u8) -> String + 'a,
+) -> impl Iterator<Item = Rule> + 'a {
+    prefixes.iter().map(move |&(family, len)| {
+        rule(
+            vec![Match::InSet(key(family, direction, len), set(family, len))],
+            verdict.clone(),
+            comment(len),
+        )
+    })
+}
+
 fn replies_rule() -> Rule {
     rule(
         vec![Match::CtState(vec![CtState::Established, CtState::Related])],
@@ -229,16 +247,13 @@ fn forward_chain(
             comment,
         ));
     }
-    rules.extend(prefixes.iter().map(|&(family, len)| {
-        rule(
-            vec![Match::InSet(
-                key(family, Direction::Source, len),
-                egress_set(family, len),
-            )],
-            Verdict::Drop,
-            format!("any other egress from a managed /{len}: denied, counted per subnet"),
-        )
-    }));
+    rules.extend(per_prefix(
+        prefixes,
+        Direction::Source,
+        egress_set,
+        Verdict::Drop,
+        |len| format!("any other egress from a managed /{len}: denied, counted per subnet"),
+    ));
     Chain {
         name: "forward".into(),
         hook: Some((Hook::Forward, settings.forward_priority)),
@@ -255,16 +270,14 @@ fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)]) -> Chain {
             "IPv6 neighbour discovery with the host",
         ),
     ];
-    rules.extend(prefixes.iter().map(|&(family, len)| {
-        rule(
-            vec![Match::InSet(
-                key(family, Direction::Source, len),
-                managed_set(family, len),
-            )],
-            Verdict::Jump(HOST_CHAIN.into()),
-            format!("a managed /{len} opening a connection to the host itself"),
-        )
-    }));
+    let to_host = Verdict::Jump(HOST_CHAIN.into());
+    rules.extend(per_prefix(
+        prefixes,
+        Direction::Source,
+        managed_set,
+        to_host,
+        |len| format!("a managed /{len} opening a connection to the host itself"),
+    ));
     Chain {
         name: "input".into(),
         hook: Some((Hook::Input, settings.input_priority)),
@@ -293,16 +306,13 @@ fn proxy_rules(proxy: &Proxy, prefixes: &[(Family, u8)]) -> Chain {
         Verdict::Return,
         "an invalid packet is never proxy egress",
     )];
-    rules.extend(prefixes.iter().map(|&(family, len)| {
-        rule(
-            vec![Match::InSet(
-                key(family, Direction::Destination, len),
-                managed_set(family, len),
-            )],
-            Verdict::Return,
-            format!("a managed /{len} destination is never proxy egress"),
-        )
-    }));
+    rules.extend(per_prefix(
+        prefixes,
+        Direction::Destination,
+        managed_set,
+        Verdict::Return,
+        |len| format!("a managed /{len} destination is never proxy egress"),
+    ));
     for service in &proxy.services {
         let port = Match::DestinationPort(service.protocol, service.port);
         if service.is_dns() && !proxy.dns_servers.is_empty() {

@@ -12,7 +12,6 @@ use enforcer_core::ruleset::{
     Action, AddressKey, Chain as ChainDef, CtState, Direction, Family, Hook as HookDef, Match,
     Rule as RuleDef, Ruleset, Set as SetDef, SetContent, Verdict,
 };
-use enforcer_core::topology::Protocol;
 use rustables::expr::{
     Bitwise, Cmp, CmpOp, Conntrack, ConntrackKey, Counter, Immediate, Lookup, Meta, MetaType,
     Payload, Register, VerdictKind,
@@ -358,9 +357,7 @@ impl Parts {
             };
             let want = &desired.sets[&set.name];
             let gone: Vec<Vec<u8>> = have
-                .elements
-                .iter()
-                .filter(|(key, data)| want.elements.get(*key) != Some(data))
+                .differing(want)
                 .map(|(key, _)| element(key, None))
                 .collect();
             let gone: Vec<&Vec<u8>> = gone.iter().collect();
@@ -570,12 +567,8 @@ fn rule_object(chain: &Chain, rule: &RuleDef, set_id: &dyn Fn(&str) -> u32) -> R
                 object.add_expr(lookup(set, set_id(set)));
             }
             Match::DestinationPort(protocol, port) => {
-                let number = match protocol {
-                    Protocol::Tcp => 6u8,
-                    Protocol::Udp => 17u8,
-                };
                 object.add_expr(Meta::new(MetaType::L4Proto));
-                object.add_expr(Cmp::new(CmpOp::Eq, [number]));
+                object.add_expr(Cmp::new(CmpOp::Eq, [protocol.number()]));
                 object.add_expr(transport(2, 2));
                 object.add_expr(Cmp::new(CmpOp::Eq, port.to_be_bytes()));
             }
@@ -632,14 +625,9 @@ fn lookup(set: &str, id: u32) -> Lookup {
 
 /// `meta nfproto ipvX` then the first `len` bytes of the address into register 1.
 fn load_address(object: &mut Rule, key: &AddressKey, len: u32) {
-    let (nfproto, offset): (u8, u32) = match (key.family, key.direction) {
-        (Family::V4, Direction::Source) => (NFPROTO_IPV4, 12),
-        (Family::V4, Direction::Destination) => (NFPROTO_IPV4, 16),
-        (Family::V6, Direction::Source) => (NFPROTO_IPV6, 8),
-        (Family::V6, Direction::Destination) => (NFPROTO_IPV6, 24),
-    };
+    let (offset, _) = address_field(key);
     object.add_expr(Meta::new(MetaType::NfProto));
-    object.add_expr(Cmp::new(CmpOp::Eq, [nfproto]));
+    object.add_expr(Cmp::new(CmpOp::Eq, [nfproto(key.family)]));
     object.add_expr(
         Payload::default()
             .with_base(NETWORK_HEADER)
@@ -880,6 +868,14 @@ impl Expressions<'_> {
     }
 }
 
+/// The `meta nfproto` value of a family.
+fn nfproto(family: Family) -> u8 {
+    match family {
+        Family::V4 => NFPROTO_IPV4,
+        Family::V6 => NFPROTO_IPV6,
+    }
+}
+
 /// Offset and length of an address in the network header.
 fn address_field(key: &AddressKey) -> (u32, u32) {
     match (key.family, key.direction) {
@@ -904,10 +900,6 @@ fn pair_rule_message(
         Family::V4 => REG32_01,
         Family::V6 => REG_2,
     };
-    let nfproto = match family {
-        Family::V4 => NFPROTO_IPV4,
-        Family::V6 => NFPROTO_IPV6,
-    };
     let mut attrs = AttrWriter::new();
     attrs
         .string(NFTA_RULE_TABLE, table)
@@ -915,7 +907,7 @@ fn pair_rule_message(
     attrs.nested(NFTA_RULE_EXPRESSIONS, |list| {
         let mut exprs = Expressions(list);
         exprs.meta(NFT_META_NFPROTO);
-        exprs.cmp_eq(&[nfproto]);
+        exprs.cmp_eq(&[nfproto(family)]);
         exprs.address(lookup.source, REG_1);
         exprs.address(lookup.destination, second);
         exprs.add("lookup", |d| {

@@ -267,22 +267,11 @@ fn parse_error(message: &wire::Message<'_>) -> (i32, Option<String>) {
 }
 
 fn set_buffer(socket: &NlSocket, option: i32, size: usize) -> io::Result<()> {
-    let value = size.min(i32::MAX as usize) as libc::c_int;
-    // SAFETY: plain setsockopt on a socket we own, with a pointer to a local int.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            &value as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_option(
+        socket,
+        option,
+        &(size.min(i32::MAX as usize) as libc::c_int),
+    )
 }
 
 fn set_timeout(socket: &NlSocket, timeout: Duration) -> io::Result<()> {
@@ -290,14 +279,19 @@ fn set_timeout(socket: &NlSocket, timeout: Duration) -> io::Result<()> {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: timeout.subsec_micros() as libc::suseconds_t,
     };
-    // SAFETY: plain setsockopt on a socket we own, with a pointer to a local timeval.
+    set_option(socket, libc::SO_RCVTIMEO, &value)
+}
+
+/// `setsockopt(SOL_SOCKET, option, value)`.
+fn set_option<T>(socket: &NlSocket, option: i32, value: &T) -> io::Result<()> {
+    // SAFETY: plain setsockopt on a socket we own, with a pointer to a value of the size given.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &value as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            option,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {

@@ -94,6 +94,16 @@ impl SetState {
         self.elements.insert(key, value.finish());
     }
 
+    /// The elements of this set that `other` lacks or holds with another value.
+    pub fn differing<'a>(
+        &'a self,
+        other: &'a SetState,
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> {
+        self.elements
+            .iter()
+            .filter(|(key, value)| other.elements.get(*key) != Some(*value))
+    }
+
     /// Whether `other` has the same kind, key and data types.
     pub fn same_type(&self, other: &SetState) -> bool {
         (self.map, self.key, self.data_type, self.counted)
@@ -316,18 +326,9 @@ pub fn diff(table: &str, current: Option<&TableState>, desired: &TableState) -> 
         if !have.same_type(want) {
             lines.push(format!("~ set {name}: type changes"));
         }
-        let added: Vec<String> = want
-            .elements
-            .iter()
-            .filter(|(k, v)| have.elements.get(*k) != Some(v))
-            .map(|(k, v)| format!("{}{}", key_text(k), data_text(v)))
-            .collect();
-        let removed: Vec<String> = have
-            .elements
-            .iter()
-            .filter(|(k, v)| want.elements.get(*k) != Some(v))
-            .map(|(k, v)| format!("{}{}", key_text(k), data_text(v)))
-            .collect();
+        let text = |(k, v): (&Vec<u8>, &Vec<u8>)| format!("{}{}", key_text(k), data_text(v));
+        let added: Vec<String> = want.differing(have).map(text).collect();
+        let removed: Vec<String> = have.differing(want).map(text).collect();
         for (sign, list) in [("+", &added), ("-", &removed)] {
             for item in list.iter().take(DIFF_ELEMENTS_SHOWN) {
                 lines.push(format!("{sign} element {item} in set {name}"));
