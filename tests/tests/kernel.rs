@@ -168,7 +168,7 @@ fn a_second_apply_sends_no_transaction() {
     let smaller = TempFile::new(
         ".toml",
         &std::fs::read_to_string(&config).unwrap().replace(
-            "[[networks]]\nname = \"llmnet\"\nsubnets = [\"10.100.0.0/24\", \"fd00:100::/64\"]\n",
+            "[[networks]]\nname = \"llmnet\"\ninterface = \"br-llm\"\nsubnets = [\"10.100.0.0/24\", \"fd00:100::/64\"]\n",
             "",
         ),
     );

@@ -1,10 +1,11 @@
 //! The pure core of enforcer: no root, no kernel, no Docker.
 //!
 //! [`policy`] reads the operator's TOML policy, [`topology`] models the managed networks and
-//! egress proxies (from the policy's static entries or, later, from Docker), [`planner`] turns
+//! egress proxies, [`docker`] classifies what Docker reports into more of them, [`planner`] turns
 //! both into the desired [`ruleset::Ruleset`], and [`render`] writes that value as an `nft`
 //! script. The kernel edge (crate `enforcer-nft`) applies the same value over netlink.
 
+pub mod docker;
 pub mod planner;
 pub mod policy;
 pub mod render;

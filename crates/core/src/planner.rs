@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use crate::ruleset::{
     Action, AddressKey, Chain, CtState, Direction, Family, Hook, Match, Rule, Ruleset, Set,
-    SetContent, Verdict,
+    SetContent, SetKey, Verdict,
 };
 use crate::topology::{ManagedNetwork, Proxy, Topology};
 
@@ -29,6 +29,10 @@ pub struct TableSettings {
     pub forward_priority: i32,
     /// Priority of the `input` base chain.
     pub input_priority: i32,
+    /// Input interfaces (a trailing `*` matches any suffix) whose traffic is dropped unless the
+    /// interface belongs to a classified network: Docker bridges the agent has not seen yet.
+    /// Empty: no such rule.
+    pub unknown_interface_patterns: Vec<String>,
 }
 
 impl Default for TableSettings {
@@ -37,6 +41,7 @@ impl Default for TableSettings {
             name: "enforcer".into(),
             forward_priority: -10,
             input_priority: -10,
+            unknown_interface_patterns: Vec::new(),
         }
     }
 }
@@ -69,6 +74,12 @@ pub fn proxies_map(family: Family) -> String {
 
 /// Chain for managed traffic addressed to the host itself.
 pub const HOST_CHAIN: &str = "host_from_managed";
+
+/// Set of the interfaces (bridges) of managed networks.
+pub const MANAGED_INTERFACES: &str = "managed_interfaces";
+
+/// Set of the interfaces of every classified network, managed or not.
+pub const KNOWN_INTERFACES: &str = "known_interfaces";
 
 /// Computes the whole desired table. Deterministic: the order of networks, subnets and proxies in
 /// `topology` does not change the result.
@@ -115,29 +126,49 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     for (&(family, prefix_len), members) in &by_prefix {
         sets.push(Set {
             name: managed_set(family, prefix_len),
-            family,
+            key: SetKey::Address(family),
             content: SetContent::Addresses(members.keys().copied().collect()),
         });
         sets.push(Set {
             name: egress_set(family, prefix_len),
-            family,
+            key: SetKey::Address(family),
             content: SetContent::Counted(members.clone()),
         });
     }
     for (&(family, source, destination), members) in &pairs {
         sets.push(Set {
             name: intra_set(family, source, destination),
-            family,
+            key: SetKey::Address(family),
             content: SetContent::AddressPairs(members.clone()),
         });
     }
     for (&family, members) in &proxy_maps {
         sets.push(Set {
             name: proxies_map(family),
-            family,
+            key: SetKey::Address(family),
             content: SetContent::VerdictMap(members.clone()),
         });
     }
+
+    let managed_interfaces: BTreeSet<String> = networks
+        .iter()
+        .filter_map(|n| n.interface.clone())
+        .collect();
+    let guards_unknown = !settings.unknown_interface_patterns.is_empty();
+    if guards_unknown {
+        let mut known = managed_interfaces.clone();
+        known.extend(topology.unmanaged_interfaces().iter().cloned());
+        sets.push(Set {
+            name: KNOWN_INTERFACES.into(),
+            key: SetKey::InterfaceName,
+            content: SetContent::InterfaceNames(known),
+        });
+    }
+    sets.push(Set {
+        name: MANAGED_INTERFACES.into(),
+        key: SetKey::InterfaceName,
+        content: SetContent::InterfaceNames(managed_interfaces),
+    });
 
     let prefixes: Vec<(Family, u8)> = by_prefix.keys().copied().collect();
     let pair_lengths: Vec<(Family, u8, u8)> = pairs.keys().copied().collect();
@@ -191,6 +222,38 @@ fn per_prefix<'a>(
     })
 }
 
+/// Per pattern: traffic entering from a matching interface that no classified network owns is
+/// dropped.
+fn unknown_interface_rules(settings: &TableSettings) -> impl Iterator<Item = Rule> + '_ {
+    settings
+        .unknown_interface_patterns
+        .iter()
+        .map(|pattern| Rule {
+            matches: vec![
+                Match::InputInterface(pattern.clone()),
+                Match::InputInterfaceInSet {
+                    set: KNOWN_INTERFACES.into(),
+                    negated: true,
+                },
+            ],
+            counter: true,
+            action: Action::Verdict(Verdict::Drop),
+            comment: "a Docker bridge enforcer has not classified yet: denied until it has".into(),
+        })
+}
+
+fn from_managed_interface(verdict: Verdict, comment: &str) -> Rule {
+    Rule {
+        matches: vec![Match::InputInterfaceInSet {
+            set: MANAGED_INTERFACES.into(),
+            negated: false,
+        }],
+        counter: matches!(verdict, Verdict::Drop),
+        action: Action::Verdict(verdict),
+        comment: comment.into(),
+    }
+}
+
 fn replies_rule() -> Rule {
     rule(
         vec![Match::CtState(vec![CtState::Established, CtState::Related])],
@@ -219,6 +282,7 @@ fn forward_chain(
     proxy_families: &[Family],
 ) -> Chain {
     let mut rules = vec![replies_rule()];
+    rules.extend(unknown_interface_rules(settings));
     rules.extend(pair_lengths.iter().map(|&(family, source, destination)| {
         rule(
             vec![Match::PairInSet(
@@ -254,6 +318,10 @@ fn forward_chain(
         Verdict::Drop,
         |len| format!("any other egress from a managed /{len}: denied, counted per subnet"),
     ));
+    rules.push(from_managed_interface(
+        Verdict::Drop,
+        "anything else entering from a managed network's bridge (a forged source): denied",
+    ));
     Chain {
         name: "forward".into(),
         hook: Some((Hook::Forward, settings.forward_priority)),
@@ -270,6 +338,7 @@ fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)]) -> Chain {
             "IPv6 neighbour discovery with the host",
         ),
     ];
+    rules.extend(unknown_interface_rules(settings));
     let to_host = Verdict::Jump(HOST_CHAIN.into());
     rules.extend(per_prefix(
         prefixes,
@@ -277,6 +346,10 @@ fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)]) -> Chain {
         managed_set,
         to_host,
         |len| format!("a managed /{len} opening a connection to the host itself"),
+    ));
+    rules.push(from_managed_interface(
+        Verdict::Jump(HOST_CHAIN.into()),
+        "anything else from a managed network's bridge to the host itself",
     ));
     Chain {
         name: "input".into(),

@@ -14,16 +14,31 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::planner::TableSettings;
-use crate::topology::{ManagedNetwork, Proxy, Service, Subject, Topology};
+use crate::topology::{is_valid_interface, ManagedNetwork, Proxy, Service, Subject, Topology};
 
 /// The embedded default policy (`rules/default.toml`), used when no file is given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../rules/default.toml");
 /// The name shown for the embedded default in messages.
 pub const EMBEDDED_NAME: &str = "<embedded default policy>";
 
+/// What happens to traffic from a Docker bridge whose network is not classified yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownNetworks {
+    /// Dropped until the agent has classified the network (no window for new networks).
+    Deny,
+    /// Passed: a new managed network is open until its event is processed.
+    Allow,
+}
+
 /// How Docker objects are classified (used by the Docker watcher).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerSettings {
+    /// Whether Docker is watched at all; when false only the static entries are enforced.
+    pub enabled: bool,
+    /// Treatment of Docker bridges not classified yet.
+    pub unknown_networks: UnknownNetworks,
+    /// Interface names of Docker bridges (a trailing `*` matches any suffix).
+    pub bridge_patterns: Vec<String>,
     /// Networks with `Internal: true` are managed.
     pub manage_internal: bool,
     /// A network carrying this label with value `true` is managed.
@@ -107,6 +122,9 @@ struct RawTable {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawDocker {
+    enabled: Option<bool>,
+    unknown_networks: Option<Spanned<String>>,
+    bridge_patterns: Option<Vec<Spanned<String>>>,
     manage_internal: Option<bool>,
     managed_label: Option<Spanned<String>>,
     role_label: Option<Spanned<String>>,
@@ -126,6 +144,7 @@ struct RawNetwork {
     name: Spanned<String>,
     #[serde(default)]
     subnets: Vec<Spanned<String>>,
+    interface: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -237,21 +256,62 @@ impl Policy {
             }
         };
         let defaults = TableSettings::default();
-        let table = TableSettings {
+        let mut table = TableSettings {
             name: table_name,
             forward_priority: raw
                 .table
                 .forward_priority
                 .unwrap_or(defaults.forward_priority),
             input_priority: raw.table.input_priority.unwrap_or(defaults.input_priority),
+            unknown_interface_patterns: Vec::new(),
         };
 
+        let unknown_networks = match raw.docker.unknown_networks {
+            None => UnknownNetworks::Deny,
+            Some(value) => match value.get_ref().as_str() {
+                "deny" => UnknownNetworks::Deny,
+                "allow" => UnknownNetworks::Allow,
+                other => {
+                    return Err(source.error(
+                        Some(value.span()),
+                        format!("unknown_networks = `{other}`: use \"deny\" or \"allow\""),
+                    ))
+                }
+            },
+        };
+        let bridge_patterns = match raw.docker.bridge_patterns {
+            None => vec!["br-*".to_string(), "docker0".to_string()],
+            Some(list) => list
+                .into_iter()
+                .map(|p| {
+                    let stem = p.get_ref().strip_suffix('*').unwrap_or(p.get_ref());
+                    if is_valid_interface(stem) {
+                        Ok(p.into_inner())
+                    } else {
+                        Err(source.error(
+                            Some(p.span()),
+                            format!(
+                                "`{}` is not an interface pattern: write a name of 1 to 15 \
+                                 characters, optionally ending in `*` (like \"br-*\")",
+                                p.get_ref()
+                            ),
+                        ))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         let docker = DockerSettings {
+            enabled: raw.docker.enabled.unwrap_or(true),
+            unknown_networks,
+            bridge_patterns,
             manage_internal: raw.docker.manage_internal.unwrap_or(true),
             managed_label: source.label(raw.docker.managed_label, "enforcer.managed")?,
             role_label: source.label(raw.docker.role_label, "enforcer.role")?,
             proxy_role: source.label(raw.docker.proxy_role, "egress-proxy")?,
         };
+        if docker.enabled && docker.unknown_networks == UnknownNetworks::Deny {
+            table.unknown_interface_patterns = docker.bridge_patterns.clone();
+        }
 
         let proxy_defaults = ProxyDefaults {
             services: match &raw.proxy.allow {
@@ -288,6 +348,7 @@ impl Policy {
             networks.push(ManagedNetwork {
                 name: network.name.get_ref().clone(),
                 subnets,
+                interface: network.interface.as_ref().map(|i| i.get_ref().clone()),
             });
         }
         let mut proxies = Vec::with_capacity(raw.proxies.len());
@@ -308,6 +369,11 @@ impl Policy {
         let static_topology = Topology::new(networks, proxies).map_err(|e| {
             let span = match e.subject {
                 Subject::Network(n) => raw.networks[n].name.span(),
+                Subject::Interface(n) => raw.networks[n]
+                    .interface
+                    .as_ref()
+                    .map(|i| i.span())
+                    .unwrap_or(0..0),
                 Subject::Subnet(n, s) => raw.networks[n].subnets[s].span(),
                 Subject::Proxy(p) => raw.proxies[p].name.span(),
                 Subject::ProxyAddress(p, a) => raw.proxies[p].addresses[a].span(),
@@ -365,6 +431,13 @@ mod tests {
         assert_eq!(embedded.docker.managed_label, "enforcer.managed");
         assert_eq!(embedded.docker.role_label, "enforcer.role");
         assert_eq!(embedded.docker.proxy_role, "egress-proxy");
+        assert!(embedded.docker.enabled);
+        assert_eq!(embedded.docker.unknown_networks, UnknownNetworks::Deny);
+        assert_eq!(embedded.docker.bridge_patterns, ["br-*", "docker0"]);
+        assert_eq!(
+            embedded.table.unknown_interface_patterns,
+            ["br-*", "docker0"]
+        );
         let services: Vec<String> = embedded
             .proxy_defaults
             .services
@@ -419,6 +492,27 @@ mod tests {
         assert!(message.contains("port 0"), "{message}");
         let (_, _, message) = error_of("[table]\nname = \"9bad\"\n");
         assert!(message.contains("table name"), "{message}");
+    }
+
+    #[test]
+    fn docker_keys_are_checked() {
+        let (line, _, message) = error_of("[docker]\nunknown_networks = \"maybe\"\n");
+        assert_eq!(line, 2);
+        assert!(message.contains("\"deny\" or \"allow\""), "{message}");
+        for pattern in ["*", "a/b", "much-too-long-interface*"] {
+            let text = format!("[docker]\nbridge_patterns = [\"br-*\", \"{pattern}\"]\n");
+            let (line, column, message) = error_of(&text);
+            assert_eq!((line, column), (2, 28), "{pattern}");
+            assert!(message.contains("interface pattern"), "{message}");
+        }
+        let allow = Policy::parse("[docker]\nunknown_networks = \"allow\"\n", "p").unwrap();
+        assert!(allow.table.unknown_interface_patterns.is_empty());
+        let off = Policy::parse("[docker]\nenabled = false\n", "p").unwrap();
+        assert!(off.table.unknown_interface_patterns.is_empty());
+        let text = "[[networks]]\nname = \"a\"\ninterface = \"bad name\"\n";
+        let (line, _, message) = error_of(text);
+        assert_eq!(line, 3);
+        assert!(message.contains("not an interface name"), "{message}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::ruleset::{
     Action, AddressKey, Chain, CtState, Direction, Family, Match, Rule, Ruleset, Set, SetContent,
-    Verdict,
+    SetKey, Verdict,
 };
 
 /// The full script: `table`, `delete table`, then the table's definition.
@@ -33,9 +33,10 @@ pub fn table_text(ruleset: &Ruleset) -> String {
 }
 
 fn set_text(set: &Set) -> String {
-    let key_type = match set.family {
-        Family::V4 => "ipv4_addr",
-        Family::V6 => "ipv6_addr",
+    let key_type = match set.key {
+        SetKey::Address(Family::V4) => "ipv4_addr",
+        SetKey::Address(Family::V6) => "ipv6_addr",
+        SetKey::InterfaceName => "ifname",
     };
     let counted = matches!(set.content, SetContent::Counted(_));
     let (keyword, type_line, elements): (&str, String, Vec<String>) = match &set.content {
@@ -63,6 +64,11 @@ fn set_text(set: &Set) -> String {
                 .iter()
                 .map(|(a, name)| format!("{a} comment \"{}\"", name.replace('"', "'")))
                 .collect(),
+        ),
+        SetContent::InterfaceNames(names) => (
+            "set",
+            key_type.to_string(),
+            names.iter().map(|n| format!("\"{n}\"")).collect(),
         ),
     };
     let mut out = format!("\t{keyword} {} {{\n\t\ttype {type_line}\n", set.name);
@@ -139,6 +145,10 @@ fn match_text(m: &Match) -> String {
         }
         Match::InSet(key, set) => format!("{} @{set}", key_text(key)),
         Match::DestinationPort(protocol, port) => format!("{} dport {port}", protocol.name()),
+        Match::InputInterface(name) => format!("iifname \"{name}\""),
+        Match::InputInterfaceInSet { set, negated } => {
+            format!("iifname {}@{set}", if *negated { "!= " } else { "" })
+        }
     }
 }
 

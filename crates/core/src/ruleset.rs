@@ -55,13 +55,22 @@ impl Family {
     }
 }
 
-/// A named set of addresses, or a verdict map from addresses to chains.
+/// What a set's keys are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKey {
+    /// Addresses of one family (or pairs of them, for [`SetContent::AddressPairs`]).
+    Address(Family),
+    /// Network interface names (`type ifname`).
+    InterfaceName,
+}
+
+/// A named set of addresses or interface names, or a verdict map from addresses to chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Set {
     /// Set name.
     pub name: String,
-    /// Address family of its keys.
-    pub family: Family,
+    /// Type of its keys.
+    pub key: SetKey,
     /// Its elements.
     pub content: SetContent,
 }
@@ -77,6 +86,8 @@ pub enum SetContent {
     AddressPairs(BTreeSet<(IpAddr, IpAddr)>),
     /// Addresses, each with its own packet and byte counter and a comment (the network name).
     Counted(BTreeMap<IpAddr, String>),
+    /// Interface names.
+    InterfaceNames(BTreeSet<String>),
 }
 
 impl SetContent {
@@ -87,6 +98,7 @@ impl SetContent {
             SetContent::VerdictMap(m) => m.len(),
             SetContent::AddressPairs(p) => p.len(),
             SetContent::Counted(c) => c.len(),
+            SetContent::InterfaceNames(n) => n.len(),
         }
     }
 
@@ -189,6 +201,17 @@ pub enum Match {
     InSet(AddressKey, String),
     /// Transport protocol and destination port (`tcp dport 443`).
     DestinationPort(Protocol, u16),
+    /// The packet entered through this interface; a trailing `*` matches any suffix
+    /// (`iifname "br-*"`).
+    InputInterface(String),
+    /// The input interface's name is (or, when `negated`, is not) in the named set
+    /// (`iifname != @set`).
+    InputInterfaceInSet {
+        /// The set of interface names.
+        set: String,
+        /// Match when the name is absent from the set.
+        negated: bool,
+    },
 }
 
 /// What a rule does to a matching packet.

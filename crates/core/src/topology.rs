@@ -16,6 +16,8 @@ pub const MIN_PREFIX_V4: u8 = 8;
 pub const MIN_PREFIX_V6: u8 = 16;
 /// Longest name a network or proxy may have (it becomes part of an nftables chain name).
 pub const MAX_NAME_LEN: usize = 128;
+/// Longest network interface name the kernel accepts (IFNAMSIZ without the NUL).
+pub const MAX_INTERFACE_LEN: usize = 15;
 
 /// A transport protocol a proxy may be allowed to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -101,6 +103,9 @@ pub struct ManagedNetwork {
     pub name: String,
     /// Its IPv4 and IPv6 subnets, canonical (no host bits).
     pub subnets: Vec<IpNet>,
+    /// The host interface its containers send through (a Docker bridge), when known. Anything
+    /// entering from it that no rule allows is dropped, whatever its source address claims.
+    pub interface: Option<String>,
 }
 
 /// A container (or host) allowed to reach selected services outside the managed networks.
@@ -130,6 +135,8 @@ pub enum Subject {
     ProxyAddress(usize, usize),
     /// DNS server `.1` of proxy `.0`.
     DnsServer(usize, usize),
+    /// The interface of the network at this index.
+    Interface(usize),
 }
 
 /// A topology that would make the rules wrong or meaningless.
@@ -147,13 +154,16 @@ pub struct TopologyError {
 pub struct Topology {
     networks: Vec<ManagedNetwork>,
     proxies: Vec<Proxy>,
+    unmanaged_interfaces: BTreeSet<String>,
 }
 
 impl Topology {
     /// Validates and builds a topology. Checks: names are well-formed and unique; subnets are
     /// canonical, not shorter than [`MIN_PREFIX_V4`]/[`MIN_PREFIX_V6`], and overlap no other
     /// managed subnet; every proxy address lies inside a managed subnet and belongs to one proxy;
-    /// DNS servers lie outside the managed subnets.
+    /// DNS servers lie outside the managed subnets; interface names are ones the kernel accepts.
+    /// When two items conflict, the later one is reported, so a caller that drops the reported
+    /// item and tries again keeps the earlier ones (static policy entries come first).
     pub fn new(networks: Vec<ManagedNetwork>, proxies: Vec<Proxy>) -> Result<Self, TopologyError> {
         check_names(
             networks.iter().map(|n| n.name.as_str()),
@@ -165,6 +175,20 @@ impl Topology {
             "proxy",
             Subject::Proxy,
         )?;
+        for (ni, network) in networks.iter().enumerate() {
+            if let Some(interface) = &network.interface {
+                if !is_valid_interface(interface) {
+                    return Err(TopologyError {
+                        subject: Subject::Interface(ni),
+                        problem: format!(
+                            "network `{}`: `{interface}` is not an interface name: use 1 to \
+                             {MAX_INTERFACE_LEN} characters, no spaces, `/` or `*`",
+                            network.name
+                        ),
+                    });
+                }
+            }
+        }
         let mut all: Vec<(IpNet, usize, usize)> = Vec::new();
         for (ni, network) in networks.iter().enumerate() {
             for (si, subnet) in network.subnets.iter().enumerate() {
@@ -177,9 +201,14 @@ impl Topology {
         }
         all.sort_by_key(|(net, _, _)| (net.network(), net.prefix_len()));
         for pair in all.windows(2) {
-            let (a, an, _) = pair[0];
-            let (b, bn, bs) = pair[1];
-            if a.contains(&b.network()) {
+            let (first, second) = (pair[0], pair[1]);
+            if first.0.contains(&second.0.network()) {
+                // Report the one given later.
+                let ((a, an, _), (b, bn, bs)) = if (first.1, first.2) < (second.1, second.2) {
+                    (first, second)
+                } else {
+                    (second, first)
+                };
                 return Err(TopologyError {
                     subject: Subject::Subnet(bn, bs),
                     problem: format!(
@@ -228,7 +257,29 @@ impl Topology {
                 }
             }
         }
-        Ok(Topology { networks, proxies })
+        Ok(Topology {
+            networks,
+            proxies,
+            unmanaged_interfaces: BTreeSet::new(),
+        })
+    }
+
+    /// Adds the interfaces of networks known to be unmanaged (classified Docker networks whose
+    /// traffic passes untouched). Names that are not valid interface names are left out.
+    pub fn with_unmanaged_interfaces(
+        mut self,
+        interfaces: impl IntoIterator<Item = String>,
+    ) -> Self {
+        self.unmanaged_interfaces = interfaces
+            .into_iter()
+            .filter(|name| is_valid_interface(name))
+            .collect();
+        self
+    }
+
+    /// Interfaces of classified unmanaged networks.
+    pub fn unmanaged_interfaces(&self) -> &BTreeSet<String> {
+        &self.unmanaged_interfaces
     }
 
     /// The managed networks, in the order given.
@@ -279,6 +330,15 @@ pub fn is_valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// Whether `name` is an interface name the kernel accepts, without wildcards.
+pub fn is_valid_interface(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_INTERFACE_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '*' | '"'))
+}
+
 fn check_subnet(subnet: &IpNet) -> Result<(), String> {
     let min = match subnet {
         IpNet::V4(_) => MIN_PREFIX_V4,
@@ -316,6 +376,7 @@ mod tests {
         ManagedNetwork {
             name: name.into(),
             subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(),
+            interface: None,
         }
     }
 

@@ -21,6 +21,8 @@ struct Packet {
     protocol: Protocol,
     dport: u16,
     state: Option<CtState>,
+    /// Input interface.
+    interface: &'static str,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -79,6 +81,20 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
         }),
         Match::DestinationPort(protocol, port) => {
             *protocol == packet.protocol && *port == packet.dport
+        }
+        Match::InputInterface(pattern) => match pattern.strip_suffix('*') {
+            Some(stem) => packet.interface.starts_with(stem),
+            None => packet.interface == pattern,
+        },
+        Match::InputInterfaceInSet { set, negated } => {
+            match &ruleset
+                .set(set)
+                .expect("rule names an existing set")
+                .content
+            {
+                SetContent::InterfaceNames(names) => names.contains(packet.interface) != *negated,
+                _ => panic!("interface lookup in a set of another kind"),
+            }
         }
     }
 }
@@ -154,7 +170,85 @@ fn tcp(src: &str, dst: &str, port: u16) -> Packet {
         protocol: Protocol::Tcp,
         dport: port,
         state: None,
+        interface: bridge_of(src),
     }
+}
+
+/// The bridge a ThreeGate address sends through (as the namespace harness names them).
+fn bridge_of(src: &str) -> &'static str {
+    match src.split(['.', ':']).take(2).collect::<Vec<_>>()[..] {
+        ["10", "100"] | ["fd00", "100"] => "br-llm",
+        ["10", "101"] | ["fd00", "101"] => "br-fetch",
+        ["10", "102"] | ["fd00", "102"] => "br-egress",
+        _ => "eth0",
+    }
+}
+
+fn on(interface: &'static str, mut packet: Packet) -> Packet {
+    packet.interface = interface;
+    packet
+}
+
+/// The embedded default policy's table settings, one managed network `m` on bridge `br-m`
+/// (10.1.0.0/24) and two classified unmanaged bridges.
+fn docker_like() -> Ruleset {
+    let network = ManagedNetwork {
+        name: "m".into(),
+        subnets: vec!["10.1.0.0/24".parse().unwrap()],
+        interface: Some("br-m".into()),
+    };
+    let topology = Topology::new(vec![network], vec![])
+        .unwrap()
+        .with_unmanaged_interfaces(["br-known".to_string(), "docker0".to_string()]);
+    plan(&Policy::embedded().table, &topology)
+}
+
+#[test]
+fn unclassified_bridges_are_denied_until_classified() {
+    let rs = docker_like();
+    let out = tcp("172.30.0.2", "203.0.113.10", 80);
+    for (bridge, expected) in [
+        ("br-new", Fate::Dropped),
+        ("br-known", Fate::Passed),
+        ("docker0", Fate::Passed),
+        ("eth0", Fate::Passed),
+        ("docker01", Fate::Passed),
+    ] {
+        assert_eq!(
+            fate(&rs, Hook::Forward, &on(bridge, out)),
+            expected,
+            "{bridge}"
+        );
+    }
+    let to_host = tcp("172.30.0.2", "172.30.0.1", 22);
+    assert_eq!(
+        fate(&rs, Hook::Input, &on("br-new", to_host)),
+        Fate::Dropped
+    );
+    assert_eq!(
+        fate(&rs, Hook::Input, &on("br-known", to_host)),
+        Fate::Passed
+    );
+    // Replies of flows let through earlier still pass.
+    let mut reply = on("br-new", out);
+    reply.state = Some(CtState::Established);
+    assert_eq!(fate(&rs, Hook::Forward, &reply), Fate::Passed);
+
+    let mut settings = Policy::embedded().table;
+    settings.unknown_interface_patterns.clear();
+    let open = plan(&settings, &Topology::default());
+    assert_eq!(fate(&open, Hook::Forward, &on("br-new", out)), Fate::Passed);
+}
+
+#[test]
+fn a_forged_source_on_a_managed_bridge_is_dropped() {
+    let rs = docker_like();
+    let forged = on("br-m", tcp("203.0.113.7", "203.0.113.10", 443));
+    assert_eq!(fate(&rs, Hook::Forward, &forged), Fate::Dropped);
+    let forged_to_host = on("br-m", tcp("192.0.2.1", "10.1.0.1", 22));
+    assert_eq!(fate(&rs, Hook::Input, &forged_to_host), Fate::Dropped);
+    let inside = on("br-m", tcp("10.1.0.5", "10.1.0.6", 8080));
+    assert_eq!(fate(&rs, Hook::Forward, &inside), Fate::Passed);
 }
 
 #[test]
@@ -248,6 +342,7 @@ fn dns_servers_restrict_only_dns() {
     let network = ManagedNetwork {
         name: "e".into(),
         subnets: vec!["10.2.0.0/24".parse().unwrap()],
+        interface: None,
     };
     let proxy = Proxy {
         name: "p".into(),
@@ -322,6 +417,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
             nets.push(ManagedNetwork {
                 name: format!("n{i}"),
                 subnets: own,
+                interface: None,
             });
         }
         let mut used = BTreeSet::new();
@@ -404,7 +500,7 @@ proptest! {
             for address in &proxy.addresses {
                 let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
                 let service = Service { protocol, port };
-                let mut packet = Packet { src: *address, dst: outside(Family::of(*address)), protocol, dport: port, state: None };
+                let mut packet = Packet { src: *address, dst: outside(Family::of(*address)), protocol, dport: port, state: None, interface: "eth0" };
                 let allowed = proxy.services.contains(&service)
                     && (proxy.dns_servers.is_empty() || !service.is_dns());
                 let expected = if allowed { Fate::Passed } else { Fate::Dropped };
@@ -450,10 +546,12 @@ proptest! {
         let v4_only: Vec<ManagedNetwork> = case.topology.networks().iter().map(|n| ManagedNetwork {
             name: n.name.clone(),
             subnets: n.subnets.iter().copied().filter(|s| matches!(s, IpNet::V4(_))).collect(),
+            interface: None,
         }).collect();
         let mapped: Vec<ManagedNetwork> = v4_only.iter().map(|n| ManagedNetwork {
             name: n.name.clone(),
             subnets: n.subnets.iter().map(|s| IpNet::new(to_v6(s.addr()), s.prefix_len() + 96).unwrap()).collect(),
+            interface: None,
         }).collect();
         let v4_proxies: Vec<Proxy> = case.topology.proxies().iter().filter(|p| p.addresses.iter().all(|a| a.is_ipv4())).cloned().collect();
         let v6_proxies: Vec<Proxy> = v4_proxies.iter().map(|p| Proxy { addresses: p.addresses.iter().map(|a| to_v6(*a)).collect(), ..p.clone() }).collect();

@@ -29,6 +29,11 @@ pub(crate) const NFTA_SET_EXPR: u16 = 17;
 pub(crate) const NFTA_SET_EXPRESSIONS: u16 = 18;
 pub(crate) const NFTA_SET_ELEM_USERDATA: u16 = 6;
 pub(crate) const NFTA_SET_ID: u16 = 10;
+pub(crate) const NFTA_SET_USERDATA: u16 = 13;
+/// Set user-data TLV that tells `nft` the key's byte order, and the host-order value: `nft`
+/// reads string keys (interface names) backwards without it.
+pub(crate) const UDATA_SET_KEYBYTEORDER: u8 = 0;
+pub(crate) const BYTEORDER_HOST_ENDIAN: u32 = 1;
 pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub(crate) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 pub(crate) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -43,6 +48,12 @@ pub(crate) const NFTA_VERDICT_CHAIN: u16 = 2;
 /// nftables datatype ids, as `nft` shows them (`ipv4_addr`, `ipv6_addr`).
 pub(crate) const TYPE_IPADDR: u32 = 7;
 pub(crate) const TYPE_IP6ADDR: u32 = 8;
+/// The `ifname` datatype id, and its key length (IFNAMSIZ).
+pub(crate) const TYPE_IFNAME: u32 = 41;
+pub(crate) const IFNAME_LEN: usize = 16;
+/// `meta iifname`, and the lookup flag that inverts a set lookup (`!= @set`).
+pub(crate) const NFT_META_IIFNAME: u32 = 6;
+pub(crate) const NFT_LOOKUP_F_INV: u32 = 1;
 pub(crate) const NFPROTO_IPV4: u8 = 2;
 pub(crate) const NFPROTO_IPV6: u8 = 10;
 pub(crate) const IPPROTO_ICMPV6: u8 = 58;

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use enforcer_core::render::prefix_mask;
 use enforcer_core::ruleset::{
     Action, AddressKey, Chain as ChainDef, CtState, Direction, Family, Hook as HookDef, Match,
-    Rule as RuleDef, Ruleset, Set as SetDef, SetContent, Verdict,
+    Rule as RuleDef, Ruleset, Set as SetDef, SetContent, SetKey, Verdict,
 };
 use rustables::expr::{
     Bitwise, Cmp, CmpOp, Conntrack, ConntrackKey, Counter, Immediate, Lookup, Meta, MetaType,
@@ -30,8 +30,9 @@ const ELEMENTS_PER_MESSAGE_BYTES: usize = 48 * 1024;
 /// A ruleset this encoder cannot express; nothing is sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "rule {position} of chain {chain} combines a pair lookup with other matches or a verdict \
-     map, which enforcer cannot encode"
+    "rule {position} of chain {chain} combines a pair lookup or interface match with matches or \
+     an action enforcer's own encoder does not write (only interface and pair matches, then a \
+     verdict)"
 )]
 pub struct EncodeError {
     /// The chain.
@@ -165,6 +166,14 @@ pub fn encode(ruleset: &Ruleset) -> Result<Parts, EncodeError> {
                         (key, element)
                     })
                     .collect(),
+                SetContent::InterfaceNames(names) => names
+                    .iter()
+                    .map(|n| {
+                        let key = interface_bytes(n);
+                        let element = element(&key, None);
+                        (key, element)
+                    })
+                    .collect(),
             };
             let create = (
                 set_message(name, set, id),
@@ -187,8 +196,9 @@ pub fn encode(ruleset: &Ruleset) -> Result<Parts, EncodeError> {
             .map(|i| i as u32 + 1)
             .unwrap_or(0)
     };
-    // Rules go through rustables, except the pair lookups (rustables cannot address the 32-bit
-    // registers a concatenated IPv4 key needs), written here; `own` keeps the order.
+    // Rules go through rustables, except those it cannot express, written here: pair lookups
+    // (a concatenated IPv4 key needs the 32-bit registers) and interface matches (inverted
+    // lookups, prefix compares). `own` keeps the order.
     let mut tail = Batch::new();
     let mut own: Vec<(usize, Option<Vec<u8>>, String)> = Vec::new();
     for (chain_index, chain_def) in ruleset.chains.iter().enumerate() {
@@ -200,18 +210,24 @@ pub fn encode(ruleset: &Ruleset) -> Result<Parts, EncodeError> {
                 chain_def.name,
                 rule.comment
             );
-            match (rule.matches.as_slice(), &rule.action) {
-                ([Match::PairInSet(source, destination, set)], Action::Verdict(verdict)) => {
-                    let lookup = PairLookup {
-                        source,
-                        destination,
-                        set,
-                        set_id: set_ids(set),
-                    };
-                    let message = pair_rule_message(name, &chain_def.name, rule, &lookup, verdict);
+            let needs_own = rule.matches.iter().any(|m| {
+                matches!(
+                    m,
+                    Match::PairInSet(..)
+                        | Match::InputInterface(_)
+                        | Match::InputInterfaceInSet { .. }
+                )
+            });
+            match &rule.action {
+                Action::Verdict(verdict) if needs_own => {
+                    let message = own_rule_message(name, &chain_def.name, rule, verdict, &set_ids)
+                        .ok_or_else(|| EncodeError {
+                            chain: chain_def.name.clone(),
+                            position: position + 1,
+                        })?;
                     own.push((chain_index, Some(message), description));
                 }
-                (matches, _) if matches.iter().any(|m| matches!(m, Match::PairInSet(..))) => {
+                _ if needs_own => {
                     return Err(EncodeError {
                         chain: chain_def.name.clone(),
                         position: position + 1,
@@ -542,7 +558,9 @@ fn rule_object(chain: &Chain, rule: &RuleDef, set_id: &dyn Fn(&str) -> u32) -> R
                 object.add_expr(Cmp::new(CmpOp::Gte, [*low]));
                 object.add_expr(Cmp::new(CmpOp::Lte, [*high]));
             }
-            Match::PairInSet(..) => unreachable!("pair lookups are written by pair_rule_message"),
+            Match::PairInSet(..) | Match::InputInterface(_) | Match::InputInterfaceInSet { .. } => {
+                unreachable!("written by own_rule_message")
+            }
             Match::Address(direction, net) => {
                 // As nft encodes a prefix: a byte-aligned one loads only its bytes, any other
                 // loads the address and masks it.
@@ -665,9 +683,10 @@ pub(crate) fn comment_userdata(comment: &str) -> Vec<u8> {
 }
 
 fn set_message(table: &str, set: &SetDef, id: u32) -> Vec<u8> {
-    let (key_type, key_len) = match set.family {
-        Family::V4 => (TYPE_IPADDR, 4),
-        Family::V6 => (TYPE_IP6ADDR, 16),
+    let (key_type, key_len) = match set.key {
+        SetKey::Address(Family::V4) => (TYPE_IPADDR, 4),
+        SetKey::Address(Family::V6) => (TYPE_IP6ADDR, 16),
+        SetKey::InterfaceName => (TYPE_IFNAME, IFNAME_LEN as u32),
     };
     // A concatenation's type id packs its components' ids, 6 bits each (nft's datatype.h).
     let (key_type, key_len) = match set.content {
@@ -687,6 +706,11 @@ fn set_message(table: &str, set: &SetDef, id: u32) -> Vec<u8> {
         attrs.be32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
     }
     attrs.be32(NFTA_SET_ID, id);
+    if set.key == SetKey::InterfaceName {
+        let mut userdata = vec![UDATA_SET_KEYBYTEORDER, 4];
+        userdata.extend_from_slice(&BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+        attrs.bytes(NFTA_SET_USERDATA, &userdata);
+    }
     if let SetContent::Counted(_) = set.content {
         // Every element gets its own counter.
         attrs.nested(NFTA_SET_EXPR, |e| {
@@ -799,14 +823,6 @@ fn verdict_data(data: &mut AttrWriter, verdict: &Verdict) {
     });
 }
 
-/// A pair lookup: masked source and destination, and the set of pairs.
-struct PairLookup<'a> {
-    source: &'a AddressKey,
-    destination: &'a AddressKey,
-    set: &'a str,
-    set_id: u32,
-}
-
 /// Writes expressions the way nft 1.0 encodes them.
 struct Expressions<'a>(&'a mut AttrWriter);
 
@@ -855,6 +871,16 @@ impl Expressions<'_> {
         });
     }
 
+    /// A lookup of register 1 in `set`; `inverted` matches when the key is absent.
+    fn lookup(&mut self, set: &str, set_id: u32, inverted: bool) {
+        self.add("lookup", |d| {
+            d.string(1, set).be32(2, REG_1).be32(4, set_id); // set, sreg, set id
+            if inverted {
+                d.be32(5, NFT_LOOKUP_F_INV); // flags
+            }
+        });
+    }
+
     /// The masked address of `key` into `register` (nfproto guard not included).
     fn address(&mut self, key: &AddressKey, register: u32) {
         let (offset, len) = address_field(key);
@@ -886,35 +912,54 @@ fn address_field(key: &AddressKey) -> (u32, u32) {
     }
 }
 
-/// `ip saddr & M . ip daddr & M @set [counter] <verdict> comment "…"`, encoded as nft 1.0 does
-/// (the second part of an IPv4 pair lives in a 32-bit register rustables cannot name).
-fn pair_rule_message(
+/// A rule made of interface matches and pair lookups, then an optional counter and a verdict,
+/// encoded as nft 1.0 does; `None` when it holds another kind of match.
+///
+/// `iifname "br-*"` compares only the name's prefix; `iifname "docker0"` the whole, NUL-padded
+/// name; `iifname != @set` is a lookup with the inverting flag; `ip saddr & M . ip daddr & M
+/// @set` puts the second part of an IPv4 pair in a 32-bit register rustables cannot name.
+fn own_rule_message(
     table: &str,
     chain: &str,
     rule: &RuleDef,
-    lookup: &PairLookup<'_>,
     verdict: &Verdict,
-) -> Vec<u8> {
-    let family = lookup.source.family;
-    let second = match family {
-        Family::V4 => REG32_01,
-        Family::V6 => REG_2,
-    };
+    set_id: &dyn Fn(&str) -> u32,
+) -> Option<Vec<u8>> {
     let mut attrs = AttrWriter::new();
     attrs
         .string(NFTA_RULE_TABLE, table)
         .string(NFTA_RULE_CHAIN, chain);
+    let mut supported = true;
     attrs.nested(NFTA_RULE_EXPRESSIONS, |list| {
         let mut exprs = Expressions(list);
-        exprs.meta(NFT_META_NFPROTO);
-        exprs.cmp_eq(&[nfproto(family)]);
-        exprs.address(lookup.source, REG_1);
-        exprs.address(lookup.destination, second);
-        exprs.add("lookup", |d| {
-            d.string(1, lookup.set)
-                .be32(2, REG_1)
-                .be32(4, lookup.set_id); // set, sreg, set id
-        });
+        for m in &rule.matches {
+            match m {
+                Match::InputInterface(pattern) => {
+                    exprs.meta(NFT_META_IIFNAME);
+                    match pattern.strip_suffix('*') {
+                        Some(stem) => exprs.cmp_eq(stem.as_bytes()),
+                        None => exprs.cmp_eq(&interface_bytes(pattern)),
+                    }
+                }
+                Match::InputInterfaceInSet { set, negated } => {
+                    exprs.meta(NFT_META_IIFNAME);
+                    exprs.lookup(set, set_id(set), *negated);
+                }
+                Match::PairInSet(source, destination, set) => {
+                    let family = source.family;
+                    let second = match family {
+                        Family::V4 => REG32_01,
+                        Family::V6 => REG_2,
+                    };
+                    exprs.meta(NFT_META_NFPROTO);
+                    exprs.cmp_eq(&[nfproto(family)]);
+                    exprs.address(source, REG_1);
+                    exprs.address(destination, second);
+                    exprs.lookup(set, set_id(set), false);
+                }
+                _ => supported = false,
+            }
+        }
         if rule.counter {
             exprs.add("counter", |d| {
                 d.bytes(1, &0u64.to_be_bytes())
@@ -926,16 +971,26 @@ fn pair_rule_message(
             d.nested(2, |data| verdict_data(data, verdict));
         });
     });
+    if !supported {
+        return None;
+    }
     attrs.bytes(NFTA_RULE_USERDATA, &comment_userdata(&rule.comment));
     let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE;
-    wire::message(
+    Some(wire::message(
         kind,
         NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND,
         0,
         NFPROTO_INET,
         0,
         &attrs.finish(),
-    )
+    ))
+}
+
+/// An interface name as a set key or full-name compare: NUL-padded to IFNAMSIZ.
+fn interface_bytes(name: &str) -> Vec<u8> {
+    let mut bytes = name.as_bytes().to_vec();
+    bytes.resize(IFNAME_LEN, 0);
+    bytes
 }
 
 #[cfg(test)]

@@ -256,7 +256,7 @@ fn canonical_data(payload: &[u8]) -> Vec<u8> {
     out.finish()
 }
 
-/// Human-readable element key (our sets hold IPv4 or IPv6 addresses, or pairs of them).
+/// Human-readable address key (IPv4 or IPv6 addresses, or pairs of them).
 fn key_text(key: &[u8]) -> String {
     match key.len() {
         8 | 32 => {
@@ -326,7 +326,14 @@ pub fn diff(table: &str, current: Option<&TableState>, desired: &TableState) -> 
         if !have.same_type(want) {
             lines.push(format!("~ set {name}: type changes"));
         }
-        let text = |(k, v): (&Vec<u8>, &Vec<u8>)| format!("{}{}", key_text(k), data_text(v));
+        let text = |(k, v): (&Vec<u8>, &Vec<u8>)| {
+            let key = if want.key.0 == TYPE_IFNAME {
+                format!("\"{}\"", wire::string(k))
+            } else {
+                key_text(k)
+            };
+            format!("{key}{}", data_text(v))
+        };
         let added: Vec<String> = want.differing(have).map(text).collect();
         let removed: Vec<String> = have.differing(want).map(text).collect();
         for (sign, list) in [("+", &added), ("-", &removed)] {

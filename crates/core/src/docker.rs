@@ -1,0 +1,483 @@
+//! Docker's objects as the agent last saw them, and their classification into what is enforced.
+//!
+//! The Docker edge (crate `enforcer-docker`) fills a [`DockerState`] with raw values, exactly as
+//! Docker reported them; [`classify`] decides, purely, which networks are managed, which
+//! containers are proxies, and what must be skipped. Anything odd is skipped with a reason and
+//! never loosens the rules: a network that cannot be enforced stays *unclassified*, so its
+//! bridge stays under the unknown-network deny.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Policy;
+use crate::topology::{is_valid_interface, ManagedNetwork, Proxy, Subject, Topology};
+
+/// Option of the bridge driver that names the bridge interface.
+pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+/// A Docker network, as reported by the Engine API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerNetwork {
+    /// Network ID (64 hex digits).
+    pub id: String,
+    /// Network name.
+    pub name: String,
+    /// Driver (`bridge`, `overlay`, `macvlan`, ...).
+    pub driver: String,
+    /// `Internal: true`.
+    pub internal: bool,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Driver options (the bridge name among them).
+    pub options: BTreeMap<String, String>,
+    /// IPAM subnets, as written by Docker.
+    pub subnets: Vec<String>,
+}
+
+/// A container's attachment to a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerEndpoint {
+    /// The network's ID.
+    pub network_id: String,
+    /// IPv4 address, empty when none.
+    pub ipv4: String,
+    /// Global IPv6 address, empty when none.
+    pub ipv6: String,
+}
+
+/// A running container, as reported by the Engine API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerContainer {
+    /// Container ID.
+    pub id: String,
+    /// Name, without Docker's leading `/`.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its network attachments.
+    pub endpoints: Vec<DockerEndpoint>,
+}
+
+/// Every Docker object the agent knows of, by ID.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerState {
+    /// Networks by ID.
+    pub networks: BTreeMap<String, DockerNetwork>,
+    /// Running containers by ID.
+    pub containers: BTreeMap<String, DockerContainer>,
+}
+
+/// Something from Docker that is not enforced as it stands, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Skipped {
+    /// What it is: `network NAME (ID)` or `container NAME (ID)`.
+    pub object: String,
+    /// Why, and what it means for its traffic.
+    pub reason: String,
+}
+
+/// The outcome of [`classify`]: what to enforce, and what was left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    /// The policy's static entries plus the managed Docker networks and proxies.
+    pub topology: Topology,
+    /// What was skipped, sorted.
+    pub skipped: Vec<Skipped>,
+}
+
+impl DockerNetwork {
+    /// The host interface of a bridge network: the configured bridge name, else Docker's
+    /// `br-` and the first 12 digits of the ID. `None` for other drivers.
+    pub fn bridge(&self) -> Option<String> {
+        if self.driver != "bridge" {
+            return None;
+        }
+        match self.options.get(BRIDGE_NAME_OPTION) {
+            Some(name) => Some(name.clone()),
+            None => self.id.get(..12).map(|short| format!("br-{short}")),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("network {} ({})", self.name, short(&self.id))
+    }
+
+    fn is_managed(&self, policy: &Policy) -> bool {
+        (policy.docker.manage_internal && self.internal)
+            || self
+                .labels
+                .get(&policy.docker.managed_label)
+                .map(String::as_str)
+                == Some("true")
+    }
+}
+
+impl DockerContainer {
+    fn describe(&self) -> String {
+        format!("container {} ({})", self.name, short(&self.id))
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// A managed network, checked alone: its subnets parsed, its bridge known.
+fn managed_network(network: &DockerNetwork) -> Result<ManagedNetwork, String> {
+    let Some(bridge) = network.bridge() else {
+        return Err(format!(
+            "driver `{}` does not route through a host bridge, so the host cannot enforce it; \
+             use a bridge network for agents",
+            network.driver
+        ));
+    };
+    if network.subnets.is_empty() {
+        return Err("it has no IPAM subnet: its bridge stays denied until it has one".into());
+    }
+    let subnets = network
+        .subnets
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .map_err(|_| format!("subnet `{s}` is not a CIDR prefix: its bridge stays denied"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ManagedNetwork {
+        name: network.name.clone(),
+        subnets,
+        interface: Some(bridge),
+    })
+}
+
+/// Classifies Docker's objects under `policy` and merges them with the policy's static entries
+/// (which win any conflict). Never fails: what cannot be enforced is listed in
+/// [`Classified::skipped`], and a managed network that is skipped keeps its bridge out of the
+/// classified set, so the unknown-network rule still drops its traffic.
+pub fn classify(policy: &Policy, docker: &DockerState) -> Classified {
+    let mut skipped = Vec::new();
+    let static_networks = policy.static_topology.networks();
+    let static_proxies = policy.static_topology.proxies();
+
+    let mut networks: Vec<ManagedNetwork> = static_networks.to_vec();
+    // Docker network ID of each network after the static ones.
+    let mut network_ids: Vec<&str> = Vec::new();
+    let mut unmanaged_interfaces = BTreeSet::new();
+    let mut sorted: Vec<&DockerNetwork> = docker.networks.values().collect();
+    sorted.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    for network in sorted {
+        if !network.is_managed(policy) {
+            if let Some(bridge) = network.bridge().filter(|b| is_valid_interface(b)) {
+                unmanaged_interfaces.insert(bridge);
+            }
+            continue;
+        }
+        match managed_network(network) {
+            Ok(managed) => {
+                networks.push(managed);
+                network_ids.push(&network.id);
+            }
+            Err(reason) => skipped.push(Skipped {
+                object: network.describe(),
+                reason,
+            }),
+        }
+    }
+
+    // Networks first, against the static proxies (whose DNS servers a Docker subnet must not
+    // hold), so that proxies below only take addresses on networks that are enforced.
+    let static_count = (static_networks.len(), static_proxies.len());
+    let mut proxies: Vec<Proxy> = static_proxies.to_vec();
+    settle(
+        &mut networks,
+        &mut proxies,
+        &mut network_ids,
+        static_count,
+        &mut skipped,
+    );
+
+    let mut sorted: Vec<&DockerContainer> = docker
+        .containers
+        .values()
+        .filter(|c| c.labels.get(&policy.docker.role_label) == Some(&policy.docker.proxy_role))
+        .collect();
+    sorted.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    for container in sorted {
+        let mut addresses = Vec::new();
+        for endpoint in &container.endpoints {
+            if !network_ids.contains(&endpoint.network_id.as_str()) {
+                continue; // not on an enforced managed network: nothing to allow there
+            }
+            for text in [&endpoint.ipv4, &endpoint.ipv6] {
+                if text.is_empty() {
+                    continue;
+                }
+                match text.parse::<IpAddr>() {
+                    Ok(address) => addresses.push(address),
+                    Err(_) => skipped.push(Skipped {
+                        object: container.describe(),
+                        reason: format!("address `{text}` is not an IP address; it gets no egress"),
+                    }),
+                }
+            }
+        }
+        if addresses.is_empty() {
+            skipped.push(Skipped {
+                object: container.describe(),
+                reason: "labelled as a proxy but has no address on an enforced managed network"
+                    .into(),
+            });
+            continue;
+        }
+        proxies.push(Proxy {
+            name: container.name.clone(),
+            addresses,
+            services: policy.proxy_defaults.services.clone(),
+            dns_servers: policy.proxy_defaults.dns_servers.clone(),
+        });
+    }
+    let topology = settle(
+        &mut networks,
+        &mut proxies,
+        &mut network_ids,
+        static_count,
+        &mut skipped,
+    );
+    skipped.sort();
+    Classified {
+        topology: topology.with_unmanaged_interfaces(unmanaged_interfaces),
+        skipped,
+    }
+}
+
+/// Builds the topology, dropping one conflicting Docker item at a time until it is valid. The
+/// static entries are valid together and come first, so a conflict always has a Docker side:
+/// the later item, or for a static proxy's DNS server, the Docker network that holds it.
+fn settle(
+    networks: &mut Vec<ManagedNetwork>,
+    proxies: &mut Vec<Proxy>,
+    network_ids: &mut Vec<&str>,
+    (static_networks, static_proxies): (usize, usize),
+    skipped: &mut Vec<Skipped>,
+) -> Topology {
+    loop {
+        let error = match Topology::new(networks.clone(), proxies.clone()) {
+            Ok(topology) => return topology,
+            Err(error) => error,
+        };
+        let network_index = match error.subject {
+            Subject::Network(n) | Subject::Subnet(n, _) | Subject::Interface(n) => Some(n),
+            Subject::DnsServer(p, d) if p < static_proxies => {
+                let server = proxies[p].dns_servers[d];
+                networks
+                    .iter()
+                    .position(|n| n.subnets.iter().any(|s| s.contains(&server)))
+            }
+            _ => None,
+        };
+        let object = match (network_index, error.subject) {
+            (Some(n), _) => {
+                let docker_index = n
+                    .checked_sub(static_networks)
+                    .expect("a conflict among static networks was reported by the policy");
+                let id = network_ids.remove(docker_index);
+                format!("network {} ({})", networks.remove(n).name, short(id))
+            }
+            (None, Subject::ProxyAddress(p, a)) => {
+                let proxy = &mut proxies[p];
+                let address = proxy.addresses.remove(a);
+                let object = format!("container {} address {address}", proxy.name);
+                if proxy.addresses.is_empty() {
+                    proxies.remove(p);
+                }
+                object
+            }
+            (None, _) => {
+                let p = match error.subject {
+                    Subject::Proxy(p) | Subject::DnsServer(p, _) => p,
+                    _ => unreachable!("network subjects are handled above"),
+                };
+                assert!(p >= static_proxies, "static proxies are valid together");
+                format!("container {}", proxies.remove(p).name)
+            }
+        };
+        skipped.push(Skipped {
+            object,
+            reason: error.problem,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network(name: &str, internal: bool, subnets: &[&str]) -> DockerNetwork {
+        DockerNetwork {
+            id: format!("{name:0<12}{}", "0".repeat(52)),
+            name: name.into(),
+            driver: "bridge".into(),
+            internal,
+            labels: BTreeMap::new(),
+            options: BTreeMap::new(),
+            subnets: subnets.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn proxy_on(name: &str, endpoints: &[(&DockerNetwork, &str, &str)]) -> DockerContainer {
+        DockerContainer {
+            id: format!("{name:0<64}"),
+            name: name.into(),
+            labels: [("enforcer.role".to_string(), "egress-proxy".to_string())].into(),
+            endpoints: endpoints
+                .iter()
+                .map(|(n, v4, v6)| DockerEndpoint {
+                    network_id: n.id.clone(),
+                    ipv4: v4.to_string(),
+                    ipv6: v6.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    fn state(networks: &[&DockerNetwork], containers: &[&DockerContainer]) -> DockerState {
+        DockerState {
+            networks: networks
+                .iter()
+                .map(|n| (n.id.clone(), (*n).clone()))
+                .collect(),
+            containers: containers
+                .iter()
+                .map(|c| (c.id.clone(), (*c).clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn internal_or_labelled_networks_are_managed_others_only_classified() {
+        let llm = network("llmnet", true, &["10.100.0.0/24", "fd00:100::/64"]);
+        let mut egress = network("egressnet", false, &["10.102.0.0/24"]);
+        egress
+            .labels
+            .insert("enforcer.managed".into(), "true".into());
+        let mut default = network("bridge", false, &["172.17.0.0/16"]);
+        default
+            .options
+            .insert(BRIDGE_NAME_OPTION.into(), "docker0".into());
+        let proxy = proxy_on(
+            "proxy",
+            &[(&egress, "10.102.0.2", ""), (&default, "172.17.0.5", "")],
+        );
+        let out = classify(
+            &Policy::embedded(),
+            &state(&[&llm, &egress, &default], &[&proxy]),
+        );
+        assert!(out.skipped.is_empty(), "{:?}", out.skipped);
+        let names: Vec<(&str, Option<&str>)> = out
+            .topology
+            .networks()
+            .iter()
+            .map(|n| (n.name.as_str(), n.interface.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("egressnet", Some("br-egressnet000")),
+                ("llmnet", Some("br-llmnet000000"))
+            ]
+        );
+        assert_eq!(
+            out.topology
+                .unmanaged_interfaces()
+                .iter()
+                .collect::<Vec<_>>(),
+            ["docker0"]
+        );
+        // Only the address on a managed network becomes a proxy address.
+        let [p] = out.topology.proxies() else {
+            panic!("one proxy")
+        };
+        assert_eq!(p.addresses, ["10.102.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(p.services, Policy::embedded().proxy_defaults.services);
+    }
+
+    #[test]
+    fn odd_networks_are_skipped_and_stay_unclassified() {
+        let huge = network("huge", true, &["0.0.0.0/0"]);
+        let garbage = network("garbage", true, &["not-a-subnet"]);
+        let empty = network("empty", true, &[]);
+        let mut overlay = network("swarm", true, &["10.9.0.0/24"]);
+        overlay.driver = "overlay".into();
+        let first = network("a-first", true, &["10.1.0.0/16"]);
+        let overlapping = network("b-second", true, &["10.1.2.0/24"]);
+        let proxy = proxy_on(
+            "proxy",
+            &[(&overlapping, "10.1.2.2", ""), (&first, "10.1.0.2", "")],
+        );
+        let out = classify(
+            &Policy::embedded(),
+            &state(
+                &[&huge, &garbage, &empty, &overlay, &first, &overlapping],
+                &[&proxy],
+            ),
+        );
+        let skipped: Vec<&str> = out.skipped.iter().map(|s| s.object.as_str()).collect();
+        assert_eq!(
+            skipped,
+            [
+                "network b-second (b-second0000)",
+                "network empty (empty0000000)",
+                "network garbage (garbage00000)",
+                "network huge (huge00000000)",
+                "network swarm (swarm0000000)",
+            ]
+        );
+        let reasons: String = out
+            .skipped
+            .iter()
+            .map(|s| s.reason.clone() + "\n")
+            .collect();
+        for needle in [
+            "too large",
+            "not a CIDR",
+            "no IPAM subnet",
+            "overlay",
+            "overlaps",
+        ] {
+            assert!(reasons.contains(needle), "{needle} in {reasons}");
+        }
+        // Skipped managed networks are neither managed nor known: their bridges stay denied.
+        assert_eq!(out.topology.networks().len(), 1);
+        assert!(out.topology.unmanaged_interfaces().is_empty());
+        let [p] = out.topology.proxies() else {
+            panic!("one proxy")
+        };
+        assert_eq!(p.addresses, ["10.1.0.2".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn static_entries_win_conflicts() {
+        let text = "[[networks]]\nname = \"llmnet\"\nsubnets = [\"10.100.0.0/24\"]\n";
+        let policy = Policy::parse(text, "p.toml").unwrap();
+        let same_name = network("llmnet", true, &["10.200.0.0/24"]);
+        let same_subnet = network("other", true, &["10.100.0.0/24"]);
+        let out = classify(&policy, &state(&[&same_name, &same_subnet], &[]));
+        assert_eq!(out.topology.networks().len(), 1);
+        assert_eq!(out.topology.networks()[0].interface, None);
+        assert_eq!(out.skipped.len(), 2, "{:?}", out.skipped);
+    }
+
+    #[test]
+    fn a_proxy_without_a_managed_address_is_reported() {
+        let plain = network("plain", false, &["172.20.0.0/16"]);
+        let proxy = proxy_on("lonely", &[(&plain, "172.20.0.2", "")]);
+        let out = classify(&Policy::embedded(), &state(&[&plain], &[&proxy]));
+        assert!(out.topology.proxies().is_empty());
+        assert_eq!(
+            out.skipped[0].object,
+            format!("container lonely ({})", "lonely000000")
+        );
+    }
+}
