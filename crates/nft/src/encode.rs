@@ -1005,6 +1005,7 @@ mod tests {
             .map(|(name, subnet)| ManagedNetwork {
                 name: name.to_string(),
                 subnets: vec![subnet.parse().unwrap()],
+                interface: None,
             })
             .collect();
         plan(
