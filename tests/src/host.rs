@@ -301,9 +301,17 @@ impl DockerLikeHost {
         self.namespace(from)
             .enter(move || probe_here(proto, target, PROBE_TIMEOUT))
     }
+}
 
+/// Something holding named container namespaces (this module's hand-built host, or a real
+/// Docker host): what [`measure`] probes from.
+pub trait Containers {
     /// The namespace of a container, or the host's for "host".
-    pub fn namespace(&self, name: &str) -> &Netns {
+    fn namespace(&self, name: &str) -> &Netns;
+}
+
+impl Containers for DockerLikeHost {
+    fn namespace(&self, name: &str) -> &Netns {
         match name {
             "host" => &self.host,
             other => self
@@ -312,22 +320,22 @@ impl DockerLikeHost {
                 .unwrap_or_else(|| panic!("no container {other}")),
         }
     }
+}
 
-    /// Runs many probes at once; returns their results in order.
-    pub fn probe_all(&self, cases: &[(String, Proto, SocketAddr)]) -> Vec<bool> {
-        let handles: Vec<_> = cases
-            .iter()
-            .map(|(from, proto, target)| {
-                let (proto, target) = (*proto, *target);
-                self.namespace(from)
-                    .spawn(move || probe_here(proto, target, PROBE_TIMEOUT))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("probe thread"))
-            .collect()
-    }
+/// Runs many probes at once; returns their results in order.
+pub fn probe_all(host: &impl Containers, cases: &[(String, Proto, SocketAddr)]) -> Vec<bool> {
+    let handles: Vec<_> = cases
+        .iter()
+        .map(|(from, proto, target)| {
+            let (proto, target) = (*proto, *target);
+            host.namespace(from)
+                .spawn(move || probe_here(proto, target, PROBE_TIMEOUT))
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("probe thread"))
+        .collect()
 }
 
 /// One row of the reachability matrix.
@@ -511,12 +519,12 @@ pub fn threegate_matrix() -> Vec<Flow> {
 }
 
 /// Probes every flow; returns (flow, observed open) pairs.
-pub fn measure(host: &DockerLikeHost, flows: &[Flow]) -> Vec<(Flow, bool)> {
+pub fn measure(host: &impl Containers, flows: &[Flow]) -> Vec<(Flow, bool)> {
     let cases: Vec<(String, Proto, SocketAddr)> = flows
         .iter()
         .map(|f| (f.from.to_string(), f.proto, f.target))
         .collect();
-    let results = host.probe_all(&cases);
+    let results = probe_all(host, &cases);
     flows.iter().cloned().zip(results).collect()
 }
 

@@ -7,6 +7,7 @@
 //! - every namespace is deleted when its [`Netns`] is dropped, also when a test panics;
 //! - every wait is bounded (connect and receive timeouts, capped loops).
 
+pub mod docker;
 pub mod host;
 
 use std::fs::File;
@@ -55,9 +56,12 @@ pub fn ip(args: &[&str]) {
 
 static NEXT_NETNS: AtomicUsize = AtomicUsize::new(0);
 
-/// A named network namespace, deleted on drop.
+/// A network namespace: a named one this harness made (deleted on drop), or a process's (a
+/// Docker container's, left alone on drop).
 pub struct Netns {
     name: String,
+    path: String,
+    owned: bool,
 }
 
 impl Netns {
@@ -69,7 +73,11 @@ impl Netns {
             NEXT_NETNS.fetch_add(1, Ordering::SeqCst)
         );
         ip(&["netns", "add", &name]);
-        let ns = Netns { name };
+        let ns = Netns {
+            path: format!("/var/run/netns/{name}"),
+            name,
+            owned: true,
+        };
         ns.ip(&["link", "set", "lo", "up"]);
         // No duplicate address detection: addresses (link-local ones too) are usable at once.
         ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
@@ -77,16 +85,56 @@ impl Netns {
         ns
     }
 
-    /// The namespace's name (for `ip netns exec`).
+    /// The namespace of process `pid` (a container's), called `label` in messages.
+    pub fn of_process(pid: u32, label: &str) -> Netns {
+        Netns {
+            name: label.to_string(),
+            path: format!("/proc/{pid}/ns/net"),
+            owned: false,
+        }
+    }
+
+    /// Another handle on this namespace that does not delete it on drop.
+    pub fn borrowed(&self) -> Netns {
+        Netns {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            owned: false,
+        }
+    }
+
+    /// The namespace's name (for `ip netns exec`; a label for a process's namespace).
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The namespace file (for `nsenter --net=`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// `ip -n <ns> <args>`.
     pub fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        ip(&all);
+        if self.owned {
+            let mut all = vec!["-n", self.name.as_str()];
+            all.extend_from_slice(args);
+            ip(&all);
+        } else {
+            self.exec_ok("ip", args);
+        }
+    }
+
+    /// The command that runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command;
+        if self.owned {
+            command = Command::new("ip");
+            command.args(["netns", "exec", &self.name, program]);
+        } else {
+            command = Command::new("nsenter");
+            command.arg(format!("--net={}", self.path)).arg(program);
+        }
+        command
     }
 
     /// Creates a veth pair: `name` here, `peer_name` inside `peer`.
@@ -107,8 +155,7 @@ impl Netns {
 
     /// Runs a program inside the namespace and returns its output (whatever its status).
     pub fn exec(&self, program: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
+        self.command(program)
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -117,8 +164,8 @@ impl Netns {
 
     /// Runs a program inside the namespace with `input` on its standard input.
     pub fn exec_with_input(&self, program: &str, args: &[&str], input: &[u8]) -> Output {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
+        let mut child = self
+            .command(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -155,7 +202,7 @@ impl Netns {
 
     /// Runs `f` on a thread that has entered this namespace; sockets it creates live there.
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
+        let path = self.path.clone();
         std::thread::spawn(move || {
             enter_netns(&path);
             f()
@@ -169,7 +216,7 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> JoinHandle<T> {
-        let path = format!("/var/run/netns/{}", self.name);
+        let path = self.path.clone();
         std::thread::spawn(move || {
             enter_netns(&path);
             f()
@@ -179,6 +226,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // Kill whatever still runs inside (a daemon a failed test left), then delete.
         let _ = Command::new("ip")
             .args(["netns", "pids", &self.name])

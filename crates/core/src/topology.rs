@@ -293,6 +293,76 @@ impl Topology {
     }
 }
 
+/// What differs from `old` to `new`, one short line per network, proxy or unmanaged bridge:
+/// `+network llmnet 10.100.0.0/24 on br-1a2b`, `-proxy egress`, `~network x ...` (its new
+/// form). Empty when they are equal. Used to log why a transaction was sent.
+pub fn changes(old: &Topology, new: &Topology) -> Vec<String> {
+    fn network_text(n: &ManagedNetwork) -> String {
+        let subnets: Vec<String> = n.subnets.iter().map(|s| s.to_string()).collect();
+        let on = n
+            .interface
+            .as_ref()
+            .map(|i| format!(" on {i}"))
+            .unwrap_or_default();
+        format!("network {} {}{on}", n.name, subnets.join(" "))
+    }
+    fn proxy_text(p: &Proxy) -> String {
+        let addresses: Vec<String> = p.addresses.iter().map(|a| a.to_string()).collect();
+        format!("proxy {} {}", p.name, addresses.join(" "))
+    }
+    fn compare<T>(
+        old: &[T],
+        new: &[T],
+        name: impl Fn(&T) -> &str,
+        text: impl Fn(&T) -> String,
+        out: &mut Vec<String>,
+    ) {
+        use std::collections::BTreeMap;
+        let old: BTreeMap<&str, String> = old.iter().map(|x| (name(x), text(x))).collect();
+        let new: BTreeMap<&str, String> = new.iter().map(|x| (name(x), text(x))).collect();
+        for (key, was) in &old {
+            match new.get(key) {
+                None => out.push(format!("-{was}")),
+                Some(now) if now != was => out.push(format!("~{now}")),
+                Some(_) => {}
+            }
+        }
+        out.extend(
+            new.iter()
+                .filter(|(key, _)| !old.contains_key(*key))
+                .map(|(_, now)| format!("+{now}")),
+        );
+    }
+    let mut out = Vec::new();
+    compare(
+        &old.networks,
+        &new.networks,
+        |n| &n.name,
+        network_text,
+        &mut out,
+    );
+    compare(
+        &old.proxies,
+        &new.proxies,
+        |p| &p.name,
+        proxy_text,
+        &mut out,
+    );
+    for gone in old
+        .unmanaged_interfaces
+        .difference(&new.unmanaged_interfaces)
+    {
+        out.push(format!("-unmanaged bridge {gone}"));
+    }
+    for added in new
+        .unmanaged_interfaces
+        .difference(&old.unmanaged_interfaces)
+    {
+        out.push(format!("+unmanaged bridge {added}"));
+    }
+    out
+}
+
 fn check_names<'a>(
     names: impl Iterator<Item = &'a str>,
     what: &str,
@@ -445,6 +515,34 @@ mod tests {
         assert_eq!(err.subject, Subject::ProxyAddress(0, 0));
         let err = Topology::new(nets, vec![proxy(&["10.2.0.9"], &["10.2.0.53"])]).unwrap_err();
         assert_eq!(err.subject, Subject::DnsServer(0, 0));
+    }
+
+    #[test]
+    fn changes_name_what_differs() {
+        let before = Topology::new(
+            vec![net("a", &["10.1.0.0/24"]), net("b", &["10.2.0.0/24"])],
+            vec![],
+        )
+        .unwrap()
+        .with_unmanaged_interfaces(["docker0".to_string()]);
+        let mut moved = net("b", &["10.3.0.0/24"]);
+        moved.interface = Some("br-b".into());
+        let after = Topology::new(
+            vec![moved, net("c", &["10.4.0.0/24"])],
+            vec![proxy(&["10.4.0.2"], &[])],
+        )
+        .unwrap();
+        assert_eq!(
+            changes(&before, &after),
+            [
+                "-network a 10.1.0.0/24",
+                "~network b 10.3.0.0/24 on br-b",
+                "+network c 10.4.0.0/24",
+                "+proxy proxy 10.4.0.2",
+                "-unmanaged bridge docker0",
+            ]
+        );
+        assert!(changes(&after, &after).is_empty());
     }
 
     #[test]

@@ -1,16 +1,25 @@
 //! `enforcer`: the command line. Exit status: 0 done (or, with `--dry-run`, nothing would
 //! change), 1 changes pending (`--dry-run`), 2 error (nothing in the kernel changed).
 
-use std::io::Write;
+mod run;
+
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use enforcer_core::docker::{classify, DockerState};
 use enforcer_core::planner::plan;
 use enforcer_core::policy::Policy;
 use enforcer_core::render;
+use enforcer_core::ruleset::Ruleset;
+use enforcer_docker::{DockerSource, ProxySelector};
 use enforcer_nft::{ApplyOutcome, NftError, Nftables};
+
+/// How long a one-shot command waits for Docker before enforcing without it.
+const DOCKER_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Host firewall for Docker hosts running untrusted AI agents: egress from managed networks is
 /// denied by default, and only egress proxies may reach their allowed services.
@@ -34,11 +43,31 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run as a daemon: enforce the policy at once, then follow Docker's networks and proxies
+    /// (snapshot, then events) until SIGTERM or SIGINT, which leave the rules in place.
+    /// SIGHUP reloads the policy file.
+    Run {
+        /// Policy file (TOML); without it, the embedded default policy.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
     /// Validate a policy file and summarise it.
     CheckConfig {
         /// Policy file (TOML).
         file: PathBuf,
     },
+}
+
+/// Log line format of `enforcer run`.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line (journald, log shippers).
+    Json,
 }
 
 /// The outcome of a command that did not fail.
@@ -53,6 +82,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Apply { config, dry_run } => apply(config, dry_run),
+        Command::Run { config, log_format } => {
+            init_logging(log_format);
+            run::run(config).map(|()| Done::Clean)
+        }
         Command::CheckConfig { file } => check_config(&file),
     };
     match result {
@@ -65,7 +98,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_policy(config: Option<&PathBuf>) -> Result<Policy> {
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENFORCER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// The policy file, or the embedded default.
+pub(crate) fn load_policy(config: Option<&PathBuf>) -> Result<Policy> {
     Ok(match config {
         Some(path) => Policy::load(path)?,
         None => Policy::embedded(),
@@ -74,7 +121,7 @@ fn load_policy(config: Option<&PathBuf>) -> Result<Policy> {
 
 fn apply(config: Option<PathBuf>, dry_run: bool) -> Result<Done> {
     let policy = load_policy(config.as_ref())?;
-    let ruleset = plan(&policy.table, &policy.static_topology);
+    let ruleset = one_shot_ruleset(&policy)?;
     let table = &policy.table.name;
     if dry_run {
         let script = render::script(&ruleset);
@@ -135,8 +182,54 @@ fn apply(config: Option<PathBuf>, dry_run: bool) -> Result<Done> {
     Ok(Done::Clean)
 }
 
+/// The desired table for a one-shot command: the static policy plus, when the policy watches
+/// Docker, a snapshot of Docker taken now. Without Docker, only the static part is enforced and
+/// Docker bridges stay denied (fail-closed).
+fn one_shot_ruleset(policy: &Policy) -> Result<Ruleset> {
+    let mut docker = DockerState::default();
+    if policy.docker.enabled {
+        let host = enforcer_docker::host_from_env();
+        match docker_snapshot(policy, &host) {
+            Ok(state) => docker = state,
+            Err(error) => eprintln!(
+                "enforcer: Docker not read ({error:#}); enforcing the static policy only, every \
+                 Docker bridge denied until `enforcer run` classifies it"
+            ),
+        }
+    }
+    let classified = classify(policy, &docker);
+    for item in &classified.skipped {
+        eprintln!("enforcer: skipped {}: {}", item.object, item.reason);
+    }
+    Ok(plan(&policy.table, &classified.topology))
+}
+
+fn docker_snapshot(policy: &Policy, host: &str) -> Result<DockerState> {
+    let proxies = ProxySelector {
+        label: policy.docker.role_label.clone(),
+        value: policy.docker.proxy_role.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let read = async {
+            let source = DockerSource::connect(host, proxies).await?;
+            source.snapshot().await
+        };
+        match tokio::time::timeout(DOCKER_SNAPSHOT_TIMEOUT, read).await {
+            Ok(result) => result.map_err(anyhow::Error::from),
+            Err(_) => anyhow::bail!(
+                "Docker at {host} did not answer within {} s",
+                DOCKER_SNAPSHOT_TIMEOUT.as_secs()
+            ),
+        }
+    })
+}
+
 /// Fails with a clear message when CAP_NET_ADMIN is not in the effective set.
-fn require_net_admin() -> Result<()> {
+pub(crate) fn require_net_admin() -> Result<()> {
     let has = caps::has_cap(
         None,
         caps::CapSet::Effective,

@@ -1,0 +1,293 @@
+//! `enforcer run`: the daemon. It enforces the static policy at once (every Docker bridge
+//! denied until classified), then follows Docker: a snapshot, then the event stream, each batch
+//! of events giving one recomputed table, applied only when it differs. Losing Docker changes
+//! nothing in the kernel; the Docker task reconnects with capped backoff and resynchronises from
+//! a fresh snapshot. A periodic check restores the table when someone else changed it.
+//!
+//! SIGTERM and SIGINT end the process and leave the rules in place (fail-closed); SIGHUP
+//! reloads the policy file, keeping the old policy when the new one is invalid.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use enforcer_core::docker::{classify, DockerState, Skipped};
+use enforcer_core::planner::plan;
+use enforcer_core::policy::{DockerSettings, Policy};
+use enforcer_core::topology::{self, Topology};
+use enforcer_docker::{since_now, Change, DockerError, DockerSource, ProxySelector};
+use enforcer_nft::{ApplyOutcome, Nftables};
+use futures_util::{FutureExt, StreamExt};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::load_policy;
+
+/// How often the kernel's table is checked against the desired one (one GETGEN when nothing
+/// changed; a read-back only when some program committed meanwhile).
+const VERIFY_PERIOD: Duration = Duration::from_secs(5);
+/// First and longest wait between attempts to reach Docker.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// At most this many queued events are folded into one transaction.
+const BATCH_MAX: usize = 1000;
+
+/// What the Docker task reports to the main loop.
+enum DockerUpdate {
+    /// Connected and read a full snapshot.
+    Snapshot { state: DockerState, api: String },
+    /// Events were processed; the state after them.
+    Changed {
+        state: DockerState,
+        reasons: Vec<String>,
+    },
+    /// Docker could not be reached or was lost; the last state stays in force.
+    Lost { error: String, retry_in: Duration },
+}
+
+/// The daemon's state.
+struct Agent {
+    config: Option<PathBuf>,
+    policy: Policy,
+    docker: DockerState,
+    nft: Nftables,
+    /// What the kernel was last made to hold, for change summaries.
+    enforced: Topology,
+    skipped: Vec<Skipped>,
+}
+
+impl Agent {
+    /// Recomputes the desired table from the policy and the last known Docker state, and
+    /// applies it if the kernel's table differs. One log line per applied change.
+    fn enforce(&mut self, reason: &str) -> Result<()> {
+        let classified = classify(&self.policy, &self.docker);
+        for item in classified
+            .skipped
+            .iter()
+            .filter(|s| !self.skipped.contains(s))
+        {
+            tracing::warn!(object = %item.object, "skipped: {}", item.reason);
+        }
+        self.skipped = classified.skipped;
+        let ruleset = plan(&self.policy.table, &classified.topology);
+        let started = Instant::now();
+        let outcome = self.nft.apply(&ruleset).with_context(|| {
+            format!(
+                "applying table inet {} ({reason}); the rules in force before stay in force",
+                self.policy.table.name
+            )
+        })?;
+        if let ApplyOutcome::Applied {
+            messages, changes, ..
+        } = outcome
+        {
+            let mut summary = topology::changes(&self.enforced, &classified.topology);
+            if summary.is_empty() {
+                // Same topology, different table: the kernel's copy had been altered, or the
+                // table settings changed.
+                summary = changes;
+            }
+            tracing::info!(
+                reason,
+                messages,
+                micros = started.elapsed().as_micros() as u64,
+                "applied: {}",
+                summary.join("; ")
+            );
+        }
+        self.enforced = classified.topology;
+        Ok(())
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(config: Option<PathBuf>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(daemon(config))
+}
+
+async fn daemon(config: Option<PathBuf>) -> Result<()> {
+    let policy = load_policy(config.as_ref())?;
+    crate::require_net_admin()?;
+    let mut agent = Agent {
+        config,
+        policy,
+        docker: DockerState::default(),
+        nft: Nftables::open()?,
+        enforced: Topology::default(),
+        skipped: Vec::new(),
+    };
+    // Before Docker is read: the static policy, and every Docker bridge denied.
+    agent.enforce("start, before reading Docker")?;
+    tracing::info!(
+        table = %agent.policy.table.name,
+        "enforcing; Docker bridges stay denied until classified"
+    );
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut verify = tokio::time::interval(VERIFY_PERIOD);
+    verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (sender, mut updates) = mpsc::unbounded_channel();
+    let mut watcher = spawn_watcher(&agent.policy.docker, sender.clone());
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => return stop("SIGTERM"),
+            _ = sigint.recv() => return stop("SIGINT"),
+            _ = sighup.recv() => {
+                match load_policy(agent.config.as_ref()) {
+                    Ok(policy) => {
+                        let docker_changed = policy.docker != agent.policy.docker;
+                        agent.policy = policy;
+                        if docker_changed {
+                            if let Some(task) = watcher.take() {
+                                task.abort();
+                            }
+                            watcher = spawn_watcher(&agent.policy.docker, sender.clone());
+                        }
+                        agent.enforce("policy reloaded (SIGHUP)")?;
+                        tracing::info!("policy reloaded");
+                    }
+                    Err(error) => tracing::error!(
+                        "policy reload failed, the previous policy stays in force: {error:#}"
+                    ),
+                }
+            }
+            _ = verify.tick() => agent.enforce("periodic check of the kernel's table")?,
+            Some(update) = updates.recv() => {
+                // Fold whatever else is already queued into the same transaction.
+                let mut reasons = Vec::new();
+                let mut next = Some(update);
+                while let Some(update) = next {
+                    match update {
+                        DockerUpdate::Snapshot { state, api } => {
+                            tracing::info!(
+                                api,
+                                networks = state.networks.len(),
+                                proxies = state.containers.len(),
+                                "Docker connected; full resynchronisation"
+                            );
+                            agent.docker = state;
+                            reasons.push("Docker snapshot".to_string());
+                        }
+                        DockerUpdate::Changed { state, reasons: more } => {
+                            agent.docker = state;
+                            reasons.extend(more);
+                        }
+                        DockerUpdate::Lost { error, retry_in } => tracing::warn!(
+                            retry_in_ms = retry_in.as_millis() as u64,
+                            "{error}; the rules in force stay, retrying"
+                        ),
+                    }
+                    next = updates.try_recv().ok();
+                }
+                if !reasons.is_empty() {
+                    agent.enforce(&reasons.join(", "))?;
+                }
+            }
+        }
+    }
+}
+
+fn stop(signal: &str) -> Result<()> {
+    tracing::info!("{signal}: exiting; the table stays in the kernel, enforced");
+    Ok(())
+}
+
+/// Starts the Docker task when the policy enables Docker.
+fn spawn_watcher(
+    settings: &DockerSettings,
+    updates: mpsc::UnboundedSender<DockerUpdate>,
+) -> Option<JoinHandle<()>> {
+    if !settings.enabled {
+        tracing::info!("Docker watching is disabled by the policy: static entries only");
+        return None;
+    }
+    let proxies = ProxySelector {
+        label: settings.role_label.clone(),
+        value: settings.proxy_role.clone(),
+    };
+    Some(tokio::spawn(watch_docker(
+        enforcer_docker::host_from_env(),
+        proxies,
+        updates,
+    )))
+}
+
+/// Connects, snapshots, follows events; on any failure reports it and starts over after a
+/// capped backoff. Ends when the main loop is gone.
+async fn watch_docker(
+    host: String,
+    proxies: ProxySelector,
+    updates: mpsc::UnboundedSender<DockerUpdate>,
+) {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        let error = match follow(&host, &proxies, &updates, &mut backoff).await {
+            Ok(()) => return, // the main loop has gone
+            Err(error) => error,
+        };
+        let lost = DockerUpdate::Lost {
+            error: error.to_string(),
+            retry_in: backoff,
+        };
+        if updates.send(lost).is_err() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection's life: snapshot, then events until the stream fails. `Ok` only when the
+/// receiver is gone.
+async fn follow(
+    host: &str,
+    proxies: &ProxySelector,
+    updates: &mpsc::UnboundedSender<DockerUpdate>,
+    backoff: &mut Duration,
+) -> Result<(), DockerError> {
+    let source = DockerSource::connect(host, proxies.clone()).await?;
+    // Events from just before the snapshot on are replayed, so nothing between the snapshot
+    // and the stream is lost (refreshing an object twice is harmless).
+    let since = since_now();
+    let mut state = source.snapshot().await?;
+    *backoff = BACKOFF_FIRST;
+    let snapshot = DockerUpdate::Snapshot {
+        state: state.clone(),
+        api: source.api_version(),
+    };
+    if updates.send(snapshot).is_err() {
+        return Ok(());
+    }
+    let mut changes = std::pin::pin!(source.changes(&since));
+    while let Some(item) = changes.next().await {
+        let mut batch: Vec<Change> = vec![item?];
+        // Whatever has arrived meanwhile joins this batch.
+        while batch.len() < BATCH_MAX {
+            match changes.next().now_or_never() {
+                Some(Some(item)) => batch.push(item?),
+                _ => break,
+            }
+        }
+        let mut reasons = Vec::with_capacity(batch.len());
+        for change in &batch {
+            source.refresh(&mut state, change).await?;
+            reasons.push(change.to_string());
+        }
+        let changed = DockerUpdate::Changed {
+            state: state.clone(),
+            reasons,
+        };
+        if updates.send(changed).is_err() {
+            return Ok(());
+        }
+    }
+    Err(DockerError::StreamEnded(host.to_string()))
+}

@@ -1,0 +1,529 @@
+//! A sealed Docker host: a private dockerd inside its own network namespace (started with
+//! `nsenter`, as `../shared/docs/test-hosts.md` measured), whose only way out is a second
+//! namespace playing the internet; the enforcer daemon runs inside the same namespace.
+//!
+//! [`ThreeGate::create`] builds ThreeGate's topology through Docker itself: llmnet and fetchnet
+//! internal, egressnet labelled managed, containers core, toolexec, fetch, a labelled proxy, a
+//! bystander on egressnet and an outsider on an unmanaged network, with the same addresses as the
+//! hand-built host, so [`crate::host::threegate_matrix`] applies unchanged.
+//!
+//! Everything is removed on drop: containers, dockerd (and its containerd), its files, the
+//! namespaces.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::host::{
+    address, Containers, HOST_SERVICE_PORT, INTERNET_TCP, INTERNET_UDP, INTERNET_V4, INTERNET_V6,
+    PEER_PORT, PROXY_PORT,
+};
+use crate::{enforcer_bin, probe_here, wait_until, Netns, Proto, Responders};
+
+/// Image every test container runs (busybox, imported).
+pub const IMAGE: &str = "enforcer-test:latest";
+/// How long dockerd may take to answer after start.
+const DOCKERD_START: Duration = Duration::from_secs(60);
+
+/// A private dockerd in its own namespace, and the internet namespace behind it.
+pub struct Dockerd {
+    /// The Docker host's namespace (dockerd, bridges, nftables, the enforcer).
+    pub host: Netns,
+    /// The internet namespace (203.0.113.10, 2001:db8:113::10).
+    pub internet: Netns,
+    dir: PathBuf,
+    daemon: Option<Child>,
+    _internet_responders: Responders,
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl Dockerd {
+    /// Builds the namespaces, starts dockerd, imports the busybox image.
+    pub fn start() -> Dockerd {
+        crate::require_root();
+        let host = Netns::new("dhost");
+        let internet = Netns::new("dinet");
+        host.sysctl("net.ipv4.ip_forward", "1");
+        host.sysctl("net.ipv6.conf.all.forwarding", "1");
+        host.veth("uplink", &internet, "eth0");
+        host.ip(&["addr", "add", "203.0.113.1/24", "dev", "uplink"]);
+        host.ip(&[
+            "addr",
+            "add",
+            "2001:db8:113::1/64",
+            "dev",
+            "uplink",
+            "nodad",
+        ]);
+        host.ip(&["link", "set", "uplink", "up"]);
+        host.ip(&["route", "add", "default", "via", INTERNET_V4]);
+        host.ip(&["-6", "route", "add", "default", "via", INTERNET_V6]);
+        internet.ip(&["addr", "add", "203.0.113.10/24", "dev", "eth0"]);
+        internet.ip(&["addr", "add", "2001:db8:113::10/64", "dev", "eth0", "nodad"]);
+        internet.ip(&["link", "set", "eth0", "up"]);
+        // No NAT on internal networks or IPv6: the internet routes the test ranges back.
+        internet.ip(&["route", "add", "10.0.0.0/8", "via", "203.0.113.1"]);
+        internet.ip(&["-6", "route", "add", "fd00::/8", "via", "2001:db8:113::1"]);
+
+        let mut endpoints = Vec::new();
+        for address in [INTERNET_V4, INTERNET_V6] {
+            let ip: IpAddr = address.parse().unwrap();
+            endpoints.extend(
+                INTERNET_TCP
+                    .iter()
+                    .map(|p| (Proto::Tcp, SocketAddr::new(ip, *p))),
+            );
+            endpoints.extend(
+                INTERNET_UDP
+                    .iter()
+                    .map(|p| (Proto::Udp, SocketAddr::new(ip, *p))),
+            );
+        }
+        let internet_responders = Responders::start(&internet, &endpoints);
+
+        let dir = std::env::temp_dir().join(format!("enforcer-dockerd-{}", host.name()));
+        std::fs::create_dir_all(&dir).expect("create dockerd directory");
+        let mut dockerd = Dockerd {
+            host,
+            internet,
+            dir,
+            daemon: None,
+            _internet_responders: internet_responders,
+        };
+        dockerd.start_daemon();
+        dockerd.import_image();
+        dockerd
+    }
+
+    /// The `DOCKER_HOST` value of this dockerd.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("docker.sock")
+    }
+
+    /// Starts dockerd (again) and waits until it answers.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "dockerd already runs");
+        let log = File::create(self.dir.join("dockerd.log")).expect("dockerd log file");
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.host.path()))
+            .arg("dockerd")
+            .arg("--data-root")
+            .arg(self.dir.join("data"))
+            .arg("--exec-root")
+            .arg(self.dir.join("exec"))
+            .arg("--pidfile")
+            .arg(self.dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(self.docker_host())
+            .args(["--bridge=none", "--iptables=true", "--userland-proxy=false"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd (is docker.io installed? tests/setup.sh installs it)");
+        self.daemon = Some(child);
+        let up = wait_until(DOCKERD_START, || {
+            self.try_docker(&["version", "--format", "{{.Server.APIVersion}}"])
+                .status
+                .success()
+        });
+        assert!(
+            up,
+            "dockerd did not answer within {DOCKERD_START:?}: {}",
+            self.log()
+        );
+    }
+
+    /// Stops dockerd (SIGTERM, at most 20 s, then SIGKILL); containers stop with it.
+    pub fn stop_daemon(&mut self) {
+        let Some(mut child) = self.daemon.take() else {
+            return;
+        };
+        // SAFETY: kill on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// dockerd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    fn import_image(&self) {
+        let rootfs = self.dir.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("copy /bin/busybox (busybox-static; tests/setup.sh installs it)");
+        for applet in ["sh", "nc", "sleep", "ip"] {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+        }
+        let tar = self.dir.join("rootfs.tar");
+        crate::run(
+            "tar",
+            &["-C", path_str(&rootfs), "-cf", path_str(&tar), "."],
+        );
+        self.docker(&["import", path_str(&tar), IMAGE]);
+    }
+
+    /// `docker <args>` against this dockerd, whatever its status.
+    pub fn try_docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(self.docker_host())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the docker client")
+    }
+
+    /// `docker <args>`; panics when it fails; returns its trimmed stdout.
+    pub fn docker(&self, args: &[&str]) -> String {
+        let output = self.try_docker(args);
+        assert!(
+            output.status.success(),
+            "docker {} failed: {}{}",
+            args.join(" "),
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        text(&output.stdout).trim().to_string()
+    }
+
+    /// The network namespace of a running container.
+    pub fn container_netns(&self, name: &str) -> Netns {
+        let pid: u32 = self
+            .docker(&["inspect", "-f", "{{.State.Pid}}", name])
+            .parse()
+            .expect("container pid");
+        Netns::of_process(pid, name)
+    }
+
+    /// The bridge interface of a network (`br-` and 12 digits of its ID).
+    pub fn bridge(&self, network: &str) -> String {
+        let id = self.docker(&["network", "inspect", "-f", "{{.Id}}", network]);
+        format!("br-{}", &id[..12])
+    }
+
+    /// Starts `enforcer run` inside the Docker host with `args`, logging to a file.
+    pub fn start_agent(&self, args: &[&str]) -> Agent {
+        let log_path = self.dir.join(format!(
+            "agent-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let log = File::create(&log_path).expect("agent log");
+        let child = self
+            .host
+            .command(path_str(&enforcer_bin()))
+            .arg("run")
+            .args(args)
+            .env("DOCKER_HOST", self.docker_host())
+            .env("ENFORCER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start enforcer run");
+        Agent {
+            child: Some(child),
+            log: log_path,
+        }
+    }
+
+    /// Elements of a set of the enforcer's table, as `nft -j` lists them (strings).
+    pub fn set_elements(&self, set: &str) -> Vec<String> {
+        set_elements(&self.host, set)
+    }
+}
+
+/// Elements of `set` (or map) in `table inet enforcer` of `ns`, rendered as text by `nft -j`
+/// (a map element as its JSON `[key, verdict]`).
+pub fn set_elements(ns: &Netns, set: &str) -> Vec<String> {
+    let mut output = ns.exec("nft", &["-j", "list", "set", "inet", "enforcer", set]);
+    if !output.status.success() {
+        output = ns.exec("nft", &["-j", "list", "map", "inet", "enforcer", set]);
+    }
+    if !output.status.success() {
+        return Vec::new();
+    }
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("nft -j");
+    let Some(items) = json["nftables"].as_array() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let object = item.get("set").or_else(|| item.get("map"));
+        if let Some(elements) = object.and_then(|o| o["elem"].as_array()) {
+            for element in elements {
+                let value = element.get("elem").map(|e| &e["val"]).unwrap_or(element);
+                out.push(match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if self.daemon.is_some() {
+            let ids = self.try_docker(&["ps", "-aq"]);
+            let ids = text(&ids.stdout);
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                let _ = self.try_docker(&args);
+            }
+        }
+        self.stop_daemon();
+        // Whatever dockerd left mounted under its directory.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let prefix = self.dir.to_string_lossy().to_string();
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|p| p.starts_with(&prefix))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for point in points {
+                let _ = Command::new("umount").args(["-l", point]).status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `enforcer run`; killed on drop.
+pub struct Agent {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the log holds `needle`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
+        wait_until(limit, || self.log().contains(needle))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent runs").id()
+    }
+
+    /// Sends `signal` and waits (at most 10 s) for the exit; returns the exit code.
+    pub fn signal_and_wait(&mut self, signal: i32) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Sends `signal` without waiting.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill on our own child's pid.
+        unsafe {
+            libc::kill(self.pid() as i32, signal);
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// ThreeGate built through Docker, with responders in place.
+pub struct ThreeGate {
+    /// Container namespaces by name, and "host".
+    pub containers: BTreeMap<&'static str, Netns>,
+    host: Netns,
+    _responders: Vec<Responders>,
+}
+
+/// ThreeGate's networks: name, whether internal, extra `docker network create` arguments.
+const NETWORKS: [(&str, &[&str]); 4] = [
+    ("llmnet", &["--internal"]),
+    ("fetchnet", &["--internal"]),
+    ("egressnet", &["--label", "enforcer.managed=true"]),
+    ("othernet", &[]),
+];
+
+/// A container: name, labels, then (network, host number); the first network is given at run.
+type ContainerSpec = (&'static str, &'static [&'static str], &'static [(&'static str, u8)]);
+
+/// ThreeGate's containers (addresses as in the hand-built host).
+const CONTAINERS: [ContainerSpec; 6] = [
+    ("core", &[], &[("llmnet", 10)]),
+    ("toolexec", &[], &[("llmnet", 11)]),
+    ("fetch", &[], &[("llmnet", 12), ("fetchnet", 12)]),
+    (
+        "proxy",
+        &["enforcer.role=egress-proxy"],
+        &[("egressnet", 2), ("fetchnet", 2)],
+    ),
+    ("bystander", &[], &[("egressnet", 20)]),
+    ("outsider", &[], &[("othernet", 10)]),
+];
+
+/// `docker network create` arguments for a network of the matrix's address plan.
+fn subnet_args(network: &str) -> Vec<String> {
+    let v4 = address(network, 0, false);
+    let v6 = address(network, 0, true);
+    vec![
+        "--subnet".into(),
+        format!("{v4}/24"),
+        "--ipv6".into(),
+        "--subnet".into(),
+        format!("{v6}/64"),
+    ]
+}
+
+impl ThreeGate {
+    /// Creates the networks and containers through Docker and starts the responders. Every
+    /// container also gets a default route via its first network's gateway, as one with
+    /// CAP_NET_RAW can send there anyway: routes must not be what blocks egress.
+    pub fn create(docker: &Dockerd) -> ThreeGate {
+        for (name, extra) in NETWORKS {
+            let mut args: Vec<String> = vec!["network".into(), "create".into()];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args.extend(subnet_args(name));
+            args.push(name.into());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            docker.docker(&args);
+        }
+        let mut containers = BTreeMap::new();
+        for (name, labels, attachments) in CONTAINERS {
+            let (first, number) = attachments[0];
+            let v4 = address(first, number, false).to_string();
+            let v6 = address(first, number, true).to_string();
+            let mut args = vec!["run", "-d", "--name", name, "--network", first, "--ip", &v4];
+            args.extend(["--ip6", &v6]);
+            for label in labels {
+                args.extend(["--label", label]);
+            }
+            args.extend([IMAGE, "sleep", "100000"]);
+            docker.docker(&args);
+            for (network, number) in &attachments[1..] {
+                let v4 = address(network, *number, false).to_string();
+                let v6 = address(network, *number, true).to_string();
+                docker.docker(&[
+                    "network", "connect", "--ip", &v4, "--ip6", &v6, network, name,
+                ]);
+            }
+            let ns = docker.container_netns(name);
+            let gateway_v4 = address(first, 1, false).to_string();
+            let gateway_v6 = address(first, 1, true).to_string();
+            ns.exec_ok("ip", &["route", "replace", "default", "via", &gateway_v4]);
+            ns.exec_ok(
+                "ip",
+                &["-6", "route", "replace", "default", "via", &gateway_v6],
+            );
+            containers.insert(name, ns);
+        }
+        let mut responders = vec![Responders::start(
+            &docker.host,
+            &[(
+                Proto::Tcp,
+                SocketAddr::new("::".parse().unwrap(), HOST_SERVICE_PORT),
+            )],
+        )];
+        let mut proxy_endpoints = Vec::new();
+        let mut peer_endpoints = Vec::new();
+        for v6 in [false, true] {
+            for net in ["fetchnet", "egressnet"] {
+                proxy_endpoints
+                    .push((Proto::Tcp, SocketAddr::new(address(net, 2, v6), PROXY_PORT)));
+            }
+            peer_endpoints.push((
+                Proto::Tcp,
+                SocketAddr::new(address("llmnet", 11, v6), PEER_PORT),
+            ));
+        }
+        responders.push(Responders::start(&containers["proxy"], &proxy_endpoints));
+        responders.push(Responders::start(&containers["toolexec"], &peer_endpoints));
+        ThreeGate {
+            containers,
+            host: docker.host.borrowed(),
+            _responders: responders,
+        }
+    }
+
+    /// Flushes Docker's isolation chains in the Docker host, as a Docker bug or an
+    /// `iptables -F` would: from then on only the enforcer stands between the networks and
+    /// the internet.
+    pub fn flush_docker_isolation(docker: &Dockerd) {
+        for chain in ["DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2"] {
+            docker.host.exec_ok("iptables", &["-F", chain]);
+        }
+    }
+
+    /// Waits (bounded) until `from` reaches `target` over TCP: a path that must be open.
+    pub fn wait_open(&self, from: &str, target: SocketAddr, limit: Duration) -> bool {
+        let ns = self.namespace(from);
+        wait_until(limit, || {
+            ns.enter(move || probe_here(Proto::Tcp, target, Duration::from_millis(300)))
+        })
+    }
+}
+
+impl Containers for ThreeGate {
+    fn namespace(&self, name: &str) -> &Netns {
+        match name {
+            "host" => &self.host,
+            other => self
+                .containers
+                .get(other)
+                .unwrap_or_else(|| panic!("no container {other}")),
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The agent against a real dockerd in a sealed namespace: ThreeGate made through Docker, real
+//! flows from real containers, Docker's own isolation flushed, and the agent's life cycle (new,
+//! removed and replaced objects, kill -9, restart, dockerd restart, signals).
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use enforcer_harness::docker::{Dockerd, ThreeGate, IMAGE};
+use enforcer_harness::host::{
+    measure, report, threegate_matrix, Containers, INTERNET_V4, INTERNET_V6,
+};
+use enforcer_harness::{probe_here, wait_until, Proto, Responders, TempFile, PROBE_TIMEOUT};
+
+/// One dockerd at a time: they share the machine's cgroups and containerd conventions.
+static DOCKERD: Mutex<()> = Mutex::new(());
+
+const CONVERGE: Duration = Duration::from_secs(15);
+
+fn internet(port: u16, v6: bool) -> SocketAddr {
+    let ip = if v6 { INTERNET_V6 } else { INTERNET_V4 };
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+fn probe(gate: &impl Containers, from: &str, target: SocketAddr) -> bool {
+    gate.namespace(from)
+        .enter(move || probe_here(Proto::Tcp, target, PROBE_TIMEOUT))
+}
+
+/// `nft list` text without counter values, which move with traffic.
+fn strip_counters(listed: &str) -> String {
+    listed
+        .split("counter packets ")
+        .map(|part| part.splitn(4, ' ').nth(3).unwrap_or(part))
+        .collect::<Vec<_>>()
+        .join("counter ")
+}
+
+fn table(docker: &Dockerd) -> String {
+    String::from_utf8_lossy(
+        &docker
+            .host
+            .exec("nft", &["list", "table", "inet", "enforcer"])
+            .stdout,
+    )
+    .into_owned()
+}
+
+/// Waits until `set` of the kernel's table does (or does not) hold `element`.
+fn wait_element(docker: &Dockerd, set: &str, element: &str, present: bool) -> bool {
+    wait_until(CONVERGE, || {
+        docker.set_elements(set).iter().any(|e| e.contains(element)) == present
+    })
+}
+
+/// Starts a plain container on `network` with a fixed IPv4 address and a default route via
+/// the network's gateway (`.1`).
+fn run_container(docker: &Dockerd, name: &str, network: &str, ip: &str, labels: &[&str]) {
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        network,
+        "--ip",
+        ip,
+    ];
+    for label in labels {
+        args.extend(["--label", label]);
+    }
+    args.extend([IMAGE, "sleep", "100000"]);
+    docker.docker(&args);
+    let gateway = format!("{}.1", ip.rsplit_once('.').unwrap().0);
+    docker
+        .container_netns(name)
+        .exec_ok("ip", &["route", "replace", "default", "via", &gateway]);
+}
+
+#[test]
+fn threegate_through_docker_matches_the_matrix_without_dockers_isolation() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let docker = Dockerd::start();
+    let gate = ThreeGate::create(&docker);
+    ThreeGate::flush_docker_isolation(&docker);
+
+    // Docker alone, isolation flushed: the internal networks leak.
+    for v6 in [false, true] {
+        assert!(
+            gate.wait_open("core", internet(443, v6), CONVERGE),
+            "without the enforcer and with Docker's isolation flushed, core should reach the \
+             internet (v6: {v6}); the test would prove nothing otherwise"
+        );
+    }
+
+    let agent = docker.start_agent(&[]);
+    assert!(
+        agent.wait_for_log("+proxy proxy", CONVERGE),
+        "{}",
+        agent.log()
+    );
+    for v6 in [false, true] {
+        assert!(gate.wait_open("proxy", internet(443, v6), CONVERGE));
+        assert!(gate.wait_open("outsider", internet(80, v6), CONVERGE));
+    }
+    let results = measure(&gate, &threegate_matrix());
+    let bad = results
+        .iter()
+        .filter(|(f, open)| f.allowed != *open)
+        .count();
+    assert_eq!(bad, 0, "\n{}\n{}", report(&results), table(&docker));
+
+    // nft, as an independent reader, holds what Docker has.
+    let managed = docker.set_elements("managed_v4_24");
+    for subnet in ["10.100.0.0", "10.101.0.0", "10.102.0.0"] {
+        assert!(managed.contains(&subnet.to_string()), "{managed:?}");
+    }
+    assert!(
+        !managed.contains(&"172.30.0.0".to_string()),
+        "othernet is not managed"
+    );
+    let known = docker.set_elements("known_interfaces");
+    for network in ["llmnet", "fetchnet", "egressnet", "othernet"] {
+        assert!(
+            known.contains(&docker.bridge(network)),
+            "{network}: {known:?}"
+        );
+    }
+}
+
+#[test]
+fn the_agent_follows_docker_through_its_life_cycle() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut docker = Dockerd::start();
+    let gate = ThreeGate::create(&docker);
+    ThreeGate::flush_docker_isolation(&docker);
+    let mut agent = docker.start_agent(&["--log-format", "json"]);
+    assert!(
+        agent.wait_for_log("+proxy proxy", CONVERGE),
+        "{}",
+        agent.log()
+    );
+
+    // A new managed network and its container: blocked.
+    docker.docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.110.0.0/24",
+        "newnet",
+    ]);
+    run_container(&docker, "newbie", "newnet", "10.110.0.5", &[]);
+    assert!(
+        wait_element(&docker, "managed_v4_24", "10.110.0.0", true),
+        "{}",
+        agent.log()
+    );
+    let newbie = docker.container_netns("newbie");
+    let target = internet(443, false);
+    assert!(!newbie.enter(move || probe_here(Proto::Tcp, target, PROBE_TIMEOUT)));
+    let bridge = docker.bridge("newnet");
+    assert!(table(&docker).contains(&bridge));
+
+    // Removed: nothing of it stays in the table.
+    docker.docker(&["rm", "-f", "newbie"]);
+    docker.docker(&["network", "rm", "newnet"]);
+    assert!(
+        wait_element(&docker, "managed_v4_24", "10.110.0.0", false),
+        "{}",
+        agent.log()
+    );
+    let listed = table(&docker);
+    assert!(
+        !listed.contains("10.110.0") && !listed.contains(&bridge),
+        "{listed}"
+    );
+
+    // The proxy replaced by a new container with a new address: egress follows it, the old
+    // address (now a plain container's) loses it.
+    docker.docker(&["rm", "-f", "proxy"]);
+    run_container(
+        &docker,
+        "proxy2",
+        "egressnet",
+        "10.102.0.3",
+        &["enforcer.role=egress-proxy"],
+    );
+    assert!(
+        wait_element(&docker, "proxies_v4", "10.102.0.3", true),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        wait_element(&docker, "proxies_v4", "10.102.0.2", false),
+        "{}",
+        agent.log()
+    );
+    let proxy2 = docker.container_netns("proxy2");
+    assert!(wait_until(CONVERGE, || proxy2.enter(move || probe_here(
+        Proto::Tcp,
+        target,
+        PROBE_TIMEOUT
+    ))));
+    run_container(&docker, "impostor", "egressnet", "10.102.0.2", &[]);
+    let impostor = docker.container_netns("impostor");
+    assert!(!impostor.enter(move || probe_here(Proto::Tcp, target, PROBE_TIMEOUT)));
+
+    // kill -9: the rules stay enforced.
+    assert_eq!(agent.signal_and_wait(libc::SIGKILL), None);
+    assert!(!probe(&gate, "core", internet(443, false)));
+    assert!(!impostor.enter(move || probe_here(Proto::Tcp, target, PROBE_TIMEOUT)));
+
+    // Changed while the agent was down, picked up when it starts again.
+    docker.docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.111.0.0/24",
+        "downnet",
+    ]);
+    let mut agent = docker.start_agent(&["--log-format", "json"]);
+    assert!(
+        wait_element(&docker, "managed_v4_24", "10.111.0.0", true),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        agent
+            .log()
+            .contains("\"message\":\"applied: +network downnet"),
+        "{}",
+        agent.log()
+    );
+
+    // dockerd restarts under the agent (its containers stop with it): the rules stay
+    // meanwhile, later events are followed.
+    let before = table(&docker);
+    docker.stop_daemon();
+    assert!(agent.wait_for_log("retrying", CONVERGE), "{}", agent.log());
+    assert_eq!(strip_counters(&table(&docker)), strip_counters(&before));
+    docker.start_daemon();
+    assert!(
+        wait_until(CONVERGE, || agent.log().matches("Docker connected").count()
+            >= 2),
+        "{}",
+        agent.log()
+    );
+    docker.docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.112.0.0/24",
+        "afternet",
+    ]);
+    assert!(
+        wait_element(&docker, "managed_v4_24", "10.112.0.0", true),
+        "{}",
+        agent.log()
+    );
+
+    // SIGTERM: a clean exit that leaves the table in place.
+    assert_eq!(agent.signal_and_wait(libc::SIGTERM), Some(0));
+    assert!(docker
+        .set_elements("managed_v4_24")
+        .contains(&"10.112.0.0".to_string()));
+}
+
+#[test]
+fn sighup_reloads_the_policy_and_keeps_the_old_one_when_invalid() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let docker = Dockerd::start();
+    let _gate = ThreeGate::create(&docker);
+    let policy = TempFile::new(".toml", "[proxy]\nallow = [\"tcp/443\", \"udp/53\"]\n");
+    let agent = docker.start_agent(&["--config", policy.path()]);
+    assert!(
+        agent.wait_for_log("+proxy proxy", CONVERGE),
+        "{}",
+        agent.log()
+    );
+    assert!(table(&docker).contains("udp dport 53 accept"));
+
+    std::fs::write(policy.path(), "[proxy]\nallow = [\"tcp/0\"]\n").unwrap();
+    agent.signal(libc::SIGHUP);
+    assert!(
+        agent.wait_for_log("policy reload failed", CONVERGE),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains(":2:"),
+        "the error names the line: {}",
+        agent.log()
+    );
+    assert!(
+        table(&docker).contains("udp dport 53 accept"),
+        "the old policy stays"
+    );
+
+    std::fs::write(policy.path(), "[proxy]\nallow = [\"tcp/443\"]\n").unwrap();
+    agent.signal(libc::SIGHUP);
+    assert!(
+        agent.wait_for_log("policy reloaded", CONVERGE),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        !table(&docker).contains("udp dport 53 accept"),
+        "{}",
+        table(&docker)
+    );
+}
+
+#[test]
+fn docker_bridges_stay_denied_until_classified() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let docker = Dockerd::start();
+    let gate = ThreeGate::create(&docker);
+    for v6 in [false, true] {
+        assert!(gate.wait_open("outsider", internet(80, v6), CONVERGE));
+    }
+
+    // An agent that cannot read Docker classifies nothing: every Docker bridge is denied,
+    // the unmanaged one too. That is the rule that closes the window for new networks.
+    let blind = |policy: &str| {
+        let file = TempFile::new(".toml", policy);
+        let output = docker
+            .host
+            .command(enforcer_harness::enforcer_bin().to_str().unwrap())
+            .args(["apply", "--config", file.path()])
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let said = blind("");
+    assert!(said.contains("Docker not read"), "{said}");
+    assert!(!probe(&gate, "outsider", internet(80, false)));
+    assert!(!probe(&gate, "outsider", internet(80, true)));
+    blind("[docker]\nunknown_networks = \"allow\"\n");
+    assert!(probe(&gate, "outsider", internet(80, false)));
+
+    // With the agent running: 50 times, a managed network is created and a container on it
+    // sends at once; nothing reaches the internet. A control on an unmanaged network does.
+    let agent = docker.start_agent(&[]);
+    assert!(
+        agent.wait_for_log("+proxy proxy", CONVERGE),
+        "{}",
+        agent.log()
+    );
+    let counter = Responders::start(&docker.internet, &[(Proto::Tcp, internet(9999, false))]);
+    let sender = "for i in 1 2 3; do nc -w 1 203.0.113.10 9999 </dev/null; done";
+    for i in 0..50 {
+        let name = format!("burst{i}");
+        let subnet = format!("10.{}.0.0/24", 120 + i);
+        docker.docker(&[
+            "network",
+            "create",
+            "--label",
+            "enforcer.managed=true",
+            "--subnet",
+            &subnet,
+            &name,
+        ]);
+        docker.docker(&["run", "-d", "--network", &name, IMAGE, "sh", "-c", sender]);
+    }
+    // Each sender tries for at most about 3 s.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(counter.received(), 0, "{}", agent.log());
+    docker.docker(&["network", "create", "--subnet", "10.200.0.0/24", "control"]);
+    docker.docker(&[
+        "run",
+        "-d",
+        "--network",
+        "control",
+        IMAGE,
+        "sh",
+        "-c",
+        sender,
+    ]);
+    assert!(
+        wait_until(CONVERGE, || counter.received() > 0),
+        "the control container on an unmanaged network must get through, or the senders \
+         prove nothing"
+    );
+}
