@@ -7,8 +7,13 @@
 #   procps         sysctl inside the test namespaces
 #   util-linux     setpriv: the tests run enforcer without CAP_NET_ADMIN
 #   coreutils      stdbuf: line-buffered nft monitor
+#   docker.io      dockerd and docker: the real Docker Engine of the Docker tests (never started
+#                  as a service here; the tests start a private one in a namespace)
+#   iptables       Docker 20.10 writes its own rules with it
+#   busybox-static the image of the test containers (imported, no registry needed)
+#   tar            packs that image
 set -euo pipefail
-packages=(libclang-dev nftables iproute2 procps util-linux coreutils)
+packages=(libclang-dev nftables iproute2 procps util-linux coreutils docker.io iptables busybox-static tar)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -399,7 +399,11 @@ const NETWORKS: [(&str, &[&str]); 4] = [
 ];
 
 /// A container: name, labels, then (network, host number); the first network is given at run.
-type ContainerSpec = (&'static str, &'static [&'static str], &'static [(&'static str, u8)]);
+type ContainerSpec = (
+    &'static str,
+    &'static [&'static str],
+    &'static [(&'static str, u8)],
+);
 
 /// ThreeGate's containers (addresses as in the hand-built host).
 const CONTAINERS: [ContainerSpec; 6] = [

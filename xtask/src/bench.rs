@@ -9,10 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use enforcer_core::planner::plan;
-use enforcer_core::policy::Policy;
 use enforcer_harness::{require_root, Netns, TempFile};
-use enforcer_nft::{ApplyOutcome, Nftables};
 
 const REPEATS: usize = 5;
 const NO_OP_REPEATS: usize = 200;
@@ -20,10 +17,12 @@ const THROUGHPUT_WINDOW: Duration = Duration::from_secs(2);
 const THROUGHPUT_ROUNDS: usize = 5;
 
 /// A policy with `subnets` managed subnets: networks with one IPv4 /24 and one IPv6 /64 each,
-/// the first network holding a proxy (10.100.0.2) allowed udp/53.
+/// the first network holding a proxy (10.100.0.2) allowed udp/53. Docker is not read: these
+/// benchmarks measure the static path against `nft -f`.
 pub fn policy_text(subnets: usize) -> String {
     let networks = subnets.div_ceil(2);
-    let mut text = String::from("[proxy]\nallow = [\"tcp/443\", \"udp/53\"]\n");
+    let mut text =
+        String::from("[docker]\nenabled = false\n[proxy]\nallow = [\"tcp/443\", \"udp/53\"]\n");
     for i in 0..networks {
         let (a, b) = (i / 250, i % 250);
         text.push_str(&format!(
@@ -90,17 +89,58 @@ fn timed_in(ns: &Netns, program: &Path, args: &[&str], stdin: Option<&Path>) -> 
     })
 }
 
-fn release_binary() -> Result<PathBuf> {
+/// Builds (release) the enforcer binary and the agent-timing example; returns their paths.
+pub fn release_binaries() -> Result<(PathBuf, PathBuf)> {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "--package", "enforcer"])
-        .current_dir(&workspace)
-        .status()?;
-    ensure!(status.success(), "cargo build --release failed");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for args in [
+        &["build", "--release", "--quiet", "--package", "enforcer"][..],
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            "enforcer-nft",
+            "--example",
+            "agent_timing",
+        ][..],
+    ] {
+        let status = Command::new(&cargo)
+            .args(args)
+            .current_dir(&workspace)
+            .status()?;
+        ensure!(status.success(), "cargo {} failed", args.join(" "));
+    }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or(workspace.join("target"));
-    Ok(target.join("release").join("enforcer"))
+    Ok((
+        target.join("release").join("enforcer"),
+        target.join("release").join("examples").join("agent_timing"),
+    ))
+}
+
+/// Runs the agent-timing example inside `ns`; returns its durations in milliseconds.
+fn agent_timing(
+    ns: &Netns,
+    timing: &Path,
+    mode: &str,
+    policy: &str,
+    repeats: usize,
+) -> Result<Vec<f64>> {
+    let output = ns.exec(
+        timing.to_str().expect("utf-8 path"),
+        &[mode, policy, &repeats.to_string()],
+    );
+    ensure!(
+        output.status.success(),
+        "agent_timing {mode}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect())
 }
 
 /// Prints one result line: the figure, its target and whether it met it.
@@ -117,7 +157,7 @@ fn line(name: &str, figure: String, met: Option<bool>) {
 /// `noop`, `throughput`.
 pub fn run(filter: &str) -> Result<()> {
     require_root();
-    let enforcer = release_binary()?;
+    let (enforcer, timing) = release_binaries()?;
     let nft = PathBuf::from("/usr/sbin/nft");
     let wanted = |name: &str| filter.is_empty() || name.contains(filter);
     println!("enforcer benchmarks (median of {REPEATS} runs unless said; each run in fresh namespaces)\n");
@@ -125,19 +165,25 @@ pub fn run(filter: &str) -> Result<()> {
     for subnets in [10usize, 1_000, 10_000] {
         let policy = TempFile::new(".toml", &policy_text(subnets));
         if wanted("apply") || (subnets == 10_000 && wanted("memory")) {
-            full_apply(&enforcer, &nft, &policy, subnets)?;
+            full_apply(&enforcer, &timing, &nft, &policy, subnets)?;
         }
         if subnets == 10_000 && wanted("noop") {
-            no_op(&enforcer, &policy)?;
+            no_op(&enforcer, &timing, &policy)?;
         }
         if subnets == 10_000 && wanted("throughput") {
-            throughput(&policy)?;
+            throughput(&enforcer, &policy)?;
         }
     }
     Ok(())
 }
 
-fn full_apply(enforcer: &Path, nft: &Path, policy: &TempFile, subnets: usize) -> Result<()> {
+fn full_apply(
+    enforcer: &Path,
+    timing: &Path,
+    nft: &Path,
+    policy: &TempFile,
+    subnets: usize,
+) -> Result<()> {
     let script_ns = Netns::new("script");
     let output = script_ns.exec(
         enforcer.to_str().unwrap(),
@@ -182,23 +228,8 @@ fn full_apply(enforcer: &Path, nft: &Path, policy: &TempFile, subnets: usize) ->
     );
     // The agent's path: the topology is already in memory (from Docker, or the policy parsed
     // at start), so an apply is plan, encode, read back, commit.
-    let path = PathBuf::from(policy.path());
-    let topology = Policy::load(&path)?;
-    let mut agent = Vec::new();
-    for _ in 0..REPEATS {
-        let ns = Netns::new("agent");
-        let policy = topology.clone();
-        agent.push(ns.enter(move || -> Result<f64> {
-            let start = Instant::now();
-            let ruleset = plan(&policy.table, &policy.static_topology);
-            let mut nft = Nftables::open()?;
-            ensure!(
-                matches!(nft.apply(&ruleset)?, ApplyOutcome::Applied { .. }),
-                "nothing applied"
-            );
-            Ok(start.elapsed().as_secs_f64() * 1e3)
-        })?);
-    }
+    let ns = Netns::new("agent");
+    let agent = agent_timing(&ns, timing, "apply", policy.path(), REPEATS)?;
     let agent = median(agent);
     line(
         &format!("    agent's apply (topology in memory) / nft -f, N = {subnets}"),
@@ -219,7 +250,7 @@ fn full_apply(enforcer: &Path, nft: &Path, policy: &TempFile, subnets: usize) ->
     Ok(())
 }
 
-fn no_op(enforcer: &Path, policy: &TempFile) -> Result<()> {
+fn no_op(enforcer: &Path, timing: &Path, policy: &TempFile) -> Result<()> {
     let ns = Netns::new("noop");
     timed_in(&ns, enforcer, &["apply", "--config", policy.path()], None)?;
     let mut cold = Vec::new();
@@ -230,28 +261,10 @@ fn no_op(enforcer: &Path, policy: &TempFile) -> Result<()> {
                 .as_secs_f64(),
         );
     }
-    let path = PathBuf::from(policy.path());
-    let warm = ns.enter(move || -> Result<Vec<f64>> {
-        let policy = Policy::load(&path)?;
-        let ruleset = plan(&policy.table, &policy.static_topology);
-        let mut nft = Nftables::open()?;
-        // The first call verifies the kernel's table by reading it back.
-        ensure!(
-            nft.apply(&ruleset)? == ApplyOutcome::Unchanged,
-            "table should already match"
-        );
-        let mut times = Vec::new();
-        for _ in 0..NO_OP_REPEATS {
-            let start = Instant::now();
-            let outcome = nft.apply(&ruleset)?;
-            times.push(start.elapsed().as_secs_f64());
-            ensure!(
-                outcome == ApplyOutcome::Unchanged,
-                "a no-op apply sent a transaction"
-            );
-        }
-        Ok(times)
-    })?;
+    let warm: Vec<f64> = agent_timing(&ns, timing, "noop", policy.path(), NO_OP_REPEATS)?
+        .into_iter()
+        .map(|ms| ms / 1e3)
+        .collect();
     let warm_median = median(warm.clone());
     let mut sorted = warm;
     sorted.sort_by(f64::total_cmp);
@@ -276,7 +289,7 @@ fn no_op(enforcer: &Path, policy: &TempFile) -> Result<()> {
 /// 64-byte frames (22-byte UDP payload) to 203.0.113.10:53 through a router namespace, from
 /// the proxy (10.100.0.2, udp/53 allowed: the longest accepted path through the table) and from
 /// an unmanaged address (172.30.0.2: classified and let through untouched).
-fn throughput(policy: &TempFile) -> Result<()> {
+fn throughput(enforcer: &Path, policy: &TempFile) -> Result<()> {
     let sender = Netns::new("tsend");
     let router = Netns::new("trouter");
     let receiver = Netns::new("trecv");
@@ -297,7 +310,6 @@ fn throughput(policy: &TempFile) -> Result<()> {
     receiver.ip(&["route", "add", "10.100.0.0/24", "via", "203.0.113.1"]);
     receiver.ip(&["route", "add", "172.30.0.0/24", "via", "203.0.113.1"]);
 
-    let enforcer = release_binary()?;
     // Control: a table holding one conntrack rule, as cheap as a table using `ct state` can be.
     let control = TempFile::new(
         ".nft",

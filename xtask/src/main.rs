@@ -1,10 +1,14 @@
 //! `cargo xtask <task>`: project tasks that are programs rather than tests.
 //!
+//! - `demo`: installs what is missing, brings up a sealed Docker host with ThreeGate's topology,
+//!   runs the agent on the embedded default policy and prints the measured reachability matrix
+//!   next to the kernel's table. Needs root.
 //! - `bench [NAME]`: the benchmarks of the README (or those whose name contains NAME), each
 //!   printed as a ratio or figure measured in one run against its target. Needs root
 //!   (namespaces); touches only namespaces it creates.
 
 mod bench;
+mod demo;
 
 use anyhow::{bail, Result};
 
@@ -12,6 +16,9 @@ fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "bench" => bench::run(&std::env::args().nth(2).unwrap_or_default()),
-        _ => bail!("usage: cargo xtask bench [apply|memory|noop|throughput]"),
+        "demo" => demo::run(),
+        _ => bail!(
+            "usage: cargo xtask demo | cargo xtask bench [apply|memory|noop|throughput|docker]"
+        ),
     }
 }
