@@ -224,8 +224,14 @@ impl Dockerd {
         format!("br-{}", &id[..12])
     }
 
-    /// Starts `enforcer run` inside the Docker host with `args`, logging to a file.
+    /// Starts `enforcer run` (the test build) inside the Docker host with `args`, logging to a
+    /// file.
     pub fn start_agent(&self, args: &[&str]) -> Agent {
+        self.start_agent_binary(&enforcer_bin(), args)
+    }
+
+    /// Like [`Dockerd::start_agent`], with the given enforcer binary.
+    pub fn start_agent_binary(&self, binary: &Path, args: &[&str]) -> Agent {
         let log_path = self.dir.join(format!(
             "agent-{}.log",
             std::time::SystemTime::now()
@@ -236,7 +242,7 @@ impl Dockerd {
         let log = File::create(&log_path).expect("agent log");
         let child = self
             .host
-            .command(path_str(&enforcer_bin()))
+            .command(path_str(binary))
             .arg("run")
             .args(args)
             .env("DOCKER_HOST", self.docker_host())

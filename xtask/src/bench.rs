@@ -174,6 +174,9 @@ pub fn run(filter: &str) -> Result<()> {
             throughput(&enforcer, &policy)?;
         }
     }
+    if wanted("docker") {
+        docker(&enforcer)?;
+    }
     Ok(())
 }
 
@@ -343,7 +346,7 @@ fn throughput(enforcer: &Path, policy: &TempFile) -> Result<()> {
             bare.push(rate(&sender, &receiver, source)?);
             timed_in(
                 &router,
-                &enforcer,
+                enforcer,
                 &["apply", "--config", policy.path()],
                 None,
             )?;
@@ -412,4 +415,231 @@ fn pin_to_cpu(cpu: usize) {
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
+}
+
+/// Docker: event-to-enforcement latency over sequential creates, a burst of creates, and the
+/// daemon's memory and idle CPU with 500 managed networks, against a private dockerd.
+pub fn docker(enforcer: &Path) -> Result<()> {
+    use enforcer_harness::docker::Dockerd;
+    use std::io::BufRead;
+    use std::sync::Mutex;
+
+    const SEQUENTIAL: usize = 100;
+    const BURST: usize = 100;
+    const TOTAL: usize = 500;
+    let docker = Dockerd::start();
+    let agent = docker.start_agent_binary(enforcer, &["--log-format", "json"]);
+    ensure!(
+        agent.wait_for_log("Docker connected", Duration::from_secs(20)),
+        "agent did not connect: {}",
+        agent.log()
+    );
+    // `nft monitor` in the Docker host stamps when each subnet reaches the kernel.
+    let mut monitor = docker
+        .host
+        .command("stdbuf")
+        .args(["-oL", "nft", "monitor", "elements"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let seen: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let stdout = monitor.stdout.take().expect("piped");
+    let sink = seen.clone();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(|l| l.ok())
+        {
+            sink.lock().unwrap().push((Instant::now(), line));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let subnet = |i: usize| format!("10.{}.{}.0", 130 + i / 250, i % 250);
+    let enforced_at = |network: &str| -> Option<Instant> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .find(|(_, line)| {
+                line.contains("managed_v4_24")
+                    && line
+                        .split([' ', ',', '{', '}'])
+                        .any(|token| token == network)
+            })
+            .map(|(t, _)| *t)
+    };
+    let create = |i: usize| {
+        docker.docker(&[
+            "network",
+            "create",
+            "--internal",
+            "--subnet",
+            &format!("{}/24", subnet(i)),
+            &format!("bench{i}"),
+        ]);
+    };
+
+    // Sequential: from `docker network create` returning to the subnet in the kernel's set.
+    let mut latencies = Vec::new();
+    let mut before_return = 0;
+    for i in 0..SEQUENTIAL {
+        create(i);
+        let returned = Instant::now();
+        let limit = returned + Duration::from_secs(5);
+        let at = loop {
+            if let Some(at) = enforced_at(&subnet(i)) {
+                break at;
+            }
+            ensure!(
+                Instant::now() < limit,
+                "network bench{i} not enforced within 5 s"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        if at < returned {
+            before_return += 1;
+        }
+        latencies.push(at.saturating_duration_since(returned).as_secs_f64() * 1e3);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let (p50, p99) = (latencies[SEQUENTIAL / 2], latencies[SEQUENTIAL * 99 / 100]);
+    line(
+        "event to enforcement, docker network create (100 sequential)",
+        format!("p50 {p50:.1} ms, p99 {p99:.1} ms ({before_return} before the CLI returned)"),
+        Some(p50 <= 20.0 && p99 <= 100.0),
+    );
+
+    // Burst: BURST creates at once, 10 clients in parallel.
+    let applied_before = agent.log().matches("\"message\":\"applied:").count();
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for client in 0..10 {
+            let create = &create;
+            scope.spawn(move || {
+                for i in (SEQUENTIAL + client..SEQUENTIAL + BURST).step_by(10) {
+                    create(i);
+                }
+            });
+        }
+    });
+    let limit = Instant::now() + Duration::from_secs(30);
+    let last = loop {
+        let times: Vec<Option<Instant>> = (SEQUENTIAL..SEQUENTIAL + BURST)
+            .map(|i| enforced_at(&subnet(i)))
+            .collect();
+        if times.iter().all(Option::is_some) {
+            break times
+                .into_iter()
+                .flatten()
+                .max()
+                .expect("burst is not empty");
+        }
+        ensure!(Instant::now() < limit, "burst not enforced within 30 s");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let creates_done = start.elapsed();
+    let transactions = agent.log().matches("\"message\":\"applied:").count() - applied_before;
+    line(
+        "burst of 100 network creates (10 clients): all enforced after",
+        format!(
+            "{:.0} ms ({:.0} ms for the creates); {transactions} transactions",
+            (last - start).as_secs_f64() * 1e3,
+            creates_done.as_secs_f64() * 1e3
+        ),
+        None,
+    );
+
+    // The same burst while the agent is paused (SIGSTOP), as when it is busy: the events
+    // queue up and are folded into few transactions when it resumes.
+    const PAUSED: usize = 100;
+    let first = SEQUENTIAL + BURST;
+    let applied_before = agent.log().matches("\"message\":\"applied:").count();
+    agent.signal(libc::SIGSTOP);
+    for i in first..first + PAUSED {
+        create(i);
+    }
+    let resumed = Instant::now();
+    agent.signal(libc::SIGCONT);
+    let limit = Instant::now() + Duration::from_secs(30);
+    let last = loop {
+        let times: Vec<Option<Instant>> = (first..first + PAUSED)
+            .map(|i| enforced_at(&subnet(i)))
+            .collect();
+        if times.iter().all(Option::is_some) {
+            break times
+                .into_iter()
+                .flatten()
+                .max()
+                .expect("burst is not empty");
+        }
+        ensure!(
+            Instant::now() < limit,
+            "queued burst not enforced within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let transactions = agent.log().matches("\"message\":\"applied:").count() - applied_before;
+    line(
+        "100 creates queued while the agent was paused: enforced after",
+        format!(
+            "{:.0} ms from resuming; {transactions} transactions",
+            (last - resumed).as_secs_f64() * 1e3
+        ),
+        None,
+    );
+
+    for i in first + PAUSED..TOTAL {
+        create(i);
+    }
+    let limit = Instant::now() + Duration::from_secs(60);
+    while enforced_at(&subnet(TOTAL - 1)).is_none() {
+        ensure!(
+            Instant::now() < limit,
+            "500 networks not enforced within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid()))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (rss, peak) = (field("VmRSS:"), field("VmHWM:"));
+    line(
+        "enforcer run, 500 managed networks: resident memory (peak)",
+        format!(
+            "{:.1} MiB ({:.1} MiB)",
+            rss as f64 / 1024.0,
+            peak as f64 / 1024.0
+        ),
+        Some(rss <= 20 * 1024),
+    );
+    let cpu_ticks = || -> Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", agent.pid()))?;
+        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+    };
+    let idle = Duration::from_secs(10);
+    let before = cpu_ticks()?;
+    std::thread::sleep(idle);
+    let ticks = cpu_ticks()? - before;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    line(
+        "enforcer run, idle CPU over 10 s with 500 networks",
+        format!(
+            "{:.2} % ({ticks} ticks)",
+            ticks as f64 / hz / idle.as_secs_f64() * 100.0
+        ),
+        Some(ticks as f64 / hz / idle.as_secs_f64() <= 0.01),
+    );
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let _ = reader.join();
+    Ok(())
 }

@@ -17,7 +17,7 @@ use enforcer_core::policy::{DockerSettings, Policy};
 use enforcer_core::topology::{self, Topology};
 use enforcer_docker::{since_now, Change, DockerError, DockerSource, ProxySelector};
 use enforcer_nft::{ApplyOutcome, Nftables};
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -30,6 +30,8 @@ const VERIFY_PERIOD: Duration = Duration::from_secs(5);
 /// First and longest wait between attempts to reach Docker.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Events named in one log line; the rest are counted.
+const REASONS_SHOWN: usize = 5;
 /// At most this many queued events are folded into one transaction.
 const BATCH_MAX: usize = 1000;
 
@@ -188,11 +190,28 @@ async fn daemon(config: Option<PathBuf>) -> Result<()> {
                     next = updates.try_recv().ok();
                 }
                 if !reasons.is_empty() {
-                    agent.enforce(&reasons.join(", "))?;
+                    agent.enforce(&summarise(&reasons))?;
                 }
             }
         }
     }
+}
+
+/// At most [`REASONS_SHOWN`] reasons, then how many more.
+fn summarise(reasons: &[String]) -> String {
+    let mut text = reasons
+        .iter()
+        .take(REASONS_SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if reasons.len() > REASONS_SHOWN {
+        text.push_str(&format!(
+            " and {} more events",
+            reasons.len() - REASONS_SHOWN
+        ));
+    }
+    text
 }
 
 fn stop(signal: &str) -> Result<()> {
@@ -245,6 +264,15 @@ async fn watch_docker(
     }
 }
 
+/// Aborts a task when dropped (the event reader dies with its connection).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One connection's life: snapshot, then events until the stream fails. `Ok` only when the
 /// receiver is gone.
 async fn follow(
@@ -266,14 +294,26 @@ async fn follow(
     if updates.send(snapshot).is_err() {
         return Ok(());
     }
-    let mut changes = std::pin::pin!(source.changes(&since));
-    while let Some(item) = changes.next().await {
+    // A reader task drains the stream into a queue, also while this task waits for Docker's
+    // answers to refreshes; whatever is queued when a batch starts joins that batch.
+    let (queue, mut queued) = mpsc::unbounded_channel();
+    let stream = source.changes(&since);
+    let reader = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            let failed = item.is_err();
+            if queue.send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let _stop_reader = AbortOnDrop(reader);
+    while let Some(item) = queued.recv().await {
         let mut batch: Vec<Change> = vec![item?];
-        // Whatever has arrived meanwhile joins this batch.
         while batch.len() < BATCH_MAX {
-            match changes.next().now_or_never() {
-                Some(Some(item)) => batch.push(item?),
-                _ => break,
+            match queued.try_recv() {
+                Ok(item) => batch.push(item?),
+                Err(_) => break,
             }
         }
         let mut reasons = Vec::with_capacity(batch.len());
