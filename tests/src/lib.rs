@@ -443,10 +443,18 @@ pub fn repo_file(path: &str) -> PathBuf {
         .join(path)
 }
 
-/// Runs `enforcer <args>` inside `ns`.
+/// Where tests point enforcer when it must not find Docker: never the machine's own dockerd.
+pub const NO_DOCKER: &str = "unix:///nonexistent/enforcer-test/docker.sock";
+
+/// Runs `enforcer <args>` inside `ns`, with Docker unreachable ([`NO_DOCKER`]).
 pub fn enforcer(ns: &Netns, args: &[&str]) -> Output {
     let bin = enforcer_bin();
-    ns.exec(bin.to_str().expect("utf-8 path"), args)
+    ns.command(bin.to_str().expect("utf-8 path"))
+        .args(args)
+        .env("DOCKER_HOST", NO_DOCKER)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run enforcer")
 }
 
 /// The handles of every object of `table inet <name>` in `ns` (table, chains, sets, rules),

@@ -202,6 +202,45 @@ fn the_agent_follows_docker_through_its_life_cycle() {
         target,
         PROBE_TIMEOUT
     ))));
+    // The new proxy joins fetchnet: its address there gets the proxy's allowance.
+    docker.docker(&[
+        "network",
+        "connect",
+        "--ip",
+        "10.101.0.3",
+        "fetchnet",
+        "proxy2",
+    ]);
+    assert!(
+        wait_element(&docker, "proxies_v4", "10.101.0.3", true),
+        "{}",
+        agent.log()
+    );
+
+    // A managed network the host cannot enforce (macvlan: no host bridge) is logged as
+    // skipped, and the agent carries on.
+    docker.docker(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=uplink",
+        "--internal",
+        "--subnet",
+        "10.140.0.0/24",
+        "macnet",
+    ]);
+    assert!(agent.wait_for_log("macvlan", CONVERGE), "{}", agent.log());
+    assert!(
+        agent.log().contains("\"object\":\"network macnet"),
+        "{}",
+        agent.log()
+    );
+    assert!(!docker
+        .set_elements("managed_v4_24")
+        .contains(&"10.140.0.0".to_string()));
+
     run_container(&docker, "impostor", "egressnet", "10.102.0.2", &[]);
     let impostor = docker.container_netns("impostor");
     assert!(!impostor.enter(move || probe_here(Proto::Tcp, target, PROBE_TIMEOUT)));

@@ -105,12 +105,26 @@ fn dry_run_scripts_load_in_nft() {
 fn applied_table_is_what_nft_makes_of_the_dry_run_text() {
     require_root();
     let mixed = mixed_policy();
-    for config in [threegate(), mixed.path().to_string()] {
+    // ThreeGate (static, Docker off), a mixed static policy (Docker unreachable, so the
+    // unknown-bridge rules are in), and the embedded default (no file).
+    for config in [threegate(), mixed.path().to_string(), String::new()] {
+        let with_config = |args: &[&'static str]| -> Vec<String> {
+            let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            if !config.is_empty() {
+                all.extend(["--config".to_string(), config.clone()]);
+            }
+            all
+        };
+        let run = |ns: &Netns, args: &[&'static str]| {
+            let all = with_config(args);
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            enforcer(ns, &all)
+        };
         let applied = Netns::new("applied");
         let loaded = Netns::new("loaded");
-        let output = enforcer(&applied, &["apply", "--config", &config]);
+        let output = run(&applied, &["apply"]);
         assert!(output.status.success(), "{}", text(&output.stderr));
-        let script = enforcer(&loaded, &["apply", "--dry-run", "--config", &config]);
+        let script = run(&loaded, &["apply", "--dry-run"]);
         let load = loaded.exec_with_input("nft", &["-f", "-"], &script.stdout);
         assert!(load.status.success(), "nft -f: {}", text(&load.stderr));
         let (a, b) = (listed_json(&applied), listed_json(&loaded));
@@ -130,7 +144,7 @@ fn applied_table_is_what_nft_makes_of_the_dry_run_text() {
             }
         }
         // The dry-run in the applied namespace now finds nothing to do.
-        let again = enforcer(&applied, &["apply", "--dry-run", "--config", &config]);
+        let again = run(&applied, &["apply", "--dry-run"]);
         assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
     }
 }
