@@ -308,7 +308,7 @@ fn the_agent_follows_docker_through_its_life_cycle() {
 }
 
 #[test]
-fn sighup_reloads_the_policy_and_keeps_the_old_one_when_invalid() {
+fn sighup_reloads_the_policy_and_a_tampered_table_is_restored() {
     let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
     let docker = Dockerd::start();
     let _gate = ThreeGate::create(&docker);
@@ -347,6 +347,23 @@ fn sighup_reloads_the_policy_and_keeps_the_old_one_when_invalid() {
     );
     assert!(
         !table(&docker).contains("udp dport 53 accept"),
+        "{}",
+        table(&docker)
+    );
+
+    // Someone deletes the table (or flushes the ruleset): the periodic check restores it.
+    let applied = agent.log().matches("applied:").count();
+    docker
+        .host
+        .exec_ok("nft", &["delete", "table", "inet", "enforcer"]);
+    assert!(
+        wait_until(CONVERGE, || agent.log().matches("applied:").count()
+            > applied),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        table(&docker).contains("chain proxy_proxy"),
         "{}",
         table(&docker)
     );
