@@ -12,8 +12,13 @@
 #   iptables       Docker 20.10 writes its own rules with it
 #   busybox-static the image of the test containers (imported, no registry needed)
 #   tar            packs that image
+#   systemd, init-system-helpers, binutils, gzip
+#                  cargo xtask dist and its install check: systemd-analyze (unit score and
+#                  verify), deb-systemd-helper (the .deb enables its unit), objdump (the glibc
+#                  the binary needs), gzip (the man page)
 set -euo pipefail
-packages=(libclang-dev nftables iproute2 procps util-linux coreutils docker.io iptables busybox-static tar)
+packages=(libclang-dev nftables iproute2 procps util-linux coreutils docker.io iptables busybox-static tar
+          systemd init-system-helpers binutils gzip)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -101,6 +101,11 @@ impl Dockerd {
         dockerd
     }
 
+    /// The socket of this dockerd.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket()
+    }
+
     /// The `DOCKER_HOST` value of this dockerd.
     pub fn docker_host(&self) -> String {
         format!("unix://{}", self.socket().display())
@@ -232,20 +237,35 @@ impl Dockerd {
 
     /// Like [`Dockerd::start_agent`], with the given enforcer binary.
     pub fn start_agent_binary(&self, binary: &Path, args: &[&str]) -> Agent {
-        let log_path = self.dir.join(format!(
-            "agent-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
+        let docker_host = self.docker_host();
+        self.start_agent_with(binary, args, &[("DOCKER_HOST", docker_host.as_str())])
+    }
+
+    /// Like [`Dockerd::start_agent`], with the given binary and environment (which may point
+    /// `DOCKER_HOST` elsewhere).
+    pub fn start_agent_with(&self, binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let log_path = self.dir.join(format!("agent-{stamp}.log"));
         let log = File::create(&log_path).expect("agent log");
+        // Never the machine's /var/lib/enforcer: a state file of the test's own, unless given.
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let state_file = match args.iter().position(|a| *a == "--state-file") {
+            Some(i) => PathBuf::from(args[i + 1]),
+            None => {
+                let path = self.dir.join(format!("state-{stamp}.json"));
+                all.extend(["--state-file".to_string(), path.display().to_string()]);
+                path
+            }
+        };
         let child = self
             .host
             .command(path_str(binary))
             .arg("run")
-            .args(args)
-            .env("DOCKER_HOST", self.docker_host())
+            .args(&all)
+            .envs(env.iter().copied())
             .env("ENFORCER_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -255,6 +275,7 @@ impl Dockerd {
         Agent {
             child: Some(child),
             log: log_path,
+            state_file,
         }
     }
 
@@ -332,9 +353,15 @@ impl Drop for Dockerd {
 pub struct Agent {
     child: Option<Child>,
     log: PathBuf,
+    state_file: PathBuf,
 }
 
 impl Agent {
+    /// The state file it writes.
+    pub fn state_file(&self) -> &Path {
+        &self.state_file
+    }
+
     /// The agent's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -126,6 +126,29 @@ fn threegate_through_docker_matches_the_matrix_without_dockers_isolation() {
             "{network}: {known:?}"
         );
     }
+
+    // `enforcer status` reads the kernel and the agent's state file: they agree, the denied
+    // probes show in llmnet's counters, Docker is connected.
+    let output = docker
+        .host
+        .command(enforcer_harness::enforcer_bin().to_str().unwrap())
+        .args(["status", "--json", "--state-file"])
+        .arg(agent.state_file())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["agree"], true, "{report:#}");
+    assert_eq!(report["docker"]["connected"], true, "{report:#}");
+    let llmnet_drops: u64 = report["networks"]["llmnet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["dropped_packets"].as_u64().unwrap())
+        .sum();
+    assert!(llmnet_drops > 0, "{report:#}");
+    assert_eq!(report["proxies"]["proxy"].as_array().unwrap().len(), 4);
 }
 
 #[test]
@@ -446,4 +469,124 @@ fn docker_bridges_stay_denied_until_classified() {
         "the control container on an unmanaged network must get through, or the senders \
          prove nothing"
     );
+}
+
+/// A field of `/proc/PID/status`.
+fn status_field(pid: u32, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_reboot_enforces_the_last_known_state_before_docker_answers() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let docker = Dockerd::start();
+    let _gate = ThreeGate::create(&docker);
+    let dir = std::env::temp_dir().join(format!("enforcer-reboot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.json");
+    let state_arg = state.to_str().unwrap();
+    let bin = enforcer_harness::enforcer_bin();
+
+    // A first run learns ThreeGate from Docker, holding CAP_NET_ADMIN alone.
+    let mut agent = docker.start_agent(&["--state-file", state_arg]);
+    assert!(
+        agent.wait_for_log("+proxy proxy", CONVERGE),
+        "{}",
+        agent.log()
+    );
+    let pid = agent.pid();
+    const NET_ADMIN_ONLY: &str = "0000000000001000"; // bit 12
+    for field in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(status_field(pid, field), NET_ADMIN_ONLY, "{field}");
+    }
+    assert_eq!(status_field(pid, "CapInh"), "0000000000000000");
+    assert_eq!(status_field(pid, "CapAmb"), "0000000000000000");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert!(wait_until(CONVERGE, || std::fs::read_to_string(&state)
+        .is_ok_and(|s| s.contains("\"egressnet\""))));
+    assert_eq!(agent.signal_and_wait(libc::SIGTERM), Some(0));
+
+    // "Reboot": the kernel forgets the table, and Docker is not reachable yet.
+    docker
+        .host
+        .exec_ok("nft", &["delete", "table", "inet", "enforcer"]);
+    let later = dir.join("later.sock");
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let agent = docker.start_agent_with(
+        &bin,
+        &["--state-file", state_arg],
+        &[
+            ("DOCKER_HOST", &format!("unix://{}", later.display())),
+            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+        ],
+    );
+    let mut buf = [0u8; 512];
+    let len = notify.recv(&mut buf).expect("a notification within 15 s");
+    let message = String::from_utf8_lossy(&buf[..len]).into_owned();
+    assert!(message.contains("READY=1"), "{message}");
+    // READY came after the first apply: the last known networks and proxy are in the kernel.
+    for subnet in ["10.100.0.0", "10.101.0.0", "10.102.0.0"] {
+        assert!(docker
+            .set_elements("managed_v4_24")
+            .contains(&subnet.to_string()));
+    }
+    assert!(docker
+        .set_elements("proxies_v4")
+        .iter()
+        .any(|e| e.contains("10.102.0.2")));
+    assert!(docker
+        .set_elements("known_interfaces")
+        .contains(&docker.bridge("othernet")));
+    assert!(
+        agent.log().contains("re-enforcing the Docker state"),
+        "{}",
+        agent.log()
+    );
+
+    // Docker appears: the agent reconciles, picking up what changed meanwhile.
+    docker.docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.113.0.0/24",
+        "whiledown",
+    ]);
+    std::os::unix::fs::symlink(docker.socket_path(), &later).unwrap();
+    assert!(
+        wait_element(&docker, "managed_v4_24", "10.113.0.0", true),
+        "{}",
+        agent.log()
+    );
+    drop(agent);
+
+    // A corrupt state file is reported; the static policy and the unknown-bridge deny are
+    // enforced, never nothing.
+    docker
+        .host
+        .exec_ok("nft", &["delete", "table", "inet", "enforcer"]);
+    std::fs::write(&state, "{ not json").unwrap();
+    let agent = docker.start_agent_with(
+        &bin,
+        &["--state-file", state_arg],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    assert!(agent.wait_for_log("corrupt", CONVERGE), "{}", agent.log());
+    assert!(wait_until(CONVERGE, || table(&docker).contains("known_interfaces")));
+    assert!(!docker
+        .set_elements("managed_v4_24")
+        .contains(&"10.100.0.0".to_string()));
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
 }

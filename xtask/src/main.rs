@@ -3,12 +3,15 @@
 //! - `demo`: installs what is missing, brings up a sealed Docker host with ThreeGate's topology,
 //!   runs the agent on the embedded default policy and prints the measured reachability matrix
 //!   next to the kernel's table. Needs root.
+//! - `dist`: a `.deb` and a tarball (binary, systemd unit, man page, completions, examples)
+//!   under `target/dist`, and the unit's `systemd-analyze security` score.
 //! - `bench [NAME]`: the benchmarks of the README (or those whose name contains NAME), each
 //!   printed as a ratio or figure measured in one run against its target. Needs root
 //!   (namespaces); touches only namespaces it creates.
 
 mod bench;
 mod demo;
+mod dist;
 
 use anyhow::{bail, Result};
 
@@ -17,6 +20,7 @@ fn main() -> Result<()> {
     match task.as_str() {
         "bench" => bench::run(&std::env::args().nth(2).unwrap_or_default()),
         "demo" => demo::run(),
+        "dist" => dist::run_dist().map(|_| ()),
         _ => bail!(
             "usage: cargo xtask demo | cargo xtask bench [apply|memory|noop|throughput|docker]"
         ),

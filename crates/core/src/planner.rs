@@ -51,6 +51,11 @@ pub fn proxy_chain(name: &str) -> String {
     format!("proxy_{name}")
 }
 
+/// The proxy whose chain is `chain` (the inverse of [`proxy_chain`]).
+pub fn proxy_of_chain(chain: &str) -> Option<&str> {
+    chain.strip_prefix("proxy_")
+}
+
 /// Name of the plain set of managed subnets of one family and prefix length.
 pub fn managed_set(family: Family, prefix_len: u8) -> String {
     format!("managed_{}_{prefix_len}", family.tag())
@@ -59,6 +64,17 @@ pub fn managed_set(family: Family, prefix_len: u8) -> String {
 /// Name of the counted set of managed subnets whose egress is dropped, per family and length.
 pub fn egress_set(family: Family, prefix_len: u8) -> String {
     format!("egress_{}_{prefix_len}", family.tag())
+}
+
+/// The family and prefix length an [`egress_set`] name stands for.
+pub fn parse_egress_set(name: &str) -> Option<(Family, u8)> {
+    let rest = name.strip_prefix("egress_")?;
+    let (tag, len) = rest.split_once('_')?;
+    let family = [Family::V4, Family::V6]
+        .into_iter()
+        .find(|f| f.tag() == tag)?;
+    let len: u8 = len.parse().ok()?;
+    (len <= family.bits()).then_some((family, len))
 }
 
 /// Name of the set of (source subnet . destination subnet) pairs inside one network, for one

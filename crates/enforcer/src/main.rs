@@ -1,7 +1,10 @@
 //! `enforcer`: the command line. Exit status: 0 done (or, with `--dry-run`, nothing would
 //! change), 1 changes pending (`--dry-run`), 2 error (nothing in the kernel changed).
 
+mod privileges;
 mod run;
+mod state_file;
+mod status;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -9,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use enforcer_core::docker::{classify, DockerState};
 use enforcer_core::planner::plan;
 use enforcer_core::policy::Policy;
@@ -24,7 +27,14 @@ const DOCKER_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Host firewall for Docker hosts running untrusted AI agents: egress from managed networks is
 /// denied by default, and only egress proxies may reach their allowed services.
 #[derive(Parser)]
-#[command(name = "enforcer", version, about)]
+#[command(
+    name = "enforcer",
+    version,
+    about,
+    after_help = "Exit status: 0 done (dry-run: nothing would change; status: kernel and state \
+                  file agree), 1 changes pending (dry-run) or disagreement (status), 2 error \
+                  (nothing in the kernel changed)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +63,32 @@ enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
         log_format: LogFormat,
+        /// State file (last Docker state enforced; re-enforced at start before Docker answers).
+        /// Default: $STATE_DIRECTORY/state.json (systemd), else /var/lib/enforcer/state.json.
+        #[arg(long)]
+        state_file: Option<PathBuf>,
     },
+    /// Show what the kernel enforces (networks with their drop counters, proxies), when and why
+    /// the table was last applied, Docker's connection, and whether the kernel and the state
+    /// file agree. Reads only; works whether the daemon runs or not.
+    Status {
+        /// Policy file (TOML); without it, the embedded default policy.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// State file; default as for `run`.
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    Manpage,
     /// Validate a policy file and summarise it.
     CheckConfig {
         /// Policy file (TOML).
@@ -82,10 +117,37 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Apply { config, dry_run } => apply(config, dry_run),
-        Command::Run { config, log_format } => {
+        Command::Run {
+            config,
+            log_format,
+            state_file,
+        } => {
             init_logging(log_format);
-            run::run(config).map(|()| Done::Clean)
+            run::run(config, state_file).map(|()| Done::Clean)
         }
+        Command::Status {
+            config,
+            state_file,
+            json,
+        } => load_policy(config.as_ref()).and_then(|policy| {
+            let path = state_file.unwrap_or_else(state_file::default_path);
+            status::status(&policy, &path, json).map(|agree| {
+                if agree {
+                    Done::Clean
+                } else {
+                    Done::Pending
+                }
+            })
+        }),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "enforcer", &mut std::io::stdout());
+            Ok(Done::Clean)
+        }
+        Command::Manpage => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map(|()| Done::Clean)
+            .map_err(Into::into),
         Command::CheckConfig { file } => check_config(&file),
     };
     match result {

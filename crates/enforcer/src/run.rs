@@ -6,8 +6,12 @@
 //!
 //! SIGTERM and SIGINT end the process and leave the rules in place (fail-closed); SIGHUP
 //! reloads the policy file, keeping the old policy when the new one is invalid.
+//!
+//! For systemd: READY=1 once the first table is in the kernel (before Docker is read, so a unit
+//! ordered before docker.service never waits for it), WATCHDOG=1 while the loop runs, and the
+//! state file (last Docker state enforced) is re-enforced at start, before Docker answers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -23,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::load_policy;
+use crate::state_file::{now_unix, show_time, DockerConnection, StateFile};
 
 /// How often the kernel's table is checked against the desired one (one GETGEN when nothing
 /// changed; a read-back only when some program committed meanwhile).
@@ -57,6 +62,10 @@ struct Agent {
     /// What the kernel was last made to hold, for change summaries.
     enforced: Topology,
     skipped: Vec<Skipped>,
+    state_path: PathBuf,
+    connection: DockerConnection,
+    /// When and why the table was last applied (seconds since the epoch).
+    last_applied: (u64, String),
 }
 
 impl Agent {
@@ -97,43 +106,137 @@ impl Agent {
                 "applied: {}",
                 summary.join("; ")
             );
+            self.last_applied = (now_unix(), reason.to_string());
+            self.enforced = classified.topology;
+            self.save();
+        } else {
+            self.enforced = classified.topology;
         }
-        self.enforced = classified.topology;
         Ok(())
+    }
+
+    /// Writes the state file; a failure is logged, never fatal (enforcing matters more).
+    fn save(&self) {
+        let mut state = StateFile::new(
+            &self.policy.table.name,
+            &self.last_applied.1,
+            self.connection.clone(),
+            self.docker.clone(),
+        );
+        state.applied_unix = self.last_applied.0;
+        if let Err(error) = state.store(&self.state_path) {
+            tracing::error!("{error:#}");
+        }
+    }
+
+    /// Records Docker's connection state (and saves it when it changed).
+    fn set_connection(&mut self, connected: bool, error: Option<String>) {
+        if self.connection.connected != connected || (!connected && self.connection.error.is_none())
+        {
+            self.connection.connected = connected;
+            self.connection.since_unix = now_unix();
+            self.connection.error = error;
+            self.save();
+        }
+    }
+}
+
+/// The state file, or nothing (reported) when it is missing or unreadable.
+fn last_known_state(path: &Path) -> Option<StateFile> {
+    match StateFile::load(path) {
+        Ok(Some(state)) => {
+            tracing::info!(
+                state_file = %path.display(),
+                networks = state.docker.networks.len(),
+                proxies = state.docker.containers.len(),
+                "re-enforcing the Docker state last applied at {} ({}) until Docker answers",
+                show_time(state.applied_unix),
+                state.reason
+            );
+            Some(state)
+        }
+        Ok(None) => {
+            tracing::warn!(
+                state_file = %path.display(),
+                "no state file (first start?): enforcing the static policy, every Docker \
+                 bridge denied, until Docker answers"
+            );
+            None
+        }
+        Err(error) => {
+            tracing::error!(
+                "{error:#}; enforcing the static policy, every Docker bridge denied, until \
+                 Docker answers"
+            );
+            None
+        }
+    }
+}
+
+/// Tells systemd (when it started us) something; a failure is logged.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(state) {
+        tracing::warn!("cannot notify systemd: {error}");
     }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(config: Option<PathBuf>) -> Result<()> {
+pub fn run(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(daemon(config))
+    runtime.block_on(daemon(config, state_file))
 }
 
-async fn daemon(config: Option<PathBuf>) -> Result<()> {
+async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<()> {
     let policy = load_policy(config.as_ref())?;
     crate::require_net_admin()?;
+    let nft = Nftables::open()?;
+    // The netlink socket is open: from here on, CAP_NET_ADMIN is all the agent holds.
+    crate::privileges::keep_only_net_admin()
+        .context("dropping every capability but CAP_NET_ADMIN")?;
+    let state_path = state_file.unwrap_or_else(crate::state_file::default_path);
+    let previous = last_known_state(&state_path);
+    let last_applied = previous
+        .as_ref()
+        .map(|p| (p.applied_unix, p.reason.clone()))
+        .unwrap_or_else(|| (now_unix(), "start".to_string()));
     let mut agent = Agent {
         config,
+        docker: previous.map(|p| p.docker).unwrap_or_default(),
+        connection: DockerConnection {
+            connected: false,
+            host: enforcer_docker::host_from_env(),
+            since_unix: now_unix(),
+            error: Some("not connected yet".into()),
+        },
         policy,
-        docker: DockerState::default(),
-        nft: Nftables::open()?,
+        nft,
         enforced: Topology::default(),
         skipped: Vec::new(),
+        state_path,
+        last_applied,
     };
-    // Before Docker is read: the static policy, and every Docker bridge denied.
+    // Before Docker is read: the static policy, the last known Docker state, and every other
+    // Docker bridge denied.
     agent.enforce("start, before reading Docker")?;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("enforcing; waiting for Docker"),
+    ]);
     tracing::info!(
         table = %agent.policy.table.name,
         "enforcing; Docker bridges stay denied until classified"
     );
+    // systemd's watchdog, when set, is pinged at half its period (at most every 5 s).
+    let watchdog = sd_notify::watchdog_enabled();
+    let period = watchdog.map_or(VERIFY_PERIOD, |w| (w / 2).min(VERIFY_PERIOD));
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut verify = tokio::time::interval(VERIFY_PERIOD);
+    let mut verify = tokio::time::interval(period);
     verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (sender, mut updates) = mpsc::unbounded_channel();
     let mut watcher = spawn_watcher(&agent.policy.docker, sender.clone());
@@ -161,7 +264,12 @@ async fn daemon(config: Option<PathBuf>) -> Result<()> {
                     ),
                 }
             }
-            _ = verify.tick() => agent.enforce("periodic check of the kernel's table")?,
+            _ = verify.tick() => {
+                agent.enforce("periodic check of the kernel's table")?;
+                if watchdog.is_some() {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
             Some(update) = updates.recv() => {
                 // Fold whatever else is already queued into the same transaction.
                 let mut reasons = Vec::new();
@@ -176,16 +284,21 @@ async fn daemon(config: Option<PathBuf>) -> Result<()> {
                                 "Docker connected; full resynchronisation"
                             );
                             agent.docker = state;
+                            agent.set_connection(true, None);
+                            notify(&[sd_notify::NotifyState::Status("enforcing; following Docker")]);
                             reasons.push("Docker snapshot".to_string());
                         }
                         DockerUpdate::Changed { state, reasons: more } => {
                             agent.docker = state;
                             reasons.extend(more);
                         }
-                        DockerUpdate::Lost { error, retry_in } => tracing::warn!(
-                            retry_in_ms = retry_in.as_millis() as u64,
-                            "{error}; the rules in force stay, retrying"
-                        ),
+                        DockerUpdate::Lost { error, retry_in } => {
+                            tracing::warn!(
+                                retry_in_ms = retry_in.as_millis() as u64,
+                                "{error}; the rules in force stay, retrying"
+                            );
+                            agent.set_connection(false, Some(error));
+                        }
                     }
                     next = updates.try_recv().ok();
                 }

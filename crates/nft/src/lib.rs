@@ -11,6 +11,7 @@ mod abi;
 pub mod encode;
 pub mod netlink;
 pub mod state;
+pub mod view;
 pub mod wire;
 
 use std::sync::OnceLock;
@@ -18,6 +19,7 @@ use std::sync::OnceLock;
 use enforcer_core::ruleset::Ruleset;
 
 pub use state::{diff, TableState};
+pub use view::{CountedSubnet, KernelView};
 
 /// Something went wrong talking to nftables. Whatever it is, the rules in force before the call
 /// are still in force: a transaction is committed whole or not at all.
@@ -158,6 +160,21 @@ impl Nftables {
     /// commits while reading). `None` when the table does not exist.
     pub fn read(&mut self, table: &str) -> Result<Option<TableState>, NftError> {
         self.read_with_generation(table).map(|(_, state)| state)
+    }
+
+    /// The networks (with drop counters) and proxies `inet table` holds; `None` when the
+    /// table does not exist.
+    pub fn view(&mut self, table: &str) -> Result<Option<KernelView>, NftError> {
+        let Some(state) = self.read(table)? else {
+            return Ok(None);
+        };
+        let mut dumps = Vec::new();
+        for name in state.sets.keys() {
+            dumps.push((name.clone(), self.socket.dump_elements(table, name)?));
+        }
+        Ok(Some(KernelView::from_dumps(
+            dumps.iter().map(|(n, d)| (n.as_str(), d.as_slice())),
+        )))
     }
 
     /// Like [`Nftables::read`], with the ruleset generation the state belongs to.

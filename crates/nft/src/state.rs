@@ -45,7 +45,7 @@ impl RuleState {
 }
 
 /// The comment in rule or element user data (TLV type 0), or "".
-fn comment_of(userdata: &[u8]) -> String {
+pub(crate) fn comment_of(userdata: &[u8]) -> String {
     match userdata {
         [0, len, rest @ ..] => wire::string(&rest[..(*len as usize).min(rest.len())]),
         _ => String::new(),

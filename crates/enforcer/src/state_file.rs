@@ -1,0 +1,172 @@
+//! The agent's state file: the last Docker state it enforced, when and why it last applied, and
+//! whether Docker was connected. At boot, before Docker answers, the agent enforces it again;
+//! `enforcer status` reads it. Written atomically (temporary file, fsync, rename, fsync of the
+//! directory) after every applied change.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use enforcer_core::docker::DockerState;
+use serde::{Deserialize, Serialize};
+
+/// Where the state file lives without `--state-file`: under systemd's `StateDirectory`
+/// (`$STATE_DIRECTORY`), else `/var/lib/enforcer`.
+pub fn default_path() -> PathBuf {
+    let dir = std::env::var_os("STATE_DIRECTORY")
+        .map(|d| {
+            // systemd may list several directories, colon-separated: the first is ours.
+            let d = d.to_string_lossy().into_owned();
+            PathBuf::from(d.split(':').next().unwrap_or_default())
+        })
+        .unwrap_or_else(|| PathBuf::from("/var/lib/enforcer"));
+    dir.join("state.json")
+}
+
+/// Format version of the file.
+const VERSION: u32 = 1;
+
+/// Docker's connection as the agent last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerConnection {
+    /// Whether the agent was following Docker's events.
+    pub connected: bool,
+    /// The socket.
+    pub host: String,
+    /// When the connection state last changed (seconds since the epoch).
+    pub since_unix: u64,
+    /// The last error, when not connected.
+    pub error: Option<String>,
+}
+
+/// The content of the state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// Format version.
+    pub version: u32,
+    /// The table's name.
+    pub table: String,
+    /// When the table was last applied (seconds since the epoch).
+    pub applied_unix: u64,
+    /// Why it was applied.
+    pub reason: String,
+    /// Docker's connection.
+    pub docker_connection: DockerConnection,
+    /// The Docker objects enforced at that time.
+    pub docker: DockerState,
+}
+
+/// Seconds since the epoch, now.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// A time as RFC 3339 (UTC), for people.
+pub fn show_time(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+impl StateFile {
+    /// A state file for what was just applied.
+    pub fn new(
+        table: &str,
+        reason: &str,
+        docker_connection: DockerConnection,
+        docker: DockerState,
+    ) -> StateFile {
+        StateFile {
+            version: VERSION,
+            table: table.to_string(),
+            applied_unix: now_unix(),
+            reason: reason.to_string(),
+            docker_connection,
+            docker,
+        }
+    }
+
+    /// Reads the state file; `Ok(None)` when it does not exist.
+    pub fn load(path: &Path) -> anyhow::Result<Option<StateFile>> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot read state file {}: {e}",
+                    path.display()
+                ))
+            }
+        };
+        let state: StateFile = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "state file {} is corrupt ({e}); it is ignored and rewritten at the next change",
+                path.display()
+            )
+        })?;
+        anyhow::ensure!(
+            state.version == VERSION,
+            "state file {} has format version {}, this enforcer reads {VERSION}; it is ignored",
+            path.display(),
+            state.version
+        );
+        Ok(Some(state))
+    }
+
+    /// Writes the state file atomically: a temporary file beside it, fsync, rename over the
+    /// old one, fsync of the directory.
+    pub fn store(&self, path: &Path) -> anyhow::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        let temporary = path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&temporary)?;
+            file.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+            file.sync_all()?;
+            fs::rename(&temporary, path)?;
+            File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| anyhow::anyhow!("cannot write state file {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StateFile {
+        StateFile::new(
+            "enforcer",
+            "network create llmnet",
+            DockerConnection {
+                connected: true,
+                host: "unix:///var/run/docker.sock".into(),
+                since_unix: 1,
+                error: None,
+            },
+            DockerState::default(),
+        )
+    }
+
+    #[test]
+    fn round_trip_and_replace() {
+        let dir = std::env::temp_dir().join(format!("enforcer-state-{}", std::process::id()));
+        let path = dir.join("state.json");
+        assert!(StateFile::load(&path).unwrap().is_none());
+        let first = sample();
+        first.store(&path).unwrap();
+        assert_eq!(StateFile::load(&path).unwrap(), Some(first.clone()));
+        let mut second = first;
+        second.reason = "container die proxy".into();
+        second.store(&path).unwrap();
+        assert_eq!(StateFile::load(&path).unwrap(), Some(second));
+        assert!(!path.with_extension("json.tmp").exists());
+        fs::write(&path, "{ not json").unwrap();
+        let error = StateFile::load(&path).unwrap_err().to_string();
+        assert!(error.contains("corrupt"), "{error}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,243 @@
+//! `enforcer status`: what the kernel holds (networks with their drop counters, proxies), what
+//! the state file says (last apply, why, Docker's connection), and whether the two agree. It
+//! works whether the daemon runs or not: it only reads the kernel and the state file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::Result;
+use enforcer_core::docker::classify;
+use enforcer_core::policy::Policy;
+use enforcer_nft::{KernelView, NftError, Nftables};
+use serde::Serialize;
+
+use crate::state_file::{show_time, DockerConnection, StateFile};
+
+/// One managed subnet and what its egress drop counted.
+#[derive(Serialize)]
+struct Subnet {
+    subnet: String,
+    dropped_packets: u64,
+    dropped_bytes: u64,
+}
+
+/// The report, as `--json` prints it.
+#[derive(Serialize)]
+struct Status {
+    table: String,
+    /// Whether the kernel could be read (CAP_NET_ADMIN), and whether the table is there.
+    kernel_readable: bool,
+    table_present: bool,
+    networks: BTreeMap<String, Vec<Subnet>>,
+    proxies: BTreeMap<String, Vec<IpAddr>>,
+    state_file: String,
+    /// When and why the table was last applied, per the state file.
+    last_applied: Option<String>,
+    last_reason: Option<String>,
+    docker: Option<DockerConnection>,
+    /// Problems reading, and differences between the kernel and the state file.
+    notes: Vec<String>,
+    agree: bool,
+}
+
+/// Prints the status; returns whether the kernel and the state file agree.
+pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
+    let table = policy.table.name.clone();
+    let mut notes = Vec::new();
+    let (kernel, readable) = match Nftables::open().and_then(|mut nft| nft.view(&table)) {
+        Ok(view) => (view, true),
+        Err(NftError::PermissionDenied { .. }) => {
+            notes.push(
+                "cannot read the kernel's tables without CAP_NET_ADMIN: run as root".to_string(),
+            );
+            (None, false)
+        }
+        Err(other) => return Err(other.into()),
+    };
+    if readable && kernel.is_none() {
+        notes.push(format!(
+            "table inet {table} is not in the kernel: nothing is enforced (start `enforcer run`)"
+        ));
+    }
+    let state = match StateFile::load(state_path) {
+        Ok(Some(state)) => Some(state),
+        Ok(None) => {
+            notes.push(format!(
+                "no state file at {} (the daemon has not applied anything yet, or uses another \
+                 path)",
+                state_path.display()
+            ));
+            None
+        }
+        Err(error) => {
+            notes.push(format!("{error:#}"));
+            None
+        }
+    };
+    if let (Some(view), Some(state)) = (&kernel, &state) {
+        notes.extend(disagreements(policy, view, state));
+    }
+    let view = kernel.clone().unwrap_or_default();
+    let report = Status {
+        table: table.clone(),
+        kernel_readable: readable,
+        table_present: kernel.is_some(),
+        networks: view
+            .networks
+            .iter()
+            .map(|(name, subnets)| {
+                let subnets = subnets
+                    .iter()
+                    .map(|s| Subnet {
+                        subnet: s.subnet.to_string(),
+                        dropped_packets: s.packets,
+                        dropped_bytes: s.bytes,
+                    })
+                    .collect();
+                (name.clone(), subnets)
+            })
+            .collect(),
+        proxies: view.proxies.clone(),
+        state_file: state_path.display().to_string(),
+        last_applied: state.as_ref().map(|s| show_time(s.applied_unix)),
+        last_reason: state.as_ref().map(|s| s.reason.clone()),
+        docker: state.as_ref().map(|s| s.docker_connection.clone()),
+        agree: readable && kernel.is_some() && state.is_some() && notes.is_empty(),
+        notes,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", human(&report));
+    }
+    Ok(report.agree)
+}
+
+/// What differs between the kernel's table and what the state file (under this policy) says
+/// should be enforced.
+fn disagreements(policy: &Policy, kernel: &KernelView, state: &StateFile) -> Vec<String> {
+    let expected = classify(policy, &state.docker).topology;
+    let mut out = Vec::new();
+    let mut want: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for network in expected.networks() {
+        let mut subnets: Vec<String> = network.subnets.iter().map(|s| s.to_string()).collect();
+        subnets.sort();
+        want.insert(&network.name, subnets);
+    }
+    let mut have: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (name, subnets) in &kernel.networks {
+        let mut subnets: Vec<String> = subnets.iter().map(|s| s.subnet.to_string()).collect();
+        subnets.sort();
+        have.insert(name, subnets);
+    }
+    for (name, subnets) in &want {
+        match have.get(name) {
+            None => out.push(format!(
+                "network {name} is in the state file but not in the kernel"
+            )),
+            Some(held) if held != subnets => out.push(format!(
+                "network {name}: the kernel holds {} but the state file says {}",
+                held.join(" "),
+                subnets.join(" ")
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in have.keys().filter(|n| !want.contains_key(*n)) {
+        out.push(format!(
+            "network {name} is in the kernel but not in the state file"
+        ));
+    }
+    let want: BTreeMap<&str, Vec<IpAddr>> = expected
+        .proxies()
+        .iter()
+        .map(|p| {
+            let mut a = p.addresses.clone();
+            a.sort();
+            (p.name.as_str(), a)
+        })
+        .collect();
+    for (name, addresses) in &want {
+        if kernel.proxies.get(*name) != Some(addresses) {
+            out.push(format!(
+                "proxy {name}: the state file says {addresses:?}, the kernel holds {:?}",
+                kernel.proxies.get(*name).cloned().unwrap_or_default()
+            ));
+        }
+    }
+    for name in kernel
+        .proxies
+        .keys()
+        .filter(|n| !want.contains_key(n.as_str()))
+    {
+        out.push(format!(
+            "proxy {name} is in the kernel but not in the state file"
+        ));
+    }
+    out
+}
+
+fn human(report: &Status) -> String {
+    let mut out = String::new();
+    let presence = match (report.kernel_readable, report.table_present) {
+        (false, _) => "unknown (kernel not readable)",
+        (true, true) => "in the kernel",
+        (true, false) => "ABSENT from the kernel",
+    };
+    let _ = writeln!(out, "table inet {}: {presence}", report.table);
+    match (&report.last_applied, &report.last_reason) {
+        (Some(at), Some(reason)) => {
+            let _ = writeln!(out, "last applied: {at} ({reason})");
+        }
+        _ => {
+            let _ = writeln!(out, "last applied: unknown (no state file)");
+        }
+    }
+    if let Some(docker) = &report.docker {
+        let state = if docker.connected {
+            "connected".to_string()
+        } else {
+            format!(
+                "not connected ({})",
+                docker.error.as_deref().unwrap_or("no error recorded")
+            )
+        };
+        let _ = writeln!(
+            out,
+            "docker: {state} at {}, since {}",
+            docker.host,
+            show_time(docker.since_unix)
+        );
+    }
+    let _ = writeln!(out, "state file: {}\n", report.state_file);
+    let _ = writeln!(
+        out,
+        "{:<24} {:<20} {:>12} {:>14}",
+        "NETWORK", "SUBNET", "DROPPED PKTS", "DROPPED BYTES"
+    );
+    for (name, subnets) in &report.networks {
+        for subnet in subnets {
+            let _ = writeln!(
+                out,
+                "{name:<24} {:<20} {:>12} {:>14}",
+                subnet.subnet, subnet.dropped_packets, subnet.dropped_bytes
+            );
+        }
+    }
+    let _ = writeln!(out, "\n{:<24} ADDRESSES", "PROXY");
+    for (name, addresses) in &report.proxies {
+        let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(out, "{name:<24} {}", list.join(" "));
+    }
+    if report.notes.is_empty() {
+        let _ = writeln!(out, "\nkernel and state file agree");
+    } else {
+        let _ = writeln!(out);
+        for note in &report.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
+    }
+    out
+}

@@ -1,0 +1,132 @@
+//! What the kernel's table says, read back for people (`enforcer status`): the managed subnets
+//! of each network with their drop counters (the counted `egress_*` sets, whose elements name
+//! their network), and each proxy's addresses (the `proxies_*` verdict maps).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use enforcer_core::planner::{parse_egress_set, proxy_of_chain};
+use enforcer_core::ruleset::Family;
+use ipnet::IpNet;
+
+use crate::abi::*;
+use crate::state::comment_of;
+use crate::wire;
+
+/// A managed subnet and what its egress drop counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountedSubnet {
+    /// The subnet.
+    pub subnet: IpNet,
+    /// Packets dropped.
+    pub packets: u64,
+    /// Bytes dropped.
+    pub bytes: u64,
+}
+
+/// Networks and proxies as the kernel's table holds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelView {
+    /// Network name -> its subnets and their drop counters.
+    pub networks: BTreeMap<String, Vec<CountedSubnet>>,
+    /// Proxy name -> its addresses.
+    pub proxies: BTreeMap<String, Vec<IpAddr>>,
+}
+
+fn address(key: &[u8]) -> Option<IpAddr> {
+    match key.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(key[0], key[1], key[2], key[3]))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(key).ok()?))),
+        _ => None,
+    }
+}
+
+/// The (packets, bytes) of an element's counter, if it has one.
+fn counter(element: &[u8]) -> Option<(u64, u64)> {
+    let one = wire::attribute(element, NFTA_SET_ELEM_EXPR);
+    let listed = wire::attribute(element, NFTA_SET_ELEM_EXPRESSIONS)
+        .into_iter()
+        .flat_map(|list| wire::attributes(list).map(|(_, e)| e));
+    one.into_iter().chain(listed).find_map(|expression| {
+        if wire::attribute(expression, NFTA_EXPR_NAME).map(wire::string)? != "counter" {
+            return None;
+        }
+        let data = wire::attribute(expression, NFTA_EXPR_DATA)?;
+        let be64 = |ty| {
+            wire::attribute(data, ty)
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(u64::from_be_bytes)
+        };
+        Some((be64(NFTA_COUNTER_PACKETS)?, be64(NFTA_COUNTER_BYTES)?))
+    })
+}
+
+/// Every `NFTA_LIST_ELEM` payload of a set-element dump.
+fn elements(dump: &[u8]) -> Vec<&[u8]> {
+    wire::messages(dump)
+        .filter_map(|m| wire::attribute(m.attributes(), NFTA_SET_ELEM_LIST_ELEMENTS))
+        .flat_map(|list| {
+            wire::attributes(list)
+                .filter(|(t, _)| *t == NFTA_LIST_ELEM)
+                .map(|(_, e)| e)
+        })
+        .collect()
+}
+
+impl KernelView {
+    /// Builds the view from `(set name, element dump)` pairs of the table's sets.
+    pub(crate) fn from_dumps<'a>(sets: impl Iterator<Item = (&'a str, &'a [u8])>) -> KernelView {
+        let mut view = KernelView::default();
+        for (name, dump) in sets {
+            if let Some((family, prefix_len)) = parse_egress_set(name) {
+                for element in elements(dump) {
+                    let key = wire::attribute(element, NFTA_SET_ELEM_KEY)
+                        .and_then(|k| wire::attribute(k, NFTA_DATA_VALUE));
+                    let Some(network) = key.and_then(address) else {
+                        continue;
+                    };
+                    if Family::of(network) != family {
+                        continue;
+                    }
+                    let Ok(subnet) = IpNet::new(network, prefix_len) else {
+                        continue;
+                    };
+                    let owner = wire::attribute(element, NFTA_SET_ELEM_USERDATA)
+                        .map(comment_of)
+                        .unwrap_or_default();
+                    let (packets, bytes) = counter(element).unwrap_or((0, 0));
+                    view.networks.entry(owner).or_default().push(CountedSubnet {
+                        subnet,
+                        packets,
+                        bytes,
+                    });
+                }
+            } else if name.starts_with("proxies_") {
+                for element in elements(dump) {
+                    let key = wire::attribute(element, NFTA_SET_ELEM_KEY)
+                        .and_then(|k| wire::attribute(k, NFTA_DATA_VALUE))
+                        .and_then(address);
+                    let chain = wire::attribute(element, NFTA_SET_ELEM_DATA)
+                        .and_then(|d| wire::attribute(d, NFTA_DATA_VERDICT))
+                        .and_then(|v| wire::attribute(v, NFTA_VERDICT_CHAIN))
+                        .map(wire::string);
+                    if let (Some(address), Some(chain)) = (key, chain) {
+                        if let Some(proxy) = proxy_of_chain(&chain) {
+                            view.proxies
+                                .entry(proxy.to_string())
+                                .or_default()
+                                .push(address);
+                        }
+                    }
+                }
+            }
+        }
+        for subnets in view.networks.values_mut() {
+            subnets.sort_by_key(|s| (s.subnet.addr(), s.subnet.prefix_len()));
+        }
+        for addresses in view.proxies.values_mut() {
+            addresses.sort();
+        }
+        view
+    }
+}
