@@ -16,9 +16,10 @@
 #                  cargo xtask dist and its install check: systemd-analyze (unit score and
 #                  verify), deb-systemd-helper (the .deb enables its unit), objdump (the glibc
 #                  the binary needs), gzip (the man page)
+#   strace         shows the agent makes no capset call under the unit's capabilities
 set -euo pipefail
 packages=(libclang-dev nftables iproute2 procps util-linux coreutils docker.io iptables busybox-static tar
-          systemd init-system-helpers binutils gzip)
+          systemd init-system-helpers binutils gzip strace)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

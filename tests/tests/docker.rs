@@ -529,12 +529,20 @@ fn a_reboot_enforces_the_last_known_state_before_docker_answers() {
         &[
             ("DOCKER_HOST", &format!("unix://{}", later.display())),
             ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "2000000"),
         ],
     );
     let mut buf = [0u8; 512];
     let len = notify.recv(&mut buf).expect("a notification within 15 s");
     let message = String::from_utf8_lossy(&buf[..len]).into_owned();
     assert!(message.contains("READY=1"), "{message}");
+    // With a watchdog set, the agent pings it.
+    let pinged = (0..10).any(|_| {
+        notify
+            .recv(&mut buf)
+            .is_ok_and(|len| String::from_utf8_lossy(&buf[..len]).contains("WATCHDOG=1"))
+    });
+    assert!(pinged, "no WATCHDOG=1 within the watchdog period");
     // READY came after the first apply: the last known networks and proxy are in the kernel.
     for subnet in ["10.100.0.0", "10.101.0.0", "10.102.0.0"] {
         assert!(docker
@@ -570,6 +578,39 @@ fn a_reboot_enforces_the_last_known_state_before_docker_answers() {
         agent.log()
     );
     drop(agent);
+
+    // `enforcer status` notices when the kernel no longer holds what the state file says.
+    let status = |ns: &enforcer_harness::Netns| {
+        ns.command(bin.to_str().unwrap())
+            .args(["status", "--state-file", state_arg])
+            .output()
+            .unwrap()
+    };
+    let agreeing = status(&docker.host);
+    assert_eq!(
+        agreeing.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&agreeing.stdout)
+    );
+    docker.host.exec_ok(
+        "nft",
+        &[
+            "delete",
+            "element",
+            "inet",
+            "enforcer",
+            "egress_v4_24",
+            "{ 10.113.0.0 }",
+        ],
+    );
+    let differing = status(&docker.host);
+    let said = String::from_utf8_lossy(&differing.stdout).into_owned();
+    assert_eq!(differing.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("network whiledown is in the state file but not in the kernel"),
+        "{said}"
+    );
 
     // A corrupt state file is reported; the static policy and the unknown-bridge deny are
     // enforced, never nothing.

@@ -1,8 +1,11 @@
 //! `enforcer apply` against a real kernel, each test in a namespace of its own, with `nft` as
 //! the independent reader of what the kernel holds.
 
+use std::time::Duration;
+
 use enforcer_harness::{
-    enforcer, object_handles, repo_file, require_root, Monitor, Netns, TempFile,
+    enforcer, enforcer_bin, object_handles, repo_file, require_root, wait_until, Monitor, Netns,
+    TempFile,
 };
 use serde_json::Value;
 
@@ -378,4 +381,56 @@ fn tampering_is_reported_and_repaired() {
         .exec("nft", &["list", "table", "inet", "neighbour"])
         .status
         .success());
+}
+
+/// Under the systemd unit, root's capabilities are cut to CAP_NET_ADMIN by the bounding set,
+/// and the unit's syscall filter forbids `capset`. The agent must then run without calling it.
+#[test]
+fn with_net_admin_alone_the_agent_never_calls_capset() {
+    require_root();
+    let ns = Netns::new("capset");
+    let trace = TempFile::new(".strace", "");
+    let log = TempFile::new(".log", "");
+    let state = TempFile::new(".json", "");
+    std::fs::remove_file(state.path()).unwrap();
+    let bin = enforcer_bin();
+    let mut child = ns
+        .command("setpriv")
+        .args([
+            "--bounding-set",
+            "-all,+net_admin",
+            "--inh-caps",
+            "-all",
+            "--",
+        ])
+        .args([
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=capset",
+            "-o",
+            trace.path(),
+        ])
+        .arg(&bin)
+        .args(["run", "--state-file", state.path()])
+        .env("DOCKER_HOST", enforcer_harness::NO_DOCKER)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log.path()).unwrap())
+        .spawn()
+        .unwrap();
+    let enforced = wait_until(Duration::from_secs(20), || {
+        object_handles(&ns, "enforcer").is_some()
+    });
+    // strace killed alone would leave the agent running: end the agent first.
+    let _ = std::process::Command::new("pkill")
+        .args(["-9", "-f", state.path()])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged = std::fs::read_to_string(log.path()).unwrap_or_default();
+    assert!(enforced, "the agent did not apply: {logged}");
+    let calls = std::fs::read_to_string(trace.path()).unwrap();
+    assert!(!calls.contains("capset("), "capset was called:\n{calls}");
 }
