@@ -12,14 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::host::{
-    address, Containers, HOST_SERVICE_PORT, INTERNET_TCP, INTERNET_UDP, INTERNET_V4, INTERNET_V6,
-    PEER_PORT, PROXY_PORT,
+    address, connect_internet, internet_endpoints, threegate_responders, Containers,
 };
 use crate::{enforcer_bin, probe_here, wait_until, Netns, Proto, Responders};
 
@@ -49,43 +48,12 @@ impl Dockerd {
         crate::require_root();
         let host = Netns::new("dhost");
         let internet = Netns::new("dinet");
-        host.sysctl("net.ipv4.ip_forward", "1");
-        host.sysctl("net.ipv6.conf.all.forwarding", "1");
-        host.veth("uplink", &internet, "eth0");
-        host.ip(&["addr", "add", "203.0.113.1/24", "dev", "uplink"]);
-        host.ip(&[
-            "addr",
-            "add",
-            "2001:db8:113::1/64",
-            "dev",
-            "uplink",
-            "nodad",
-        ]);
-        host.ip(&["link", "set", "uplink", "up"]);
-        host.ip(&["route", "add", "default", "via", INTERNET_V4]);
-        host.ip(&["-6", "route", "add", "default", "via", INTERNET_V6]);
-        internet.ip(&["addr", "add", "203.0.113.10/24", "dev", "eth0"]);
-        internet.ip(&["addr", "add", "2001:db8:113::10/64", "dev", "eth0", "nodad"]);
-        internet.ip(&["link", "set", "eth0", "up"]);
+        connect_internet(&host, &internet);
         // No NAT on internal networks or IPv6: the internet routes the test ranges back.
         internet.ip(&["route", "add", "10.0.0.0/8", "via", "203.0.113.1"]);
         internet.ip(&["-6", "route", "add", "fd00::/8", "via", "2001:db8:113::1"]);
 
-        let mut endpoints = Vec::new();
-        for address in [INTERNET_V4, INTERNET_V6] {
-            let ip: IpAddr = address.parse().unwrap();
-            endpoints.extend(
-                INTERNET_TCP
-                    .iter()
-                    .map(|p| (Proto::Tcp, SocketAddr::new(ip, *p))),
-            );
-            endpoints.extend(
-                INTERNET_UDP
-                    .iter()
-                    .map(|p| (Proto::Udp, SocketAddr::new(ip, *p))),
-            );
-        }
-        let internet_responders = Responders::start(&internet, &endpoints);
+        let internet_responders = Responders::start(&internet, &internet_endpoints());
 
         let dir = std::env::temp_dir().join(format!("enforcer-dockerd-{}", host.name()));
         std::fs::create_dir_all(&dir).expect("create dockerd directory");
@@ -507,27 +475,7 @@ impl ThreeGate {
             );
             containers.insert(name, ns);
         }
-        let mut responders = vec![Responders::start(
-            &docker.host,
-            &[(
-                Proto::Tcp,
-                SocketAddr::new("::".parse().unwrap(), HOST_SERVICE_PORT),
-            )],
-        )];
-        let mut proxy_endpoints = Vec::new();
-        let mut peer_endpoints = Vec::new();
-        for v6 in [false, true] {
-            for net in ["fetchnet", "egressnet"] {
-                proxy_endpoints
-                    .push((Proto::Tcp, SocketAddr::new(address(net, 2, v6), PROXY_PORT)));
-            }
-            peer_endpoints.push((
-                Proto::Tcp,
-                SocketAddr::new(address("llmnet", 11, v6), PEER_PORT),
-            ));
-        }
-        responders.push(Responders::start(&containers["proxy"], &proxy_endpoints));
-        responders.push(Responders::start(&containers["toolexec"], &peer_endpoints));
+        let responders = threegate_responders(&docker.host, &containers);
         ThreeGate {
             containers,
             host: docker.host.borrowed(),

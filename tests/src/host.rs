@@ -110,6 +110,72 @@ pub fn address(network_name: &str, host: u8, v6: bool) -> IpAddr {
     text.parse().expect("valid address")
 }
 
+/// Links a Docker host namespace to the internet namespace: the host's uplink (203.0.113.1,
+/// 2001:db8:113::1) with its default routes via the internet host (203.0.113.10,
+/// 2001:db8:113::10). Forwarding is turned on in the host.
+pub fn connect_internet(host: &Netns, internet: &Netns) {
+    host.sysctl("net.ipv4.ip_forward", "1");
+    host.sysctl("net.ipv6.conf.all.forwarding", "1");
+    host.veth("uplink", internet, "eth0");
+    host.ip(&["addr", "add", "203.0.113.1/24", "dev", "uplink"]);
+    host.ip(&[
+        "addr",
+        "add",
+        "2001:db8:113::1/64",
+        "dev",
+        "uplink",
+        "nodad",
+    ]);
+    host.ip(&["link", "set", "uplink", "up"]);
+    host.ip(&["route", "add", "default", "via", INTERNET_V4]);
+    host.ip(&["-6", "route", "add", "default", "via", INTERNET_V6]);
+    internet.ip(&["addr", "add", "203.0.113.10/24", "dev", "eth0"]);
+    internet.ip(&["addr", "add", "2001:db8:113::10/64", "dev", "eth0", "nodad"]);
+    internet.ip(&["link", "set", "eth0", "up"]);
+}
+
+/// ThreeGate's listeners: a service on the host itself (port [`HOST_SERVICE_PORT`], all
+/// addresses), the proxy on fetchnet and egressnet ([`PROXY_PORT`]), toolexec on llmnet
+/// ([`PEER_PORT`]), IPv4 and IPv6.
+pub fn threegate_responders(host: &Netns, containers: &BTreeMap<&str, Netns>) -> Vec<Responders> {
+    let any = SocketAddr::new("::".parse().expect("constant address"), HOST_SERVICE_PORT);
+    let mut proxy_endpoints = Vec::new();
+    let mut peer_endpoints = Vec::new();
+    for v6 in [false, true] {
+        for net in ["fetchnet", "egressnet"] {
+            proxy_endpoints.push((Proto::Tcp, SocketAddr::new(address(net, 2, v6), PROXY_PORT)));
+        }
+        peer_endpoints.push((
+            Proto::Tcp,
+            SocketAddr::new(address("llmnet", 11, v6), PEER_PORT),
+        ));
+    }
+    vec![
+        Responders::start(host, &[(Proto::Tcp, any)]),
+        Responders::start(&containers["proxy"], &proxy_endpoints),
+        Responders::start(&containers["toolexec"], &peer_endpoints),
+    ]
+}
+
+/// The internet host's services: [`INTERNET_TCP`] and [`INTERNET_UDP`] on both addresses.
+pub fn internet_endpoints() -> Vec<(Proto, SocketAddr)> {
+    let mut endpoints = Vec::new();
+    for address in [INTERNET_V4, INTERNET_V6] {
+        let ip: IpAddr = address.parse().expect("constant address");
+        endpoints.extend(
+            INTERNET_TCP
+                .iter()
+                .map(|p| (Proto::Tcp, SocketAddr::new(ip, *p))),
+        );
+        endpoints.extend(
+            INTERNET_UDP
+                .iter()
+                .map(|p| (Proto::Udp, SocketAddr::new(ip, *p))),
+        );
+    }
+    endpoints
+}
+
 /// The sealed Docker-like host with its containers and the internet.
 pub struct DockerLikeHost {
     /// The host namespace (bridges, forwarding, nftables, enforcer).
@@ -127,27 +193,10 @@ impl DockerLikeHost {
         crate::require_root();
         let host = Netns::new("host");
         let internet = Netns::new("inet");
-        host.sysctl("net.ipv4.ip_forward", "1");
-        host.sysctl("net.ipv6.conf.all.forwarding", "1");
         host.sysctl("net.bridge.bridge-nf-call-iptables", "1");
         host.sysctl("net.bridge.bridge-nf-call-ip6tables", "1");
 
-        host.veth("uplink", &internet, "eth0");
-        host.ip(&["addr", "add", "203.0.113.1/24", "dev", "uplink"]);
-        host.ip(&[
-            "addr",
-            "add",
-            "2001:db8:113::1/64",
-            "dev",
-            "uplink",
-            "nodad",
-        ]);
-        host.ip(&["link", "set", "uplink", "up"]);
-        host.ip(&["route", "add", "default", "via", INTERNET_V4]);
-        host.ip(&["-6", "route", "add", "default", "via", INTERNET_V6]);
-        internet.ip(&["addr", "add", "203.0.113.10/24", "dev", "eth0"]);
-        internet.ip(&["addr", "add", "2001:db8:113::10/64", "dev", "eth0", "nodad"]);
-        internet.ip(&["link", "set", "eth0", "up"]);
+        connect_internet(&host, &internet);
         for (_, net) in &NETWORKS {
             internet.ip(&[
                 "route",
@@ -224,42 +273,8 @@ impl DockerLikeHost {
         }
 
         let mut responders = Vec::new();
-        let mut internet_endpoints = Vec::new();
-        for address in [INTERNET_V4, INTERNET_V6] {
-            let ip: IpAddr = address.parse().unwrap();
-            internet_endpoints.extend(
-                INTERNET_TCP
-                    .iter()
-                    .map(|p| (Proto::Tcp, SocketAddr::new(ip, *p))),
-            );
-            internet_endpoints.extend(
-                INTERNET_UDP
-                    .iter()
-                    .map(|p| (Proto::Udp, SocketAddr::new(ip, *p))),
-            );
-        }
-        responders.push(Responders::start(&internet, &internet_endpoints));
-        responders.push(Responders::start(
-            &host,
-            &[(
-                Proto::Tcp,
-                SocketAddr::new("::".parse().unwrap(), HOST_SERVICE_PORT),
-            )],
-        ));
-        let mut proxy_endpoints = Vec::new();
-        let mut peer_endpoints = Vec::new();
-        for v6 in [false, true] {
-            for net in ["fetchnet", "egressnet"] {
-                proxy_endpoints
-                    .push((Proto::Tcp, SocketAddr::new(address(net, 2, v6), PROXY_PORT)));
-            }
-            peer_endpoints.push((
-                Proto::Tcp,
-                SocketAddr::new(address("llmnet", 11, v6), PEER_PORT),
-            ));
-        }
-        responders.push(Responders::start(&containers["proxy"], &proxy_endpoints));
-        responders.push(Responders::start(&containers["toolexec"], &peer_endpoints));
+        responders.push(Responders::start(&internet, &internet_endpoints()));
+        responders.extend(threegate_responders(&host, &containers));
         let built = DockerLikeHost {
             host,
             internet,

@@ -478,6 +478,23 @@ pub fn docker(enforcer: &Path) -> Result<()> {
         ]);
     };
 
+    // When the last of the networks numbered `range` reached the kernel (waits at most 30 s).
+    let all_enforced = |range: std::ops::Range<usize>| -> Result<Instant> {
+        let limit = Instant::now() + Duration::from_secs(30);
+        loop {
+            let times: Vec<Option<Instant>> =
+                range.clone().map(|i| enforced_at(&subnet(i))).collect();
+            if let Some(last) = times.iter().copied().collect::<Option<Vec<_>>>() {
+                return Ok(last.into_iter().max().expect("range is not empty"));
+            }
+            ensure!(
+                Instant::now() < limit,
+                "networks {range:?} not enforced within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
     // Sequential: from `docker network create` returning to the subnet in the kernel's set.
     let mut latencies = Vec::new();
     let mut before_return = 0;
@@ -521,21 +538,7 @@ pub fn docker(enforcer: &Path) -> Result<()> {
             });
         }
     });
-    let limit = Instant::now() + Duration::from_secs(30);
-    let last = loop {
-        let times: Vec<Option<Instant>> = (SEQUENTIAL..SEQUENTIAL + BURST)
-            .map(|i| enforced_at(&subnet(i)))
-            .collect();
-        if times.iter().all(Option::is_some) {
-            break times
-                .into_iter()
-                .flatten()
-                .max()
-                .expect("burst is not empty");
-        }
-        ensure!(Instant::now() < limit, "burst not enforced within 30 s");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let last = all_enforced(SEQUENTIAL..SEQUENTIAL + BURST)?;
     let creates_done = start.elapsed();
     let transactions = agent.log().matches("\"message\":\"applied:").count() - applied_before;
     line(
@@ -559,24 +562,7 @@ pub fn docker(enforcer: &Path) -> Result<()> {
     }
     let resumed = Instant::now();
     agent.signal(libc::SIGCONT);
-    let limit = Instant::now() + Duration::from_secs(30);
-    let last = loop {
-        let times: Vec<Option<Instant>> = (first..first + PAUSED)
-            .map(|i| enforced_at(&subnet(i)))
-            .collect();
-        if times.iter().all(Option::is_some) {
-            break times
-                .into_iter()
-                .flatten()
-                .max()
-                .expect("burst is not empty");
-        }
-        ensure!(
-            Instant::now() < limit,
-            "queued burst not enforced within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let last = all_enforced(first..first + PAUSED)?;
     let transactions = agent.log().matches("\"message\":\"applied:").count() - applied_before;
     line(
         "100 creates queued while the agent was paused: enforced after",
