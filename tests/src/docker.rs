@@ -18,7 +18,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::host::{
-    address, connect_internet, internet_endpoints, threegate_responders, Containers,
+    address, connect_internet, internet_endpoints, namespace_in, threegate_responders, Containers,
 };
 use crate::{enforcer_bin, probe_here, wait_until, Netns, Proto, Responders};
 
@@ -503,12 +503,6 @@ impl ThreeGate {
 
 impl Containers for ThreeGate {
     fn namespace(&self, name: &str) -> &Netns {
-        match name {
-            "host" => &self.host,
-            other => self
-                .containers
-                .get(other)
-                .unwrap_or_else(|| panic!("no container {other}")),
-        }
+        namespace_in(&self.host, &self.containers, name)
     }
 }

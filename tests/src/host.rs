@@ -327,13 +327,21 @@ pub trait Containers {
 
 impl Containers for DockerLikeHost {
     fn namespace(&self, name: &str) -> &Netns {
-        match name {
-            "host" => &self.host,
-            other => self
-                .containers
-                .get(other)
-                .unwrap_or_else(|| panic!("no container {other}")),
-        }
+        namespace_in(&self.host, &self.containers, name)
+    }
+}
+
+/// The namespace of container `name` in `containers`, or `host` for "host".
+pub fn namespace_in<'a>(
+    host: &'a Netns,
+    containers: &'a BTreeMap<&'static str, Netns>,
+    name: &str,
+) -> &'a Netns {
+    match name {
+        "host" => host,
+        other => containers
+            .get(other)
+            .unwrap_or_else(|| panic!("no container {other}")),
     }
 }
 

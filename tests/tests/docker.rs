@@ -53,6 +53,11 @@ fn wait_element(docker: &Dockerd, set: &str, element: &str, present: bool) -> bo
     })
 }
 
+/// `docker network create --internal --subnet SUBNET NAME`.
+fn create_internal(docker: &Dockerd, subnet: &str, name: &str) {
+    docker.docker(&["network", "create", "--internal", "--subnet", subnet, name]);
+}
+
 /// Starts a plain container on `network` with a fixed IPv4 address and a default route via
 /// the network's gateway (`.1`).
 fn run_container(docker: &Dockerd, name: &str, network: &str, ip: &str, labels: &[&str]) {
@@ -165,14 +170,7 @@ fn the_agent_follows_docker_through_its_life_cycle() {
     );
 
     // A new managed network and its container: blocked.
-    docker.docker(&[
-        "network",
-        "create",
-        "--internal",
-        "--subnet",
-        "10.110.0.0/24",
-        "newnet",
-    ]);
+    create_internal(&docker, "10.110.0.0/24", "newnet");
     run_container(&docker, "newbie", "newnet", "10.110.0.5", &[]);
     assert!(
         wait_element(&docker, "managed_v4_24", "10.110.0.0", true),
@@ -274,14 +272,7 @@ fn the_agent_follows_docker_through_its_life_cycle() {
     assert!(!impostor.enter(move || probe_here(Proto::Tcp, target, PROBE_TIMEOUT)));
 
     // Changed while the agent was down, picked up when it starts again.
-    docker.docker(&[
-        "network",
-        "create",
-        "--internal",
-        "--subnet",
-        "10.111.0.0/24",
-        "downnet",
-    ]);
+    create_internal(&docker, "10.111.0.0/24", "downnet");
     let mut agent = docker.start_agent(&["--log-format", "json"]);
     assert!(
         wait_element(&docker, "managed_v4_24", "10.111.0.0", true),
@@ -309,14 +300,7 @@ fn the_agent_follows_docker_through_its_life_cycle() {
         "{}",
         agent.log()
     );
-    docker.docker(&[
-        "network",
-        "create",
-        "--internal",
-        "--subnet",
-        "10.112.0.0/24",
-        "afternet",
-    ]);
+    create_internal(&docker, "10.112.0.0/24", "afternet");
     assert!(
         wait_element(&docker, "managed_v4_24", "10.112.0.0", true),
         "{}",
@@ -563,14 +547,7 @@ fn a_reboot_enforces_the_last_known_state_before_docker_answers() {
     );
 
     // Docker appears: the agent reconciles, picking up what changed meanwhile.
-    docker.docker(&[
-        "network",
-        "create",
-        "--internal",
-        "--subnet",
-        "10.113.0.0/24",
-        "whiledown",
-    ]);
+    create_internal(&docker, "10.113.0.0/24", "whiledown");
     std::os::unix::fs::symlink(docker.socket_path(), &later).unwrap();
     assert!(
         wait_element(&docker, "managed_v4_24", "10.113.0.0", true),

@@ -17,6 +17,7 @@ use bollard::models::{
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::{Docker, API_DEFAULT_VERSION};
 use enforcer_core::docker::{DockerContainer, DockerEndpoint, DockerNetwork, DockerState};
+use enforcer_core::policy::DockerSettings;
 use futures_util::{Stream, StreamExt};
 
 /// Where Docker is reached when `DOCKER_HOST` is not set.
@@ -61,6 +62,15 @@ pub struct ProxySelector {
     pub label: String,
     /// Label value (`egress-proxy`).
     pub value: String,
+}
+
+impl From<&DockerSettings> for ProxySelector {
+    fn from(settings: &DockerSettings) -> Self {
+        ProxySelector {
+            label: settings.role_label.clone(),
+            value: settings.proxy_role.clone(),
+        }
+    }
 }
 
 /// One relevant Docker event.
@@ -284,20 +294,13 @@ impl DockerSource {
     }
 
     async fn refresh_network(&self, state: &mut DockerState, id: &str) -> Result<(), DockerError> {
-        match self.docker.inspect_network(id, None).await {
-            Ok(inspect) => match network_from_inspect(inspect) {
-                Some(network) => {
-                    state.networks.insert(network.id.clone(), network);
-                }
-                None => {
-                    state.networks.remove(id);
-                }
-            },
-            Err(e) if is_not_found(&e) => {
-                state.networks.remove(id);
-            }
-            Err(e) => return Err(self.error(format!("inspecting network {id}"), e)),
-        }
+        let found = absent_if_not_found(self.docker.inspect_network(id, None).await)
+            .map_err(|e| self.error(format!("inspecting network {id}"), e))?;
+        store(
+            &mut state.networks,
+            id,
+            found.and_then(network_from_inspect),
+        );
         Ok(())
     }
 
@@ -306,21 +309,33 @@ impl DockerSource {
         state: &mut DockerState,
         id: &str,
     ) -> Result<(), DockerError> {
-        match self.docker.inspect_container(id, None).await {
-            Ok(inspect) => match container_from_inspect(inspect, &self.proxies) {
-                Some(container) => {
-                    state.containers.insert(container.id.clone(), container);
-                }
-                None => {
-                    state.containers.remove(id);
-                }
-            },
-            Err(e) if is_not_found(&e) => {
-                state.containers.remove(id);
-            }
-            Err(e) => return Err(self.error(format!("inspecting container {id}"), e)),
-        }
+        let found = absent_if_not_found(self.docker.inspect_container(id, None).await)
+            .map_err(|e| self.error(format!("inspecting container {id}"), e))?;
+        let proxy = found.and_then(|c| container_from_inspect(c, &self.proxies));
+        store(&mut state.containers, id, proxy);
         Ok(())
+    }
+}
+
+/// A 404 from Docker as "gone".
+fn absent_if_not_found<T>(result: Result<T, BollardError>) -> Result<Option<T>, BollardError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Keeps what re-reading object `id` found, or forgets the object when it is gone or no
+/// longer of interest.
+fn store<T>(objects: &mut BTreeMap<String, T>, id: &str, found: Option<T>) {
+    match found {
+        Some(object) => {
+            objects.insert(id.to_string(), object);
+        }
+        None => {
+            objects.remove(id);
+        }
     }
 }
 

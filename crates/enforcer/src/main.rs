@@ -267,10 +267,7 @@ fn one_shot_ruleset(policy: &Policy) -> Result<Ruleset> {
 }
 
 fn docker_snapshot(policy: &Policy, host: &str) -> Result<DockerState> {
-    let proxies = ProxySelector {
-        label: policy.docker.role_label.clone(),
-        value: policy.docker.proxy_role.clone(),
-    };
+    let proxies = ProxySelector::from(&policy.docker);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

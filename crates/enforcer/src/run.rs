@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use enforcer_core::docker::{classify, DockerState, Skipped};
 use enforcer_core::planner::plan;
 use enforcer_core::policy::{DockerSettings, Policy};
+use enforcer_core::ruleset::Ruleset;
 use enforcer_core::topology::{self, Topology};
 use enforcer_docker::{since_now, Change, DockerError, DockerSource, ProxySelector};
 use enforcer_nft::{ApplyOutcome, Nftables};
@@ -59,7 +60,9 @@ struct Agent {
     policy: Policy,
     docker: DockerState,
     nft: Nftables,
-    /// What the kernel was last made to hold, for change summaries.
+    /// The topology and table computed from `policy` and `docker` (recomputed only when one of
+    /// them changes), and what the kernel was last made to hold, for change summaries.
+    desired: (Topology, Ruleset),
     enforced: Topology,
     skipped: Vec<Skipped>,
     state_path: PathBuf,
@@ -69,9 +72,9 @@ struct Agent {
 }
 
 impl Agent {
-    /// Recomputes the desired table from the policy and the last known Docker state, and
-    /// applies it if the kernel's table differs. One log line per applied change.
-    fn enforce(&mut self, reason: &str) -> Result<()> {
+    /// Recomputes the desired table after the policy or the Docker state changed, then
+    /// enforces it.
+    fn recompute(&mut self, reason: &str) -> Result<()> {
         let classified = classify(&self.policy, &self.docker);
         for item in classified
             .skipped
@@ -82,8 +85,16 @@ impl Agent {
         }
         self.skipped = classified.skipped;
         let ruleset = plan(&self.policy.table, &classified.topology);
+        self.desired = (classified.topology, ruleset);
+        self.enforce(reason)
+    }
+
+    /// Applies the desired table if the kernel's differs (a no-op costs one GETGEN while no one
+    /// committed anything). One log line per applied change.
+    fn enforce(&mut self, reason: &str) -> Result<()> {
+        let (topology, ruleset) = &self.desired;
         let started = Instant::now();
-        let outcome = self.nft.apply(&ruleset).with_context(|| {
+        let outcome = self.nft.apply(ruleset).with_context(|| {
             format!(
                 "applying table inet {} ({reason}); the rules in force before stay in force",
                 self.policy.table.name
@@ -93,7 +104,7 @@ impl Agent {
             messages, changes, ..
         } = outcome
         {
-            let mut summary = topology::changes(&self.enforced, &classified.topology);
+            let mut summary = topology::changes(&self.enforced, topology);
             if summary.is_empty() {
                 // Same topology, different table: the kernel's copy had been altered, or the
                 // table settings changed.
@@ -107,34 +118,35 @@ impl Agent {
                 summary.join("; ")
             );
             self.last_applied = (now_unix(), reason.to_string());
-            self.enforced = classified.topology;
             self.save();
-        } else {
-            self.enforced = classified.topology;
         }
+        self.enforced = topology.clone();
         Ok(())
     }
 
     /// Writes the state file; a failure is logged, never fatal (enforcing matters more).
     fn save(&self) {
-        let mut state = StateFile::new(
+        let (applied_unix, reason) = &self.last_applied;
+        let state = StateFile::new(
             &self.policy.table.name,
-            &self.last_applied.1,
+            *applied_unix,
+            reason,
             self.connection.clone(),
             self.docker.clone(),
         );
-        state.applied_unix = self.last_applied.0;
         if let Err(error) = state.store(&self.state_path) {
             tracing::error!("{error:#}");
         }
     }
 
-    /// Records Docker's connection state (and saves it when it changed).
-    fn set_connection(&mut self, connected: bool, error: Option<String>) {
-        if self.connection.connected != connected || (!connected && self.connection.error.is_none())
-        {
+    /// Records Docker's connection state, and saves it when it changed.
+    fn set_connection(&mut self, error: Option<String>) {
+        let connected = error.is_none();
+        if (self.connection.connected, &self.connection.error) != (connected, &error) {
+            if self.connection.connected != connected {
+                self.connection.since_unix = now_unix();
+            }
             self.connection.connected = connected;
-            self.connection.since_unix = now_unix();
             self.connection.error = error;
             self.save();
         }
@@ -202,6 +214,7 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
         .as_ref()
         .map(|p| (p.applied_unix, p.reason.clone()))
         .unwrap_or_else(|| (now_unix(), "start".to_string()));
+    let empty = plan(&policy.table, &Topology::default());
     let mut agent = Agent {
         config,
         docker: previous.map(|p| p.docker).unwrap_or_default(),
@@ -213,6 +226,8 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
         },
         policy,
         nft,
+        // Replaced by the first recompute below.
+        desired: (Topology::default(), empty),
         enforced: Topology::default(),
         skipped: Vec::new(),
         state_path,
@@ -220,7 +235,7 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
     };
     // Before Docker is read: the static policy, the last known Docker state, and every other
     // Docker bridge denied.
-    agent.enforce("start, before reading Docker")?;
+    agent.recompute("start, before reading Docker")?;
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("enforcing; waiting for Docker"),
@@ -256,7 +271,7 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
                             }
                             watcher = spawn_watcher(&agent.policy.docker, sender.clone());
                         }
-                        agent.enforce("policy reloaded (SIGHUP)")?;
+                        agent.recompute("policy reloaded (SIGHUP)")?;
                         tracing::info!("policy reloaded");
                     }
                     Err(error) => tracing::error!(
@@ -284,7 +299,7 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
                                 "Docker connected; full resynchronisation"
                             );
                             agent.docker = state;
-                            agent.set_connection(true, None);
+                            agent.set_connection(None);
                             notify(&[sd_notify::NotifyState::Status("enforcing; following Docker")]);
                             reasons.push("Docker snapshot".to_string());
                         }
@@ -297,13 +312,13 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
                                 retry_in_ms = retry_in.as_millis() as u64,
                                 "{error}; the rules in force stay, retrying"
                             );
-                            agent.set_connection(false, Some(error));
+                            agent.set_connection(Some(error));
                         }
                     }
                     next = updates.try_recv().ok();
                 }
                 if !reasons.is_empty() {
-                    agent.enforce(&summarise(&reasons))?;
+                    agent.recompute(&summarise(&reasons))?;
                 }
             }
         }
@@ -341,10 +356,7 @@ fn spawn_watcher(
         tracing::info!("Docker watching is disabled by the policy: static entries only");
         return None;
     }
-    let proxies = ProxySelector {
-        label: settings.role_label.clone(),
-        value: settings.proxy_role.clone(),
-    };
+    let proxies = ProxySelector::from(settings);
     Some(tokio::spawn(watch_docker(
         enforcer_docker::host_from_env(),
         proxies,

@@ -71,9 +71,10 @@ pub fn show_time(unix: u64) -> String {
 }
 
 impl StateFile {
-    /// A state file for what was just applied.
+    /// A state file for what was applied at `applied_unix` (seconds since the epoch).
     pub fn new(
         table: &str,
+        applied_unix: u64,
         reason: &str,
         docker_connection: DockerConnection,
         docker: DockerState,
@@ -81,7 +82,7 @@ impl StateFile {
         StateFile {
             version: VERSION,
             table: table.to_string(),
-            applied_unix: now_unix(),
+            applied_unix,
             reason: reason.to_string(),
             docker_connection,
             docker,
@@ -140,6 +141,7 @@ mod tests {
     fn sample() -> StateFile {
         StateFile::new(
             "enforcer",
+            now_unix(),
             "network create llmnet",
             DockerConnection {
                 connected: true,

@@ -165,11 +165,16 @@ impl Nftables {
     /// The networks (with drop counters) and proxies `inet table` holds; `None` when the
     /// table does not exist.
     pub fn view(&mut self, table: &str) -> Result<Option<KernelView>, NftError> {
-        let Some(state) = self.read(table)? else {
+        if !self.socket.table_exists(table)? {
             return Ok(None);
-        };
+        }
+        // Set names from the object dump; elements only of the sets the view reads.
+        let mut sets = TableState::default();
+        for message in wire::messages(&self.socket.dump_objects(table)?) {
+            sets.absorb(table, &message);
+        }
         let mut dumps = Vec::new();
-        for name in state.sets.keys() {
+        for name in sets.sets.keys().filter(|n| KernelView::reads(n)) {
             dumps.push((name.clone(), self.socket.dump_elements(table, name)?));
         }
         Ok(Some(KernelView::from_dumps(

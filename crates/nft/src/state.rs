@@ -80,10 +80,7 @@ pub struct SetState {
 impl SetState {
     /// Adds one element, given as the payload of an `NFTA_LIST_ELEM` attribute.
     pub fn absorb_element(&mut self, element: &[u8]) {
-        let key = wire::attribute(element, NFTA_SET_ELEM_KEY)
-            .and_then(|k| wire::attribute(k, NFTA_DATA_VALUE))
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default();
+        let key = element_key(element).map(<[u8]>::to_vec).unwrap_or_default();
         let mut value = AttrWriter::new();
         if let Some(data) = wire::attribute(element, NFTA_SET_ELEM_DATA) {
             value.bytes(NFTA_SET_ELEM_DATA, &canonical_data(data));
@@ -256,17 +253,34 @@ fn canonical_data(payload: &[u8]) -> Vec<u8> {
     out.finish()
 }
 
-/// Human-readable address key (IPv4 or IPv6 addresses, or pairs of them).
-fn key_text(key: &[u8]) -> String {
+/// The key of an element (the payload of an `NFTA_LIST_ELEM` attribute).
+pub(crate) fn element_key(element: &[u8]) -> Option<&[u8]> {
+    wire::attribute(element, NFTA_SET_ELEM_KEY).and_then(|k| wire::attribute(k, NFTA_DATA_VALUE))
+}
+
+/// An address key (4 or 16 bytes) as an address.
+pub(crate) fn key_address(key: &[u8]) -> Option<IpAddr> {
+    match key.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(key[0], key[1], key[2], key[3]))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(key).ok()?))),
+        _ => None,
+    }
+}
+
+/// Human-readable element key of a set whose key datatype is `key_type`: an interface name,
+/// an address, or a pair of addresses.
+fn key_text(key_type: u32, key: &[u8]) -> String {
+    if key_type == TYPE_IFNAME {
+        return format!("\"{}\"", wire::string(key));
+    }
+    if let Some(address) = key_address(key) {
+        return address.to_string();
+    }
     match key.len() {
         8 | 32 => {
             let (a, b) = key.split_at(key.len() / 2);
-            format!("{} . {}", key_text(a), key_text(b))
-        }
-        4 => IpAddr::V4(Ipv4Addr::new(key[0], key[1], key[2], key[3])).to_string(),
-        16 => {
-            let octets: [u8; 16] = key.try_into().expect("16 bytes");
-            IpAddr::V6(Ipv6Addr::from(octets)).to_string()
+            let part = |k: &[u8]| key_address(k).map(|a| a.to_string()).unwrap_or_default();
+            format!("{} . {}", part(a), part(b))
         }
         _ => format!("{key:02x?}"),
     }
@@ -326,14 +340,8 @@ pub fn diff(table: &str, current: Option<&TableState>, desired: &TableState) -> 
         if !have.same_type(want) {
             lines.push(format!("~ set {name}: type changes"));
         }
-        let text = |(k, v): (&Vec<u8>, &Vec<u8>)| {
-            let key = if want.key.0 == TYPE_IFNAME {
-                format!("\"{}\"", wire::string(k))
-            } else {
-                key_text(k)
-            };
-            format!("{key}{}", data_text(v))
-        };
+        let text =
+            |(k, v): (&Vec<u8>, &Vec<u8>)| format!("{}{}", key_text(want.key.0, k), data_text(v));
         let added: Vec<String> = want.differing(have).map(text).collect();
         let removed: Vec<String> = have.differing(want).map(text).collect();
         for (sign, list) in [("+", &added), ("-", &removed)] {

@@ -3,14 +3,14 @@
 //! their network), and each proxy's addresses (the `proxies_*` verdict maps).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use enforcer_core::planner::{parse_egress_set, proxy_of_chain};
 use enforcer_core::ruleset::Family;
 use ipnet::IpNet;
 
 use crate::abi::*;
-use crate::state::comment_of;
+use crate::state::{comment_of, element_key, key_address};
 use crate::wire;
 
 /// A managed subnet and what its egress drop counted.
@@ -31,14 +31,6 @@ pub struct KernelView {
     pub networks: BTreeMap<String, Vec<CountedSubnet>>,
     /// Proxy name -> its addresses.
     pub proxies: BTreeMap<String, Vec<IpAddr>>,
-}
-
-fn address(key: &[u8]) -> Option<IpAddr> {
-    match key.len() {
-        4 => Some(IpAddr::V4(Ipv4Addr::new(key[0], key[1], key[2], key[3]))),
-        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(key).ok()?))),
-        _ => None,
-    }
 }
 
 /// The (packets, bytes) of an element's counter, if it has one.
@@ -74,15 +66,18 @@ fn elements(dump: &[u8]) -> Vec<&[u8]> {
 }
 
 impl KernelView {
+    /// Whether the view reads set `name`: the counted egress sets and the proxy maps.
+    pub(crate) fn reads(name: &str) -> bool {
+        parse_egress_set(name).is_some() || name.starts_with("proxies_")
+    }
+
     /// Builds the view from `(set name, element dump)` pairs of the table's sets.
     pub(crate) fn from_dumps<'a>(sets: impl Iterator<Item = (&'a str, &'a [u8])>) -> KernelView {
         let mut view = KernelView::default();
         for (name, dump) in sets {
             if let Some((family, prefix_len)) = parse_egress_set(name) {
                 for element in elements(dump) {
-                    let key = wire::attribute(element, NFTA_SET_ELEM_KEY)
-                        .and_then(|k| wire::attribute(k, NFTA_DATA_VALUE));
-                    let Some(network) = key.and_then(address) else {
+                    let Some(network) = element_key(element).and_then(key_address) else {
                         continue;
                     };
                     if Family::of(network) != family {
@@ -103,9 +98,7 @@ impl KernelView {
                 }
             } else if name.starts_with("proxies_") {
                 for element in elements(dump) {
-                    let key = wire::attribute(element, NFTA_SET_ELEM_KEY)
-                        .and_then(|k| wire::attribute(k, NFTA_DATA_VALUE))
-                        .and_then(address);
+                    let key = element_key(element).and_then(key_address);
                     let chain = wire::attribute(element, NFTA_SET_ELEM_DATA)
                         .and_then(|d| wire::attribute(d, NFTA_DATA_VERDICT))
                         .and_then(|v| wire::attribute(v, NFTA_VERDICT_CHAIN))
