@@ -409,6 +409,36 @@ impl Drop for TempFile {
     }
 }
 
+/// A directory in the temporary directory, removed with its content on drop (also when the
+/// test fails).
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a new empty directory whose name starts with `role`.
+    pub fn new(role: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "enforcer-{role}-{}-{}",
+            std::process::id(),
+            NEXT_FILE.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).expect("create temporary directory");
+        TempDir { path }
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// The enforcer binary, built once per test process (debug profile, this workspace).
 pub fn enforcer_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

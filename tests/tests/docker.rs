@@ -472,8 +472,8 @@ fn a_reboot_enforces_the_last_known_state_before_docker_answers() {
     let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
     let docker = Dockerd::start();
     let _gate = ThreeGate::create(&docker);
-    let dir = std::env::temp_dir().join(format!("enforcer-reboot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let temporary = enforcer_harness::TempDir::new("reboot");
+    let dir = temporary.path();
     let state = dir.join("state.json");
     let state_arg = state.to_str().unwrap();
     let bin = enforcer_harness::enforcer_bin();
@@ -606,5 +606,4 @@ fn a_reboot_enforces_the_last_known_state_before_docker_answers() {
         .set_elements("managed_v4_24")
         .contains(&"10.100.0.0".to_string()));
     drop(agent);
-    let _ = std::fs::remove_dir_all(&dir);
 }
