@@ -4,7 +4,6 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +12,11 @@ use enforcer_harness::{require_root, Netns, TempFile};
 
 const REPEATS: usize = 5;
 const NO_OP_REPEATS: usize = 200;
-const THROUGHPUT_WINDOW: Duration = Duration::from_secs(2);
-const THROUGHPUT_ROUNDS: usize = 5;
+/// Packets per timed batch in the throughput benchmark.
+const THROUGHPUT_BATCH: usize = 32;
+/// Rounds of batches through every path, after the warm-up rounds.
+const THROUGHPUT_ROUNDS: usize = 4_000;
+const THROUGHPUT_WARMUP: usize = 100;
 
 /// A policy with `subnets` managed subnets: networks with one IPv4 /24 and one IPv6 /64 each,
 /// the first network holding a proxy (10.100.0.2) allowed udp/53. Docker is not read: these
@@ -289,121 +291,158 @@ fn no_op(enforcer: &Path, timing: &Path, policy: &TempFile) -> Result<()> {
     Ok(())
 }
 
-/// 64-byte frames (22-byte UDP payload) to 203.0.113.10:53 through a router namespace, from
-/// the proxy (10.100.0.2, udp/53 allowed: the longest accepted path through the table) and from
-/// an unmanaged address (172.30.0.2: classified and let through untouched).
-fn throughput(enforcer: &Path, policy: &TempFile) -> Result<()> {
-    let sender = Netns::new("tsend");
-    let router = Netns::new("trouter");
-    let receiver = Netns::new("trecv");
-    router.sysctl("net.ipv4.ip_forward", "1");
-    router.veth("in0", &sender, "eth0");
-    router.veth("out0", &receiver, "eth0");
-    router.ip(&["addr", "add", "10.100.0.1/24", "dev", "in0"]);
-    router.ip(&["addr", "add", "172.30.0.1/24", "dev", "in0"]);
-    router.ip(&["addr", "add", "203.0.113.1/24", "dev", "out0"]);
-    router.ip(&["link", "set", "in0", "up"]);
-    router.ip(&["link", "set", "out0", "up"]);
-    sender.ip(&["addr", "add", "10.100.0.2/24", "dev", "eth0"]);
-    sender.ip(&["addr", "add", "172.30.0.2/24", "dev", "eth0"]);
-    sender.ip(&["link", "set", "eth0", "up"]);
-    sender.ip(&["route", "add", "default", "via", "10.100.0.1"]);
-    receiver.ip(&["addr", "add", "203.0.113.10/24", "dev", "eth0"]);
-    receiver.ip(&["link", "set", "eth0", "up"]);
-    receiver.ip(&["route", "add", "10.100.0.0/24", "via", "203.0.113.1"]);
-    receiver.ip(&["route", "add", "172.30.0.0/24", "via", "203.0.113.1"]);
+/// One sender → router → receiver chain of namespaces for the throughput benchmark.
+struct Path3 {
+    sender: Netns,
+    router: Netns,
+    receiver: Netns,
+}
 
-    // Control: a table holding one conntrack rule, as cheap as a table using `ct state` can be.
-    let control = TempFile::new(
+impl Path3 {
+    /// The router forwards 10.100.0.0/24 (the proxy's network) and 172.30.0.0/24 (unmanaged)
+    /// to 203.0.113.0/24; the receiver listens on 203.0.113.10:53.
+    fn new(role: &str) -> Path3 {
+        let sender = Netns::new(&format!("{role}s"));
+        let router = Netns::new(&format!("{role}r"));
+        let receiver = Netns::new(&format!("{role}v"));
+        router.sysctl("net.ipv4.ip_forward", "1");
+        router.veth("in0", &sender, "eth0");
+        router.veth("out0", &receiver, "eth0");
+        router.ip(&["addr", "add", "10.100.0.1/24", "dev", "in0"]);
+        router.ip(&["addr", "add", "172.30.0.1/24", "dev", "in0"]);
+        router.ip(&["addr", "add", "203.0.113.1/24", "dev", "out0"]);
+        router.ip(&["link", "set", "in0", "up"]);
+        router.ip(&["link", "set", "out0", "up"]);
+        sender.ip(&["addr", "add", "10.100.0.2/24", "dev", "eth0"]);
+        sender.ip(&["addr", "add", "172.30.0.2/24", "dev", "eth0"]);
+        sender.ip(&["link", "set", "eth0", "up"]);
+        sender.ip(&["route", "add", "default", "via", "10.100.0.1"]);
+        receiver.ip(&["addr", "add", "203.0.113.10/24", "dev", "eth0"]);
+        receiver.ip(&["link", "set", "eth0", "up"]);
+        receiver.ip(&["route", "add", "10.100.0.0/24", "via", "203.0.113.1"]);
+        receiver.ip(&["route", "add", "172.30.0.0/24", "via", "203.0.113.1"]);
+        Path3 {
+            sender,
+            router,
+            receiver,
+        }
+    }
+
+    /// A UDP socket in the sender's namespace, bound to `source`.
+    fn socket(&self, source: &'static str) -> Result<UdpSocket> {
+        Ok(self.sender.enter(move || UdpSocket::bind((source, 0)))?)
+    }
+
+    /// Packets that reached the receiver's interface so far.
+    fn delivered(&self) -> Result<u64> {
+        let dev = self
+            .receiver
+            .enter(|| std::fs::read_to_string("/proc/thread-self/net/dev"))?;
+        let line = dev
+            .lines()
+            .find(|l| l.trim_start().starts_with("eth0:"))
+            .context("no eth0 in the receiver's /proc/net/dev")?;
+        let packets = line
+            .split_once(':')
+            .and_then(|(_, counters)| counters.split_whitespace().nth(1))
+            .context("short eth0 line")?;
+        Ok(packets.parse()?)
+    }
+}
+
+/// 64-byte frames (22-byte UDP payload) to 203.0.113.10:53 through three router namespaces
+/// side by side: one with no table, one with a table holding a single conntrack rule (the
+/// floor of any table using `ct state`), and one with the enforcer's table for N = 10,000.
+/// Sources: the proxy (10.100.0.2, udp/53 allowed: the longest accepted path through the
+/// table) and an unmanaged address (172.30.0.2: let through untouched).
+///
+/// The machine is shared, and its speed drifts by a factor of two within seconds, so paths
+/// are not measured one window after another. One thread pinned to CPU 0 sends small batches
+/// through every path in turn, round after round, and times each batch: veth forwards in the
+/// sender's softirq, so a batch's time is the whole path's cost (send, route, table, deliver).
+/// A path's throughput is batch size over its median batch time; ratios divide throughputs
+/// measured in the same rounds.
+fn throughput(enforcer: &Path, policy: &TempFile) -> Result<()> {
+    let bare = Path3::new("tb");
+    let control = Path3::new("tc");
+    let enforced = Path3::new("te");
+    let control_table = TempFile::new(
         ".nft",
         "table inet enforcer {\n chain forward {\n  type filter hook forward priority -10; policy accept;\n  ct state established,related accept\n }\n}\n",
     );
-    let mut control_ratios = Vec::new();
-    for _ in 0..THROUGHPUT_ROUNDS {
-        router.exec("nft", &["delete", "table", "inet", "enforcer"]);
-        let bare = rate(&sender, &receiver, "172.30.0.2")?;
-        router.exec_ok("nft", &["-f", control.path()]);
-        control_ratios.push(rate(&sender, &receiver, "172.30.0.2")? / bare);
+    control.router.exec_ok("nft", &["-f", control_table.path()]);
+    timed_in(
+        &enforced.router,
+        enforcer,
+        &["apply", "--config", policy.path()],
+        None,
+    )?;
+    let paths = [&bare, &control, &enforced];
+    let sources = ["10.100.0.2", "172.30.0.2"];
+    let mut sockets = Vec::new();
+    for path in paths {
+        for source in sources {
+            sockets.push(path.socket(source)?);
+        }
     }
+    let delivered_before: Vec<u64> = paths.iter().map(|p| p.delivered()).collect::<Result<_>>()?;
+    let times = std::thread::spawn(move || -> Result<Vec<Vec<f64>>> {
+        pin_to_cpu(0);
+        let target: SocketAddr = "203.0.113.10:53".parse()?;
+        let payload = [0u8; 22];
+        let mut times = vec![Vec::with_capacity(THROUGHPUT_ROUNDS); sockets.len()];
+        for round in 0..THROUGHPUT_WARMUP + THROUGHPUT_ROUNDS {
+            // Rotate the order, so no path always follows the same one.
+            for k in 0..sockets.len() {
+                let i = (round + k) % sockets.len();
+                let start = Instant::now();
+                for _ in 0..THROUGHPUT_BATCH {
+                    sockets[i].send_to(&payload, target)?;
+                }
+                if round >= THROUGHPUT_WARMUP {
+                    times[i].push(start.elapsed().as_secs_f64());
+                }
+            }
+        }
+        Ok(times)
+    })
+    .join()
+    .expect("sender thread")?;
+    std::thread::sleep(Duration::from_millis(100));
+    let sent = ((THROUGHPUT_WARMUP + THROUGHPUT_ROUNDS) * THROUGHPUT_BATCH * sources.len()) as u64;
+    for (path, before) in paths.iter().zip(delivered_before) {
+        let delivered = path.delivered()? - before;
+        ensure!(
+            delivered >= sent * 99 / 100,
+            "only {delivered} of {sent} packets crossed a router: the measurement is void"
+        );
+    }
+    let rate = |i: usize| THROUGHPUT_BATCH as f64 / median(times[i].clone());
+    let (bare_proxy, bare_unmanaged) = (rate(0), rate(1));
     line(
         "64-byte UDP, control: one ct rule / none",
         format!(
             "ratio {:.2} (conntrack's own cost, the floor)",
-            median(control_ratios)
+            rate(3) / bare_unmanaged
         ),
         None,
     );
-    for (source, what) in [
-        ("10.100.0.2", "from the proxy (longest accepted path)"),
-        ("172.30.0.2", "from an unmanaged network"),
+    for (index, bare_rate, what) in [
+        (4, bare_proxy, "from the proxy (longest accepted path)"),
+        (5, bare_unmanaged, "from an unmanaged network"),
     ] {
-        // Each round measures the bare router and the enforced one back to back; the ratio of
-        // a round compares two adjacent windows, and the median of rounds damps the noise.
-        let mut ratios = Vec::new();
-        let (mut bare, mut enforced) = (Vec::new(), Vec::new());
-        for _ in 0..THROUGHPUT_ROUNDS {
-            router.exec("nft", &["delete", "table", "inet", "enforcer"]);
-            bare.push(rate(&sender, &receiver, source)?);
-            timed_in(
-                &router,
-                enforcer,
-                &["apply", "--config", policy.path()],
-                None,
-            )?;
-            enforced.push(rate(&sender, &receiver, source)?);
-            ratios.push(enforced[enforced.len() - 1] / bare[bare.len() - 1]);
-        }
-        let ratio = median(ratios);
+        let ratio = rate(index) / bare_rate;
         line(
             &format!("64-byte UDP, N = 10000, {what}: table / none"),
             format!(
-                "{:.0} / {:.0} pkt/s, ratio {ratio:.2} (median of {THROUGHPUT_ROUNDS} paired rounds)",
-                median(enforced),
-                median(bare)
+                "{:.0} / {:.0} pkt/s, ratio {ratio:.2} ({THROUGHPUT_ROUNDS} interleaved rounds)",
+                rate(index),
+                bare_rate
             ),
             Some(ratio >= 0.8),
         );
     }
     Ok(())
-}
-
-/// Packets per second received during one window of flat-out sending.
-fn rate(sender: &Netns, receiver: &Netns, source: &'static str) -> Result<f64> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    let socket = receiver.enter(|| UdpSocket::bind("203.0.113.10:53"))?;
-    socket.set_read_timeout(Some(Duration::from_millis(50)))?;
-    let counter = {
-        let (stop, received) = (stop.clone(), received.clone());
-        std::thread::spawn(move || {
-            pin_to_cpu(1);
-            let mut buf = [0u8; 64];
-            while !stop.load(Ordering::Relaxed) {
-                if socket.recv(&mut buf).is_ok() {
-                    received.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
-    let window = sender.enter(move || -> Result<Duration> {
-        // The sender's CPU also runs the router's forwarding (veth hands packets over in the
-        // sender's softirq); the receiver gets the other one.
-        pin_to_cpu(0);
-        let socket = UdpSocket::bind((source, 0))?;
-        let target: SocketAddr = "203.0.113.10:53".parse()?;
-        let payload = [0u8; 22];
-        let start = Instant::now();
-        while start.elapsed() < THROUGHPUT_WINDOW {
-            for _ in 0..64 {
-                let _ = socket.send_to(&payload, target);
-            }
-        }
-        Ok(start.elapsed())
-    })?;
-    std::thread::sleep(Duration::from_millis(100));
-    stop.store(true, Ordering::Relaxed);
-    counter.join().expect("counter thread");
-    Ok(received.load(Ordering::Relaxed) as f64 / window.as_secs_f64())
 }
 
 /// Pins the calling thread to one CPU, so that runs compare like with like.
