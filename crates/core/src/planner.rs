@@ -1,15 +1,20 @@
 //! (table settings, topology) -> the desired [`Ruleset`].
 //!
 //! Shape of the table (the README explains each rule):
-//! - `forward`: replies pass; link-local multicast passes; traffic whose source and destination
-//!   lie in the same network passes (one lookup of the pair of prefixes per pair of prefix
-//!   lengths); a proxy's packets visit its chain (`proxy_<name>`), which accepts only its allowed
-//!   services toward destinations outside every managed subnet; any other packet from a managed
-//!   subnet is dropped, counted per subnet in the `egress_*` sets (each element names its
-//!   network). Each step is a set lookup, so the per-packet cost does not grow with the number
-//!   of subnets.
+//! - `forward` only sorts packets, so that traffic the table does not govern pays for as few
+//!   lookups as possible: a proxy's packets visit its chain (`proxy_<name>`), which accepts
+//!   replies and only its allowed services toward destinations outside every managed subnet;
+//!   packets from a managed subnet or a managed network's bridge go to `from_managed`; packets
+//!   from a bridge no classified network owns go to `from_unknown_bridge`. Everything else
+//!   passes untouched.
+//! - `from_managed`: replies pass; traffic whose source and destination lie in the same network
+//!   passes (one lookup of the pair of prefixes per pair of prefix lengths); link-local
+//!   multicast passes; any other packet is dropped, counted per subnet in the `egress_*` sets
+//!   (each element names its network), or, from a forged source, by the chain's last rule.
 //! - `input`: replies and neighbour discovery pass; a managed subnet opening a connection to the
 //!   host goes to `host_from_managed`, where only proxies' allowed services pass.
+//!
+//! Each step is a set lookup, so the per-packet cost does not grow with the number of subnets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -90,6 +95,12 @@ pub fn proxies_map(family: Family) -> String {
 
 /// Chain for managed traffic addressed to the host itself.
 pub const HOST_CHAIN: &str = "host_from_managed";
+
+/// Chain for forwarded traffic from managed subnets and bridges that no proxy rule accepted.
+pub const FROM_MANAGED_CHAIN: &str = "from_managed";
+
+/// Chain for forwarded traffic from bridges that no classified network owns.
+pub const UNKNOWN_BRIDGE_CHAIN: &str = "from_unknown_bridge";
 
 /// Set of the interfaces (bridges) of managed networks.
 pub const MANAGED_INTERFACES: &str = "managed_interfaces";
@@ -190,10 +201,14 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     let pair_lengths: Vec<(Family, u8, u8)> = pairs.keys().copied().collect();
     let proxy_families: Vec<Family> = proxy_maps.keys().copied().collect();
     let mut chains = vec![
-        forward_chain(settings, &prefixes, &pair_lengths, &proxy_families),
+        forward_chain(settings, &prefixes, &proxy_families),
         input_chain(settings, &prefixes),
+        from_managed_chain(&prefixes, &pair_lengths),
         host_chain(&proxy_families),
     ];
+    if guards_unknown {
+        chains.push(unknown_bridge_chain());
+    }
     chains.extend(proxies.iter().map(|p| proxy_rules(p, &prefixes)));
 
     Ruleset {
@@ -238,13 +253,16 @@ fn per_prefix<'a>(
     })
 }
 
-/// Per pattern: traffic entering from a matching interface that no classified network owns is
-/// dropped.
-fn unknown_interface_rules(settings: &TableSettings) -> impl Iterator<Item = Rule> + '_ {
+/// Per pattern: traffic entering from a matching interface that no classified network owns
+/// meets `verdict` (counted when it drops).
+fn unknown_interface_rules(
+    settings: &TableSettings,
+    verdict: Verdict,
+) -> impl Iterator<Item = Rule> + '_ {
     settings
         .unknown_interface_patterns
         .iter()
-        .map(|pattern| Rule {
+        .map(move |pattern| Rule {
             matches: vec![
                 Match::InputInterface(pattern.clone()),
                 Match::InputInterfaceInSet {
@@ -252,8 +270,8 @@ fn unknown_interface_rules(settings: &TableSettings) -> impl Iterator<Item = Rul
                     negated: true,
                 },
             ],
-            counter: true,
-            action: Action::Verdict(Verdict::Drop),
+            counter: matches!(verdict, Verdict::Drop),
+            action: Action::Verdict(verdict.clone()),
             comment: "a Docker bridge enforcer has not classified yet: denied until it has".into(),
         })
 }
@@ -264,7 +282,7 @@ fn from_managed_interface(verdict: Verdict, comment: &str) -> Rule {
             set: MANAGED_INTERFACES.into(),
             negated: false,
         }],
-        counter: matches!(verdict, Verdict::Drop),
+        counter: false,
         action: Action::Verdict(verdict),
         comment: comment.into(),
     }
@@ -294,11 +312,36 @@ fn proxy_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
 fn forward_chain(
     settings: &TableSettings,
     prefixes: &[(Family, u8)],
-    pair_lengths: &[(Family, u8, u8)],
     proxy_families: &[Family],
 ) -> Chain {
+    // Proxies first: their allowed egress, the traffic that matters most, then costs two
+    // lookups (the proxy map, and the check that the destination is not managed).
+    let mut rules: Vec<Rule> = proxy_dispatch(proxy_families).collect();
+    let from_managed = Verdict::Jump(FROM_MANAGED_CHAIN.into());
+    rules.extend(per_prefix(
+        prefixes,
+        Direction::Source,
+        managed_set,
+        from_managed.clone(),
+        |len| format!("a managed /{len} source: only what from_managed allows leaves it"),
+    ));
+    rules.push(from_managed_interface(
+        from_managed,
+        "anything else entering from a managed network's bridge (a forged source)",
+    ));
+    rules.extend(unknown_interface_rules(
+        settings,
+        Verdict::Jump(UNKNOWN_BRIDGE_CHAIN.into()),
+    ));
+    Chain {
+        name: "forward".into(),
+        hook: Some((Hook::Forward, settings.forward_priority)),
+        rules,
+    }
+}
+
+fn from_managed_chain(prefixes: &[(Family, u8)], pair_lengths: &[(Family, u8, u8)]) -> Chain {
     let mut rules = vec![replies_rule()];
-    rules.extend(unknown_interface_rules(settings));
     rules.extend(pair_lengths.iter().map(|&(family, source, destination)| {
         rule(
             vec![Match::PairInSet(
@@ -310,9 +353,6 @@ fn forward_chain(
             "source and destination in the same network: stays inside it",
         )
     }));
-    rules.extend(proxy_dispatch(proxy_families));
-    // Only packets that would otherwise be dropped need these: a proxy's accepted traffic
-    // never reaches them.
     for (multicast, comment) in [
         (
             "ff02::/16",
@@ -334,14 +374,33 @@ fn forward_chain(
         Verdict::Drop,
         |len| format!("any other egress from a managed /{len}: denied, counted per subnet"),
     ));
-    rules.push(from_managed_interface(
-        Verdict::Drop,
-        "anything else entering from a managed network's bridge (a forged source): denied",
-    ));
+    rules.push(Rule {
+        matches: vec![],
+        counter: true,
+        action: Action::Verdict(Verdict::Drop),
+        comment: "from a managed network's bridge with a source outside its subnets: denied".into(),
+    });
     Chain {
-        name: "forward".into(),
-        hook: Some((Hook::Forward, settings.forward_priority)),
+        name: FROM_MANAGED_CHAIN.into(),
+        hook: None,
         rules,
+    }
+}
+
+fn unknown_bridge_chain() -> Chain {
+    Chain {
+        name: UNKNOWN_BRIDGE_CHAIN.into(),
+        hook: None,
+        rules: vec![
+            replies_rule(),
+            Rule {
+                matches: vec![],
+                counter: true,
+                action: Action::Verdict(Verdict::Drop),
+                comment: "a Docker bridge enforcer has not classified yet: denied until it has"
+                    .into(),
+            },
+        ],
     }
 }
 
@@ -354,7 +413,7 @@ fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)]) -> Chain {
             "IPv6 neighbour discovery with the host",
         ),
     ];
-    rules.extend(unknown_interface_rules(settings));
+    rules.extend(unknown_interface_rules(settings, Verdict::Drop));
     let to_host = Verdict::Jump(HOST_CHAIN.into());
     rules.extend(per_prefix(
         prefixes,
@@ -390,11 +449,14 @@ fn host_chain(proxy_families: &[Family]) -> Chain {
 }
 
 fn proxy_rules(proxy: &Proxy, prefixes: &[(Family, u8)]) -> Chain {
-    let mut rules = vec![rule(
-        vec![Match::CtState(vec![CtState::Invalid])],
-        Verdict::Return,
-        "an invalid packet is never proxy egress",
-    )];
+    let mut rules = vec![
+        replies_rule(),
+        rule(
+            vec![Match::CtState(vec![CtState::Invalid])],
+            Verdict::Return,
+            "an invalid packet is never proxy egress",
+        ),
+    ];
     rules.extend(per_prefix(
         prefixes,
         Direction::Destination,
