@@ -13,7 +13,10 @@ mod bench;
 mod demo;
 mod dist;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+
+const USAGE: &str =
+    "usage: cargo xtask demo | cargo xtask dist | cargo xtask bench [apply|memory|noop|throughput|docker]";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -21,8 +24,10 @@ fn main() -> Result<()> {
         "bench" => bench::run(&std::env::args().nth(2).unwrap_or_default()),
         "demo" => demo::run(),
         "dist" => dist::run_dist().map(|_| ()),
-        _ => bail!(
-            "usage: cargo xtask demo | cargo xtask bench [apply|memory|noop|throughput|docker]"
-        ),
+        _ => {
+            // A usage error is not a failure worth a backtrace.
+            eprintln!("{USAGE}");
+            std::process::exit(2)
+        }
     }
 }
