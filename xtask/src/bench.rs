@@ -292,16 +292,16 @@ fn no_op(enforcer: &Path, timing: &Path, policy: &TempFile) -> Result<()> {
 }
 
 /// One sender → router → receiver chain of namespaces for the throughput benchmark.
-struct Path3 {
+struct RouterPath {
     sender: Netns,
     router: Netns,
     receiver: Netns,
 }
 
-impl Path3 {
+impl RouterPath {
     /// The router forwards 10.100.0.0/24 (the proxy's network) and 172.30.0.0/24 (unmanaged)
     /// to 203.0.113.0/24; the receiver listens on 203.0.113.10:53.
-    fn new(role: &str) -> Path3 {
+    fn new(role: &str) -> RouterPath {
         let sender = Netns::new(&format!("{role}s"));
         let router = Netns::new(&format!("{role}r"));
         let receiver = Netns::new(&format!("{role}v"));
@@ -321,7 +321,7 @@ impl Path3 {
         receiver.ip(&["link", "set", "eth0", "up"]);
         receiver.ip(&["route", "add", "10.100.0.0/24", "via", "203.0.113.1"]);
         receiver.ip(&["route", "add", "172.30.0.0/24", "via", "203.0.113.1"]);
-        Path3 {
+        RouterPath {
             sender,
             router,
             receiver,
@@ -363,21 +363,23 @@ impl Path3 {
 /// A path's throughput is batch size over its median batch time; ratios divide throughputs
 /// measured in the same rounds.
 fn throughput(enforcer: &Path, policy: &TempFile) -> Result<()> {
-    let bare = Path3::new("tb");
-    let control = Path3::new("tc");
-    let enforced = Path3::new("te");
+    let bare_path = RouterPath::new("tb");
+    let control_path = RouterPath::new("tc");
+    let enforced_path = RouterPath::new("te");
     let control_table = TempFile::new(
         ".nft",
         "table inet enforcer {\n chain forward {\n  type filter hook forward priority -10; policy accept;\n  ct state established,related accept\n }\n}\n",
     );
-    control.router.exec_ok("nft", &["-f", control_table.path()]);
+    control_path
+        .router
+        .exec_ok("nft", &["-f", control_table.path()]);
     timed_in(
-        &enforced.router,
+        &enforced_path.router,
         enforcer,
         &["apply", "--config", policy.path()],
         None,
     )?;
-    let paths = [&bare, &control, &enforced];
+    let paths = [&bare_path, &control_path, &enforced_path];
     let sources = ["10.100.0.2", "172.30.0.2"];
     let mut sockets = Vec::new();
     for path in paths {
@@ -417,27 +419,29 @@ fn throughput(enforcer: &Path, policy: &TempFile) -> Result<()> {
             "only {delivered} of {sent} packets crossed a router: the measurement is void"
         );
     }
-    let rate = |i: usize| THROUGHPUT_BATCH as f64 / median(times[i].clone());
-    let (bare_proxy, bare_unmanaged) = (rate(0), rate(1));
+    // Sockets, and so their times, are ordered path by path, then source by source.
+    let rate = |path: usize, source: usize| {
+        THROUGHPUT_BATCH as f64 / median(times[path * sources.len() + source].clone())
+    };
+    let (bare, control, enforced, proxy, unmanaged) = (0, 1, 2, 0, 1);
     line(
         "64-byte UDP, control: one ct rule / none",
         format!(
             "ratio {:.2} (conntrack's own cost, the floor)",
-            rate(3) / bare_unmanaged
+            rate(control, unmanaged) / rate(bare, unmanaged)
         ),
         None,
     );
-    for (index, bare_rate, what) in [
-        (4, bare_proxy, "from the proxy (longest accepted path)"),
-        (5, bare_unmanaged, "from an unmanaged network"),
+    for (source, what) in [
+        (proxy, "from the proxy (longest accepted path)"),
+        (unmanaged, "from an unmanaged network"),
     ] {
-        let ratio = rate(index) / bare_rate;
+        let (table, none) = (rate(enforced, source), rate(bare, source));
+        let ratio = table / none;
         line(
             &format!("64-byte UDP, N = 10000, {what}: table / none"),
             format!(
-                "{:.0} / {:.0} pkt/s, ratio {ratio:.2} ({THROUGHPUT_ROUNDS} interleaved rounds)",
-                rate(index),
-                bare_rate
+                "{table:.0} / {none:.0} pkt/s, ratio {ratio:.2} ({THROUGHPUT_ROUNDS} interleaved rounds)"
             ),
             Some(ratio >= 0.8),
         );
