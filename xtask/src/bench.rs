@@ -300,7 +300,9 @@ struct RouterPath {
 
 impl RouterPath {
     /// The router forwards 10.100.0.0/24 (the proxy's network) and 172.30.0.0/24 (unmanaged)
-    /// to 203.0.113.0/24; the receiver listens on 203.0.113.10:53.
+    /// to 203.0.113.0/24. Nothing listens on 203.0.113.10:53: the receiver drops each datagram
+    /// after its UDP lookup, and its "port unreachable" replies are rate-limited to about one
+    /// a second.
     fn new(role: &str) -> RouterPath {
         let sender = Netns::new(&format!("{role}s"));
         let router = Netns::new(&format!("{role}r"));
