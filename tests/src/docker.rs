@@ -69,17 +69,13 @@ impl Dockerd {
         dockerd
     }
 
-    /// The socket of this dockerd.
-    pub fn socket_path(&self) -> PathBuf {
-        self.socket()
-    }
-
     /// The `DOCKER_HOST` value of this dockerd.
     pub fn docker_host(&self) -> String {
-        format!("unix://{}", self.socket().display())
+        format!("unix://{}", self.socket_path().display())
     }
 
-    fn socket(&self) -> PathBuf {
+    /// The socket of this dockerd.
+    pub fn socket_path(&self) -> PathBuf {
         self.dir.join("docker.sock")
     }
 

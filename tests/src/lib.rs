@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -439,38 +439,48 @@ impl Drop for TempDir {
     }
 }
 
+/// The root of this workspace.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the harness crate sits in the workspace")
+        .to_path_buf()
+}
+
+/// Runs `cargo build --quiet` (with `--release` when `release`) and `args` in this workspace;
+/// returns the profile's output directory (under `CARGO_TARGET_DIR` when set). Panics when the
+/// build fails.
+pub fn cargo_build(release: bool, args: &[&str]) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.args(["build", "--quiet"]);
+    if release {
+        command.arg("--release");
+    }
+    let status = command
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build {} failed", args.join(" "));
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"))
+        .join(if release { "release" } else { "debug" })
+}
+
 /// The enforcer binary, built once per test process (debug profile, this workspace).
 pub fn enforcer_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--package",
-                "enforcer",
-                "--bin",
-                "enforcer",
-            ])
-            .current_dir(&workspace)
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the enforcer binary failed");
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| workspace.join("target"));
-        target.join("debug").join("enforcer")
+        cargo_build(false, &["--package", "enforcer", "--bin", "enforcer"]).join("enforcer")
     })
     .clone()
 }
 
 /// A file of this repository (for example `rules/threegate.toml`).
 pub fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
+    workspace_root().join(path)
 }
 
 /// Where tests point enforcer when it must not find Docker: never the machine's own dockerd.

@@ -393,7 +393,7 @@ fn docker_bridges_stay_denied_until_classified() {
             .host
             .command(enforcer_harness::enforcer_bin().to_str().unwrap())
             .args(["apply", "--config", file.path()])
-            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .env("DOCKER_HOST", enforcer_harness::NO_DOCKER)
             .output()
             .unwrap();
         assert!(
@@ -598,7 +598,7 @@ fn a_reboot_enforces_the_last_known_state_before_docker_answers() {
     let agent = docker.start_agent_with(
         &bin,
         &["--state-file", state_arg],
-        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+        &[("DOCKER_HOST", enforcer_harness::NO_DOCKER)],
     );
     assert!(agent.wait_for_log("corrupt", CONVERGE), "{}", agent.log());
     assert!(wait_until(CONVERGE, || table(&docker).contains("known_interfaces")));

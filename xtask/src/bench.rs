@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use enforcer_harness::{require_root, Netns, TempFile};
+use enforcer_harness::{cargo_build, require_root, Netns, TempFile};
 
 const REPEATS: usize = 5;
 const NO_OP_REPEATS: usize = 200;
@@ -91,35 +91,19 @@ fn timed_in(ns: &Netns, program: &Path, args: &[&str], stdin: Option<&Path>) -> 
     })
 }
 
-/// Builds (release) the enforcer binary and the agent-timing example; returns their paths.
-pub fn release_binaries() -> Result<(PathBuf, PathBuf)> {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for args in [
-        &["build", "--release", "--quiet", "--package", "enforcer"][..],
-        &[
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            "enforcer-nft",
-            "--example",
-            "agent_timing",
-        ][..],
-    ] {
-        let status = Command::new(&cargo)
-            .args(args)
-            .current_dir(&workspace)
-            .status()?;
-        ensure!(status.success(), "cargo {} failed", args.join(" "));
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or(workspace.join("target"));
-    Ok((
-        target.join("release").join("enforcer"),
-        target.join("release").join("examples").join("agent_timing"),
-    ))
+/// The release enforcer binary, built now.
+pub fn release_enforcer() -> PathBuf {
+    cargo_build(true, &["--package", "enforcer", "--bin", "enforcer"]).join("enforcer")
+}
+
+/// The release agent-timing example (`crates/nft/examples`), built now.
+fn release_agent_timing() -> PathBuf {
+    cargo_build(
+        true,
+        &["--package", "enforcer-nft", "--example", "agent_timing"],
+    )
+    .join("examples")
+    .join("agent_timing")
 }
 
 /// Runs the agent-timing example inside `ns`; returns its durations in milliseconds.
@@ -159,7 +143,7 @@ fn line(name: &str, figure: String, met: Option<bool>) {
 /// `noop`, `throughput`.
 pub fn run(filter: &str) -> Result<()> {
     require_root();
-    let (enforcer, timing) = release_binaries()?;
+    let (enforcer, timing) = (release_enforcer(), release_agent_timing());
     let nft = PathBuf::from("/usr/sbin/nft");
     let wanted = |name: &str| filter.is_empty() || name.contains(filter);
     println!("enforcer benchmarks (median of {REPEATS} runs unless said; each run in fresh namespaces)\n");

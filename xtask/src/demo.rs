@@ -4,22 +4,20 @@
 //! on the embedded default policy, and prints the measured reachability matrix next to the
 //! table the kernel holds. Everything it made is removed at the end, also on failure.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use enforcer_harness::docker::{Dockerd, ThreeGate};
 use enforcer_harness::host::{measure, report, threegate_matrix, INTERNET_V4};
-use enforcer_harness::{enforcer_bin, require_root};
+use enforcer_harness::{enforcer_bin, repo_file, require_root};
 
 /// Runs the demo; fails when a flow does not match the policy.
 pub fn run() -> Result<()> {
     require_root();
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     println!("== installing what is missing (tests/setup.sh)");
     let status = Command::new("bash")
-        .arg(workspace.join("tests/setup.sh"))
+        .arg(repo_file("tests/setup.sh"))
         .status()
         .context("running tests/setup.sh")?;
     ensure!(status.success(), "tests/setup.sh failed");

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{ensure, Context, Result};
+use enforcer_harness::workspace_root;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The most the unit may be exposed, per `systemd-analyze security` (lower is better).
@@ -66,8 +67,8 @@ fn glibc_needed(binary: &Path) -> Result<String> {
 
 /// Builds the packages under `target/dist`; returns the `.deb`'s path.
 pub fn run_dist() -> Result<PathBuf> {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (binary, _) = crate::bench::release_binaries()?;
+    let workspace = workspace_root();
+    let binary = crate::bench::release_enforcer();
     let target = binary
         .parent()
         .and_then(Path::parent)

@@ -93,6 +93,13 @@ pub fn proxies_map(family: Family) -> String {
     format!("proxies_{}", family.tag())
 }
 
+/// Whether `name` is one of the [`proxies_map`] names.
+pub fn is_proxies_map(name: &str) -> bool {
+    [Family::V4, Family::V6]
+        .into_iter()
+        .any(|family| name == proxies_map(family))
+}
+
 /// Chain for managed traffic addressed to the host itself.
 pub const HOST_CHAIN: &str = "host_from_managed";
 

@@ -75,17 +75,9 @@ impl Agent {
     /// Recomputes the desired table after the policy or the Docker state changed, then
     /// enforces it.
     fn recompute(&mut self, reason: &str) -> Result<()> {
-        let classified = classify(&self.policy, &self.docker);
-        for item in classified
-            .skipped
-            .iter()
-            .filter(|s| !self.skipped.contains(s))
-        {
-            tracing::warn!(object = %item.object, "skipped: {}", item.reason);
-        }
-        self.skipped = classified.skipped;
-        let ruleset = plan(&self.policy.table, &classified.topology);
-        self.desired = (classified.topology, ruleset);
+        let (desired, skipped) = desired_table(&self.policy, &self.docker, &self.skipped);
+        self.desired = desired;
+        self.skipped = skipped;
         self.enforce(reason)
     }
 
@@ -153,6 +145,25 @@ impl Agent {
     }
 }
 
+/// The topology and table that `policy` and `docker` call for, and the Docker objects skipped
+/// (each logged once: those not already in `known_skipped`).
+fn desired_table(
+    policy: &Policy,
+    docker: &DockerState,
+    known_skipped: &[Skipped],
+) -> ((Topology, Ruleset), Vec<Skipped>) {
+    let classified = classify(policy, docker);
+    for item in classified
+        .skipped
+        .iter()
+        .filter(|s| !known_skipped.contains(s))
+    {
+        tracing::warn!(object = %item.object, "skipped: {}", item.reason);
+    }
+    let ruleset = plan(&policy.table, &classified.topology);
+    ((classified.topology, ruleset), classified.skipped)
+}
+
 /// The state file, or nothing (reported) when it is missing or unreadable.
 fn last_known_state(path: &Path) -> Option<StateFile> {
     match StateFile::load(path) {
@@ -214,10 +225,13 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
         .as_ref()
         .map(|p| (p.applied_unix, p.reason.clone()))
         .unwrap_or_else(|| (now_unix(), "start".to_string()));
-    let empty = plan(&policy.table, &Topology::default());
+    let docker = previous.map(|p| p.docker).unwrap_or_default();
+    // Before Docker is read: the static policy, the last known Docker state, and every other
+    // Docker bridge denied.
+    let (desired, skipped) = desired_table(&policy, &docker, &[]);
     let mut agent = Agent {
         config,
-        docker: previous.map(|p| p.docker).unwrap_or_default(),
+        docker,
         connection: DockerConnection {
             connected: false,
             host: enforcer_docker::host_from_env(),
@@ -226,16 +240,13 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
         },
         policy,
         nft,
-        // Replaced by the first recompute below.
-        desired: (Topology::default(), empty),
+        desired,
         enforced: Topology::default(),
-        skipped: Vec::new(),
+        skipped,
         state_path,
         last_applied,
     };
-    // Before Docker is read: the static policy, the last known Docker state, and every other
-    // Docker bridge denied.
-    agent.recompute("start, before reading Docker")?;
+    agent.enforce("start, before reading Docker")?;
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("enforcing; waiting for Docker"),

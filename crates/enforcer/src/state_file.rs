@@ -153,10 +153,21 @@ mod tests {
         )
     }
 
+    /// Removes the test's directory on drop, also when an assertion fails.
+    struct RemovedOnDrop(PathBuf);
+
+    impl Drop for RemovedOnDrop {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn round_trip_and_replace() {
-        let dir = std::env::temp_dir().join(format!("enforcer-state-{}", std::process::id()));
-        let path = dir.join("state.json");
+        let dir = RemovedOnDrop(
+            std::env::temp_dir().join(format!("enforcer-state-{}", std::process::id())),
+        );
+        let path = dir.0.join("state.json");
         assert!(StateFile::load(&path).unwrap().is_none());
         let first = sample();
         first.store(&path).unwrap();
@@ -169,6 +180,5 @@ mod tests {
         fs::write(&path, "{ not json").unwrap();
         let error = StateFile::load(&path).unwrap_err().to_string();
         assert!(error.contains("corrupt"), "{error}");
-        fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use enforcer_core::planner::{parse_egress_set, proxy_of_chain};
+use enforcer_core::planner::{is_proxies_map, parse_egress_set, proxy_of_chain};
 use enforcer_core::ruleset::Family;
 use ipnet::IpNet;
 
@@ -68,7 +68,7 @@ fn elements(dump: &[u8]) -> Vec<&[u8]> {
 impl KernelView {
     /// Whether the view reads set `name`: the counted egress sets and the proxy maps.
     pub(crate) fn reads(name: &str) -> bool {
-        parse_egress_set(name).is_some() || name.starts_with("proxies_")
+        parse_egress_set(name).is_some() || is_proxies_map(name)
     }
 
     /// Builds the view from `(set name, element dump)` pairs of the table's sets.
@@ -96,7 +96,7 @@ impl KernelView {
                         bytes,
                     });
                 }
-            } else if name.starts_with("proxies_") {
+            } else if is_proxies_map(name) {
                 for element in elements(dump) {
                     let key = element_key(element).and_then(key_address);
                     let chain = wire::attribute(element, NFTA_SET_ELEM_DATA)
