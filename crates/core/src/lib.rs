@@ -6,6 +6,7 @@
 //! script. The kernel edge (crate `enforcer-nft`) applies the same value over netlink.
 
 pub mod docker;
+pub mod names;
 pub mod planner;
 pub mod policy;
 pub mod render;

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use crate::names::{ChainName, SetName};
 use crate::ruleset::{
     Action, AddressKey, Chain, CtState, Direction, Family, Hook, Match, Rule, Ruleset, Set,
     SetContent, SetKey, Verdict,
@@ -50,70 +51,6 @@ impl Default for TableSettings {
         }
     }
 }
-
-/// Name of the chain that holds proxy `name`'s allowed services.
-pub fn proxy_chain(name: &str) -> String {
-    format!("proxy_{name}")
-}
-
-/// The proxy whose chain is `chain` (the inverse of [`proxy_chain`]).
-pub fn proxy_of_chain(chain: &str) -> Option<&str> {
-    chain.strip_prefix("proxy_")
-}
-
-/// Name of the plain set of managed subnets of one family and prefix length.
-pub fn managed_set(family: Family, prefix_len: u8) -> String {
-    format!("managed_{}_{prefix_len}", family.tag())
-}
-
-/// Name of the counted set of managed subnets whose egress is dropped, per family and length.
-pub fn egress_set(family: Family, prefix_len: u8) -> String {
-    format!("egress_{}_{prefix_len}", family.tag())
-}
-
-/// The family and prefix length an [`egress_set`] name stands for.
-pub fn parse_egress_set(name: &str) -> Option<(Family, u8)> {
-    let rest = name.strip_prefix("egress_")?;
-    let (tag, len) = rest.split_once('_')?;
-    let family = [Family::V4, Family::V6]
-        .into_iter()
-        .find(|f| f.tag() == tag)?;
-    let len: u8 = len.parse().ok()?;
-    (len <= family.bits()).then_some((family, len))
-}
-
-/// Name of the set of (source subnet . destination subnet) pairs inside one network, for one
-/// family and pair of prefix lengths.
-pub fn intra_set(family: Family, source_len: u8, destination_len: u8) -> String {
-    format!("intra_{}_{source_len}_{destination_len}", family.tag())
-}
-
-/// Name of the verdict map from proxy addresses of one family to their chains.
-pub fn proxies_map(family: Family) -> String {
-    format!("proxies_{}", family.tag())
-}
-
-/// Whether `name` is one of the [`proxies_map`] names.
-pub fn is_proxies_map(name: &str) -> bool {
-    [Family::V4, Family::V6]
-        .into_iter()
-        .any(|family| name == proxies_map(family))
-}
-
-/// Chain for managed traffic addressed to the host itself.
-pub const HOST_CHAIN: &str = "host_from_managed";
-
-/// Chain for forwarded traffic from managed subnets and bridges that no proxy rule accepted.
-pub const FROM_MANAGED_CHAIN: &str = "from_managed";
-
-/// Chain for forwarded traffic from bridges that no classified network owns.
-pub const UNKNOWN_BRIDGE_CHAIN: &str = "from_unknown_bridge";
-
-/// Set of the interfaces (bridges) of managed networks.
-pub const MANAGED_INTERFACES: &str = "managed_interfaces";
-
-/// Set of the interfaces of every classified network, managed or not.
-pub const KNOWN_INTERFACES: &str = "known_interfaces";
 
 /// Computes the whole desired table. Deterministic: the order of networks, subnets and proxies in
 /// `topology` does not change the result.
@@ -149,36 +86,36 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     let mut proxy_maps: BTreeMap<Family, BTreeMap<IpAddr, Verdict>> = BTreeMap::new();
     for proxy in &proxies {
         for address in &proxy.addresses {
-            proxy_maps
-                .entry(Family::of(*address))
-                .or_default()
-                .insert(*address, Verdict::Jump(proxy_chain(&proxy.name)));
+            proxy_maps.entry(Family::of(*address)).or_default().insert(
+                *address,
+                Verdict::Jump(ChainName::Proxy(proxy.name.clone())),
+            );
         }
     }
 
     let mut sets = Vec::new();
     for (&(family, prefix_len), members) in &by_prefix {
         sets.push(Set {
-            name: managed_set(family, prefix_len),
+            name: SetName::Managed(family, prefix_len),
             key: SetKey::Address(family),
             content: SetContent::Addresses(members.keys().copied().collect()),
         });
         sets.push(Set {
-            name: egress_set(family, prefix_len),
+            name: SetName::Egress(family, prefix_len),
             key: SetKey::Address(family),
             content: SetContent::Counted(members.clone()),
         });
     }
     for (&(family, source, destination), members) in &pairs {
         sets.push(Set {
-            name: intra_set(family, source, destination),
+            name: SetName::Intra(family, source, destination),
             key: SetKey::Address(family),
             content: SetContent::AddressPairs(members.clone()),
         });
     }
     for (&family, members) in &proxy_maps {
         sets.push(Set {
-            name: proxies_map(family),
+            name: SetName::Proxies(family),
             key: SetKey::Address(family),
             content: SetContent::VerdictMap(members.clone()),
         });
@@ -193,13 +130,13 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
         let mut known = managed_interfaces.clone();
         known.extend(topology.unmanaged_interfaces().iter().cloned());
         sets.push(Set {
-            name: KNOWN_INTERFACES.into(),
+            name: SetName::KnownInterfaces,
             key: SetKey::InterfaceName,
             content: SetContent::InterfaceNames(known),
         });
     }
     sets.push(Set {
-        name: MANAGED_INTERFACES.into(),
+        name: SetName::ManagedInterfaces,
         key: SetKey::InterfaceName,
         content: SetContent::InterfaceNames(managed_interfaces),
     });
@@ -247,7 +184,7 @@ fn key(family: Family, direction: Direction, prefix_len: u8) -> AddressKey {
 fn per_prefix<'a>(
     prefixes: &'a [(Family, u8)],
     direction: Direction,
-    set: fn(Family, u8) -> String,
+    set: fn(Family, u8) -> SetName,
     verdict: Verdict,
     comment: impl Fn(u8) -> String + 'a,
 ) -> impl Iterator<Item = Rule> + 'a {
@@ -273,7 +210,7 @@ fn unknown_interface_rules(
             matches: vec![
                 Match::InputInterface(pattern.clone()),
                 Match::InputInterfaceInSet {
-                    set: KNOWN_INTERFACES.into(),
+                    set: SetName::KnownInterfaces,
                     negated: true,
                 },
             ],
@@ -286,7 +223,7 @@ fn unknown_interface_rules(
 fn from_managed_interface(verdict: Verdict, comment: &str) -> Rule {
     Rule {
         matches: vec![Match::InputInterfaceInSet {
-            set: MANAGED_INTERFACES.into(),
+            set: SetName::ManagedInterfaces,
             negated: false,
         }],
         counter: false,
@@ -310,7 +247,7 @@ fn proxy_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
         counter: false,
         action: Action::VerdictMap(
             key(family, Direction::Source, family.bits()),
-            proxies_map(family),
+            SetName::Proxies(family),
         ),
         comment: "a proxy's packets visit its chain of allowed services".into(),
     })
@@ -324,11 +261,11 @@ fn forward_chain(
     // Proxies first: their allowed egress, the traffic that matters most, then costs two
     // lookups (the proxy map, and the check that the destination is not managed).
     let mut rules: Vec<Rule> = proxy_dispatch(proxy_families).collect();
-    let from_managed = Verdict::Jump(FROM_MANAGED_CHAIN.into());
+    let from_managed = Verdict::Jump(ChainName::FromManaged);
     rules.extend(per_prefix(
         prefixes,
         Direction::Source,
-        managed_set,
+        SetName::Managed,
         from_managed.clone(),
         |len| format!("a managed /{len} source: only what from_managed allows leaves it"),
     ));
@@ -338,10 +275,10 @@ fn forward_chain(
     ));
     rules.extend(unknown_interface_rules(
         settings,
-        Verdict::Jump(UNKNOWN_BRIDGE_CHAIN.into()),
+        Verdict::Jump(ChainName::FromUnknownBridge),
     ));
     Chain {
-        name: "forward".into(),
+        name: ChainName::Forward,
         hook: Some((Hook::Forward, settings.forward_priority)),
         rules,
     }
@@ -354,7 +291,7 @@ fn from_managed_chain(prefixes: &[(Family, u8)], pair_lengths: &[(Family, u8, u8
             vec![Match::PairInSet(
                 key(family, Direction::Source, source),
                 key(family, Direction::Destination, destination),
-                intra_set(family, source, destination),
+                SetName::Intra(family, source, destination),
             )],
             Verdict::Accept,
             "source and destination in the same network: stays inside it",
@@ -377,7 +314,7 @@ fn from_managed_chain(prefixes: &[(Family, u8)], pair_lengths: &[(Family, u8, u8
     rules.extend(per_prefix(
         prefixes,
         Direction::Source,
-        egress_set,
+        SetName::Egress,
         Verdict::Drop,
         |len| format!("any other egress from a managed /{len}: denied, counted per subnet"),
     ));
@@ -388,7 +325,7 @@ fn from_managed_chain(prefixes: &[(Family, u8)], pair_lengths: &[(Family, u8, u8
         comment: "from a managed network's bridge with a source outside its subnets: denied".into(),
     });
     Chain {
-        name: FROM_MANAGED_CHAIN.into(),
+        name: ChainName::FromManaged,
         hook: None,
         rules,
     }
@@ -396,7 +333,7 @@ fn from_managed_chain(prefixes: &[(Family, u8)], pair_lengths: &[(Family, u8, u8
 
 fn unknown_bridge_chain() -> Chain {
     Chain {
-        name: UNKNOWN_BRIDGE_CHAIN.into(),
+        name: ChainName::FromUnknownBridge,
         hook: None,
         rules: vec![
             replies_rule(),
@@ -421,20 +358,20 @@ fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)]) -> Chain {
         ),
     ];
     rules.extend(unknown_interface_rules(settings, Verdict::Drop));
-    let to_host = Verdict::Jump(HOST_CHAIN.into());
+    let to_host = Verdict::Jump(ChainName::HostFromManaged);
     rules.extend(per_prefix(
         prefixes,
         Direction::Source,
-        managed_set,
+        SetName::Managed,
         to_host,
         |len| format!("a managed /{len} opening a connection to the host itself"),
     ));
     rules.push(from_managed_interface(
-        Verdict::Jump(HOST_CHAIN.into()),
+        Verdict::Jump(ChainName::HostFromManaged),
         "anything else from a managed network's bridge to the host itself",
     ));
     Chain {
-        name: "input".into(),
+        name: ChainName::Input,
         hook: Some((Hook::Input, settings.input_priority)),
         rules,
     }
@@ -449,7 +386,7 @@ fn host_chain(proxy_families: &[Family]) -> Chain {
         comment: "managed networks must not reach host services".into(),
     });
     Chain {
-        name: HOST_CHAIN.into(),
+        name: ChainName::HostFromManaged,
         hook: None,
         rules,
     }
@@ -467,7 +404,7 @@ fn proxy_rules(proxy: &Proxy, prefixes: &[(Family, u8)]) -> Chain {
     rules.extend(per_prefix(
         prefixes,
         Direction::Destination,
-        managed_set,
+        SetName::Managed,
         Verdict::Return,
         |len| format!("a managed /{len} destination is never proxy egress"),
     ));
@@ -496,7 +433,7 @@ fn proxy_rules(proxy: &Proxy, prefixes: &[(Family, u8)]) -> Chain {
         }
     }
     Chain {
-        name: proxy_chain(&proxy.name),
+        name: ChainName::Proxy(proxy.name.clone()),
         hook: None,
         rules,
     }

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::names::{ChainName, SetName};
 use crate::topology::Protocol;
 
 /// One `inet` table: its sets and maps first, then its chains (base chains first).
@@ -68,7 +69,7 @@ pub enum SetKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Set {
     /// Set name.
-    pub name: String,
+    pub name: SetName,
     /// Type of its keys.
     pub key: SetKey,
     /// Its elements.
@@ -132,7 +133,7 @@ impl Hook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
     /// Chain name.
-    pub name: String,
+    pub name: ChainName,
     /// Hook and priority, for base chains.
     pub hook: Option<(Hook, i32)>,
     /// Rules, in evaluation order.
@@ -190,7 +191,7 @@ pub enum Match {
     /// The pair (masked source . masked destination) is an element of the named pair set:
     /// `ip saddr & 255.255.255.0 . ip daddr & 255.255.255.0 @set`. Both keys have the same
     /// family. It must be a rule's only match (the kernel edge writes such rules itself).
-    PairInSet(AddressKey, AddressKey, String),
+    PairInSet(AddressKey, AddressKey, SetName),
     /// Conntrack state is one of these.
     CtState(Vec<CtState>),
     /// An ICMPv6 packet whose type lies in this inclusive range.
@@ -198,7 +199,7 @@ pub enum Match {
     /// The address lies in this prefix (`ip daddr 10.0.0.0/24`).
     Address(Direction, IpNet),
     /// The masked address is an element of the named set.
-    InSet(AddressKey, String),
+    InSet(AddressKey, SetName),
     /// Transport protocol and destination port (`tcp dport 443`).
     DestinationPort(Protocol, u16),
     /// The packet entered through this interface; a trailing `*` matches any suffix
@@ -208,7 +209,7 @@ pub enum Match {
     /// (`iifname != @set`).
     InputInterfaceInSet {
         /// The set of interface names.
-        set: String,
+        set: SetName,
         /// Match when the name is absent from the set.
         negated: bool,
     },
@@ -221,7 +222,7 @@ pub enum Action {
     Verdict(Verdict),
     /// Look the masked address up in a verdict map and apply the verdict found (no verdict, and
     /// evaluation continues, when it is absent).
-    VerdictMap(AddressKey, String),
+    VerdictMap(AddressKey, SetName),
 }
 
 /// A verdict.
@@ -234,19 +235,19 @@ pub enum Verdict {
     /// Return to the calling chain.
     Return,
     /// Evaluate the named chain, then come back.
-    Jump(String),
+    Jump(ChainName),
     /// Evaluate the named chain instead; its end returns to this chain's caller.
-    Goto(String),
+    Goto(ChainName),
 }
 
 impl Ruleset {
     /// The set with this name.
-    pub fn set(&self, name: &str) -> Option<&Set> {
-        self.sets.iter().find(|s| s.name == name)
+    pub fn set(&self, name: &SetName) -> Option<&Set> {
+        self.sets.iter().find(|s| s.name == *name)
     }
 
     /// The chain with this name.
-    pub fn chain(&self, name: &str) -> Option<&Chain> {
-        self.chains.iter().find(|c| c.name == name)
+    pub fn chain(&self, name: &ChainName) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == *name)
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use enforcer_core::names::ChainName;
 use enforcer_core::planner::{plan, TableSettings};
 use enforcer_core::policy::Policy;
 use enforcer_core::render::script;
@@ -100,7 +101,7 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
 }
 
 /// Runs `chain`; returns the final verdict if one was reached (Accept or Drop), None to return.
-fn run(ruleset: &Ruleset, chain: &str, packet: &Packet, depth: usize) -> Option<Verdict> {
+fn run(ruleset: &Ruleset, chain: &ChainName, packet: &Packet, depth: usize) -> Option<Verdict> {
     assert!(depth < 16, "chain loop");
     let chain = ruleset.chain(chain).expect("jump target exists");
     for rule in &chain.rules {

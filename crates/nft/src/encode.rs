@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 
+use enforcer_core::names::SetName;
 use enforcer_core::render::prefix_mask;
 use enforcer_core::ruleset::{
     Action, AddressKey, Chain as ChainDef, CtState, Direction, Family, Hook as HookDef, Match,
@@ -124,10 +125,13 @@ pub fn encode(ruleset: &Ruleset) -> Result<Parts, EncodeError> {
             if let Some(parsed) = wire::messages(&message).next() {
                 scratch.absorb(name, &parsed);
             }
-            let base = scratch.chains.remove(&chain.name).and_then(|c| c.base);
+            let base = scratch
+                .chains
+                .remove(&chain.name.to_string())
+                .and_then(|c| c.base);
             let create = (message, format!("create chain {}", chain.name));
             ChainPart {
-                name: chain.name.clone(),
+                name: chain.name.to_string(),
                 base,
                 create,
                 rules: Vec::new(),
@@ -180,7 +184,7 @@ pub fn encode(ruleset: &Ruleset) -> Result<Parts, EncodeError> {
                 format!("create set {}", set.name),
             );
             SetPart {
-                name: set.name.clone(),
+                name: set.name.to_string(),
                 id,
                 create,
                 elements,
@@ -188,11 +192,11 @@ pub fn encode(ruleset: &Ruleset) -> Result<Parts, EncodeError> {
         })
         .collect();
 
-    let set_ids = |set: &str| {
+    let set_ids = |set: &SetName| {
         ruleset
             .sets
             .iter()
-            .position(|s| s.name == set)
+            .position(|s| s.name == *set)
             .map(|i| i as u32 + 1)
             .unwrap_or(0)
     };
@@ -220,16 +224,22 @@ pub fn encode(ruleset: &Ruleset) -> Result<Parts, EncodeError> {
             });
             match &rule.action {
                 Action::Verdict(verdict) if needs_own => {
-                    let message = own_rule_message(name, &chain_def.name, rule, verdict, &set_ids)
-                        .ok_or_else(|| EncodeError {
-                            chain: chain_def.name.clone(),
-                            position: position + 1,
-                        })?;
+                    let message = own_rule_message(
+                        name,
+                        &chain_def.name.to_string(),
+                        rule,
+                        verdict,
+                        &set_ids,
+                    )
+                    .ok_or_else(|| EncodeError {
+                        chain: chain_def.name.to_string(),
+                        position: position + 1,
+                    })?;
                     own.push((chain_index, Some(message), description));
                 }
                 _ if needs_own => {
                     return Err(EncodeError {
-                        chain: chain_def.name.clone(),
+                        chain: chain_def.name.to_string(),
                         position: position + 1,
                     });
                 }
@@ -515,7 +525,7 @@ fn batch_messages(batch: Batch) -> Vec<Vec<u8>> {
 }
 
 fn chain_object(table: &Table, chain: &ChainDef) -> Chain {
-    let object = Chain::new(table).with_name(chain.name.as_str());
+    let object = Chain::new(table).with_name(chain.name.to_string());
     match chain.hook {
         Some((hook, priority)) => {
             let class = match hook {
@@ -531,7 +541,7 @@ fn chain_object(table: &Table, chain: &ChainDef) -> Chain {
     }
 }
 
-fn rule_object(chain: &Chain, rule: &RuleDef, set_id: &dyn Fn(&str) -> u32) -> Rule {
+fn rule_object(chain: &Chain, rule: &RuleDef, set_id: &dyn Fn(&SetName) -> u32) -> Rule {
     let mut object = Rule::new(chain).expect("chain has a table and a name");
     for m in &rule.matches {
         match m {
@@ -582,7 +592,7 @@ fn rule_object(chain: &Chain, rule: &RuleDef, set_id: &dyn Fn(&str) -> u32) -> R
             }
             Match::InSet(key, set) => {
                 load_masked(&mut object, key);
-                object.add_expr(lookup(set, set_id(set)));
+                object.add_expr(lookup(&set.to_string(), set_id(set)));
             }
             Match::DestinationPort(protocol, port) => {
                 object.add_expr(Meta::new(MetaType::L4Proto));
@@ -601,7 +611,7 @@ fn rule_object(chain: &Chain, rule: &RuleDef, set_id: &dyn Fn(&str) -> u32) -> R
         }
         Action::VerdictMap(key, map) => {
             load_masked(&mut object, key);
-            object.add_expr(lookup(map, set_id(map)).with_dreg(Register::Verdict));
+            object.add_expr(lookup(&map.to_string(), set_id(map)).with_dreg(Register::Verdict));
         }
     }
     object.with_userdata(comment_userdata(&rule.comment))
@@ -613,10 +623,10 @@ fn verdict_kind(verdict: &Verdict) -> VerdictKind {
         Verdict::Drop => VerdictKind::Drop,
         Verdict::Return => VerdictKind::Return,
         Verdict::Jump(chain) => VerdictKind::Jump {
-            chain: chain.clone(),
+            chain: chain.to_string(),
         },
         Verdict::Goto(chain) => VerdictKind::Goto {
-            chain: chain.clone(),
+            chain: chain.to_string(),
         },
     }
 }
@@ -696,7 +706,7 @@ fn set_message(table: &str, set: &SetDef, id: u32) -> Vec<u8> {
     let mut attrs = AttrWriter::new();
     attrs
         .string(NFTA_SET_TABLE, table)
-        .string(NFTA_SET_NAME, &set.name);
+        .string(NFTA_SET_NAME, &set.name.to_string());
     let is_map = matches!(set.content, SetContent::VerdictMap(_));
     attrs.be32(NFTA_SET_FLAGS, if is_map { NFT_SET_MAP } else { 0 });
     attrs
@@ -818,7 +828,7 @@ fn verdict_data(data: &mut AttrWriter, verdict: &Verdict) {
         };
         v.be32(NFTA_VERDICT_CODE, code as u32);
         if let Some(chain) = chain {
-            v.string(NFTA_VERDICT_CHAIN, chain);
+            v.string(NFTA_VERDICT_CHAIN, &chain.to_string());
         }
     });
 }
@@ -923,7 +933,7 @@ fn own_rule_message(
     chain: &str,
     rule: &RuleDef,
     verdict: &Verdict,
-    set_id: &dyn Fn(&str) -> u32,
+    set_id: &dyn Fn(&SetName) -> u32,
 ) -> Option<Vec<u8>> {
     let mut attrs = AttrWriter::new();
     attrs
@@ -943,7 +953,7 @@ fn own_rule_message(
                 }
                 Match::InputInterfaceInSet { set, negated } => {
                     exprs.meta(NFT_META_IIFNAME);
-                    exprs.lookup(set, set_id(set), *negated);
+                    exprs.lookup(&set.to_string(), set_id(set), *negated);
                 }
                 Match::PairInSet(source, destination, set) => {
                     let family = source.family;
@@ -955,7 +965,7 @@ fn own_rule_message(
                     exprs.cmp_eq(&[nfproto(family)]);
                     exprs.address(source, REG_1);
                     exprs.address(destination, second);
-                    exprs.lookup(set, set_id(set), false);
+                    exprs.lookup(&set.to_string(), set_id(set), false);
                 }
                 _ => supported = false,
             }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use enforcer_core::planner::{is_proxies_map, parse_egress_set, proxy_of_chain};
+use enforcer_core::names::{ChainName, SetName};
 use enforcer_core::ruleset::Family;
 use ipnet::IpNet;
 
@@ -68,14 +68,15 @@ fn elements(dump: &[u8]) -> Vec<&[u8]> {
 impl KernelView {
     /// Whether the view reads set `name`: the counted egress sets and the proxy maps.
     pub(crate) fn reads(name: &str) -> bool {
-        parse_egress_set(name).is_some() || is_proxies_map(name)
+        matches!(name.parse(), Ok(SetName::Egress(..) | SetName::Proxies(_)))
     }
 
     /// Builds the view from `(set name, element dump)` pairs of the table's sets.
     pub(crate) fn from_dumps<'a>(sets: impl Iterator<Item = (&'a str, &'a [u8])>) -> KernelView {
         let mut view = KernelView::default();
         for (name, dump) in sets {
-            if let Some((family, prefix_len)) = parse_egress_set(name) {
+            let name = name.parse::<SetName>();
+            if let Ok(SetName::Egress(family, prefix_len)) = name {
                 for element in elements(dump) {
                     let Some(network) = element_key(element).and_then(key_address) else {
                         continue;
@@ -96,7 +97,7 @@ impl KernelView {
                         bytes,
                     });
                 }
-            } else if is_proxies_map(name) {
+            } else if let Ok(SetName::Proxies(_)) = name {
                 for element in elements(dump) {
                     let key = element_key(element).and_then(key_address);
                     let chain = wire::attribute(element, NFTA_SET_ELEM_DATA)
@@ -104,11 +105,8 @@ impl KernelView {
                         .and_then(|v| wire::attribute(v, NFTA_VERDICT_CHAIN))
                         .map(wire::string);
                     if let (Some(address), Some(chain)) = (key, chain) {
-                        if let Some(proxy) = proxy_of_chain(&chain) {
-                            view.proxies
-                                .entry(proxy.to_string())
-                                .or_default()
-                                .push(address);
+                        if let Ok(ChainName::Proxy(proxy)) = chain.parse() {
+                            view.proxies.entry(proxy).or_default().push(address);
                         }
                     }
                 }

@@ -1,0 +1,205 @@
+//! The names of the kernel objects enforcer's table holds, as types: the planner builds
+//! [`ChainName`]s and [`SetName`]s, the renderer and the encoder print them with `Display`, and
+//! readers of the kernel's table recover their meaning with `FromStr`. Printing then parsing
+//! gives back the same value (a property test checks it), so no other code builds or takes
+//! names apart.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::ruleset::Family;
+
+/// A chain of enforcer's table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChainName {
+    /// The `forward` base chain: sorts forwarded packets.
+    Forward,
+    /// The `input` base chain: packets to the host itself.
+    Input,
+    /// Forwarded traffic from managed subnets and bridges that no proxy rule accepted.
+    FromManaged,
+    /// Managed traffic addressed to the host itself.
+    HostFromManaged,
+    /// Forwarded traffic from bridges that no classified network owns.
+    FromUnknownBridge,
+    /// The allowed services of the proxy with this name.
+    Proxy(String),
+}
+
+/// A set or verdict map of enforcer's table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SetName {
+    /// The plain set of managed subnets of one family and prefix length.
+    Managed(Family, u8),
+    /// The counted set of managed subnets whose egress is dropped, per family and length.
+    Egress(Family, u8),
+    /// The (source subnet . destination subnet) pairs inside one network, per family and pair
+    /// of prefix lengths.
+    Intra(Family, u8, u8),
+    /// The verdict map from proxy addresses of one family to their chains.
+    Proxies(Family),
+    /// The interfaces (bridges) of managed networks.
+    ManagedInterfaces,
+    /// The interfaces of every classified network, managed or not.
+    KnownInterfaces,
+}
+
+const PROXY_PREFIX: &str = "proxy_";
+
+impl fmt::Display for ChainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChainName::Forward => f.write_str("forward"),
+            ChainName::Input => f.write_str("input"),
+            ChainName::FromManaged => f.write_str("from_managed"),
+            ChainName::HostFromManaged => f.write_str("host_from_managed"),
+            ChainName::FromUnknownBridge => f.write_str("from_unknown_bridge"),
+            ChainName::Proxy(name) => write!(f, "{PROXY_PREFIX}{name}"),
+        }
+    }
+}
+
+/// A kernel name that is not one enforcer writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not the name of a chain or set enforcer writes")]
+pub struct UnknownName(pub String);
+
+impl FromStr for ChainName {
+    type Err = UnknownName;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "forward" => ChainName::Forward,
+            "input" => ChainName::Input,
+            "from_managed" => ChainName::FromManaged,
+            "host_from_managed" => ChainName::HostFromManaged,
+            "from_unknown_bridge" => ChainName::FromUnknownBridge,
+            _ => match text.strip_prefix(PROXY_PREFIX) {
+                Some(proxy) if !proxy.is_empty() => ChainName::Proxy(proxy.to_string()),
+                _ => return Err(UnknownName(text.to_string())),
+            },
+        })
+    }
+}
+
+impl fmt::Display for SetName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetName::Managed(family, len) => write!(f, "managed_{}_{len}", family.tag()),
+            SetName::Egress(family, len) => write!(f, "egress_{}_{len}", family.tag()),
+            SetName::Intra(family, source, destination) => {
+                write!(f, "intra_{}_{source}_{destination}", family.tag())
+            }
+            SetName::Proxies(family) => write!(f, "proxies_{}", family.tag()),
+            SetName::ManagedInterfaces => f.write_str("managed_interfaces"),
+            SetName::KnownInterfaces => f.write_str("known_interfaces"),
+        }
+    }
+}
+
+impl FromStr for SetName {
+    type Err = UnknownName;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let unknown = || UnknownName(text.to_string());
+        match text {
+            "managed_interfaces" => return Ok(SetName::ManagedInterfaces),
+            "known_interfaces" => return Ok(SetName::KnownInterfaces),
+            _ => {}
+        }
+        let (kind, rest) = text.split_once('_').ok_or_else(unknown)?;
+        let mut parts = rest.split('_');
+        let family = parts.next().and_then(family_of_tag).ok_or_else(unknown)?;
+        let mut length = || -> Result<u8, UnknownName> {
+            let len: u8 = parts
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(unknown)?;
+            (len <= family.bits()).then_some(len).ok_or_else(unknown)
+        };
+        let name = match kind {
+            "managed" => SetName::Managed(family, length()?),
+            "egress" => SetName::Egress(family, length()?),
+            "intra" => SetName::Intra(family, length()?, length()?),
+            "proxies" => SetName::Proxies(family),
+            _ => return Err(unknown()),
+        };
+        // Only the canonical spelling (no leading zeros, nothing left over) is a name.
+        match name.to_string() == text {
+            true => Ok(name),
+            false => Err(unknown()),
+        }
+    }
+}
+
+fn family_of_tag(tag: &str) -> Option<Family> {
+    [Family::V4, Family::V6]
+        .into_iter()
+        .find(|f| f.tag() == tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn family() -> impl Strategy<Value = Family> {
+        prop_oneof![Just(Family::V4), Just(Family::V6)]
+    }
+
+    fn set_name() -> impl Strategy<Value = SetName> {
+        let len = |f: Family| 0..=f.bits();
+        prop_oneof![
+            family().prop_flat_map(move |f| len(f).prop_map(move |l| SetName::Managed(f, l))),
+            family().prop_flat_map(move |f| len(f).prop_map(move |l| SetName::Egress(f, l))),
+            family().prop_flat_map(
+                move |f| (len(f), len(f)).prop_map(move |(s, d)| SetName::Intra(f, s, d))
+            ),
+            family().prop_map(SetName::Proxies),
+            Just(SetName::ManagedInterfaces),
+            Just(SetName::KnownInterfaces),
+        ]
+    }
+
+    fn chain_name() -> impl Strategy<Value = ChainName> {
+        prop_oneof![
+            Just(ChainName::Forward),
+            Just(ChainName::Input),
+            Just(ChainName::FromManaged),
+            Just(ChainName::HostFromManaged),
+            Just(ChainName::FromUnknownBridge),
+            "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Proxy),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn set_names_round_trip(name in set_name()) {
+            prop_assert_eq!(name.to_string().parse::<SetName>(), Ok(name));
+        }
+
+        #[test]
+        fn chain_names_round_trip(name in chain_name()) {
+            prop_assert_eq!(name.to_string().parse::<ChainName>(), Ok(name));
+        }
+    }
+
+    #[test]
+    fn names_enforcer_does_not_write_are_refused() {
+        for text in [
+            "egress_v4_33",
+            "egress_v4_024",
+            "egress_v5_24",
+            "intra_v4_24",
+            "proxy_",
+            "x",
+        ] {
+            assert!(text.parse::<SetName>().is_err(), "{text}");
+        }
+        assert!("proxy_".parse::<ChainName>().is_err());
+        assert_eq!(
+            "proxy_forward".parse::<ChainName>(),
+            Ok(ChainName::Proxy("forward".into()))
+        );
+    }
+}
