@@ -52,82 +52,104 @@ impl Default for TableSettings {
     }
 }
 
-/// Computes the whole desired table. Deterministic: the order of networks, subnets and proxies in
-/// `topology` does not change the result.
-pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
-    let mut networks: Vec<&ManagedNetwork> = topology.networks().iter().collect();
-    networks.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut proxies: Vec<&Proxy> = topology.proxies().iter().collect();
-    proxies.sort_by(|a, b| a.name.cmp(&b.name));
+/// The topology's addresses grouped the way the table looks them up: one group per family and
+/// prefix length (or pair of them), each a set.
+#[derive(Default)]
+struct Lookups {
+    /// (family, prefix length) -> subnet network address -> owning network's name.
+    by_prefix: BTreeMap<(Family, u8), BTreeMap<IpAddr, String>>,
+    /// (family, source length, destination length) -> pairs of subnets of one network.
+    pairs: BTreeMap<(Family, u8, u8), BTreeSet<(IpAddr, IpAddr)>>,
+    /// Family -> proxy address -> the jump to its proxy's chain.
+    proxy_maps: BTreeMap<Family, BTreeMap<IpAddr, Verdict>>,
+}
 
-    // (family, prefix length) -> subnet network address -> owning network's name.
-    let mut by_prefix: BTreeMap<(Family, u8), BTreeMap<IpAddr, String>> = BTreeMap::new();
-    // (family, source length, destination length) -> pairs of subnets of one network.
-    let mut pairs: BTreeMap<(Family, u8, u8), BTreeSet<(IpAddr, IpAddr)>> = BTreeMap::new();
-    for network in &networks {
-        for subnet in &network.subnets {
-            let family = Family::of(subnet.addr());
-            by_prefix
-                .entry((family, subnet.prefix_len()))
-                .or_default()
-                .insert(subnet.network(), network.name.clone());
-            for other in network
-                .subnets
-                .iter()
-                .filter(|o| Family::of(o.addr()) == family)
-            {
-                pairs
-                    .entry((family, subnet.prefix_len(), other.prefix_len()))
+impl Lookups {
+    fn of(networks: &[&ManagedNetwork], proxies: &[&Proxy]) -> Lookups {
+        let mut lookups = Lookups::default();
+        for network in networks {
+            for subnet in &network.subnets {
+                let family = Family::of(subnet.addr());
+                lookups
+                    .by_prefix
+                    .entry((family, subnet.prefix_len()))
                     .or_default()
-                    .insert((subnet.network(), other.network()));
+                    .insert(subnet.network(), network.name.clone());
+                for other in network
+                    .subnets
+                    .iter()
+                    .filter(|o| Family::of(o.addr()) == family)
+                {
+                    lookups
+                        .pairs
+                        .entry((family, subnet.prefix_len(), other.prefix_len()))
+                        .or_default()
+                        .insert((subnet.network(), other.network()));
+                }
             }
         }
-    }
-    let mut proxy_maps: BTreeMap<Family, BTreeMap<IpAddr, Verdict>> = BTreeMap::new();
-    for proxy in &proxies {
-        for address in &proxy.addresses {
-            proxy_maps.entry(Family::of(*address)).or_default().insert(
-                *address,
-                Verdict::Jump(ChainName::Proxy(proxy.name.clone())),
-            );
+        for proxy in proxies {
+            for address in &proxy.addresses {
+                lookups
+                    .proxy_maps
+                    .entry(Family::of(*address))
+                    .or_default()
+                    .insert(
+                        *address,
+                        Verdict::Jump(ChainName::Proxy(proxy.name.clone())),
+                    );
+            }
         }
+        lookups
     }
 
-    let mut sets = Vec::new();
-    for (&(family, prefix_len), members) in &by_prefix {
-        sets.push(Set {
-            name: SetName::Managed(family, prefix_len),
-            key: SetKey::Address(family),
-            content: SetContent::Addresses(members.keys().copied().collect()),
-        });
-        sets.push(Set {
-            name: SetName::Egress(family, prefix_len),
-            key: SetKey::Address(family),
-            content: SetContent::Counted(members.clone()),
-        });
+    /// The address sets and proxy maps, in the order the table lists them.
+    fn sets(&self) -> Vec<Set> {
+        let mut sets = Vec::new();
+        for (&(family, prefix_len), members) in &self.by_prefix {
+            sets.push(Set {
+                name: SetName::Managed(family, prefix_len),
+                key: SetKey::Address(family),
+                content: SetContent::Addresses(members.keys().copied().collect()),
+            });
+            sets.push(Set {
+                name: SetName::Egress(family, prefix_len),
+                key: SetKey::Address(family),
+                content: SetContent::Counted(members.clone()),
+            });
+        }
+        for (&(family, source, destination), members) in &self.pairs {
+            sets.push(Set {
+                name: SetName::Intra(family, source, destination),
+                key: SetKey::Address(family),
+                content: SetContent::AddressPairs(members.clone()),
+            });
+        }
+        for (&family, members) in &self.proxy_maps {
+            sets.push(Set {
+                name: SetName::Proxies(family),
+                key: SetKey::Address(family),
+                content: SetContent::VerdictMap(members.clone()),
+            });
+        }
+        sets
     }
-    for (&(family, source, destination), members) in &pairs {
-        sets.push(Set {
-            name: SetName::Intra(family, source, destination),
-            key: SetKey::Address(family),
-            content: SetContent::AddressPairs(members.clone()),
-        });
-    }
-    for (&family, members) in &proxy_maps {
-        sets.push(Set {
-            name: SetName::Proxies(family),
-            key: SetKey::Address(family),
-            content: SetContent::VerdictMap(members.clone()),
-        });
-    }
+}
 
-    let managed_interfaces: BTreeSet<String> = networks
+/// The interface-name sets: the managed networks' bridges and, when unknown bridges are
+/// guarded, every classified network's.
+fn interface_sets(
+    settings: &TableSettings,
+    topology: &Topology,
+    networks: &[&ManagedNetwork],
+) -> Vec<Set> {
+    let managed: BTreeSet<String> = networks
         .iter()
         .filter_map(|n| n.interface.clone())
         .collect();
-    let guards_unknown = !settings.unknown_interface_patterns.is_empty();
-    if guards_unknown {
-        let mut known = managed_interfaces.clone();
+    let mut sets = Vec::new();
+    if !settings.unknown_interface_patterns.is_empty() {
+        let mut known = managed.clone();
         known.extend(topology.unmanaged_interfaces().iter().cloned());
         sets.push(Set {
             name: SetName::KnownInterfaces,
@@ -138,19 +160,33 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     sets.push(Set {
         name: SetName::ManagedInterfaces,
         key: SetKey::InterfaceName,
-        content: SetContent::InterfaceNames(managed_interfaces),
+        content: SetContent::InterfaceNames(managed),
     });
+    sets
+}
 
-    let prefixes: Vec<(Family, u8)> = by_prefix.keys().copied().collect();
-    let pair_lengths: Vec<(Family, u8, u8)> = pairs.keys().copied().collect();
-    let proxy_families: Vec<Family> = proxy_maps.keys().copied().collect();
+/// Computes the whole desired table. Deterministic: the order of networks, subnets and proxies in
+/// `topology` does not change the result.
+pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
+    let mut networks: Vec<&ManagedNetwork> = topology.networks().iter().collect();
+    networks.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut proxies: Vec<&Proxy> = topology.proxies().iter().collect();
+    proxies.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let lookups = Lookups::of(&networks, &proxies);
+    let mut sets = lookups.sets();
+    sets.extend(interface_sets(settings, topology, &networks));
+
+    let prefixes: Vec<(Family, u8)> = lookups.by_prefix.keys().copied().collect();
+    let pair_lengths: Vec<(Family, u8, u8)> = lookups.pairs.keys().copied().collect();
+    let proxy_families: Vec<Family> = lookups.proxy_maps.keys().copied().collect();
     let mut chains = vec![
         forward_chain(settings, &prefixes, &proxy_families),
         input_chain(settings, &prefixes),
         from_managed_chain(&prefixes, &pair_lengths),
         host_chain(&proxy_families),
     ];
-    if guards_unknown {
+    if !settings.unknown_interface_patterns.is_empty() {
         chains.push(unknown_bridge_chain());
     }
     chains.extend(proxies.iter().map(|p| proxy_rules(p, &prefixes)));

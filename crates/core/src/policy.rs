@@ -199,7 +199,7 @@ impl Source<'_> {
             .collect()
     }
 
-    fn label(&self, raw: Option<Spanned<String>>, default: &str) -> Result<String, PolicyError> {
+    fn label(&self, raw: &Option<Spanned<String>>, default: &str) -> Result<String, PolicyError> {
         match raw {
             None => Ok(default.to_string()),
             Some(s) if s.get_ref().is_empty() || s.get_ref().chars().any(char::is_whitespace) => {
@@ -208,7 +208,7 @@ impl Source<'_> {
                     "a label key or value must be non-empty, without spaces",
                 ))
             }
-            Some(s) => Ok(s.into_inner()),
+            Some(s) => Ok(s.get_ref().clone()),
         }
     }
 }
@@ -240,162 +240,198 @@ impl Policy {
                 format!("{message} (see the policy reference in the README)"),
             )
         })?;
-
-        let table_name = match raw.table.name {
-            None => TableSettings::default().name,
-            Some(name) if is_table_name(name.get_ref()) => name.into_inner(),
-            Some(name) => {
-                return Err(source.error(
-                    Some(name.span()),
-                    format!(
-                    "table name `{}` is not allowed: use 1 to 64 characters from A-Z a-z 0-9 _, \
-                         starting with a letter",
-                    name.get_ref()
-                ),
-                ))
-            }
-        };
-        let defaults = TableSettings::default();
-        let mut table = TableSettings {
-            name: table_name,
-            forward_priority: raw
-                .table
-                .forward_priority
-                .unwrap_or(defaults.forward_priority),
-            input_priority: raw.table.input_priority.unwrap_or(defaults.input_priority),
-            unknown_interface_patterns: Vec::new(),
-        };
-
-        let unknown_networks = match raw.docker.unknown_networks {
-            None => UnknownNetworks::Deny,
-            Some(value) => match value.get_ref().as_str() {
-                "deny" => UnknownNetworks::Deny,
-                "allow" => UnknownNetworks::Allow,
-                other => {
-                    return Err(source.error(
-                        Some(value.span()),
-                        format!("unknown_networks = `{other}`: use \"deny\" or \"allow\""),
-                    ))
-                }
-            },
-        };
-        let bridge_patterns = match raw.docker.bridge_patterns {
-            None => vec!["br-*".to_string(), "docker0".to_string()],
-            Some(list) => list
-                .into_iter()
-                .map(|p| {
-                    let stem = p.get_ref().strip_suffix('*').unwrap_or(p.get_ref());
-                    if is_valid_interface(stem) {
-                        Ok(p.into_inner())
-                    } else {
-                        Err(source.error(
-                            Some(p.span()),
-                            format!(
-                                "`{}` is not an interface pattern: write a name of 1 to 15 \
-                                 characters, optionally ending in `*` (like \"br-*\")",
-                                p.get_ref()
-                            ),
-                        ))
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        let docker = DockerSettings {
-            enabled: raw.docker.enabled.unwrap_or(true),
-            unknown_networks,
-            bridge_patterns,
-            manage_internal: raw.docker.manage_internal.unwrap_or(true),
-            managed_label: source.label(raw.docker.managed_label, "enforcer.managed")?,
-            role_label: source.label(raw.docker.role_label, "enforcer.role")?,
-            proxy_role: source.label(raw.docker.proxy_role, "egress-proxy")?,
-        };
+        let mut table = source.table(&raw.table)?;
+        let docker = source.docker(&raw.docker)?;
         if docker.enabled && docker.unknown_networks == UnknownNetworks::Deny {
             table.unknown_interface_patterns = docker.bridge_patterns.clone();
         }
-
-        let proxy_defaults = ProxyDefaults {
-            services: match &raw.proxy.allow {
-                Some(list) => source.services(list)?,
-                None => ["tcp/443", "udp/53", "tcp/53"]
-                    .iter()
-                    .map(|s| s.parse().expect("built-in services parse"))
-                    .collect(),
-            },
-            dns_servers: match &raw.proxy.dns_servers {
-                Some(list) => source.addresses(list, "a DNS server")?,
-                None => Vec::new(),
-            },
-        };
-
-        let mut networks = Vec::with_capacity(raw.networks.len());
-        for network in &raw.networks {
-            let subnets = network
-                .subnets
-                .iter()
-                .map(|s| {
-                    s.get_ref().parse::<IpNet>().map_err(|_| {
-                        source.error(
-                            Some(s.span()),
-                            format!(
-                                "`{}` is not a subnet: write it in CIDR form, like 10.100.0.0/24 \
-                                 or fd00:100::/64",
-                                s.get_ref()
-                            ),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            networks.push(ManagedNetwork {
-                name: network.name.get_ref().clone(),
-                subnets,
-                interface: network.interface.as_ref().map(|i| i.get_ref().clone()),
-            });
-        }
-        let mut proxies = Vec::with_capacity(raw.proxies.len());
-        for proxy in &raw.proxies {
-            proxies.push(Proxy {
-                name: proxy.name.get_ref().clone(),
-                addresses: source.addresses(&proxy.addresses, "a proxy address")?,
-                services: match &proxy.allow {
-                    Some(list) => source.services(list)?,
-                    None => proxy_defaults.services.clone(),
-                },
-                dns_servers: match &proxy.dns_servers {
-                    Some(list) => source.addresses(list, "a DNS server")?,
-                    None => proxy_defaults.dns_servers.clone(),
-                },
-            });
-        }
-        let static_topology = Topology::new(networks, proxies).map_err(|e| {
-            let span = match e.subject {
-                Subject::Network(n) => raw.networks[n].name.span(),
-                Subject::Interface(n) => raw.networks[n]
-                    .interface
-                    .as_ref()
-                    .map(|i| i.span())
-                    .unwrap_or(0..0),
-                Subject::Subnet(n, s) => raw.networks[n].subnets[s].span(),
-                Subject::Proxy(p) => raw.proxies[p].name.span(),
-                Subject::ProxyAddress(p, a) => raw.proxies[p].addresses[a].span(),
-                Subject::DnsServer(p, d) => match &raw.proxies[p].dns_servers {
-                    Some(list) => list[d].span(),
-                    None => raw
-                        .proxy
-                        .dns_servers
-                        .as_ref()
-                        .map(|l| l[d].span())
-                        .unwrap_or(0..0),
-                },
-            };
-            source.error(Some(span), e.problem)
-        })?;
-
+        let proxy_defaults = source.proxy_defaults(&raw.proxy)?;
+        let static_topology = source.static_topology(&raw, &proxy_defaults)?;
         Ok(Policy {
             table,
             docker,
             proxy_defaults,
             static_topology,
         })
+    }
+}
+
+impl Source<'_> {
+    /// `[table]`: its name and hook priorities (the unknown-interface patterns come from
+    /// `[docker]`).
+    fn table(&self, raw: &RawTable) -> Result<TableSettings, PolicyError> {
+        let defaults = TableSettings::default();
+        let name = match &raw.name {
+            None => defaults.name.clone(),
+            Some(name) if is_table_name(name.get_ref()) => name.get_ref().clone(),
+            Some(name) => {
+                return Err(self.error(
+                    Some(name.span()),
+                    format!(
+                        "table name `{}` is not allowed: use 1 to 64 characters from A-Z a-z 0-9 \
+                         _, starting with a letter",
+                        name.get_ref()
+                    ),
+                ))
+            }
+        };
+        Ok(TableSettings {
+            name,
+            forward_priority: raw.forward_priority.unwrap_or(defaults.forward_priority),
+            input_priority: raw.input_priority.unwrap_or(defaults.input_priority),
+            unknown_interface_patterns: Vec::new(),
+        })
+    }
+
+    /// `[docker]`: how Docker's objects are classified.
+    fn docker(&self, raw: &RawDocker) -> Result<DockerSettings, PolicyError> {
+        let unknown_networks = match &raw.unknown_networks {
+            None => UnknownNetworks::Deny,
+            Some(value) => match value.get_ref().as_str() {
+                "deny" => UnknownNetworks::Deny,
+                "allow" => UnknownNetworks::Allow,
+                other => {
+                    return Err(self.error(
+                        Some(value.span()),
+                        format!("unknown_networks = `{other}`: use \"deny\" or \"allow\""),
+                    ))
+                }
+            },
+        };
+        let bridge_patterns = match &raw.bridge_patterns {
+            None => vec!["br-*".to_string(), "docker0".to_string()],
+            Some(list) => list
+                .iter()
+                .map(|p| self.interface_pattern(p))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        Ok(DockerSettings {
+            enabled: raw.enabled.unwrap_or(true),
+            unknown_networks,
+            bridge_patterns,
+            manage_internal: raw.manage_internal.unwrap_or(true),
+            managed_label: self.label(&raw.managed_label, "enforcer.managed")?,
+            role_label: self.label(&raw.role_label, "enforcer.role")?,
+            proxy_role: self.label(&raw.proxy_role, "egress-proxy")?,
+        })
+    }
+
+    fn interface_pattern(&self, pattern: &Spanned<String>) -> Result<String, PolicyError> {
+        let stem = pattern
+            .get_ref()
+            .strip_suffix('*')
+            .unwrap_or(pattern.get_ref());
+        if is_valid_interface(stem) {
+            return Ok(pattern.get_ref().clone());
+        }
+        Err(self.error(
+            Some(pattern.span()),
+            format!(
+                "`{}` is not an interface pattern: write a name of 1 to 15 characters, \
+                 optionally ending in `*` (like \"br-*\")",
+                pattern.get_ref()
+            ),
+        ))
+    }
+
+    /// `[proxy]`: what every proxy may do unless its own entry says otherwise.
+    fn proxy_defaults(&self, raw: &RawProxyDefaults) -> Result<ProxyDefaults, PolicyError> {
+        Ok(ProxyDefaults {
+            services: match &raw.allow {
+                Some(list) => self.services(list)?,
+                None => ["tcp/443", "udp/53", "tcp/53"]
+                    .iter()
+                    .map(|s| s.parse().expect("built-in services parse"))
+                    .collect(),
+            },
+            dns_servers: match &raw.dns_servers {
+                Some(list) => self.addresses(list, "a DNS server")?,
+                None => Vec::new(),
+            },
+        })
+    }
+
+    /// `[[networks]]` and `[[proxies]]`, validated as one topology.
+    fn static_topology(
+        &self,
+        raw: &RawPolicy,
+        defaults: &ProxyDefaults,
+    ) -> Result<Topology, PolicyError> {
+        let networks = raw
+            .networks
+            .iter()
+            .map(|network| self.network(network))
+            .collect::<Result<Vec<_>, _>>()?;
+        let proxies = raw
+            .proxies
+            .iter()
+            .map(|proxy| self.proxy(proxy, defaults))
+            .collect::<Result<Vec<_>, _>>()?;
+        Topology::new(networks, proxies)
+            .map_err(|e| self.error(Some(span_of(raw, e.subject)), e.problem))
+    }
+
+    fn network(&self, raw: &RawNetwork) -> Result<ManagedNetwork, PolicyError> {
+        let subnets = raw
+            .subnets
+            .iter()
+            .map(|s| {
+                s.get_ref().parse::<IpNet>().map_err(|_| {
+                    self.error(
+                        Some(s.span()),
+                        format!(
+                            "`{}` is not a subnet: write it in CIDR form, like 10.100.0.0/24 or \
+                             fd00:100::/64",
+                            s.get_ref()
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ManagedNetwork {
+            name: raw.name.get_ref().clone(),
+            subnets,
+            interface: raw.interface.as_ref().map(|i| i.get_ref().clone()),
+        })
+    }
+
+    fn proxy(&self, raw: &RawProxy, defaults: &ProxyDefaults) -> Result<Proxy, PolicyError> {
+        Ok(Proxy {
+            name: raw.name.get_ref().clone(),
+            addresses: self.addresses(&raw.addresses, "a proxy address")?,
+            services: match &raw.allow {
+                Some(list) => self.services(list)?,
+                None => defaults.services.clone(),
+            },
+            dns_servers: match &raw.dns_servers {
+                Some(list) => self.addresses(list, "a DNS server")?,
+                None => defaults.dns_servers.clone(),
+            },
+        })
+    }
+}
+
+/// Where in the file the value a topology error is about was written.
+fn span_of(raw: &RawPolicy, subject: Subject) -> Range<usize> {
+    match subject {
+        Subject::Network(n) => raw.networks[n].name.span(),
+        Subject::Interface(n) => raw.networks[n]
+            .interface
+            .as_ref()
+            .map(|i| i.span())
+            .unwrap_or(0..0),
+        Subject::Subnet(n, s) => raw.networks[n].subnets[s].span(),
+        Subject::Proxy(p) => raw.proxies[p].name.span(),
+        Subject::ProxyAddress(p, a) => raw.proxies[p].addresses[a].span(),
+        Subject::DnsServer(p, d) => match &raw.proxies[p].dns_servers {
+            Some(list) => list[d].span(),
+            None => raw
+                .proxy
+                .dns_servers
+                .as_ref()
+                .map(|l| l[d].span())
+                .unwrap_or(0..0),
+        },
     }
 }
 
