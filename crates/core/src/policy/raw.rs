@@ -1,100 +1,17 @@
-//! The operator's policy: a TOML file (or the embedded default, `rules/default.toml`).
-//!
-//! Every key is optional; a missing key takes the value of the embedded default. Unknown keys,
-//! bad prefixes, bad services and every [`Topology`] rule violation are reported with the file,
-//! line and column of the offending value.
+//! The policy file's raw form (what serde reads, with the spans of every value) and its
+//! section-by-section validation into the types of [`super`].
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::ops::Range;
-use std::path::Path;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::{DockerSettings, Policy, PolicyError, ProxyDefaults, UnknownNetworks};
 use crate::planner::TableSettings;
 use crate::topology::{is_valid_interface, ManagedNetwork, Proxy, Service, Subject, Topology};
-
-/// The embedded default policy (`rules/default.toml`), used when no file is given.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../../../rules/default.toml");
-/// The name shown for the embedded default in messages.
-pub const EMBEDDED_NAME: &str = "<embedded default policy>";
-
-/// What happens to traffic from a Docker bridge whose network is not classified yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnknownNetworks {
-    /// Dropped until the agent has classified the network (no window for new networks).
-    Deny,
-    /// Passed: a new managed network is open until its event is processed.
-    Allow,
-}
-
-/// How Docker objects are classified (used by the Docker watcher).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DockerSettings {
-    /// Whether Docker is watched at all; when false only the static entries are enforced.
-    pub enabled: bool,
-    /// Treatment of Docker bridges not classified yet.
-    pub unknown_networks: UnknownNetworks,
-    /// Interface names of Docker bridges (a trailing `*` matches any suffix).
-    pub bridge_patterns: Vec<String>,
-    /// Networks with `Internal: true` are managed.
-    pub manage_internal: bool,
-    /// A network carrying this label with value `true` is managed.
-    pub managed_label: String,
-    /// Label whose value gives a container's role.
-    pub role_label: String,
-    /// Role value that makes a container an egress proxy.
-    pub proxy_role: String,
-}
-
-/// What a proxy may do unless its own entry says otherwise.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyDefaults {
-    /// Services a proxy may open toward non-managed destinations.
-    pub services: BTreeSet<Service>,
-    /// When not empty, DNS (port 53) only toward these resolvers.
-    pub dns_servers: Vec<IpAddr>,
-}
-
-/// A parsed, validated policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
-    /// Table name and hook priorities.
-    pub table: TableSettings,
-    /// Docker classification.
-    pub docker: DockerSettings,
-    /// Proxy defaults.
-    pub proxy_defaults: ProxyDefaults,
-    /// Networks and proxies declared in the file; enforced with or without Docker.
-    pub static_topology: Topology,
-}
-
-/// A policy that cannot be used; nothing is applied when one is reported.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    /// The file could not be read.
-    #[error("cannot read policy file {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is wrong at a precise place.
-    #[error("{path}:{line}:{column}: {message}")]
-    Invalid {
-        /// The file (or [`EMBEDDED_NAME`]).
-        path: String,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        column: usize,
-        /// What is wrong and what to do.
-        message: String,
-    },
-}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -157,13 +74,17 @@ struct RawProxy {
 }
 
 /// Parser state: the source, for turning byte spans into line and column.
-struct Source<'a> {
-    path: &'a str,
-    text: &'a str,
+pub(super) struct Source<'a> {
+    pub(super) path: &'a str,
+    pub(super) text: &'a str,
 }
 
 impl Source<'_> {
-    fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> PolicyError {
+    pub(super) fn error(
+        &self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> PolicyError {
         let offset = span.map(|s| s.start).unwrap_or(0).min(self.text.len());
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
@@ -213,40 +134,23 @@ impl Source<'_> {
     }
 }
 
-impl Policy {
-    /// The embedded default policy.
-    pub fn embedded() -> Policy {
-        Policy::parse(EMBEDDED_DEFAULT, EMBEDDED_NAME)
-            .expect("the embedded default policy is valid")
-    }
-
-    /// Reads and validates a policy file.
-    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        Policy::parse(&text, &shown)
-    }
-
-    /// Parses and validates policy text; `path` names it in errors.
-    pub fn parse(text: &str, path: &str) -> Result<Policy, PolicyError> {
-        let source = Source { path, text };
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+impl Source<'_> {
+    /// The whole policy, section by section.
+    pub(super) fn policy(&self) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = toml::from_str(self.text).map_err(|e| {
             let message = e.message().trim().to_string();
-            source.error(
+            self.error(
                 e.span(),
                 format!("{message} (see the policy reference in the README)"),
             )
         })?;
-        let mut table = source.table(&raw.table)?;
-        let docker = source.docker(&raw.docker)?;
+        let mut table = self.table(&raw.table)?;
+        let docker = self.docker(&raw.docker)?;
         if docker.enabled && docker.unknown_networks == UnknownNetworks::Deny {
             table.unknown_interface_patterns = docker.bridge_patterns.clone();
         }
-        let proxy_defaults = source.proxy_defaults(&raw.proxy)?;
-        let static_topology = source.static_topology(&raw, &proxy_defaults)?;
+        let proxy_defaults = self.proxy_defaults(&raw.proxy)?;
+        let static_topology = self.static_topology(&raw, &proxy_defaults)?;
         Ok(Policy {
             table,
             docker,
@@ -254,9 +158,7 @@ impl Policy {
             static_topology,
         })
     }
-}
 
-impl Source<'_> {
     /// `[table]`: its name and hook priorities (the unknown-interface patterns come from
     /// `[docker]`).
     fn table(&self, raw: &RawTable) -> Result<TableSettings, PolicyError> {
@@ -440,138 +342,4 @@ fn is_table_name(name: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
         && name.len() <= 64
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn error_of(text: &str) -> (usize, usize, String) {
-        match Policy::parse(text, "p.toml").unwrap_err() {
-            PolicyError::Invalid {
-                line,
-                column,
-                message,
-                ..
-            } => (line, column, message),
-            other => panic!("unexpected {other}"),
-        }
-    }
-
-    #[test]
-    fn embedded_default_is_the_all_defaults_policy() {
-        let embedded = Policy::embedded();
-        assert_eq!(embedded, Policy::parse("", "empty").unwrap());
-        assert_eq!(embedded.table.name, "enforcer");
-        assert!(embedded.docker.manage_internal);
-        assert_eq!(embedded.docker.managed_label, "enforcer.managed");
-        assert_eq!(embedded.docker.role_label, "enforcer.role");
-        assert_eq!(embedded.docker.proxy_role, "egress-proxy");
-        assert!(embedded.docker.enabled);
-        assert_eq!(embedded.docker.unknown_networks, UnknownNetworks::Deny);
-        assert_eq!(embedded.docker.bridge_patterns, ["br-*", "docker0"]);
-        assert_eq!(
-            embedded.table.unknown_interface_patterns,
-            ["br-*", "docker0"]
-        );
-        let services: Vec<String> = embedded
-            .proxy_defaults
-            .services
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(services, ["tcp/53", "tcp/443", "udp/53"]);
-    }
-
-    #[test]
-    fn unknown_key_is_located() {
-        let (line, column, message) = error_of("[table]\nname = \"x\"\ncolour = 1\n");
-        assert_eq!((line, column), (3, 1));
-        assert!(message.contains("unknown field `colour`"), "{message}");
-    }
-
-    #[test]
-    fn bad_cidr_is_located() {
-        let text = "[[networks]]\nname = \"a\"\nsubnets = [\"10.0.0.0/24\", \"10.1.0.0/33\"]\n";
-        let (line, column, message) = error_of(text);
-        assert_eq!((line, column), (3, 27));
-        assert!(message.contains("not a subnet"), "{message}");
-    }
-
-    #[test]
-    fn topology_errors_point_at_the_value() {
-        let text = "[[networks]]\nname = \"a\"\nsubnets = [\"0.0.0.0/0\"]\n";
-        let (line, _, message) = error_of(text);
-        assert_eq!(line, 3);
-        assert!(message.contains("too large"), "{message}");
-
-        let text = "[[networks]]\nname = \"a\"\nsubnets = [\"10.0.0.0/24\"]\n\
-                    [[networks]]\nname = \"b\"\nsubnets = [\"10.0.0.128/25\"]\n";
-        let (line, _, message) = error_of(text);
-        assert_eq!(line, 6);
-        assert!(message.contains("overlaps"), "{message}");
-
-        let text = "[[networks]]\nname = \"a\"\nsubnets = [\"10.0.0.0/24\"]\n\
-                    [[proxies]]\nname = \"p\"\naddresses = [\"10.9.0.2\"]\n";
-        let (line, column, message) = error_of(text);
-        assert_eq!((line, column), (6, 14));
-        assert!(
-            message.contains("outside every managed subnet"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn port_zero_and_bad_names_are_rejected() {
-        let (line, _, message) = error_of("[proxy]\nallow = [\"tcp/0\"]\n");
-        assert_eq!(line, 2);
-        assert!(message.contains("port 0"), "{message}");
-        let (_, _, message) = error_of("[table]\nname = \"9bad\"\n");
-        assert!(message.contains("table name"), "{message}");
-    }
-
-    #[test]
-    fn docker_keys_are_checked() {
-        let (line, _, message) = error_of("[docker]\nunknown_networks = \"maybe\"\n");
-        assert_eq!(line, 2);
-        assert!(message.contains("\"deny\" or \"allow\""), "{message}");
-        for pattern in ["*", "a/b", "much-too-long-interface*"] {
-            let text = format!("[docker]\nbridge_patterns = [\"br-*\", \"{pattern}\"]\n");
-            let (line, column, message) = error_of(&text);
-            assert_eq!((line, column), (2, 28), "{pattern}");
-            assert!(message.contains("interface pattern"), "{message}");
-        }
-        let allow = Policy::parse("[docker]\nunknown_networks = \"allow\"\n", "p").unwrap();
-        assert!(allow.table.unknown_interface_patterns.is_empty());
-        let off = Policy::parse("[docker]\nenabled = false\n", "p").unwrap();
-        assert!(off.table.unknown_interface_patterns.is_empty());
-        let text = "[[networks]]\nname = \"a\"\ninterface = \"bad name\"\n";
-        let (line, _, message) = error_of(text);
-        assert_eq!(line, 3);
-        assert!(message.contains("not an interface name"), "{message}");
-    }
-
-    #[test]
-    fn proxies_inherit_then_override_defaults() {
-        let text = "[proxy]\nallow = [\"tcp/443\"]\ndns_servers = [\"203.0.113.53\"]\n\
-                    [[networks]]\nname = \"e\"\nsubnets = [\"10.2.0.0/24\"]\n\
-                    [[proxies]]\nname = \"a\"\naddresses = [\"10.2.0.2\"]\n\
-                    [[proxies]]\nname = \"b\"\naddresses = [\"10.2.0.3\"]\nallow = [\"udp/53\"]\n";
-        let policy = Policy::parse(text, "p.toml").unwrap();
-        let [a, b] = policy.static_topology.proxies() else {
-            panic!()
-        };
-        assert_eq!(
-            a.services.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            ["tcp/443"]
-        );
-        assert_eq!(
-            b.services.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            ["udp/53"]
-        );
-        assert_eq!(
-            b.dns_servers,
-            vec!["203.0.113.53".parse::<IpAddr>().unwrap()]
-        );
-    }
 }

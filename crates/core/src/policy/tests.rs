@@ -1,0 +1,174 @@
+//! The policy parser's unit tests.
+
+use super::*;
+
+fn error_of(text: &str) -> (usize, usize, String) {
+    match Policy::parse(text, "p.toml").unwrap_err() {
+        PolicyError::Invalid {
+            line,
+            column,
+            message,
+            ..
+        } => (line, column, message),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn embedded_default_is_the_all_defaults_policy() {
+    let embedded = Policy::embedded();
+    assert_eq!(embedded, Policy::parse("[table]\n", "minimal").unwrap());
+    assert_eq!(embedded.table.name, "enforcer");
+    assert!(embedded.docker.manage_internal);
+    assert_eq!(embedded.docker.managed_label, "enforcer.managed");
+    assert_eq!(embedded.docker.role_label, "enforcer.role");
+    assert_eq!(embedded.docker.proxy_role, "egress-proxy");
+    assert!(embedded.docker.enabled);
+    assert_eq!(embedded.docker.unknown_networks, UnknownNetworks::Deny);
+    assert_eq!(embedded.docker.bridge_patterns, ["br-*", "docker0"]);
+    assert_eq!(
+        embedded.table.unknown_interface_patterns,
+        ["br-*", "docker0"]
+    );
+    let services: Vec<String> = embedded
+        .proxy_defaults
+        .services
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(services, ["tcp/53", "tcp/443", "udp/53"]);
+}
+
+#[test]
+fn unknown_key_is_located() {
+    let (line, column, message) = error_of("[table]\nname = \"x\"\ncolour = 1\n");
+    assert_eq!((line, column), (3, 1));
+    assert!(message.contains("unknown field `colour`"), "{message}");
+}
+
+#[test]
+fn bad_cidr_is_located() {
+    let text = "[[networks]]\nname = \"a\"\nsubnets = [\"10.0.0.0/24\", \"10.1.0.0/33\"]\n";
+    let (line, column, message) = error_of(text);
+    assert_eq!((line, column), (3, 27));
+    assert!(message.contains("not a subnet"), "{message}");
+}
+
+#[test]
+fn topology_errors_point_at_the_value() {
+    let text = "[[networks]]\nname = \"a\"\nsubnets = [\"0.0.0.0/0\"]\n";
+    let (line, _, message) = error_of(text);
+    assert_eq!(line, 3);
+    assert!(message.contains("too large"), "{message}");
+
+    let text = "[[networks]]\nname = \"a\"\nsubnets = [\"10.0.0.0/24\"]\n\
+                [[networks]]\nname = \"b\"\nsubnets = [\"10.0.0.128/25\"]\n";
+    let (line, _, message) = error_of(text);
+    assert_eq!(line, 6);
+    assert!(message.contains("overlaps"), "{message}");
+
+    let text = "[[networks]]\nname = \"a\"\nsubnets = [\"10.0.0.0/24\"]\n\
+                [[proxies]]\nname = \"p\"\naddresses = [\"10.9.0.2\"]\n";
+    let (line, column, message) = error_of(text);
+    assert_eq!((line, column), (6, 14));
+    assert!(
+        message.contains("outside every managed subnet"),
+        "{message}"
+    );
+}
+
+#[test]
+fn port_zero_and_bad_names_are_rejected() {
+    let (line, _, message) = error_of("[proxy]\nallow = [\"tcp/0\"]\n");
+    assert_eq!(line, 2);
+    assert!(message.contains("port 0"), "{message}");
+    let (_, _, message) = error_of("[table]\nname = \"9bad\"\n");
+    assert!(message.contains("table name"), "{message}");
+}
+
+#[test]
+fn docker_keys_are_checked() {
+    let (line, _, message) = error_of("[docker]\nunknown_networks = \"maybe\"\n");
+    assert_eq!(line, 2);
+    assert!(message.contains("\"deny\" or \"allow\""), "{message}");
+    for pattern in ["*", "a/b", "much-too-long-interface*"] {
+        let text = format!("[docker]\nbridge_patterns = [\"br-*\", \"{pattern}\"]\n");
+        let (line, column, message) = error_of(&text);
+        assert_eq!((line, column), (2, 28), "{pattern}");
+        assert!(message.contains("interface pattern"), "{message}");
+    }
+    let allow = Policy::parse("[docker]\nunknown_networks = \"allow\"\n", "p").unwrap();
+    assert!(allow.table.unknown_interface_patterns.is_empty());
+    let off = Policy::parse("[docker]\nenabled = false\n", "p").unwrap();
+    assert!(off.table.unknown_interface_patterns.is_empty());
+    let text = "[[networks]]\nname = \"a\"\ninterface = \"bad name\"\n";
+    let (line, _, message) = error_of(text);
+    assert_eq!(line, 3);
+    assert!(message.contains("not an interface name"), "{message}");
+}
+
+#[test]
+fn proxies_inherit_then_override_defaults() {
+    let text = "[proxy]\nallow = [\"tcp/443\"]\ndns_servers = [\"203.0.113.53\"]\n\
+                [[networks]]\nname = \"e\"\nsubnets = [\"10.2.0.0/24\"]\n\
+                [[proxies]]\nname = \"a\"\naddresses = [\"10.2.0.2\"]\n\
+                [[proxies]]\nname = \"b\"\naddresses = [\"10.2.0.3\"]\nallow = [\"udp/53\"]\n";
+    let policy = Policy::parse(text, "p.toml").unwrap();
+    let [a, b] = policy.static_topology.proxies() else {
+        panic!()
+    };
+    assert_eq!(
+        a.services.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        ["tcp/443"]
+    );
+    assert_eq!(
+        b.services.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        ["udp/53"]
+    );
+    assert_eq!(
+        b.dns_servers,
+        vec!["203.0.113.53".parse::<IpAddr>().unwrap()]
+    );
+}
+
+#[test]
+fn an_empty_policy_is_refused_as_a_truncated_write() {
+    for text in [
+        "",
+        "\n\n",
+        "  # only a comment\n\n# and another\n",
+        "\u{feff}\n",
+    ] {
+        let (line, column, message) = error_of(text);
+        assert_eq!((line, column), (1, 1), "{text:?}");
+        assert!(message.contains("truncated write"), "{message}");
+    }
+}
+
+#[test]
+fn a_policy_that_is_not_utf8_is_located() {
+    let dir = std::env::temp_dir().join(format!("enforcer-utf8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("p.toml");
+    std::fs::write(&path, b"[table]\nname = \"ok\"\n# caf\xe9\n").unwrap();
+    let error = Policy::load(&path).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        error.ends_with(":3:6: this byte is not UTF-8: a policy file is UTF-8 text"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_os_error_is_said_once() {
+    let error = Policy::load(std::path::Path::new("/nonexistent/p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "cannot read policy file /nonexistent/p.toml: No such file or directory (os error 2)"
+    );
+    assert!(
+        std::error::Error::source(&Policy::load(std::path::Path::new("/")).unwrap_err()).is_none()
+    );
+}
