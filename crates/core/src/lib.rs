@@ -7,6 +7,7 @@
 
 pub mod docker;
 pub mod names;
+pub mod nft_syntax;
 pub mod planner;
 pub mod policy;
 pub mod render;

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::names::{ChainName, SetName};
+use crate::nft_syntax;
 use crate::ruleset::{
     Action, AddressKey, Chain, CtState, Direction, Family, Hook, Match, Rule, Ruleset, Set,
     SetContent, SetKey, Verdict,
@@ -198,12 +199,13 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     }
 }
 
-fn rule(matches: Vec<Match>, verdict: Verdict, comment: impl Into<String>) -> Rule {
+/// A rule with a verdict; its comment cut to what `nft` reads back (it may name a proxy).
+fn rule(matches: Vec<Match>, verdict: Verdict, comment: impl AsRef<str>) -> Rule {
     Rule {
         matches,
         counter: false,
         action: Action::Verdict(verdict),
-        comment: comment.into(),
+        comment: nft_syntax::comment(comment.as_ref()),
     }
 }
 

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{DockerSettings, Policy, PolicyError, ProxyDefaults, UnknownNetworks};
+use crate::nft_syntax;
 use crate::planner::TableSettings;
 use crate::topology::{is_valid_interface, ManagedNetwork, Proxy, Service, Subject, Topology};
 
@@ -113,7 +114,7 @@ impl Source<'_> {
                 s.get_ref().parse().map_err(|_| {
                     self.error(
                         Some(s.span()),
-                        format!("`{}` is not an IP address ({what})", s.get_ref()),
+                        format!("`{}` is not an IP address ({what})", shown(s.get_ref())),
                     )
                 })
             })
@@ -165,6 +166,16 @@ impl Source<'_> {
         let defaults = TableSettings::default();
         let name = match &raw.name {
             None => defaults.name.clone(),
+            Some(name) if nft_syntax::is_keyword(name.get_ref()) => {
+                return Err(self.error(
+                    Some(name.span()),
+                    format!(
+                        "table name `{}` is an nft keyword: nft could not list or delete the \
+                         table by name; choose another name",
+                        shown(name.get_ref())
+                    ),
+                ))
+            }
             Some(name) if is_table_name(name.get_ref()) => name.get_ref().clone(),
             Some(name) => {
                 return Err(self.error(
@@ -172,7 +183,7 @@ impl Source<'_> {
                     format!(
                         "table name `{}` is not allowed: use 1 to 64 characters from A-Z a-z 0-9 \
                          _, starting with a letter",
-                        name.get_ref()
+                        shown(name.get_ref())
                     ),
                 ))
             }
@@ -231,7 +242,7 @@ impl Source<'_> {
             format!(
                 "`{}` is not an interface pattern: write a name of 1 to 15 characters, \
                  optionally ending in `*` (like \"br-*\")",
-                pattern.get_ref()
+                shown(pattern.get_ref())
             ),
         ))
     }
@@ -284,7 +295,7 @@ impl Source<'_> {
                         format!(
                             "`{}` is not a subnet: write it in CIDR form, like 10.100.0.0/24 or \
                              fd00:100::/64",
-                            s.get_ref()
+                            shown(s.get_ref())
                         ),
                     )
                 })
@@ -342,4 +353,14 @@ fn is_table_name(name: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
         && name.len() <= 64
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A value from the file as an error message repeats it: whole when short, else its start and
+/// its length (a 50 MB value must not become a 50 MB message).
+fn shown(value: &str) -> String {
+    const SHOWN_CHARS: usize = 64;
+    match value.char_indices().nth(SHOWN_CHARS) {
+        None => value.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &value[..end], value.len()),
+    }
 }

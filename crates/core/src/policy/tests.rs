@@ -172,3 +172,37 @@ fn an_os_error_is_said_once() {
         std::error::Error::source(&Policy::load(std::path::Path::new("/")).unwrap_err()).is_none()
     );
 }
+
+#[test]
+fn table_names_nft_cannot_read_back_are_refused() {
+    for keyword in ["add", "table", "inet", "counter"] {
+        let (_, column, message) = error_of(&format!("[table]\nname = \"{keyword}\"\n"));
+        assert_eq!(column, 8, "{keyword}");
+        assert!(message.contains("is an nft keyword"), "{message}");
+    }
+    let huge = "a".repeat(1_000_000);
+    let (_, _, message) = error_of(&format!("[table]\nname = \"{huge}\"\n"));
+    assert!(message.len() < 300, "{} bytes", message.len());
+    assert!(message.contains("(1000000 bytes)"), "{message}");
+}
+
+#[test]
+fn every_comment_fits_what_nft_reads_back() {
+    let name = "p".repeat(crate::topology::MAX_NAME_LEN);
+    let text = format!(
+        "[[networks]]\nname = \"{name}\"\nsubnets = [\"10.1.0.0/24\"]\n\
+         [[proxies]]\nname = \"{name}\"\naddresses = [\"10.1.0.2\"]\ndns_servers = [\"192.0.2.53\"]\n"
+    );
+    let policy = Policy::parse(&text, "p").unwrap();
+    let ruleset = crate::planner::plan(&policy.table, &policy.static_topology);
+    let script = crate::render::script(&ruleset);
+    let comments: Vec<&str> = script
+        .split("comment \"")
+        .skip(1)
+        .map(|rest| &rest[..rest.find('"').unwrap()])
+        .collect();
+    assert!(comments.len() > 5, "{script}");
+    for comment in comments {
+        assert!(comment.len() <= crate::nft_syntax::MAX_COMMENT_BYTES, "{comment}");
+    }
+}
