@@ -52,7 +52,7 @@ struct RawDocker {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawProxyDefaults {
-    allow: Option<Vec<Spanned<String>>>,
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
     dns_servers: Option<Vec<Spanned<String>>>,
 }
 
@@ -70,7 +70,7 @@ struct RawNetwork {
 struct RawProxy {
     name: Spanned<String>,
     addresses: Vec<Spanned<String>>,
-    allow: Option<Vec<Spanned<String>>>,
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
     dns_servers: Option<Vec<Spanned<String>>>,
 }
 
@@ -98,8 +98,19 @@ impl Source<'_> {
         }
     }
 
-    fn services(&self, raw: &[Spanned<String>]) -> Result<BTreeSet<Service>, PolicyError> {
-        raw.iter()
+    fn services(
+        &self,
+        raw: &Spanned<Vec<Spanned<String>>>,
+    ) -> Result<BTreeSet<Service>, PolicyError> {
+        if raw.get_ref().is_empty() {
+            return Err(self.error(
+                Some(raw.span()),
+                "an empty allow list lets a proxy open nothing: list its services (like \
+                 [\"tcp/443\"]), or leave `allow` out to take the defaults",
+            ));
+        }
+        raw.get_ref()
+            .iter()
             .map(|s| {
                 s.get_ref()
                     .parse()

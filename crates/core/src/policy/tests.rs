@@ -203,6 +203,21 @@ fn every_comment_fits_what_nft_reads_back() {
         .collect();
     assert!(comments.len() > 5, "{script}");
     for comment in comments {
-        assert!(comment.len() <= crate::nft_syntax::MAX_COMMENT_BYTES, "{comment}");
+        assert!(
+            comment.len() <= crate::nft_syntax::MAX_COMMENT_BYTES,
+            "{comment}"
+        );
     }
+}
+
+#[test]
+fn an_empty_allow_list_is_refused() {
+    let (line, column, message) = error_of("[proxy]\nallow = []\n");
+    assert_eq!((line, column), (2, 9));
+    assert!(message.contains("empty allow list"), "{message}");
+    let (line, _, _) = error_of(
+        "[[networks]]\nname = \"n\"\nsubnets = [\"10.1.0.0/24\"]\n\
+         [[proxies]]\nname = \"p\"\naddresses = [\"10.1.0.2\"]\nallow = []\n",
+    );
+    assert_eq!(line, 7);
 }
