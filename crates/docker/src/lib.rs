@@ -5,26 +5,38 @@
 //! `/containers/{id}/json` and `/events`. What Docker reports is copied as it is; judging it
 //! (managed or not, odd subnets, ...) is enforcer-core's [`classify`](enforcer_core::docker::classify).
 
-use std::collections::{BTreeMap, HashMap};
+mod convert;
+pub mod events;
+pub mod queue;
+
+use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{
-    ContainerInspectResponse, ContainerSummary, EndpointSettings, EventMessage,
-    EventMessageTypeEnum, Ipam, Network, NetworkInspect,
-};
-use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use bollard::models::{EventMessage, EventMessageTypeEnum};
+use bollard::query_parameters::ListContainersOptions;
 use bollard::{Docker, API_DEFAULT_VERSION};
-use enforcer_core::docker::{DockerContainer, DockerEndpoint, DockerNetwork, DockerState};
+use enforcer_core::docker::DockerState;
 use enforcer_core::policy::DockerSettings;
 use futures_util::{Stream, StreamExt};
+
+use convert::{
+    absent_if_not_found, container_from_inspect, container_from_summary, network_from_inspect,
+    network_from_list, store,
+};
+pub use events::EventStreamError;
 
 /// Where Docker is reached when `DOCKER_HOST` is not set.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// Seconds a single API request may take before it counts as failed.
 const REQUEST_TIMEOUT_SECS: u64 = 10;
+/// The deadline for a request's whole answer, body included: a Docker that answers slowly
+/// (a byte every few seconds) counts as stalled once it passes.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(REQUEST_TIMEOUT_SECS);
 
 /// Network events that change what a network is or whether it exists.
 const NETWORK_ACTIONS: &[&str] = &["create", "destroy", "remove", "connect", "disconnect"];
@@ -49,6 +61,26 @@ pub enum DockerError {
         action: String,
         /// Why it failed.
         source: BollardError,
+    },
+    /// A request's answer did not arrive whole within [`REQUEST_DEADLINE`].
+    #[error(
+        "Docker at {host}: {action} stalled: no complete answer within {}s; the rules in force \
+         stay, and bridges not classified yet stay denied",
+        REQUEST_DEADLINE.as_secs()
+    )]
+    Stalled {
+        /// The socket.
+        host: String,
+        /// What was asked.
+        action: String,
+    },
+    /// The event stream failed or carried something that is not an event.
+    #[error("Docker at {host}: the event stream failed: {source}")]
+    Events {
+        /// The socket.
+        host: String,
+        /// Why.
+        source: EventStreamError,
     },
     /// The event stream ended: dockerd stopped or restarted.
     #[error("Docker at {0}: the event stream ended (dockerd stopped or restarted)")]
@@ -99,12 +131,37 @@ pub enum Change {
 }
 
 impl fmt::Display for Change {
+    /// `network create NAME`; control characters in Docker's names are escaped, so a name
+    /// cannot forge a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::Network { action, name, .. } => write!(f, "network {action} {name}"),
-            Change::Container { action, name, .. } => write!(f, "container {action} {name}"),
+            Change::Network { action, name, .. } => {
+                write!(f, "network {action} {}", printable(name))
+            }
+            Change::Container { action, name, .. } => {
+                write!(f, "container {action} {}", printable(name))
+            }
         }
     }
+}
+
+/// `text` with control characters (newlines among them) escaped as Rust would write them.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
+/// Whether `id` can be a Docker object ID (64 hex digits locally, 25 alphanumerics for swarm
+/// objects): only such IDs are put into a request path.
+pub fn is_object_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// A connected, version-negotiated Docker client.
@@ -112,6 +169,7 @@ impl fmt::Display for Change {
 pub struct DockerSource {
     docker: Docker,
     host: String,
+    socket: PathBuf,
     proxies: ProxySelector,
 }
 
@@ -145,13 +203,19 @@ impl DockerSource {
             source,
         };
         let docker = Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-            .map_err(|e| request("connecting", e))?
-            .negotiate_version()
+            .map_err(|e| request("connecting", e))?;
+        let stalled = || DockerError::Stalled {
+            host: host.to_string(),
+            action: "negotiating the API version".into(),
+        };
+        let docker = tokio::time::timeout(REQUEST_DEADLINE, docker.negotiate_version())
             .await
+            .map_err(|_| stalled())?
             .map_err(|e| request("negotiating the API version", e))?;
         Ok(DockerSource {
             docker,
             host: host.to_string(),
+            socket: PathBuf::from(path),
             proxies,
         })
     }
@@ -174,25 +238,40 @@ impl DockerSource {
         }
     }
 
+    /// Runs one request with the whole-answer deadline.
+    async fn within<T>(
+        &self,
+        action: &str,
+        request: impl Future<Output = Result<T, BollardError>>,
+    ) -> Result<T, DockerError> {
+        match tokio::time::timeout(REQUEST_DEADLINE, request).await {
+            Ok(answer) => answer.map_err(|e| self.error(action, e)),
+            Err(_) => Err(DockerError::Stalled {
+                host: self.host.clone(),
+                action: action.to_string(),
+            }),
+        }
+    }
+
     /// Every network and every running proxy container: two requests.
     pub async fn snapshot(&self) -> Result<DockerState, DockerError> {
         let networks = self
-            .docker
-            .list_networks(None)
-            .await
-            .map_err(|e| self.error("listing networks", e))?;
+            .within("listing networks", self.docker.list_networks(None))
+            .await?;
         let filters = HashMap::from([(
             "label".to_string(),
             vec![format!("{}={}", self.proxies.label, self.proxies.value)],
         )]);
+        let options = ListContainersOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
         let containers = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| self.error("listing proxy containers", e))?;
+            .within(
+                "listing proxy containers",
+                self.docker.list_containers(Some(options)),
+            )
+            .await?;
         let mut state = DockerState::default();
         for network in networks.into_iter().filter_map(network_from_list) {
             state.networks.insert(network.id.clone(), network);
@@ -204,49 +283,62 @@ impl DockerSource {
     }
 
     /// The relevant events since `since` (see [`since_now`]), as [`Change`]s. Container events
-    /// of non-proxy containers are left out. Ends with [`DockerError::StreamEnded`] or a
-    /// request error when dockerd goes away.
+    /// of non-proxy containers are left out. Ends with an error when dockerd goes away or
+    /// sends something that is not an event (see [`events`]).
     pub fn changes(
         &self,
         since: &str,
     ) -> impl Stream<Item = Result<Change, DockerError>> + Send + 'static {
-        let actions: Vec<String> = NETWORK_ACTIONS
+        let actions: Vec<&str> = NETWORK_ACTIONS
             .iter()
             .chain(CONTAINER_ACTIONS)
-            .map(|a| a.to_string())
+            .copied()
             .collect();
-        let filters = HashMap::from([
-            (
-                "type".to_string(),
-                vec!["network".to_string(), "container".to_string()],
-            ),
-            ("event".to_string(), actions),
-        ]);
-        let options = EventsOptions {
-            since: Some(since.to_string()),
-            until: None,
-            filters: Some(filters),
-        };
+        let filters = serde_json::json!({ "type": ["network", "container"], "event": actions });
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("since", since)
+            .append_pair("filters", &filters.to_string())
+            .finish();
         let source = self.clone();
-        let host = self.host.clone();
-        self.docker
-            .events(Some(options))
-            .filter_map(move |event| {
-                let item = match event {
-                    Ok(message) => source.change_of(message).map(Ok),
-                    Err(e) => Some(Err(source.error("reading the event stream", e))),
-                };
-                std::future::ready(item)
-            })
-            .chain(futures_util::stream::once(std::future::ready(Err(
-                DockerError::StreamEnded(host),
-            ))))
+        let opened = async move {
+            let api = source.api_version();
+            let host = source.host.clone();
+            let failed = move |e| DockerError::Events {
+                host: host.clone(),
+                source: e,
+            };
+            match events::events(&source.socket, &api, &query, REQUEST_DEADLINE).await {
+                Ok(stream) => stream
+                    .filter_map(move |event| {
+                        let item = match event {
+                            Ok(message) => source.change_of(message).map(Ok),
+                            Err(e) => Some(Err(failed(e))),
+                        };
+                        std::future::ready(item)
+                    })
+                    .left_stream(),
+                Err(e) => {
+                    futures_util::stream::once(std::future::ready(Err(failed(e)))).right_stream()
+                }
+            }
+        };
+        let ended = DockerError::StreamEnded(self.host.clone());
+        futures_util::stream::once(opened)
+            .flatten()
+            .chain(futures_util::stream::once(std::future::ready(Err(ended))))
     }
 
     fn change_of(&self, message: EventMessage) -> Option<Change> {
         let action = message.action?;
         let actor = message.actor?;
         let id = actor.id?;
+        if !is_object_id(&id) {
+            tracing::warn!(
+                id = %printable(&id),
+                "Docker's event stream named an object whose ID is not a Docker ID: ignored"
+            );
+            return None;
+        }
         let attributes = actor.attributes.unwrap_or_default();
         let name = attributes
             .get("name")
@@ -294,8 +386,13 @@ impl DockerSource {
     }
 
     async fn refresh_network(&self, state: &mut DockerState, id: &str) -> Result<(), DockerError> {
-        let found = absent_if_not_found(self.docker.inspect_network(id, None).await)
-            .map_err(|e| self.error(format!("inspecting network {id}"), e))?;
+        let action = format!("inspecting network {id}");
+        let found = self
+            .within(
+                &action,
+                absent_if_not_found(self.docker.inspect_network(id, None)),
+            )
+            .await?;
         store(
             &mut state.networks,
             id,
@@ -309,145 +406,43 @@ impl DockerSource {
         state: &mut DockerState,
         id: &str,
     ) -> Result<(), DockerError> {
-        let found = absent_if_not_found(self.docker.inspect_container(id, None).await)
-            .map_err(|e| self.error(format!("inspecting container {id}"), e))?;
+        let action = format!("inspecting container {id}");
+        let found = self
+            .within(
+                &action,
+                absent_if_not_found(self.docker.inspect_container(id, None)),
+            )
+            .await?;
         let proxy = found.and_then(|c| container_from_inspect(c, &self.proxies));
         store(&mut state.containers, id, proxy);
         Ok(())
     }
 }
 
-/// A 404 from Docker as "gone".
-fn absent_if_not_found<T>(result: Result<T, BollardError>) -> Result<Option<T>, BollardError> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(e),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_forge_log_lines() {
+        let change = Change::Network {
+            action: "create".into(),
+            id: "a".into(),
+            name: "evil\napplied: everything allowed".into(),
+            container: None,
+        };
+        assert_eq!(
+            change.to_string(),
+            "network create evil\\napplied: everything allowed"
+        );
     }
-}
 
-/// Keeps what re-reading object `id` found, or forgets the object when it is gone or no
-/// longer of interest.
-fn store<T>(objects: &mut BTreeMap<String, T>, id: &str, found: Option<T>) {
-    match found {
-        Some(object) => {
-            objects.insert(id.to_string(), object);
-        }
-        None => {
-            objects.remove(id);
+    #[test]
+    fn only_docker_ids_reach_a_request_path() {
+        assert!(is_object_id(&"0123456789abcdef".repeat(4)));
+        assert!(is_object_id("k3v9ywq2xq8zq0yq6yq1yq2yq"));
+        for hostile in ["../../containers/json", "", "a/b", "a?b", &"a".repeat(65)] {
+            assert!(!is_object_id(hostile), "{hostile}");
         }
     }
-}
-
-fn is_not_found(error: &BollardError) -> bool {
-    matches!(
-        error,
-        BollardError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
-fn sorted(map: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
-    map.unwrap_or_default().into_iter().collect()
-}
-
-fn subnets(ipam: Option<Ipam>) -> Vec<String> {
-    ipam.and_then(|i| i.config)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|c| c.subnet)
-        .collect()
-}
-
-/// The network fields enforcer uses; `None` (logged) without an ID.
-#[allow(clippy::too_many_arguments)]
-fn network(
-    id: Option<String>,
-    name: Option<String>,
-    driver: Option<String>,
-    internal: Option<bool>,
-    labels: Option<HashMap<String, String>>,
-    options: Option<HashMap<String, String>>,
-    ipam: Option<Ipam>,
-) -> Option<DockerNetwork> {
-    let Some(id) = id else {
-        tracing::warn!(network = ?name, "Docker reported a network without an ID: skipped");
-        return None;
-    };
-    Some(DockerNetwork {
-        name: name.unwrap_or_else(|| id.clone()),
-        id,
-        driver: driver.unwrap_or_default(),
-        internal: internal.unwrap_or(false),
-        labels: sorted(labels),
-        options: sorted(options),
-        subnets: subnets(ipam),
-    })
-}
-
-fn network_from_list(n: Network) -> Option<DockerNetwork> {
-    network(
-        n.id, n.name, n.driver, n.internal, n.labels, n.options, n.ipam,
-    )
-}
-
-fn network_from_inspect(n: NetworkInspect) -> Option<DockerNetwork> {
-    network(
-        n.id, n.name, n.driver, n.internal, n.labels, n.options, n.ipam,
-    )
-}
-
-fn endpoints(networks: Option<HashMap<String, EndpointSettings>>) -> Vec<DockerEndpoint> {
-    let mut list: Vec<DockerEndpoint> = networks
-        .unwrap_or_default()
-        .into_values()
-        .filter_map(|e| {
-            Some(DockerEndpoint {
-                network_id: e.network_id?,
-                ipv4: e.ip_address.unwrap_or_default(),
-                ipv6: e.global_ipv6_address.unwrap_or_default(),
-            })
-        })
-        .collect();
-    list.sort_by(|a, b| a.network_id.cmp(&b.network_id));
-    list
-}
-
-fn container_from_summary(c: ContainerSummary) -> Option<DockerContainer> {
-    let id = c.id?;
-    let name = c
-        .names
-        .and_then(|n| n.into_iter().next())
-        .map(|n| n.trim_start_matches('/').to_string())
-        .unwrap_or_else(|| id.clone());
-    Some(DockerContainer {
-        id,
-        name,
-        labels: sorted(c.labels),
-        endpoints: endpoints(c.network_settings.and_then(|s| s.networks)),
-    })
-}
-
-/// A running proxy container; `None` when it is not running or not a proxy.
-fn container_from_inspect(
-    c: ContainerInspectResponse,
-    proxies: &ProxySelector,
-) -> Option<DockerContainer> {
-    let running = c.state.and_then(|s| s.running).unwrap_or(false);
-    let labels = sorted(c.config.and_then(|config| config.labels));
-    if !running || labels.get(&proxies.label) != Some(&proxies.value) {
-        return None;
-    }
-    let id = c.id?;
-    Some(DockerContainer {
-        name: c
-            .name
-            .map(|n| n.trim_start_matches('/').to_string())
-            .unwrap_or_else(|| id.clone()),
-        id,
-        labels,
-        endpoints: endpoints(c.network_settings.and_then(|s| s.networks)),
-    })
 }
