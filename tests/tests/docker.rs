@@ -403,7 +403,7 @@ fn docker_bridges_stay_denied_until_classified() {
         );
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
-    let said = blind("");
+    let said = blind("[docker]\nunknown_networks = \"deny\"\n");
     assert!(said.contains("Docker not read"), "{said}");
     assert!(!probe(&gate, "outsider", internet(80, false)));
     assert!(!probe(&gate, "outsider", internet(80, true)));
