@@ -78,6 +78,20 @@ pub fn diff<K: Ord, V: PartialEq>(
     }
 }
 
+/// `changes` with the additions moved after the rest, each group still in key order: what
+/// went or changed, then what came.
+pub fn additions_last<K, V>(changes: Vec<Change<K, V>>) -> impl Iterator<Item = Change<K, V>> {
+    let (added, others): (Vec<_>, Vec<_>) = changes.into_iter().partition(Change::is_added);
+    others.into_iter().chain(added)
+}
+
+/// `changes` with the removals moved before the rest, each group still in key order: what went,
+/// then what came or changed.
+pub fn removals_first<K, V>(changes: Vec<Change<K, V>>) -> impl Iterator<Item = Change<K, V>> {
+    let (removed, others): (Vec<_>, Vec<_>) = changes.into_iter().partition(Change::is_removed);
+    removed.into_iter().chain(others)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +113,19 @@ mod tests {
                 Change::Added("c", 3),
             ]
         );
+    }
+
+    #[test]
+    fn additions_and_removals_can_be_grouped() {
+        let changes = || diff([(1, 'a'), (3, 'c')], [(0, 'z'), (3, 'd'), (4, 'e')]);
+        let keys = |it: &mut dyn Iterator<Item = Change<i32, char>>| -> Vec<i32> {
+            it.map(|c| match c {
+                Change::Added(k, _) | Change::Removed(k, _) | Change::Changed { key: k, .. } => k,
+            })
+            .collect()
+        };
+        assert_eq!(keys(&mut additions_last(changes())), [1, 3, 0, 4]);
+        assert_eq!(keys(&mut removals_first(changes())), [1, 0, 3, 4]);
     }
 
     proptest! {

@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
-use crate::diff::{diff, Change};
+use crate::diff::{additions_last, diff, Change};
 
 mod builder;
 
@@ -280,11 +280,8 @@ fn push_changes<'a, T: 'a>(
     text: impl Fn(&'a T) -> String,
 ) {
     let keyed = |item: &'a T| (name(item), text(item));
-    let (added, others): (Vec<_>, Vec<_>) =
-        diff(old.into_iter().map(&keyed), new.into_iter().map(&keyed))
-            .into_iter()
-            .partition(Change::is_added);
-    out.extend(others.into_iter().chain(added).map(|change| match change {
+    let changes = diff(old.into_iter().map(&keyed), new.into_iter().map(&keyed));
+    out.extend(additions_last(changes).map(|change| match change {
         Change::Removed(_, was) => format!("-{was}"),
         Change::Changed { new: now, .. } => format!("~{now}"),
         Change::Added(_, now) => format!("+{now}"),

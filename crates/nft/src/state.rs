@@ -318,12 +318,7 @@ const DIFF_ELEMENTS_SHOWN: usize = 5;
 /// What applying `desired` would change in `current` (`None`: the table does not exist), one
 /// line per change, `+` for additions, `-` for removals, `~` for changes. Empty when equal.
 pub fn diff(table: &str, current: Option<&TableState>, desired: &TableState) -> Vec<String> {
-    use enforcer_core::diff::{diff as by_name, Change};
-    /// Removals, then additions and changes: each in name order.
-    fn removals_first<K, V>(changes: Vec<Change<K, V>>) -> impl Iterator<Item = Change<K, V>> {
-        let (removed, others): (Vec<_>, Vec<_>) = changes.into_iter().partition(Change::is_removed);
-        removed.into_iter().chain(others)
-    }
+    use enforcer_core::diff::{diff as by_name, removals_first, Change};
     let empty = TableState::default();
     let mut lines = Vec::new();
     let current = match current {
