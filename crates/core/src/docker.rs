@@ -435,6 +435,30 @@ mod tests {
     }
 
     #[test]
+    fn a_skipped_network_does_not_block_a_later_one() {
+        // Two networks named `dup`: the first (by ID) has host bits set and is skipped; the
+        // second is checked against what was accepted only, so its name is free.
+        let mut broken = network("dup", true, &["10.5.0.9/24"]);
+        broken.id = format!("a{}", "0".repeat(63));
+        let mut good = network("dup", true, &["10.6.0.0/24"]);
+        good.id = format!("b{}", "0".repeat(63));
+        let proxy = proxy_on("proxy", &[(&good, "10.6.0.2", "")]);
+        let out = classify(&Policy::embedded(), &state(&[&broken, &good], &[&proxy]));
+        let skipped: Vec<&str> = out.skipped.iter().map(|s| s.object.as_str()).collect();
+        assert_eq!(skipped, ["network dup (a00000000000)"]);
+        assert!(
+            out.skipped[0].reason.contains("host bits"),
+            "{:?}",
+            out.skipped
+        );
+        assert_eq!(
+            out.topology.networks()[0].subnets,
+            ["10.6.0.0/24".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(out.topology.proxies().len(), 1);
+    }
+
+    #[test]
     fn a_proxy_without_a_managed_address_is_reported() {
         let plain = network("plain", false, &["172.20.0.0/16"]);
         let proxy = proxy_on("lonely", &[(&plain, "172.20.0.2", "")]);
