@@ -6,14 +6,16 @@
 //! never loosens the rules: a network that cannot be enforced stays *unclassified*, so its
 //! bridge stays under the unknown-network deny.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Policy;
-use crate::topology::{is_valid_interface, ManagedNetwork, Proxy, Subject, Topology};
+use crate::topology::{
+    is_valid_interface, ManagedNetwork, Proxy, ProxyPart, Topology, TopologyBuilder,
+};
 
 /// Option of the bridge driver that names the bridge interface.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
@@ -156,14 +158,15 @@ fn managed_network(network: &DockerNetwork) -> Result<ManagedNetwork, String> {
 /// (which win any conflict). Never fails: what cannot be enforced is listed in
 /// [`Classified::skipped`], and a managed network that is skipped keeps its bridge out of the
 /// classified set, so the unknown-network rule still drops its traffic.
+///
+/// Items are offered to a [`TopologyBuilder`] in this order, so the earlier wins a conflict:
+/// the static entries, Docker's managed networks (by name, then ID), then its proxies (likewise).
+/// Networks come before proxies so that a proxy only takes addresses on enforced networks.
 pub fn classify(policy: &Policy, docker: &DockerState) -> Classified {
     let mut skipped = Vec::new();
-    let static_networks = policy.static_topology.networks();
-    let static_proxies = policy.static_topology.proxies();
-
-    let mut networks: Vec<ManagedNetwork> = static_networks.to_vec();
-    // Docker network ID of each network after the static ones.
-    let mut network_ids: Vec<&str> = Vec::new();
+    let mut builder = TopologyBuilder::from(policy.static_topology.clone());
+    // IDs of the Docker networks accepted as managed.
+    let mut enforced: HashSet<&str> = HashSet::new();
     let mut unmanaged_interfaces = BTreeSet::new();
     let mut sorted: Vec<&DockerNetwork> = docker.networks.values().collect();
     sorted.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
@@ -174,10 +177,11 @@ pub fn classify(policy: &Policy, docker: &DockerState) -> Classified {
             }
             continue;
         }
-        match managed_network(network) {
-            Ok(managed) => {
-                networks.push(managed);
-                network_ids.push(&network.id);
+        let offered = managed_network(network)
+            .and_then(|managed| builder.add_network(managed).map_err(|r| r.problem));
+        match offered {
+            Ok(()) => {
+                enforced.insert(&network.id);
             }
             Err(reason) => skipped.push(Skipped {
                 object: network.describe(),
@@ -186,18 +190,6 @@ pub fn classify(policy: &Policy, docker: &DockerState) -> Classified {
         }
     }
 
-    // Networks first, against the static proxies (whose DNS servers a Docker subnet must not
-    // hold), so that proxies below only take addresses on networks that are enforced.
-    let static_count = (static_networks.len(), static_proxies.len());
-    let mut proxies: Vec<Proxy> = static_proxies.to_vec();
-    settle(
-        &mut networks,
-        &mut proxies,
-        &mut network_ids,
-        static_count,
-        &mut skipped,
-    );
-
     let mut sorted: Vec<&DockerContainer> = docker
         .containers
         .values()
@@ -205,24 +197,7 @@ pub fn classify(policy: &Policy, docker: &DockerState) -> Classified {
         .collect();
     sorted.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
     for container in sorted {
-        let mut addresses = Vec::new();
-        for endpoint in &container.endpoints {
-            if !network_ids.contains(&endpoint.network_id.as_str()) {
-                continue; // not on an enforced managed network: nothing to allow there
-            }
-            for text in [&endpoint.ipv4, &endpoint.ipv6] {
-                if text.is_empty() {
-                    continue;
-                }
-                match text.parse::<IpAddr>() {
-                    Ok(address) => addresses.push(address),
-                    Err(_) => skipped.push(Skipped {
-                        object: container.describe(),
-                        reason: format!("address `{text}` is not an IP address; it gets no egress"),
-                    }),
-                }
-            }
-        }
+        let addresses = proxy_addresses(container, &enforced, &mut skipped);
         if addresses.is_empty() {
             skipped.push(Skipped {
                 object: container.describe(),
@@ -231,82 +206,72 @@ pub fn classify(policy: &Policy, docker: &DockerState) -> Classified {
             });
             continue;
         }
-        proxies.push(Proxy {
+        let proxy = Proxy {
             name: container.name.clone(),
             addresses,
             services: policy.proxy_defaults.services.clone(),
             dns_servers: policy.proxy_defaults.dns_servers.clone(),
-        });
+        };
+        offer_proxy(&mut builder, proxy, &mut skipped);
     }
-    let topology = settle(
-        &mut networks,
-        &mut proxies,
-        &mut network_ids,
-        static_count,
-        &mut skipped,
-    );
     skipped.sort();
     Classified {
-        topology: topology.with_unmanaged_interfaces(unmanaged_interfaces),
+        topology: builder
+            .build()
+            .with_unmanaged_interfaces(unmanaged_interfaces),
         skipped,
     }
 }
 
-/// Builds the topology, dropping one conflicting Docker item at a time until it is valid. The
-/// static entries are valid together and come first, so a conflict always has a Docker side:
-/// the later item, or for a static proxy's DNS server, the Docker network that holds it.
-fn settle(
-    networks: &mut Vec<ManagedNetwork>,
-    proxies: &mut Vec<Proxy>,
-    network_ids: &mut Vec<&str>,
-    (static_networks, static_proxies): (usize, usize),
+/// The addresses `container` holds on the `enforced` networks; those that do not parse are
+/// reported in `skipped`.
+fn proxy_addresses(
+    container: &DockerContainer,
+    enforced: &HashSet<&str>,
     skipped: &mut Vec<Skipped>,
-) -> Topology {
-    loop {
-        let error = match Topology::new(networks.clone(), proxies.clone()) {
-            Ok(topology) => return topology,
-            Err(error) => error,
-        };
-        let network_index = match error.subject {
-            Subject::Network(n) | Subject::Subnet(n, _) | Subject::Interface(n) => Some(n),
-            Subject::DnsServer(p, d) if p < static_proxies => {
-                let server = proxies[p].dns_servers[d];
-                networks
-                    .iter()
-                    .position(|n| n.subnets.iter().any(|s| s.contains(&server)))
+) -> Vec<IpAddr> {
+    let mut addresses = Vec::new();
+    for endpoint in &container.endpoints {
+        if !enforced.contains(endpoint.network_id.as_str()) {
+            continue; // not on an enforced managed network: nothing to allow there
+        }
+        for text in [&endpoint.ipv4, &endpoint.ipv6] {
+            if text.is_empty() {
+                continue;
             }
-            _ => None,
-        };
-        let object = match (network_index, error.subject) {
-            (Some(n), _) => {
-                let docker_index = n
-                    .checked_sub(static_networks)
-                    .expect("a conflict among static networks was reported by the policy");
-                let id = network_ids.remove(docker_index);
-                format!("network {} ({})", networks.remove(n).name, short(id))
+            match text.parse::<IpAddr>() {
+                Ok(address) => addresses.push(address),
+                Err(_) => skipped.push(Skipped {
+                    object: container.describe(),
+                    reason: format!("address `{text}` is not an IP address; it gets no egress"),
+                }),
             }
-            (None, Subject::ProxyAddress(p, a)) => {
-                let proxy = &mut proxies[p];
+        }
+    }
+    addresses
+}
+
+/// Offers a Docker proxy to `builder`. An address it rejects is left out (and reported) and the
+/// proxy offered again with the others; any other rejection leaves out the whole proxy.
+fn offer_proxy(builder: &mut TopologyBuilder, mut proxy: Proxy, skipped: &mut Vec<Skipped>) {
+    while let Err(rejected) = builder.add_proxy(proxy.clone()) {
+        let (object, again) = match rejected.part {
+            ProxyPart::Address(a) => {
                 let address = proxy.addresses.remove(a);
                 let object = format!("container {} address {address}", proxy.name);
-                if proxy.addresses.is_empty() {
-                    proxies.remove(p);
-                }
-                object
+                (object, !proxy.addresses.is_empty())
             }
-            (None, _) => {
-                let p = match error.subject {
-                    Subject::Proxy(p) | Subject::DnsServer(p, _) => p,
-                    _ => unreachable!("network subjects are handled above"),
-                };
-                assert!(p >= static_proxies, "static proxies are valid together");
-                format!("container {}", proxies.remove(p).name)
+            ProxyPart::Name | ProxyPart::DnsServer(_) => {
+                (format!("container {}", proxy.name), false)
             }
         };
         skipped.push(Skipped {
             object,
-            reason: error.problem,
+            reason: rejected.problem,
         });
+        if !again {
+            return;
+        }
     }
 }
 
@@ -467,6 +432,30 @@ mod tests {
         assert_eq!(out.topology.networks().len(), 1);
         assert_eq!(out.topology.networks()[0].interface, None);
         assert_eq!(out.skipped.len(), 2, "{:?}", out.skipped);
+    }
+
+    #[test]
+    fn a_skipped_network_does_not_block_a_later_one() {
+        // Two networks named `dup`: the first (by ID) has host bits set and is skipped; the
+        // second is checked against what was accepted only, so its name is free.
+        let mut broken = network("dup", true, &["10.5.0.9/24"]);
+        broken.id = format!("a{}", "0".repeat(63));
+        let mut good = network("dup", true, &["10.6.0.0/24"]);
+        good.id = format!("b{}", "0".repeat(63));
+        let proxy = proxy_on("proxy", &[(&good, "10.6.0.2", "")]);
+        let out = classify(&Policy::embedded(), &state(&[&broken, &good], &[&proxy]));
+        let skipped: Vec<&str> = out.skipped.iter().map(|s| s.object.as_str()).collect();
+        assert_eq!(skipped, ["network dup (a00000000000)"]);
+        assert!(
+            out.skipped[0].reason.contains("host bits"),
+            "{:?}",
+            out.skipped
+        );
+        assert_eq!(
+            out.topology.networks()[0].subnets,
+            ["10.6.0.0/24".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(out.topology.proxies().len(), 1);
     }
 
     #[test]

@@ -1,14 +1,23 @@
 //! What is enforced on: managed networks (their subnets) and egress proxies (their addresses and
 //! allowed services). A [`Topology`] can only be built valid: every check that keeps the rules
-//! meaningful (no overlaps, no huge prefixes, proxies inside managed subnets) runs in
-//! [`Topology::new`], whatever the source of the data (policy file or Docker).
+//! meaningful (no overlaps, no huge prefixes, proxies inside managed subnets) lives in
+//! [`TopologyBuilder`], which [`Topology::new`] and Docker's classification both use, whatever
+//! the source of the data (policy file or Docker).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnet::IpNet;
+
+use crate::diff::{additions_last, diff, Change};
+
+mod builder;
+
+pub use builder::{
+    is_valid_interface, is_valid_name, NetworkPart, ProxyPart, Rejected, TopologyBuilder,
+};
 
 /// Shortest IPv4 prefix a managed subnet may have: anything larger is a mistake, not a network.
 pub const MIN_PREFIX_V4: u8 = 8;
@@ -158,110 +167,35 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Validates and builds a topology. Checks: names are well-formed and unique; subnets are
-    /// canonical, not shorter than [`MIN_PREFIX_V4`]/[`MIN_PREFIX_V6`], and overlap no other
-    /// managed subnet; every proxy address lies inside a managed subnet and belongs to one proxy;
-    /// DNS servers lie outside the managed subnets; interface names are ones the kernel accepts.
-    /// When two items conflict, the later one is reported, so a caller that drops the reported
-    /// item and tries again keeps the earlier ones (static policy entries come first).
+    /// Validates and builds a topology: the networks, then the proxies, each offered in order
+    /// to a [`TopologyBuilder`] (see [`TopologyBuilder::add_network`] and
+    /// [`TopologyBuilder::add_proxy`] for the checks). The first item rejected is reported; when
+    /// two items conflict, that is the later one.
     pub fn new(networks: Vec<ManagedNetwork>, proxies: Vec<Proxy>) -> Result<Self, TopologyError> {
-        check_names(
-            networks.iter().map(|n| n.name.as_str()),
-            "network",
-            Subject::Network,
-        )?;
-        check_names(
-            proxies.iter().map(|p| p.name.as_str()),
-            "proxy",
-            Subject::Proxy,
-        )?;
-        for (ni, network) in networks.iter().enumerate() {
-            if let Some(interface) = &network.interface {
-                if !is_valid_interface(interface) {
-                    return Err(TopologyError {
-                        subject: Subject::Interface(ni),
-                        problem: format!(
-                            "network `{}`: `{interface}` is not an interface name: use 1 to \
-                             {MAX_INTERFACE_LEN} characters, no spaces, `/` or `*`",
-                            network.name
-                        ),
-                    });
-                }
-            }
-        }
-        let mut all: Vec<(IpNet, usize, usize)> = Vec::new();
-        for (ni, network) in networks.iter().enumerate() {
-            for (si, subnet) in network.subnets.iter().enumerate() {
-                check_subnet(subnet).map_err(|problem| TopologyError {
-                    subject: Subject::Subnet(ni, si),
-                    problem: format!("network `{}`: {problem}", network.name),
+        let mut builder = TopologyBuilder::default();
+        for (n, network) in networks.into_iter().enumerate() {
+            builder
+                .add_network(network)
+                .map_err(|rejected| TopologyError {
+                    subject: match rejected.part {
+                        NetworkPart::Name => Subject::Network(n),
+                        NetworkPart::Interface => Subject::Interface(n),
+                        NetworkPart::Subnet(s) => Subject::Subnet(n, s),
+                    },
+                    problem: rejected.problem,
                 })?;
-                all.push((*subnet, ni, si));
-            }
         }
-        all.sort_by_key(|(net, _, _)| (net.network(), net.prefix_len()));
-        for pair in all.windows(2) {
-            let (first, second) = (pair[0], pair[1]);
-            if first.0.contains(&second.0.network()) {
-                // Report the one given later.
-                let ((a, an, _), (b, bn, bs)) = if (first.1, first.2) < (second.1, second.2) {
-                    (first, second)
-                } else {
-                    (second, first)
-                };
-                return Err(TopologyError {
-                    subject: Subject::Subnet(bn, bs),
-                    problem: format!(
-                        "subnet {b} of network `{}` overlaps {a} of network `{}`: managed subnets \
-                         must not overlap, give each network its own range",
-                        networks[bn].name, networks[an].name
-                    ),
-                });
-            }
+        for (p, proxy) in proxies.into_iter().enumerate() {
+            builder.add_proxy(proxy).map_err(|rejected| TopologyError {
+                subject: match rejected.part {
+                    ProxyPart::Name => Subject::Proxy(p),
+                    ProxyPart::Address(a) => Subject::ProxyAddress(p, a),
+                    ProxyPart::DnsServer(d) => Subject::DnsServer(p, d),
+                },
+                problem: rejected.problem,
+            })?;
         }
-        let sorted: Vec<IpNet> = all.iter().map(|(net, _, _)| *net).collect();
-        let mut seen_addresses = HashSet::new();
-        for (pi, proxy) in proxies.iter().enumerate() {
-            for (ai, address) in proxy.addresses.iter().enumerate() {
-                if containing_subnet(&sorted, *address).is_none() {
-                    return Err(TopologyError {
-                        subject: Subject::ProxyAddress(pi, ai),
-                        problem: format!(
-                            "proxy `{}`: address {address} lies outside every managed subnet; a \
-                             proxy must sit on a managed network, so add its network or fix the \
-                             address",
-                            proxy.name
-                        ),
-                    });
-                }
-                if !seen_addresses.insert(*address) {
-                    return Err(TopologyError {
-                        subject: Subject::ProxyAddress(pi, ai),
-                        problem: format!(
-                            "proxy `{}`: address {address} is given to more than one proxy",
-                            proxy.name
-                        ),
-                    });
-                }
-            }
-            for (di, server) in proxy.dns_servers.iter().enumerate() {
-                if let Some(subnet) = containing_subnet(&sorted, *server) {
-                    return Err(TopologyError {
-                        subject: Subject::DnsServer(pi, di),
-                        problem: format!(
-                            "proxy `{}`: DNS server {server} lies inside managed subnet {subnet}, \
-                             which no proxy may reach; use a resolver outside the managed networks",
-                            proxy.name
-                        ),
-                    });
-                }
-            }
-        }
-        Ok(Topology {
-            networks,
-            proxies,
-            unmanaged_interfaces: BTreeSet::new(),
-        })
+        Ok(builder.build())
     }
 
     /// Adds the interfaces of networks known to be unmanaged (classified Docker networks whose
@@ -310,132 +244,48 @@ pub fn changes(old: &Topology, new: &Topology) -> Vec<String> {
         let addresses: Vec<String> = p.addresses.iter().map(|a| a.to_string()).collect();
         format!("proxy {} {}", p.name, addresses.join(" "))
     }
-    fn compare<T>(
-        old: &[T],
-        new: &[T],
-        name: impl Fn(&T) -> &str,
-        text: impl Fn(&T) -> String,
-        out: &mut Vec<String>,
-    ) {
-        use std::collections::BTreeMap;
-        let old: BTreeMap<&str, String> = old.iter().map(|x| (name(x), text(x))).collect();
-        let new: BTreeMap<&str, String> = new.iter().map(|x| (name(x), text(x))).collect();
-        for (key, was) in &old {
-            match new.get(key) {
-                None => out.push(format!("-{was}")),
-                Some(now) if now != was => out.push(format!("~{now}")),
-                Some(_) => {}
-            }
-        }
-        out.extend(
-            new.iter()
-                .filter(|(key, _)| !old.contains_key(*key))
-                .map(|(_, now)| format!("+{now}")),
-        );
-    }
+    let bridge_text = |i: &String| format!("unmanaged bridge {i}");
     let mut out = Vec::new();
-    compare(
+    push_changes(
+        &mut out,
         &old.networks,
         &new.networks,
         |n| &n.name,
         network_text,
-        &mut out,
     );
-    compare(
+    push_changes(
+        &mut out,
         &old.proxies,
         &new.proxies,
         |p| &p.name,
         proxy_text,
-        &mut out,
     );
-    for gone in old
-        .unmanaged_interfaces
-        .difference(&new.unmanaged_interfaces)
-    {
-        out.push(format!("-unmanaged bridge {gone}"));
-    }
-    for added in new
-        .unmanaged_interfaces
-        .difference(&old.unmanaged_interfaces)
-    {
-        out.push(format!("+unmanaged bridge {added}"));
-    }
+    push_changes(
+        &mut out,
+        &old.unmanaged_interfaces,
+        &new.unmanaged_interfaces,
+        |i| i,
+        bridge_text,
+    );
     out
 }
 
-fn check_names<'a>(
-    names: impl Iterator<Item = &'a str>,
-    what: &str,
-    subject: fn(usize) -> Subject,
-) -> Result<(), TopologyError> {
-    let mut seen = HashSet::new();
-    for (index, name) in names.enumerate() {
-        let problem = if !is_valid_name(name) {
-            Some(format!(
-                "{what} name `{name}` is not allowed: use 1 to {MAX_NAME_LEN} characters from \
-                 A-Z a-z 0-9 _ . -, starting with a letter or digit"
-            ))
-        } else if !seen.insert(name) {
-            Some(format!(
-                "{what} name `{name}` is used twice: names must be unique"
-            ))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(TopologyError {
-                subject: subject(index),
-                problem,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Whether `name` may name a network or proxy (Docker's own name rule, bounded in length).
-pub fn is_valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && name.len() <= MAX_NAME_LEN
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-/// Whether `name` is an interface name the kernel accepts, without wildcards.
-pub fn is_valid_interface(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_INTERFACE_LEN
-        && name
-            .chars()
-            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '*' | '"'))
-}
-
-fn check_subnet(subnet: &IpNet) -> Result<(), String> {
-    let min = match subnet {
-        IpNet::V4(_) => MIN_PREFIX_V4,
-        IpNet::V6(_) => MIN_PREFIX_V6,
-    };
-    if subnet.prefix_len() < min {
-        return Err(format!(
-            "subnet {subnet} is too large to be one network (shortest allowed prefix is /{min}); \
-             list the real subnets instead"
-        ));
-    }
-    if subnet.trunc() != *subnet {
-        return Err(format!(
-            "subnet {subnet} has host bits set: write it as {}",
-            subnet.trunc()
-        ));
-    }
-    Ok(())
-}
-
-/// The subnet of `sorted` (sorted by network address, non-overlapping) that holds `address`.
-fn containing_subnet(sorted: &[IpNet], address: IpAddr) -> Option<IpNet> {
-    let after = sorted.partition_point(|net| net.network() <= address);
-    after
-        .checked_sub(1)
-        .map(|i| sorted[i])
-        .filter(|net| net.contains(&address))
+/// One line per item of `old` and `new` (keyed by `name`, compared by `text`) that differs:
+/// removals and changes in name order, then additions.
+fn push_changes<'a, T: 'a>(
+    out: &mut Vec<String>,
+    old: impl IntoIterator<Item = &'a T>,
+    new: impl IntoIterator<Item = &'a T>,
+    name: impl Fn(&'a T) -> &'a str,
+    text: impl Fn(&'a T) -> String,
+) {
+    let keyed = |item: &'a T| (name(item), text(item));
+    let changes = diff(old.into_iter().map(&keyed), new.into_iter().map(&keyed));
+    out.extend(additions_last(changes).map(|change| match change {
+        Change::Removed(_, was) => format!("-{was}"),
+        Change::Changed { new: now, .. } => format!("~{now}"),
+        Change::Added(_, now) => format!("+{now}"),
+    }));
 }
 
 #[cfg(test)]

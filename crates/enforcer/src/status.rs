@@ -2,12 +2,13 @@
 //! the state file says (last apply, why, Docker's connection), and whether the two agree. It
 //! works whether the daemon runs or not: it only reads the kernel and the state file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::Result;
+use enforcer_core::diff::{additions_last, diff, Change};
 use enforcer_core::docker::classify;
 use enforcer_core::policy::Policy;
 use enforcer_nft::{KernelView, NftError, Nftables};
@@ -116,66 +117,59 @@ pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
 }
 
 /// What differs between the kernel's table and what the state file (under this policy) says
-/// should be enforced.
+/// should be enforced: networks (their subnets compared as sets), then proxies; for each, what
+/// the state file has that the kernel lacks or holds otherwise, then what only the kernel has.
 fn disagreements(policy: &Policy, kernel: &KernelView, state: &StateFile) -> Vec<String> {
+    /// The subnets in address order, as `a b c`.
+    fn joined(subnets: &BTreeSet<impl std::fmt::Display>) -> String {
+        let texts: Vec<String> = subnets.iter().map(|s| s.to_string()).collect();
+        texts.join(" ")
+    }
     let expected = classify(policy, &state.docker).topology;
     let mut out = Vec::new();
-    let mut want: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for network in expected.networks() {
-        let mut subnets: Vec<String> = network.subnets.iter().map(|s| s.to_string()).collect();
-        subnets.sort();
-        want.insert(&network.name, subnets);
-    }
-    let mut have: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (name, subnets) in &kernel.networks {
-        let mut subnets: Vec<String> = subnets.iter().map(|s| s.subnet.to_string()).collect();
-        subnets.sort();
-        have.insert(name, subnets);
-    }
-    for (name, subnets) in &want {
-        match have.get(name) {
-            None => out.push(format!(
-                "network {name} is in the state file but not in the kernel"
-            )),
-            Some(held) if held != subnets => out.push(format!(
-                "network {name}: the kernel holds {} but the state file says {}",
-                held.join(" "),
-                subnets.join(" ")
-            )),
-            Some(_) => {}
-        }
-    }
-    for name in have.keys().filter(|n| !want.contains_key(*n)) {
-        out.push(format!(
-            "network {name} is in the kernel but not in the state file"
-        ));
-    }
-    let want: BTreeMap<&str, Vec<IpAddr>> = expected
-        .proxies()
+    let said = expected.networks().iter().map(|n| {
+        (
+            n.name.as_str(),
+            n.subnets.iter().copied().collect::<BTreeSet<_>>(),
+        )
+    });
+    let held = kernel
+        .networks
         .iter()
-        .map(|p| {
-            let mut a = p.addresses.clone();
-            a.sort();
-            (p.name.as_str(), a)
-        })
-        .collect();
-    for (name, addresses) in &want {
-        if kernel.proxies.get(*name) != Some(addresses) {
-            out.push(format!(
-                "proxy {name}: the state file says {addresses:?}, the kernel holds {:?}",
-                kernel.proxies.get(*name).cloned().unwrap_or_default()
-            ));
+        .map(|(name, subnets)| (name.as_str(), subnets.iter().map(|s| s.subnet).collect()));
+    out.extend(additions_last(diff(said, held)).map(|change| match change {
+        Change::Removed(name, _) => {
+            format!("network {name} is in the state file but not in the kernel")
         }
-    }
-    for name in kernel
+        Change::Changed { key, old, new } => format!(
+            "network {key}: the kernel holds {} but the state file says {}",
+            joined(&new),
+            joined(&old)
+        ),
+        Change::Added(name, _) => {
+            format!("network {name} is in the kernel but not in the state file")
+        }
+    }));
+    let said = expected.proxies().iter().map(|p| {
+        let mut addresses = p.addresses.clone();
+        addresses.sort();
+        (p.name.as_str(), addresses)
+    });
+    let held = kernel
         .proxies
-        .keys()
-        .filter(|n| !want.contains_key(n.as_str()))
-    {
-        out.push(format!(
-            "proxy {name} is in the kernel but not in the state file"
-        ));
-    }
+        .iter()
+        .map(|(name, addresses)| (name.as_str(), addresses.clone()));
+    out.extend(additions_last(diff(said, held)).map(|change| match change {
+        Change::Removed(name, said) => {
+            format!("proxy {name}: the state file says {said:?}, the kernel holds []")
+        }
+        Change::Changed { key, old, new } => {
+            format!("proxy {key}: the state file says {old:?}, the kernel holds {new:?}")
+        }
+        Change::Added(name, _) => {
+            format!("proxy {name} is in the kernel but not in the state file")
+        }
+    }));
     out
 }
 

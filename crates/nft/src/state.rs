@@ -318,6 +318,7 @@ const DIFF_ELEMENTS_SHOWN: usize = 5;
 /// What applying `desired` would change in `current` (`None`: the table does not exist), one
 /// line per change, `+` for additions, `-` for removals, `~` for changes. Empty when equal.
 pub fn diff(table: &str, current: Option<&TableState>, desired: &TableState) -> Vec<String> {
+    use enforcer_core::diff::{diff as by_name, removals_first, Change};
     let empty = TableState::default();
     let mut lines = Vec::new();
     let current = match current {
@@ -327,58 +328,75 @@ pub fn diff(table: &str, current: Option<&TableState>, desired: &TableState) -> 
             &empty
         }
     };
-    for (name, set) in &current.sets {
-        if !desired.sets.contains_key(name) {
-            lines.push(format!("- set {name} ({} elements)", set.elements.len()));
+    for change in removals_first(by_name(&current.sets, &desired.sets)) {
+        match change {
+            Change::Removed(name, set) => {
+                lines.push(format!("- set {name} ({} elements)", set.elements.len()))
+            }
+            Change::Added(name, set) => {
+                lines.push(format!("+ set {name} ({} elements)", set.elements.len()))
+            }
+            Change::Changed { key, old, new } => set_changes(&mut lines, key, old, new),
         }
     }
-    for (name, want) in &desired.sets {
-        let Some(have) = current.sets.get(name) else {
-            lines.push(format!("+ set {name} ({} elements)", want.elements.len()));
-            continue;
-        };
-        if !have.same_type(want) {
-            lines.push(format!("~ set {name}: type changes"));
-        }
-        let text =
-            |(k, v): (&Vec<u8>, &Vec<u8>)| format!("{}{}", key_text(want.key.0, k), data_text(v));
-        let added: Vec<String> = want.differing(have).map(text).collect();
-        let removed: Vec<String> = have.differing(want).map(text).collect();
-        for (sign, list) in [("+", &added), ("-", &removed)] {
-            for item in list.iter().take(DIFF_ELEMENTS_SHOWN) {
-                lines.push(format!("{sign} element {item} in set {name}"));
+    for change in removals_first(by_name(&current.chains, &desired.chains)) {
+        match change {
+            Change::Removed(name, chain) => {
+                lines.push(format!("- chain {name} ({} rules)", chain.rules.len()))
             }
-            if list.len() > DIFF_ELEMENTS_SHOWN {
-                lines.push(format!(
-                    "{sign} … and {} more elements in set {name}",
-                    list.len() - DIFF_ELEMENTS_SHOWN
-                ));
+            Change::Added(name, chain) => {
+                lines.push(format!("+ chain {name} ({} rules)", chain.rules.len()))
             }
-        }
-    }
-    for (name, chain) in &current.chains {
-        if !desired.chains.contains_key(name) {
-            lines.push(format!("- chain {name} ({} rules)", chain.rules.len()));
-        }
-    }
-    for (name, want) in &desired.chains {
-        let Some(have) = current.chains.get(name) else {
-            lines.push(format!("+ chain {name} ({} rules)", want.rules.len()));
-            continue;
-        };
-        if have.base != want.base {
-            lines.push(format!("~ chain {name}: hook, priority or policy changes"));
-        }
-        if have.rules != want.rules {
-            let mut line = format!("~ chain {name}: rules change");
-            for rule in want.rules.iter().filter(|r| !have.rules.contains(r)) {
-                let _ = write!(line, "\n+   rule \"{}\"", rule.comment());
-            }
-            for rule in have.rules.iter().filter(|r| !want.rules.contains(r)) {
-                let _ = write!(line, "\n-   rule \"{}\"", rule.comment());
-            }
-            lines.push(line);
+            Change::Changed { key, old, new } => chain_changes(&mut lines, key, old, new),
         }
     }
     lines
+}
+
+/// The [`diff`] lines of set `name`, held as `have` and wanted as `want`.
+fn set_changes(lines: &mut Vec<String>, name: &str, have: &SetState, want: &SetState) {
+    use enforcer_core::diff::{diff as by_key, Change};
+    if !have.same_type(want) {
+        lines.push(format!("~ set {name}: type changes"));
+    }
+    let text = |k: &Vec<u8>, v: &Vec<u8>| format!("{}{}", key_text(want.key.0, k), data_text(v));
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    for change in by_key(&have.elements, &want.elements) {
+        match change {
+            Change::Added(k, v) => added.push(text(k, v)),
+            Change::Removed(k, v) => removed.push(text(k, v)),
+            Change::Changed { key, old, new } => {
+                added.push(text(key, new));
+                removed.push(text(key, old));
+            }
+        }
+    }
+    for (sign, list) in [("+", &added), ("-", &removed)] {
+        for item in list.iter().take(DIFF_ELEMENTS_SHOWN) {
+            lines.push(format!("{sign} element {item} in set {name}"));
+        }
+        if list.len() > DIFF_ELEMENTS_SHOWN {
+            lines.push(format!(
+                "{sign} … and {} more elements in set {name}",
+                list.len() - DIFF_ELEMENTS_SHOWN
+            ));
+        }
+    }
+}
+
+/// The [`diff`] lines of chain `name`, held as `have` and wanted as `want`.
+fn chain_changes(lines: &mut Vec<String>, name: &str, have: &ChainState, want: &ChainState) {
+    if have.base != want.base {
+        lines.push(format!("~ chain {name}: hook, priority or policy changes"));
+    }
+    if have.rules != want.rules {
+        let mut line = format!("~ chain {name}: rules change");
+        for rule in want.rules.iter().filter(|r| !have.rules.contains(r)) {
+            let _ = write!(line, "\n+   rule \"{}\"", rule.comment());
+        }
+        for rule in have.rules.iter().filter(|r| !want.rules.contains(r)) {
+            let _ = write!(line, "\n-   rule \"{}\"", rule.comment());
+        }
+        lines.push(line);
+    }
 }
