@@ -18,3 +18,55 @@ impl Kernel for Nftables {
         Nftables::apply(self, ruleset)
     }
 }
+
+/// A kernel in memory for unit tests: it records every ruleset it is asked to apply, and can be
+/// told to refuse transactions or that someone deleted its table.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct FakeKernel {
+    /// Every ruleset passed to [`Kernel::apply`], in order, refused ones included.
+    pub asked: Vec<Ruleset>,
+    /// Every ruleset committed, in order: one per transaction.
+    pub committed: Vec<Ruleset>,
+    /// The table the fake kernel holds.
+    pub held: Option<Ruleset>,
+    /// While set, every transaction is refused as the kernel would refuse it without memory.
+    pub failing: bool,
+}
+
+#[cfg(test)]
+impl FakeKernel {
+    /// Someone else deleted the table (`nft delete table`, a flushed ruleset).
+    pub fn tamper(&mut self) {
+        self.held = None;
+    }
+}
+
+#[cfg(test)]
+impl Kernel for FakeKernel {
+    fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyOutcome, NftError> {
+        self.asked.push(ruleset.clone());
+        if self.failing {
+            return Err(NftError::Rejected {
+                errno: libc::ENOMEM,
+                reason: std::io::Error::from_raw_os_error(libc::ENOMEM).to_string(),
+                detail: None,
+                what: format!("the transaction for table inet {}", ruleset.table),
+            });
+        }
+        if self.held.as_ref() == Some(ruleset) {
+            return Ok(ApplyOutcome::Unchanged);
+        }
+        let change = match &self.held {
+            None => format!("+ table inet {} (absent from the kernel)", ruleset.table),
+            Some(_) => format!("~ table inet {} (replaced)", ruleset.table),
+        };
+        self.held = Some(ruleset.clone());
+        self.committed.push(ruleset.clone());
+        Ok(ApplyOutcome::Applied {
+            messages: 1 + ruleset.sets.len() + ruleset.chains.len(),
+            bytes: 0,
+            changes: vec![change],
+        })
+    }
+}

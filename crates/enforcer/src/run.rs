@@ -17,6 +17,8 @@
 //! it.
 
 mod docker_watch;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
