@@ -1,6 +1,7 @@
 //! `enforcer`: the command line. Exit status: 0 done (or, with `--dry-run`, nothing would
 //! change), 1 changes pending (`--dry-run`), 2 error (nothing in the kernel changed).
 
+mod kernel;
 mod privileges;
 mod run;
 mod state_file;

@@ -10,6 +10,15 @@
 //! For systemd: READY=1 once the first table is in the kernel (before Docker is read, so a unit
 //! ordered before docker.service never waits for it), WATCHDOG=1 while the loop runs, and the
 //! state file (last Docker state enforced) is re-enforced at start, before Docker answers.
+//!
+//! Layout: [`Agent`] holds the daemon's logic (what each signal, tick and Docker update does)
+//! over a [`Kernel`], so `run/tests.rs` runs it against a recording fake without root; the
+//! main loop here only wires signals, the timer and the Docker task (`run/docker_watch.rs`) to
+//! it.
+
+mod docker_watch;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,46 +29,29 @@ use enforcer_core::planner::plan;
 use enforcer_core::policy::{DockerSettings, Policy};
 use enforcer_core::ruleset::Ruleset;
 use enforcer_core::topology::{self, Topology};
-use enforcer_docker::{since_now, Change, DockerError, DockerSource, ProxySelector};
+use enforcer_docker::ProxySelector;
 use enforcer_nft::{ApplyOutcome, Nftables};
-use futures_util::StreamExt;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::kernel::Kernel;
 use crate::load_policy;
 use crate::state_file::{now_unix, show_time, DockerConnection, StateFile};
+use docker_watch::{watch_docker, DockerUpdate};
 
 /// How often the kernel's table is checked against the desired one (one GETGEN when nothing
 /// changed; a read-back only when some program committed meanwhile).
 const VERIFY_PERIOD: Duration = Duration::from_secs(5);
-/// First and longest wait between attempts to reach Docker.
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Events named in one log line; the rest are counted.
 const REASONS_SHOWN: usize = 5;
-/// At most this many queued events are folded into one transaction.
-const BATCH_MAX: usize = 1000;
 
-/// What the Docker task reports to the main loop.
-enum DockerUpdate {
-    /// Connected and read a full snapshot.
-    Snapshot { state: DockerState, api: String },
-    /// Events were processed; the state after them.
-    Changed {
-        state: DockerState,
-        reasons: Vec<String>,
-    },
-    /// Docker could not be reached or was lost; the last state stays in force.
-    Lost { error: String, retry_in: Duration },
-}
-
-/// The daemon's state.
-struct Agent {
+/// The daemon's state, over any [`Kernel`].
+struct Agent<K> {
     config: Option<PathBuf>,
     policy: Policy,
     docker: DockerState,
-    nft: Nftables,
+    kernel: K,
     /// The topology and table computed from `policy` and `docker` (recomputed only when one of
     /// them changes), and what the kernel was last made to hold, for change summaries.
     desired: (Topology, Ruleset),
@@ -71,7 +63,41 @@ struct Agent {
     last_applied: (u64, String),
 }
 
-impl Agent {
+impl<K: Kernel> Agent<K> {
+    /// The agent before Docker is read: the static policy, the Docker state of the state file
+    /// `previous` (if any), and every other Docker bridge denied. Nothing is applied yet.
+    fn new(
+        config: Option<PathBuf>,
+        policy: Policy,
+        kernel: K,
+        state_path: PathBuf,
+        previous: Option<StateFile>,
+    ) -> Agent<K> {
+        let last_applied = previous
+            .as_ref()
+            .map(|p| (p.applied_unix, p.reason.clone()))
+            .unwrap_or_else(|| (now_unix(), "start".to_string()));
+        let docker = previous.map(|p| p.docker).unwrap_or_default();
+        let (desired, skipped) = desired_table(&policy, &docker, &[]);
+        Agent {
+            config,
+            docker,
+            connection: DockerConnection {
+                connected: false,
+                host: enforcer_docker::host_from_env(),
+                since_unix: now_unix(),
+                error: Some("not connected yet".into()),
+            },
+            policy,
+            kernel,
+            desired,
+            enforced: Topology::default(),
+            skipped,
+            state_path,
+            last_applied,
+        }
+    }
+
     /// Recomputes the desired table after the policy or the Docker state changed, then
     /// enforces it.
     fn recompute(&mut self, reason: &str) -> Result<()> {
@@ -86,7 +112,7 @@ impl Agent {
     fn enforce(&mut self, reason: &str) -> Result<()> {
         let (topology, ruleset) = &self.desired;
         let started = Instant::now();
-        let outcome = self.nft.apply(ruleset).with_context(|| {
+        let outcome = self.kernel.apply(ruleset).with_context(|| {
             format!(
                 "applying table inet {} ({reason}); the rules in force before stay in force",
                 self.policy.table.name
@@ -96,24 +122,100 @@ impl Agent {
             messages, changes, ..
         } = outcome
         {
-            let mut summary = topology::changes(&self.enforced, topology);
-            if summary.is_empty() {
-                // Same topology, different table: the kernel's copy had been altered, or the
-                // table settings changed.
-                summary = changes;
-            }
             tracing::info!(
                 reason,
                 messages,
                 micros = started.elapsed().as_micros() as u64,
                 "applied: {}",
-                summary.join("; ")
+                applied_summary(&self.enforced, topology, changes)
             );
             self.last_applied = (now_unix(), reason.to_string());
             self.save();
         }
         self.enforced = topology.clone();
         Ok(())
+    }
+
+    /// The periodic check: restores the desired table when someone else changed the kernel's.
+    fn check(&mut self) -> Result<()> {
+        self.enforce("periodic check of the kernel's table")
+    }
+
+    /// SIGHUP: reads the policy file again and enforces it; when it is invalid, logs why and
+    /// keeps the previous policy. `restart_watcher` runs, before the new table is applied,
+    /// when the new policy's Docker settings differ from the old one's.
+    fn reload(&mut self, restart_watcher: impl FnOnce(&DockerSettings)) -> Result<()> {
+        match load_policy(self.config.as_ref()) {
+            Ok(policy) => {
+                let docker_changed = policy.docker != self.policy.docker;
+                self.policy = policy;
+                if docker_changed {
+                    restart_watcher(&self.policy.docker);
+                }
+                self.recompute("policy reloaded (SIGHUP)")?;
+                tracing::info!("policy reloaded");
+            }
+            Err(error) => {
+                tracing::error!(
+                    "policy reload failed, the previous policy stays in force: {error:#}"
+                )
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `first` and whatever else is already queued in `queued`, and enforces the result
+    /// in one transaction (none when only losses of Docker were queued).
+    fn absorb(
+        &mut self,
+        first: DockerUpdate,
+        queued: &mut mpsc::UnboundedReceiver<DockerUpdate>,
+    ) -> Result<()> {
+        let mut reasons = Vec::new();
+        let mut next = Some(first);
+        while let Some(update) = next {
+            self.take(update, &mut reasons);
+            next = queued.try_recv().ok();
+        }
+        if reasons.is_empty() {
+            return Ok(());
+        }
+        self.recompute(&summarise(&reasons))
+    }
+
+    /// Takes one update from the Docker task into the agent's state, adding to `reasons` what
+    /// calls for a new table.
+    fn take(&mut self, update: DockerUpdate, reasons: &mut Vec<String>) {
+        match update {
+            DockerUpdate::Snapshot { state, api } => {
+                tracing::info!(
+                    api,
+                    networks = state.networks.len(),
+                    proxies = state.containers.len(),
+                    "Docker connected; full resynchronisation"
+                );
+                self.docker = state;
+                self.set_connection(None);
+                notify(&[sd_notify::NotifyState::Status(
+                    "enforcing; following Docker",
+                )]);
+                reasons.push("Docker snapshot".to_string());
+            }
+            DockerUpdate::Changed {
+                state,
+                reasons: more,
+            } => {
+                self.docker = state;
+                reasons.extend(more);
+            }
+            DockerUpdate::Lost { error, retry_in } => {
+                tracing::warn!(
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    "{error}; the rules in force stay, retrying"
+                );
+                self.set_connection(Some(error));
+            }
+        }
     }
 
     /// Writes the state file; a failure is logged, never fatal (enforcing matters more).
@@ -145,6 +247,17 @@ impl Agent {
     }
 }
 
+/// What an applied transaction changed, for its log line: the topology's changes since the
+/// last enforced one, else (same topology, different table: the kernel's copy had been
+/// altered, or the table settings changed) the kernel's `changes`.
+fn applied_summary(enforced: &Topology, desired: &Topology, changes: Vec<String>) -> String {
+    let mut summary = topology::changes(enforced, desired);
+    if summary.is_empty() {
+        summary = changes;
+    }
+    summary.join("; ")
+}
+
 /// The topology and table that `policy` and `docker` call for, and the Docker objects skipped
 /// (each logged once: those not already in `known_skipped`).
 fn desired_table(
@@ -162,6 +275,23 @@ fn desired_table(
     }
     let ruleset = plan(&policy.table, &classified.topology);
     ((classified.topology, ruleset), classified.skipped)
+}
+
+/// At most [`REASONS_SHOWN`] reasons, then how many more.
+fn summarise(reasons: &[String]) -> String {
+    let mut text = reasons
+        .iter()
+        .take(REASONS_SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if reasons.len() > REASONS_SHOWN {
+        text.push_str(&format!(
+            " and {} more events",
+            reasons.len() - REASONS_SHOWN
+        ));
+    }
+    text
 }
 
 /// The state file, or nothing (reported) when it is missing or unreadable.
@@ -212,6 +342,8 @@ pub fn run(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<()> {
     runtime.block_on(daemon(config, state_file))
 }
 
+/// Starts the agent: the first table in the kernel before Docker is read, READY=1, then the
+/// main loop.
 async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<()> {
     let policy = load_policy(config.as_ref())?;
     crate::require_net_admin()?;
@@ -221,31 +353,9 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
         .context("dropping every capability but CAP_NET_ADMIN")?;
     let state_path = state_file.unwrap_or_else(crate::state_file::default_path);
     let previous = last_known_state(&state_path);
-    let last_applied = previous
-        .as_ref()
-        .map(|p| (p.applied_unix, p.reason.clone()))
-        .unwrap_or_else(|| (now_unix(), "start".to_string()));
-    let docker = previous.map(|p| p.docker).unwrap_or_default();
     // Before Docker is read: the static policy, the last known Docker state, and every other
     // Docker bridge denied.
-    let (desired, skipped) = desired_table(&policy, &docker, &[]);
-    let mut agent = Agent {
-        config,
-        docker,
-        connection: DockerConnection {
-            connected: false,
-            host: enforcer_docker::host_from_env(),
-            since_unix: now_unix(),
-            error: Some("not connected yet".into()),
-        },
-        policy,
-        nft,
-        desired,
-        enforced: Topology::default(),
-        skipped,
-        state_path,
-        last_applied,
-    };
+    let mut agent = Agent::new(config, policy, nft, state_path, previous);
     agent.enforce("start, before reading Docker")?;
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -255,13 +365,32 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
         table = %agent.policy.table.name,
         "enforcing; Docker bridges stay denied until classified"
     );
+    main_loop(agent).await
+}
+
+/// The signals the daemon handles.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+}
+
+/// Serves signals, periodic checks and Docker's updates until SIGTERM or SIGINT.
+async fn main_loop<K: Kernel>(mut agent: Agent<K>) -> Result<()> {
     // systemd's watchdog, when set, is pinged at half its period (at most every 5 s).
     let watchdog = sd_notify::watchdog_enabled();
     let period = watchdog.map_or(VERIFY_PERIOD, |w| (w / 2).min(VERIFY_PERIOD));
-
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut signals = Signals::install()?;
     let mut verify = tokio::time::interval(period);
     verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (sender, mut updates) = mpsc::unbounded_channel();
@@ -269,88 +398,23 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
 
     loop {
         tokio::select! {
-            _ = sigterm.recv() => return stop("SIGTERM"),
-            _ = sigint.recv() => return stop("SIGINT"),
-            _ = sighup.recv() => {
-                match load_policy(agent.config.as_ref()) {
-                    Ok(policy) => {
-                        let docker_changed = policy.docker != agent.policy.docker;
-                        agent.policy = policy;
-                        if docker_changed {
-                            if let Some(task) = watcher.take() {
-                                task.abort();
-                            }
-                            watcher = spawn_watcher(&agent.policy.docker, sender.clone());
-                        }
-                        agent.recompute("policy reloaded (SIGHUP)")?;
-                        tracing::info!("policy reloaded");
-                    }
-                    Err(error) => tracing::error!(
-                        "policy reload failed, the previous policy stays in force: {error:#}"
-                    ),
+            _ = signals.terminate.recv() => return stop("SIGTERM"),
+            _ = signals.interrupt.recv() => return stop("SIGINT"),
+            _ = signals.hangup.recv() => agent.reload(|settings| {
+                if let Some(task) = watcher.take() {
+                    task.abort();
                 }
-            }
+                watcher = spawn_watcher(settings, sender.clone());
+            })?,
             _ = verify.tick() => {
-                agent.enforce("periodic check of the kernel's table")?;
+                agent.check()?;
                 if watchdog.is_some() {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             }
-            Some(update) = updates.recv() => {
-                // Fold whatever else is already queued into the same transaction.
-                let mut reasons = Vec::new();
-                let mut next = Some(update);
-                while let Some(update) = next {
-                    match update {
-                        DockerUpdate::Snapshot { state, api } => {
-                            tracing::info!(
-                                api,
-                                networks = state.networks.len(),
-                                proxies = state.containers.len(),
-                                "Docker connected; full resynchronisation"
-                            );
-                            agent.docker = state;
-                            agent.set_connection(None);
-                            notify(&[sd_notify::NotifyState::Status("enforcing; following Docker")]);
-                            reasons.push("Docker snapshot".to_string());
-                        }
-                        DockerUpdate::Changed { state, reasons: more } => {
-                            agent.docker = state;
-                            reasons.extend(more);
-                        }
-                        DockerUpdate::Lost { error, retry_in } => {
-                            tracing::warn!(
-                                retry_in_ms = retry_in.as_millis() as u64,
-                                "{error}; the rules in force stay, retrying"
-                            );
-                            agent.set_connection(Some(error));
-                        }
-                    }
-                    next = updates.try_recv().ok();
-                }
-                if !reasons.is_empty() {
-                    agent.recompute(&summarise(&reasons))?;
-                }
-            }
+            Some(update) = updates.recv() => agent.absorb(update, &mut updates)?,
         }
     }
-}
-
-/// At most [`REASONS_SHOWN`] reasons, then how many more.
-fn summarise(reasons: &[String]) -> String {
-    let mut text = reasons
-        .iter()
-        .take(REASONS_SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if reasons.len() > REASONS_SHOWN {
-        text.push_str(&format!(
-            " and {} more events",
-            reasons.len() - REASONS_SHOWN
-        ));
-    }
-    text
 }
 
 fn stop(signal: &str) -> Result<()> {
@@ -373,97 +437,4 @@ fn spawn_watcher(
         proxies,
         updates,
     )))
-}
-
-/// Connects, snapshots, follows events; on any failure reports it and starts over after a
-/// capped backoff. Ends when the main loop is gone.
-async fn watch_docker(
-    host: String,
-    proxies: ProxySelector,
-    updates: mpsc::UnboundedSender<DockerUpdate>,
-) {
-    let mut backoff = BACKOFF_FIRST;
-    loop {
-        let error = match follow(&host, &proxies, &updates, &mut backoff).await {
-            Ok(()) => return, // the main loop has gone
-            Err(error) => error,
-        };
-        let lost = DockerUpdate::Lost {
-            error: error.to_string(),
-            retry_in: backoff,
-        };
-        if updates.send(lost).is_err() {
-            return;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-/// Aborts a task when dropped (the event reader dies with its connection).
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// One connection's life: snapshot, then events until the stream fails. `Ok` only when the
-/// receiver is gone.
-async fn follow(
-    host: &str,
-    proxies: &ProxySelector,
-    updates: &mpsc::UnboundedSender<DockerUpdate>,
-    backoff: &mut Duration,
-) -> Result<(), DockerError> {
-    let source = DockerSource::connect(host, proxies.clone()).await?;
-    // Events from just before the snapshot on are replayed, so nothing between the snapshot
-    // and the stream is lost (refreshing an object twice is harmless).
-    let since = since_now();
-    let mut state = source.snapshot().await?;
-    *backoff = BACKOFF_FIRST;
-    let snapshot = DockerUpdate::Snapshot {
-        state: state.clone(),
-        api: source.api_version(),
-    };
-    if updates.send(snapshot).is_err() {
-        return Ok(());
-    }
-    // A reader task drains the stream into a queue, also while this task waits for Docker's
-    // answers to refreshes; whatever is queued when a batch starts joins that batch.
-    let (queue, mut queued) = mpsc::unbounded_channel();
-    let stream = source.changes(&since);
-    let reader = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            let failed = item.is_err();
-            if queue.send(item).is_err() || failed {
-                return;
-            }
-        }
-    });
-    let _stop_reader = AbortOnDrop(reader);
-    while let Some(item) = queued.recv().await {
-        let mut batch: Vec<Change> = vec![item?];
-        while batch.len() < BATCH_MAX {
-            match queued.try_recv() {
-                Ok(item) => batch.push(item?),
-                Err(_) => break,
-            }
-        }
-        let mut reasons = Vec::with_capacity(batch.len());
-        for change in &batch {
-            source.refresh(&mut state, change).await?;
-            reasons.push(change.to_string());
-        }
-        let changed = DockerUpdate::Changed {
-            state: state.clone(),
-            reasons,
-        };
-        if updates.send(changed).is_err() {
-            return Ok(());
-        }
-    }
-    Err(DockerError::StreamEnded(host.to_string()))
 }

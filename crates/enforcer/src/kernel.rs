@@ -1,0 +1,72 @@
+//! The kernel as the daemon sees it: one call that makes the kernel hold a table. The daemon's
+//! logic (folding Docker's events, reloads, periodic checks) is written against [`Kernel`], so
+//! that it runs against `enforcer_nft::Nftables` in production and against a recording fake in
+//! unit tests, without root.
+
+use enforcer_core::ruleset::Ruleset;
+use enforcer_nft::{ApplyOutcome, NftError, Nftables};
+
+/// What the daemon needs from the kernel.
+pub trait Kernel {
+    /// Makes the kernel hold `ruleset`, sending nothing when it already does. On error, the
+    /// kernel still holds what it held before (a transaction is committed whole or not at all).
+    fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyOutcome, NftError>;
+}
+
+impl Kernel for Nftables {
+    fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyOutcome, NftError> {
+        Nftables::apply(self, ruleset)
+    }
+}
+
+/// A kernel in memory for unit tests: it records every ruleset it is asked to apply, and can be
+/// told to refuse transactions or that someone deleted its table.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct FakeKernel {
+    /// Every ruleset passed to [`Kernel::apply`], in order, refused ones included.
+    pub asked: Vec<Ruleset>,
+    /// Every ruleset committed, in order: one per transaction.
+    pub committed: Vec<Ruleset>,
+    /// The table the fake kernel holds.
+    pub held: Option<Ruleset>,
+    /// While set, every transaction is refused as the kernel would refuse it without memory.
+    pub failing: bool,
+}
+
+#[cfg(test)]
+impl FakeKernel {
+    /// Someone else deleted the table (`nft delete table`, a flushed ruleset).
+    pub fn tamper(&mut self) {
+        self.held = None;
+    }
+}
+
+#[cfg(test)]
+impl Kernel for FakeKernel {
+    fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyOutcome, NftError> {
+        self.asked.push(ruleset.clone());
+        if self.failing {
+            return Err(NftError::Rejected {
+                errno: libc::ENOMEM,
+                reason: std::io::Error::from_raw_os_error(libc::ENOMEM).to_string(),
+                detail: None,
+                what: format!("the transaction for table inet {}", ruleset.table),
+            });
+        }
+        if self.held.as_ref() == Some(ruleset) {
+            return Ok(ApplyOutcome::Unchanged);
+        }
+        let change = match &self.held {
+            None => format!("+ table inet {} (absent from the kernel)", ruleset.table),
+            Some(_) => format!("~ table inet {} (replaced)", ruleset.table),
+        };
+        self.held = Some(ruleset.clone());
+        self.committed.push(ruleset.clone());
+        Ok(ApplyOutcome::Applied {
+            messages: 1 + ruleset.sets.len() + ruleset.chains.len(),
+            bytes: 0,
+            changes: vec![change],
+        })
+    }
+}

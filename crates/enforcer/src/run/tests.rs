@@ -1,0 +1,441 @@
+//! The daemon's logic against the recording [`FakeKernel`]: no root, no dockerd.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use enforcer_core::docker::{DockerContainer, DockerEndpoint, DockerNetwork, DockerState};
+use enforcer_core::render;
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+
+use super::docker_watch::DockerUpdate;
+use super::{summarise, Agent};
+use crate::kernel::FakeKernel;
+use crate::state_file::StateFile;
+
+const NET_ID: &str = "731774d4dc98aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const OTHER_ID: &str = "5c0ffee5c0ffbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+/// Log lines written while the closure runs, without colours or timestamps.
+fn logged<T>(run: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, run);
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    (result, text)
+}
+
+/// An agent over a fake kernel, its policy file and state file in `dir`, started as the daemon
+/// starts (the first table applied before Docker is read).
+fn started(dir: &TempDir, policy: &str) -> Agent<FakeKernel> {
+    let config = dir.path().join("policy.toml");
+    std::fs::write(&config, policy).unwrap();
+    let policy = crate::load_policy(Some(&config)).unwrap();
+    let state_path = dir.path().join("state.json");
+    let previous = super::last_known_state(&state_path);
+    let mut agent = Agent::new(
+        Some(config),
+        policy,
+        FakeKernel::default(),
+        state_path,
+        previous,
+    );
+    agent.enforce("start, before reading Docker").unwrap();
+    agent
+}
+
+fn managed_network(id: &str, name: &str, subnet: &str) -> DockerNetwork {
+    DockerNetwork {
+        id: id.into(),
+        name: name.into(),
+        driver: "bridge".into(),
+        internal: true,
+        labels: BTreeMap::new(),
+        options: BTreeMap::new(),
+        subnets: vec![subnet.into()],
+    }
+}
+
+fn proxy(network_id: &str, ipv4: &str) -> DockerContainer {
+    DockerContainer {
+        id: "feedfacefeedface".into(),
+        name: "proxy".into(),
+        labels: BTreeMap::from([("enforcer.role".into(), "egress-proxy".into())]),
+        endpoints: vec![DockerEndpoint {
+            network_id: network_id.into(),
+            ipv4: ipv4.into(),
+            ipv6: String::new(),
+        }],
+    }
+}
+
+/// Docker with the given networks and containers.
+fn docker(networks: &[&DockerNetwork], containers: &[DockerContainer]) -> DockerState {
+    DockerState {
+        networks: networks
+            .iter()
+            .map(|n| (n.id.clone(), (*n).clone()))
+            .collect(),
+        containers: containers
+            .iter()
+            .map(|c| (c.id.clone(), c.clone()))
+            .collect(),
+    }
+}
+
+fn changed(state: DockerState, reason: &str) -> DockerUpdate {
+    DockerUpdate::Changed {
+        state,
+        reasons: vec![reason.to_string()],
+    }
+}
+
+/// Queues `updates` as the Docker task would, and has the agent take them as the main loop
+/// does: the first one received, the rest folded in.
+fn absorb_queued(agent: &mut Agent<FakeKernel>, updates: Vec<DockerUpdate>) -> anyhow::Result<()> {
+    let (sender, mut queued) = mpsc::unbounded_channel();
+    for update in updates {
+        sender.send(update).unwrap();
+    }
+    let first = queued.try_recv().unwrap();
+    agent.absorb(first, &mut queued)
+}
+
+fn held_script(agent: &Agent<FakeKernel>) -> String {
+    render::script(
+        agent
+            .kernel
+            .held
+            .as_ref()
+            .expect("the fake kernel holds a table"),
+    )
+}
+
+#[test]
+fn a_burst_of_queued_docker_updates_folds_into_one_transaction() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, "");
+    assert_eq!(agent.kernel.committed.len(), 1, "the start applies once");
+    let net = managed_network(NET_ID, "newnet", "10.110.0.0/24");
+    let other = managed_network(OTHER_ID, "other", "10.111.0.0/24");
+    let burst = vec![
+        DockerUpdate::Snapshot {
+            state: DockerState::default(),
+            api: "1.43".into(),
+        },
+        changed(docker(&[&net], &[]), "network create newnet"),
+        changed(docker(&[&net, &other], &[]), "network create other"),
+        changed(
+            docker(&[&net, &other], &[proxy(NET_ID, "10.110.0.2")]),
+            "container start proxy",
+        ),
+        changed(
+            docker(&[&net], &[proxy(NET_ID, "10.110.0.2")]),
+            "network destroy other",
+        ),
+    ];
+    let (result, log) = logged(|| absorb_queued(&mut agent, burst));
+    result.unwrap();
+
+    assert_eq!(agent.kernel.asked.len(), 2, "one apply for the whole burst");
+    assert_eq!(
+        agent.kernel.committed.len(),
+        2,
+        "one transaction for the burst"
+    );
+    let script = held_script(&agent);
+    assert!(script.contains("10.110.0.0 comment \"newnet\""), "{script}");
+    assert!(script.contains("10.110.0.2"), "{script}");
+    assert!(!script.contains("10.111.0.0"), "{script}");
+    assert_eq!(log.matches("applied:").count(), 1, "{log}");
+    assert!(
+        log.contains(
+            "applied: +network newnet 10.110.0.0/24 on br-731774d4dc98; +proxy proxy 10.110.0.2 \
+             reason=\"Docker snapshot, network create newnet, network create other, container \
+             start proxy, network destroy other\""
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("Docker connected; full resynchronisation"),
+        "{log}"
+    );
+    let saved = StateFile::load(&agent.state_path).unwrap().unwrap();
+    assert!(saved.docker_connection.connected);
+    assert_eq!(
+        saved.docker,
+        docker(&[&net], &[proxy(NET_ID, "10.110.0.2")])
+    );
+}
+
+#[test]
+fn change_summaries_name_five_events_and_count_the_rest() {
+    let reasons: Vec<String> = (1..=7).map(|i| format!("network create n{i}")).collect();
+    assert_eq!(
+        summarise(&reasons),
+        "network create n1, network create n2, network create n3, network create n4, network \
+         create n5 and 2 more events"
+    );
+    assert_eq!(summarise(&reasons[..5]), reasons[..5].join(", "));
+    assert_eq!(summarise(&reasons[..1]), "network create n1");
+}
+
+#[test]
+fn a_removed_network_is_summarised_with_a_minus() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, "");
+    let net = managed_network(NET_ID, "newnet", "10.110.0.0/24");
+    absorb_queued(
+        &mut agent,
+        vec![changed(docker(&[&net], &[]), "network create newnet")],
+    )
+    .unwrap();
+    let (result, log) = logged(|| {
+        absorb_queued(
+            &mut agent,
+            vec![changed(DockerState::default(), "network destroy newnet")],
+        )
+    });
+    result.unwrap();
+    assert!(
+        log.contains(
+            "applied: -network newnet 10.110.0.0/24 on br-731774d4dc98 reason=\"network destroy \
+             newnet\""
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_update_that_leaves_the_table_as_it_is_sends_nothing() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, "");
+    let unmanaged = DockerNetwork {
+        internal: false,
+        ..managed_network(NET_ID, "plain", "172.30.0.0/16")
+    };
+    let before = agent.kernel.held.clone();
+    let (result, log) = logged(|| {
+        absorb_queued(
+            &mut agent,
+            vec![changed(docker(&[&unmanaged], &[]), "network create plain")],
+        )
+    });
+    result.unwrap();
+    // An unmanaged bridge becomes known (no longer denied as unknown): the table changes.
+    assert_eq!(agent.kernel.committed.len(), 2, "{log}");
+    assert_ne!(agent.kernel.held, before);
+    // The same state again: asked, nothing committed, nothing logged as applied.
+    let again = agent.docker.clone();
+    let (result, log) =
+        logged(|| absorb_queued(&mut agent, vec![changed(again, "container die x")]));
+    result.unwrap();
+    assert_eq!(agent.kernel.asked.len(), 3);
+    assert_eq!(agent.kernel.committed.len(), 2);
+    assert!(!log.contains("applied:"), "{log}");
+}
+
+#[test]
+fn sighup_applies_a_valid_policy_and_keeps_the_previous_one_when_invalid() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, "[proxy]\nallow = [\"tcp/443\", \"udp/53\"]\n");
+    let net = managed_network(NET_ID, "newnet", "10.110.0.0/24");
+    let state = docker(&[&net], &[proxy(NET_ID, "10.110.0.2")]);
+    absorb_queued(&mut agent, vec![changed(state, "container start proxy")]).unwrap();
+    assert!(held_script(&agent).contains("udp dport 53 accept"));
+    let commits = agent.kernel.committed.len();
+    let held = agent.kernel.held.clone();
+    let config = agent.config.clone().unwrap();
+
+    std::fs::write(&config, "[proxy]\nallow = [\"tcp/0\"]\n").unwrap();
+    let (result, log) = logged(|| agent.reload(|_| panic!("Docker settings did not change")));
+    result.unwrap();
+    assert!(
+        log.contains("policy reload failed, the previous policy stays in force"),
+        "{log}"
+    );
+    assert!(log.contains(":2:"), "the error names the line: {log}");
+    assert_eq!(agent.kernel.committed.len(), commits, "nothing sent");
+    assert_eq!(agent.kernel.held, held, "the previous table stays");
+    assert!(held_script(&agent).contains("udp dport 53 accept"));
+
+    std::fs::write(&config, "[proxy]\nallow = [\"tcp/443\"]\n").unwrap();
+    let (result, log) = logged(|| agent.reload(|_| panic!("Docker settings did not change")));
+    result.unwrap();
+    assert!(log.contains("policy reloaded"), "{log}");
+    assert!(log.contains("reason=\"policy reloaded (SIGHUP)\""), "{log}");
+    assert_eq!(agent.kernel.committed.len(), commits + 1);
+    let script = held_script(&agent);
+    assert!(!script.contains("udp dport 53 accept"), "{script}");
+    assert!(script.contains("tcp dport 443 accept"), "{script}");
+}
+
+#[test]
+fn sighup_with_new_docker_settings_restarts_the_watcher_with_them() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, "");
+    let config = agent.config.clone().unwrap();
+    std::fs::write(&config, "[docker]\nenabled = false\n").unwrap();
+    let commits = agent.kernel.committed.len();
+    let mut restarted_with = None;
+    agent
+        .reload(|settings| restarted_with = Some(settings.clone()))
+        .unwrap();
+    assert_eq!(restarted_with.as_ref(), Some(&agent.policy.docker));
+    assert!(!agent.policy.docker.enabled);
+    assert_eq!(agent.kernel.committed.len(), commits + 1);
+}
+
+#[test]
+fn the_periodic_check_restores_a_tampered_table_and_is_silent_otherwise() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, "");
+    let (result, log) = logged(|| agent.check());
+    result.unwrap();
+    assert_eq!(agent.kernel.committed.len(), 1, "nothing to restore");
+    assert!(!log.contains("applied:"), "{log}");
+
+    let held = agent.kernel.held.clone();
+    agent.kernel.tamper();
+    let (result, log) = logged(|| agent.check());
+    result.unwrap();
+    assert_eq!(agent.kernel.committed.len(), 2);
+    assert_eq!(agent.kernel.held, held, "the same table again");
+    // Same topology: the summary is the kernel's own.
+    assert!(
+        log.contains(
+            "applied: + table inet enforcer (absent from the kernel) reason=\"periodic check of \
+             the kernel's table\""
+        ),
+        "{log}"
+    );
+    let saved = StateFile::load(&agent.state_path).unwrap().unwrap();
+    assert_eq!(saved.reason, "periodic check of the kernel's table");
+}
+
+#[test]
+fn a_refused_transaction_is_reported_and_the_next_check_applies_it() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, "");
+    let before = agent.kernel.held.clone();
+    agent.kernel.failing = true;
+    let net = managed_network(NET_ID, "newnet", "10.110.0.0/24");
+    let error = absorb_queued(
+        &mut agent,
+        vec![changed(docker(&[&net], &[]), "network create newnet")],
+    )
+    .unwrap_err();
+    assert_eq!(
+        format!("{error:#}"),
+        "applying table inet enforcer (network create newnet); the rules in force before stay \
+         in force: the kernel rejected the transaction for table inet enforcer: Cannot allocate \
+         memory (os error 12)"
+    );
+    assert_eq!(agent.kernel.held, before, "the kernel keeps the old table");
+    let saved = StateFile::load(&agent.state_path).unwrap().unwrap();
+    assert_eq!(
+        saved.reason, "start, before reading Docker",
+        "not saved as applied"
+    );
+
+    // The daemon ends on this error today (exit 2; systemd restarts it). The agent itself keeps
+    // the desired table, so any later apply by the same agent, as the periodic check, sends it.
+    agent.kernel.failing = false;
+    let (result, log) = logged(|| agent.check());
+    result.unwrap();
+    assert!(held_script(&agent).contains("10.110.0.0 comment \"newnet\""));
+    assert!(
+        log.contains("applied: +network newnet 10.110.0.0/24 on br-731774d4dc98"),
+        "{log}"
+    );
+}
+
+#[test]
+fn without_docker_every_bridge_is_denied_and_losing_docker_keeps_the_rules_in_force() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, "");
+    let lost = || DockerUpdate::Lost {
+        error: "Docker at unix:///run/docker.sock: connection refused".into(),
+        retry_in: Duration::from_millis(100),
+    };
+    let (result, log) = logged(|| absorb_queued(&mut agent, vec![lost()]));
+    result.unwrap();
+    assert!(
+        log.contains("connection refused; the rules in force stay, retrying"),
+        "{log}"
+    );
+    assert_eq!(agent.kernel.committed.len(), 1, "a loss sends nothing");
+    // The static table: every Docker bridge is unknown, so denied.
+    let script = held_script(&agent);
+    assert!(
+        script.contains("\tset known_interfaces {\n\t\ttype ifname\n\t}\n"),
+        "{script}"
+    );
+    assert!(
+        script.contains("iifname \"br-*\" iifname != @known_interfaces jump from_unknown_bridge"),
+        "{script}"
+    );
+    assert!(
+        script.contains("chain from_unknown_bridge {\n\t\tct state established,related accept"),
+        "{script}"
+    );
+    let saved = StateFile::load(&agent.state_path).unwrap().unwrap();
+    assert!(!saved.docker_connection.connected);
+    assert!(saved
+        .docker_connection
+        .error
+        .unwrap()
+        .contains("connection refused"));
+
+    // Connected, then lost again: the last state stays in force.
+    let net = managed_network(NET_ID, "newnet", "10.110.0.0/24");
+    let snapshot = DockerUpdate::Snapshot {
+        state: docker(&[&net], &[]),
+        api: "1.43".into(),
+    };
+    absorb_queued(&mut agent, vec![snapshot]).unwrap();
+    let held = agent.kernel.held.clone();
+    absorb_queued(&mut agent, vec![lost()]).unwrap();
+    assert_eq!(agent.kernel.held, held);
+    assert!(held_script(&agent).contains("10.110.0.0 comment \"newnet\""));
+    let saved = StateFile::load(&agent.state_path).unwrap().unwrap();
+    assert!(!saved.docker_connection.connected);
+    assert_eq!(saved.docker.networks.len(), 1, "the state enforced is kept");
+}
+
+#[test]
+fn a_restart_re_enforces_the_saved_docker_state_before_docker_answers() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, "");
+    let net = managed_network(NET_ID, "newnet", "10.110.0.0/24");
+    absorb_queued(
+        &mut agent,
+        vec![changed(docker(&[&net], &[]), "network create newnet")],
+    )
+    .unwrap();
+    let held = agent.kernel.held.clone();
+    let agent_docker = agent.docker.clone();
+    drop(agent);
+
+    let again = started(&dir, "");
+    assert_eq!(again.kernel.held, held);
+    assert_eq!(again.docker, agent_docker);
+}
