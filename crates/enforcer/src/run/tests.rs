@@ -43,6 +43,9 @@ fn logged<T>(run: impl FnOnce() -> T) -> (T, String) {
     (result, text)
 }
 
+/// A policy file that takes every default (an empty one is refused as a truncated write).
+const DEFAULTS: &str = "[docker]\nenabled = true\n";
+
 /// An agent over a fake kernel, its policy file and state file in `dir`, started as the daemon
 /// starts (the first table applied before Docker is read).
 fn started(dir: &TempDir, policy: &str) -> Agent<FakeKernel> {
@@ -132,7 +135,7 @@ fn held_script(agent: &Agent<FakeKernel>) -> String {
 #[test]
 fn a_burst_of_queued_docker_updates_folds_into_one_transaction() {
     let dir = TempDir::new().unwrap();
-    let mut agent = started(&dir, "");
+    let mut agent = started(&dir, DEFAULTS);
     assert_eq!(agent.kernel.committed.len(), 1, "the start applies once");
     let net = managed_network(NET_ID, "newnet", "10.110.0.0/24");
     let other = managed_network(OTHER_ID, "other", "10.111.0.0/24");
@@ -201,7 +204,7 @@ fn change_summaries_name_five_events_and_count_the_rest() {
 #[test]
 fn a_removed_network_is_summarised_with_a_minus() {
     let dir = TempDir::new().unwrap();
-    let mut agent = started(&dir, "");
+    let mut agent = started(&dir, DEFAULTS);
     let net = managed_network(NET_ID, "newnet", "10.110.0.0/24");
     absorb_queued(
         &mut agent,
@@ -227,7 +230,7 @@ fn a_removed_network_is_summarised_with_a_minus() {
 #[test]
 fn an_update_that_leaves_the_table_as_it_is_sends_nothing() {
     let dir = TempDir::new().unwrap();
-    let mut agent = started(&dir, "");
+    let mut agent = started(&dir, DEFAULTS);
     let unmanaged = DockerNetwork {
         internal: false,
         ..managed_network(NET_ID, "plain", "172.30.0.0/16")
@@ -291,7 +294,7 @@ fn sighup_applies_a_valid_policy_and_keeps_the_previous_one_when_invalid() {
 #[test]
 fn sighup_with_new_docker_settings_restarts_the_watcher_with_them() {
     let dir = TempDir::new().unwrap();
-    let mut agent = started(&dir, "");
+    let mut agent = started(&dir, DEFAULTS);
     let config = agent.config.clone().unwrap();
     std::fs::write(&config, "[docker]\nenabled = false\n").unwrap();
     let commits = agent.kernel.committed.len();
@@ -307,7 +310,7 @@ fn sighup_with_new_docker_settings_restarts_the_watcher_with_them() {
 #[test]
 fn the_periodic_check_restores_a_tampered_table_and_is_silent_otherwise() {
     let dir = TempDir::new().unwrap();
-    let mut agent = started(&dir, "");
+    let mut agent = started(&dir, DEFAULTS);
     let (result, log) = logged(|| agent.check());
     result.unwrap();
     assert_eq!(agent.kernel.committed.len(), 1, "nothing to restore");
@@ -334,7 +337,7 @@ fn the_periodic_check_restores_a_tampered_table_and_is_silent_otherwise() {
 #[test]
 fn a_refused_transaction_is_reported_and_the_next_check_applies_it() {
     let dir = TempDir::new().unwrap();
-    let mut agent = started(&dir, "");
+    let mut agent = started(&dir, DEFAULTS);
     let before = agent.kernel.held.clone();
     agent.kernel.failing = true;
     let net = managed_network(NET_ID, "newnet", "10.110.0.0/24");
@@ -371,7 +374,7 @@ fn a_refused_transaction_is_reported_and_the_next_check_applies_it() {
 #[test]
 fn without_docker_every_bridge_is_denied_and_losing_docker_keeps_the_rules_in_force() {
     let dir = TempDir::new().unwrap();
-    let mut agent = started(&dir, "");
+    let mut agent = started(&dir, DEFAULTS);
     let lost = || DockerUpdate::Lost {
         error: "Docker at unix:///run/docker.sock: connection refused".into(),
         retry_in: Duration::from_millis(100),
@@ -424,7 +427,7 @@ fn without_docker_every_bridge_is_denied_and_losing_docker_keeps_the_rules_in_fo
 #[test]
 fn a_restart_re_enforces_the_saved_docker_state_before_docker_answers() {
     let dir = TempDir::new().unwrap();
-    let mut agent = started(&dir, "");
+    let mut agent = started(&dir, DEFAULTS);
     let net = managed_network(NET_ID, "newnet", "10.110.0.0/24");
     absorb_queued(
         &mut agent,
@@ -435,7 +438,7 @@ fn a_restart_re_enforces_the_saved_docker_state_before_docker_answers() {
     let agent_docker = agent.docker.clone();
     drop(agent);
 
-    let again = started(&dir, "");
+    let again = started(&dir, DEFAULTS);
     assert_eq!(again.kernel.held, held);
     assert_eq!(again.docker, agent_docker);
 }
