@@ -400,19 +400,38 @@ async fn main_loop<K: Kernel>(mut agent: Agent<K>) -> Result<()> {
         tokio::select! {
             _ = signals.terminate.recv() => return stop("SIGTERM"),
             _ = signals.interrupt.recv() => return stop("SIGINT"),
-            _ = signals.hangup.recv() => agent.reload(|settings| {
-                if let Some(task) = watcher.take() {
-                    task.abort();
-                }
-                watcher = spawn_watcher(settings, sender.clone());
-            })?,
+            _ = signals.hangup.recv() => {
+                report(agent.reload(|settings| {
+                    if let Some(task) = watcher.take() {
+                        task.abort();
+                    }
+                    watcher = spawn_watcher(settings, sender.clone());
+                }));
+            }
             _ = verify.tick() => {
-                agent.check()?;
-                if watchdog.is_some() {
+                // The watchdog hears only from an agent whose table is in the kernel as planned.
+                if report(agent.check()) && watchdog.is_some() {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             }
-            Some(update) = updates.recv() => agent.absorb(update, &mut updates)?,
+            Some(update) = updates.recv() => {
+                report(agent.absorb(update, &mut updates));
+            }
+        }
+    }
+}
+
+/// Logs a failed step of the running daemon; the table in force stays, the agent keeps the
+/// table it wants, and the next periodic check tries again. Whether the step succeeded.
+fn report(step: Result<()>) -> bool {
+    match step {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(
+                "{error:#}; the rules in force stay, the next check (within {}s) tries again",
+                VERIFY_PERIOD.as_secs()
+            );
+            false
         }
     }
 }

@@ -359,8 +359,8 @@ fn a_refused_transaction_is_reported_and_the_next_check_applies_it() {
         "not saved as applied"
     );
 
-    // The daemon ends on this error today (exit 2; systemd restarts it). The agent itself keeps
-    // the desired table, so any later apply by the same agent, as the periodic check, sends it.
+    // The daemon logs the error and goes on (`report`); the agent keeps the desired table, so
+    // the next periodic check sends it.
     agent.kernel.failing = false;
     let (result, log) = logged(|| agent.check());
     result.unwrap();
