@@ -176,9 +176,14 @@ fn init_logging(format: LogFormat) {
 
 /// The policy file, or the embedded default.
 pub(crate) fn load_policy(config: Option<&PathBuf>) -> Result<Policy> {
+    read_policy(config).map(|(policy, _)| policy)
+}
+
+/// The policy file and its text, or the embedded default (no text).
+pub(crate) fn read_policy(config: Option<&PathBuf>) -> Result<(Policy, Option<String>)> {
     Ok(match config {
-        Some(path) => Policy::load(path)?,
-        None => Policy::embedded(),
+        Some(path) => Policy::read(path).map(|(policy, text)| (policy, Some(text)))?,
+        None => (Policy::embedded(), None),
     })
 }
 

@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::kernel::Kernel;
-use crate::load_policy;
+use crate::read_policy;
 use crate::state_file::{now_unix, show_time, DockerConnection, StateFile};
 use docker_watch::{watch_docker, DockerUpdate};
 
@@ -45,11 +45,17 @@ use docker_watch::{watch_docker, DockerUpdate};
 const VERIFY_PERIOD: Duration = Duration::from_secs(5);
 /// Events named in one log line; the rest are counted.
 const REASONS_SHOWN: usize = 5;
+/// Changes named in one `applied:` line; the rest are counted (20,000 networks must not make
+/// one line of a megabyte).
+const CHANGES_SHOWN: usize = 50;
 
 /// The daemon's state, over any [`Kernel`].
 struct Agent<K> {
     config: Option<PathBuf>,
     policy: Policy,
+    /// The text `policy` was read from (none for the embedded default), saved in the state
+    /// file as the last good policy.
+    policy_text: Option<String>,
     docker: DockerState,
     kernel: K,
     /// The topology and table computed from `policy` and `docker` (recomputed only when one of
@@ -68,7 +74,7 @@ impl<K: Kernel> Agent<K> {
     /// `previous` (if any), and every other Docker bridge denied. Nothing is applied yet.
     fn new(
         config: Option<PathBuf>,
-        policy: Policy,
+        (policy, policy_text): (Policy, Option<String>),
         kernel: K,
         state_path: PathBuf,
         previous: Option<StateFile>,
@@ -89,6 +95,7 @@ impl<K: Kernel> Agent<K> {
                 error: Some("not connected yet".into()),
             },
             policy,
+            policy_text,
             kernel,
             desired,
             enforced: Topology::default(),
@@ -145,10 +152,15 @@ impl<K: Kernel> Agent<K> {
     /// keeps the previous policy. `restart_watcher` runs, before the new table is applied,
     /// when the new policy's Docker settings differ from the old one's.
     fn reload(&mut self, restart_watcher: impl FnOnce(&DockerSettings)) -> Result<()> {
-        match load_policy(self.config.as_ref()) {
-            Ok(policy) => {
+        match read_policy(self.config.as_ref()) {
+            Ok((policy, text)) => {
+                let removals = self.policy.removals(&policy);
+                if !removals.is_empty() {
+                    tracing::warn!("the reloaded policy takes away: {}", removals.join(", "));
+                }
                 let docker_changed = policy.docker != self.policy.docker;
                 self.policy = policy;
+                self.policy_text = text;
                 if docker_changed {
                     restart_watcher(&self.policy.docker);
                 }
@@ -221,13 +233,14 @@ impl<K: Kernel> Agent<K> {
     /// Writes the state file; a failure is logged, never fatal (enforcing matters more).
     fn save(&self) {
         let (applied_unix, reason) = &self.last_applied;
-        let state = StateFile::new(
+        let mut state = StateFile::new(
             &self.policy.table.name,
             *applied_unix,
             reason,
             self.connection.clone(),
             self.docker.clone(),
         );
+        state.policy = self.policy_text.clone();
         if let Err(error) = state.store(&self.state_path) {
             tracing::error!("{error:#}");
         }
@@ -255,7 +268,15 @@ fn applied_summary(enforced: &Topology, desired: &Topology, changes: Vec<String>
     if summary.is_empty() {
         summary = changes;
     }
-    summary.join("; ")
+    let more = summary.len().saturating_sub(CHANGES_SHOWN);
+    summary.truncate(CHANGES_SHOWN);
+    let mut text = summary.join("; ");
+    if more > 0 {
+        text.push_str(&format!(
+            "; and {more} more changes (`enforcer status` shows the table)"
+        ));
+    }
+    text
 }
 
 /// The topology and table that `policy` and `docker` call for, and the Docker objects skipped
@@ -345,14 +366,17 @@ pub fn run(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<()> {
 /// Starts the agent: the first table in the kernel before Docker is read, READY=1, then the
 /// main loop.
 async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<()> {
-    let policy = load_policy(config.as_ref())?;
     crate::require_net_admin()?;
-    let nft = Nftables::open()?;
+    let mut nft = Nftables::open()?;
     // The netlink socket is open: from here on, CAP_NET_ADMIN is all the agent holds.
     crate::privileges::keep_only_net_admin()
         .context("dropping every capability but CAP_NET_ADMIN")?;
     let state_path = state_file.unwrap_or_else(crate::state_file::default_path);
     let previous = last_known_state(&state_path);
+    let policy = match read_policy(config.as_ref()) {
+        Ok(policy) => policy,
+        Err(error) => return Err(enforce_fallback(&mut nft, previous, error)),
+    };
     // Before Docker is read: the static policy, the last known Docker state, and every other
     // Docker bridge denied.
     let mut agent = Agent::new(config, policy, nft, state_path, previous);
@@ -366,6 +390,43 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
         "enforcing; Docker bridges stay denied until classified"
     );
     main_loop(agent).await
+}
+
+/// The policy given at start is unusable: before reporting it (and exiting, so that systemd
+/// says so), enforce the last good policy of the state file with its Docker state or, without
+/// one, the embedded default with no Docker network classified, which denies every Docker
+/// bridge. Never start with no table.
+fn enforce_fallback(
+    kernel: &mut impl Kernel,
+    previous: Option<StateFile>,
+    error: anyhow::Error,
+) -> anyhow::Error {
+    let last_good = previous.and_then(|state| {
+        let text = state.policy.as_deref()?;
+        let policy = Policy::parse(text, "<last good policy, from the state file>").ok()?;
+        Some((policy, state.docker, show_time(state.applied_unix)))
+    });
+    let (policy, docker, what) = match last_good {
+        Some((policy, docker, applied)) => (
+            policy,
+            docker,
+            format!("the last good policy and Docker state (state file, applied {applied})"),
+        ),
+        None => (
+            Policy::embedded(),
+            DockerState::default(),
+            "the embedded default policy with every Docker bridge denied".to_string(),
+        ),
+    };
+    let ((_, ruleset), _) = desired_table(&policy, &docker, &[]);
+    match kernel.apply(&ruleset) {
+        Ok(_) => error.context(format!(
+            "the policy cannot be used; enforcing {what} until it is fixed"
+        )),
+        Err(failed) => error.context(format!(
+            "the policy cannot be used, and enforcing {what} failed too: {failed:#}"
+        )),
+    }
 }
 
 /// The signals the daemon handles.

@@ -55,6 +55,10 @@ pub struct StateFile {
     pub docker_connection: DockerConnection,
     /// The Docker objects enforced at that time.
     pub docker: DockerState,
+    /// The text of the policy file in force (none for the embedded default): the last good
+    /// policy, enforced again at start should the file have turned invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 /// Seconds since the epoch, now.
@@ -86,6 +90,7 @@ impl StateFile {
             reason: reason.to_string(),
             docker_connection,
             docker,
+            policy: None,
         }
     }
 

@@ -107,6 +107,12 @@ impl Policy {
 
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        Policy::read(path).map(|(policy, _)| policy)
+    }
+
+    /// Reads and validates a policy file, and returns its text too (the agent keeps the last
+    /// good one, to enforce it again should the file turn bad).
+    pub fn read(path: &Path) -> Result<(Policy, String), PolicyError> {
         let shown = path.display().to_string();
         let bytes = file::read(path, &shown)?;
         let text = std::str::from_utf8(&bytes).map_err(|e| {
@@ -120,7 +126,7 @@ impl Policy {
                 "this byte is not UTF-8: a policy file is UTF-8 text",
             )
         })?;
-        Policy::parse(text, &shown)
+        Ok((Policy::parse(text, &shown)?, text.to_string()))
     }
 
     /// Parses and validates policy text; `path` names it in errors.
@@ -144,4 +150,75 @@ fn has_content(text: &str) -> bool {
         let line = line.trim_start_matches('\u{feff}').trim();
         !line.is_empty() && !line.starts_with('#')
     })
+}
+
+impl Policy {
+    /// What `new` takes away that `self` had: static networks and proxies, a proxy's or the
+    /// defaults' services, Docker watching and what makes a Docker network managed, the deny of
+    /// unclassified bridges. A reload that removes something is logged at WARN with this list.
+    pub fn removals(&self, new: &Policy) -> Vec<String> {
+        use crate::diff::{diff, Change};
+        let mut removed = Vec::new();
+        let networks = |p: &Policy| {
+            p.static_topology
+                .networks()
+                .iter()
+                .map(|n| (n.name.clone(), ()))
+                .collect::<Vec<_>>()
+        };
+        for change in diff(networks(self), networks(new)) {
+            if let Change::Removed(name, ()) = change {
+                removed.push(format!("static network {name}"));
+            }
+        }
+        let proxies = |p: &Policy| {
+            p.static_topology
+                .proxies()
+                .iter()
+                .map(|x| (x.name.clone(), x.services.clone()))
+                .collect::<Vec<_>>()
+        };
+        for change in diff(proxies(self), proxies(new)) {
+            match change {
+                Change::Removed(name, _) => removed.push(format!("static proxy {name}")),
+                Change::Changed { key, old, new } => {
+                    for service in old.difference(&new) {
+                        removed.push(format!("{service} of proxy {key}"));
+                    }
+                }
+                Change::Added(..) => {}
+            }
+        }
+        for service in self
+            .proxy_defaults
+            .services
+            .difference(&new.proxy_defaults.services)
+        {
+            removed.push(format!("{service} of the proxy defaults"));
+        }
+        let (old, new) = (&self.docker, &new.docker);
+        let flags = [
+            (old.enabled && !new.enabled, "Docker watching"),
+            (
+                old.manage_internal && !new.manage_internal,
+                "managing internal Docker networks",
+            ),
+            (
+                old.managed_label != new.managed_label,
+                "the managed label it had",
+            ),
+            (
+                old.unknown_networks == UnknownNetworks::Deny
+                    && new.unknown_networks == UnknownNetworks::Allow,
+                "the deny of Docker bridges not classified yet",
+            ),
+        ];
+        removed.extend(
+            flags
+                .iter()
+                .filter(|(gone, _)| *gone)
+                .map(|(_, what)| what.to_string()),
+        );
+        removed
+    }
 }

@@ -221,3 +221,31 @@ fn an_empty_allow_list_is_refused() {
     );
     assert_eq!(line, 7);
 }
+
+#[test]
+fn a_reload_names_what_it_takes_away() {
+    let old = Policy::parse(
+        "[[networks]]\nname = \"a\"\nsubnets = [\"10.1.0.0/24\"]\n\
+         [[networks]]\nname = \"b\"\nsubnets = [\"10.2.0.0/24\"]\n\
+         [[proxies]]\nname = \"p\"\naddresses = [\"10.1.0.2\"]\nallow = [\"tcp/443\", \"udp/53\"]\n",
+        "old",
+    )
+    .unwrap();
+    let new = Policy::parse(
+        "[docker]\nunknown_networks = \"allow\"\n\
+         [[networks]]\nname = \"a\"\nsubnets = [\"10.1.0.0/24\"]\n\
+         [[proxies]]\nname = \"p\"\naddresses = [\"10.1.0.2\"]\nallow = [\"tcp/443\"]\n",
+        "new",
+    )
+    .unwrap();
+    assert_eq!(
+        old.removals(&new),
+        [
+            "static network b",
+            "udp/53 of proxy p",
+            "the deny of Docker bridges not classified yet"
+        ]
+    );
+    assert!(new.removals(&old).is_empty());
+    assert!(old.removals(&old).is_empty());
+}

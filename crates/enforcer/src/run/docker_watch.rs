@@ -1,20 +1,28 @@
 //! The Docker side of the daemon: a task that connects, snapshots, follows Docker's events and
 //! reports each step to the main loop as a [`DockerUpdate`]; on any failure it reports the loss
 //! and starts over after a capped backoff.
+//!
+//! Events wait in a bounded [`ChangeQueue`] that folds repeated events of one object into one
+//! re-read, and asks for a new snapshot when too many distinct objects wait: a flood of events
+//! costs bounded memory and at most one re-read per object.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use enforcer_core::docker::DockerState;
-use enforcer_docker::{since_now, Change, DockerError, DockerSource, ProxySelector};
+use enforcer_docker::queue::{ChangeQueue, Work};
+use enforcer_docker::{since_now, DockerError, DockerSource, ProxySelector};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 /// First and longest wait between attempts to reach Docker.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// At most this many queued events are folded into one transaction.
-const BATCH_MAX: usize = 1000;
+/// A connection that lived this long was healthy: the next failure retries quickly again. One
+/// that fails sooner (a snapshot that works, then an event stream that fails at once) keeps
+/// backing off, so a broken Docker costs a reconnect every [`BACKOFF_MAX`] at most.
+const HEALTHY_FOR: Duration = Duration::from_secs(10);
 
 /// What the Docker task reports to the main loop.
 #[derive(Debug)]
@@ -51,10 +59,14 @@ pub async fn watch_docker(
 ) {
     let mut backoff = BACKOFF_FIRST;
     loop {
-        let error = match follow(&host, &proxies, &updates, &mut backoff).await {
+        let started = Instant::now();
+        let error = match follow(&host, &proxies, &updates).await {
             Ok(()) => return, // the main loop has gone
             Err(error) => error,
         };
+        if started.elapsed() >= HEALTHY_FOR {
+            backoff = BACKOFF_FIRST;
+        }
         let lost = DockerUpdate::Lost {
             error: error.to_string(),
             retry_in: backoff,
@@ -76,20 +88,27 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Events waiting to be re-read, shared by the stream reader and the task that re-reads.
+#[derive(Default)]
+struct Pending {
+    queue: Mutex<ChangeQueue>,
+    /// Why the stream ended, once it has.
+    failed: Mutex<Option<DockerError>>,
+    wake: Notify,
+}
+
 /// One connection's life: snapshot, then events until the stream fails. `Ok` only when the
 /// receiver is gone.
 async fn follow(
     host: &str,
     proxies: &ProxySelector,
     updates: &mpsc::UnboundedSender<DockerUpdate>,
-    backoff: &mut Duration,
 ) -> Result<(), DockerError> {
     let source = DockerSource::connect(host, proxies.clone()).await?;
     // Events from just before the snapshot on are replayed, so nothing between the snapshot
     // and the stream is lost (refreshing an object twice is harmless).
     let since = since_now();
     let mut state = source.snapshot().await?;
-    *backoff = BACKOFF_FIRST;
     let snapshot = DockerUpdate::Snapshot {
         state: state.clone(),
         api: source.api_version(),
@@ -97,33 +116,30 @@ async fn follow(
     if updates.send(snapshot).is_err() {
         return Ok(());
     }
-    // A reader task drains the stream into a queue, also while this task waits for Docker's
-    // answers to refreshes; whatever is queued when a batch starts joins that batch.
-    let (queue, mut queued) = mpsc::unbounded_channel();
-    let stream = source.changes(&since);
-    let reader = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            let failed = item.is_err();
-            if queue.send(item).is_err() || failed {
-                return;
-            }
-        }
-    });
+    // A reader task drains the stream into the queue, also while this task waits for Docker's
+    // answers to re-reads; whatever waits when a batch starts joins that batch.
+    let pending = Arc::new(Pending::default());
+    let reader = tokio::spawn(read_events(source.changes(&since), pending.clone()));
     let _stop_reader = AbortOnDrop(reader);
-    while let Some(item) = queued.recv().await {
-        let mut batch: Vec<Change> = vec![item?];
-        while batch.len() < BATCH_MAX {
-            match queued.try_recv() {
-                Ok(item) => batch.push(item?),
-                Err(_) => break,
+    loop {
+        pending.wake.notified().await;
+        if let Some(error) = pending.failed.lock().expect("not poisoned").take() {
+            return Err(error);
+        }
+        let work = pending.queue.lock().expect("not poisoned").take();
+        let reasons = match work {
+            None => continue,
+            Some(Work::Resync) => {
+                state = source.snapshot().await?;
+                vec!["more events than the queue holds: full resynchronisation".to_string()]
             }
-        }
-        let mut reasons = Vec::with_capacity(batch.len());
-        for change in &batch {
-            source.refresh(&mut state, change).await?;
-            reasons.push(change.to_string());
-        }
+            Some(Work::Refresh(batch)) => {
+                for change in &batch {
+                    source.refresh(&mut state, change).await?;
+                }
+                batch.iter().map(ToString::to_string).collect()
+            }
+        };
         let changed = DockerUpdate::Changed {
             state: state.clone(),
             reasons,
@@ -132,5 +148,24 @@ async fn follow(
             return Ok(());
         }
     }
-    Err(DockerError::StreamEnded(host.to_string()))
+}
+
+/// Moves the stream's changes into `pending` until the stream fails (which it always does in
+/// the end: it closes with [`DockerError::StreamEnded`]).
+async fn read_events(
+    stream: impl futures_util::Stream<Item = Result<enforcer_docker::Change, DockerError>>,
+    pending: Arc<Pending>,
+) {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(change) => pending.queue.lock().expect("not poisoned").push(change),
+            Err(error) => {
+                *pending.failed.lock().expect("not poisoned") = Some(error);
+                pending.wake.notify_one();
+                return;
+            }
+        }
+        pending.wake.notify_one();
+    }
 }

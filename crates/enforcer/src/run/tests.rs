@@ -51,7 +51,7 @@ const DEFAULTS: &str = "[docker]\nenabled = true\n";
 fn started(dir: &TempDir, policy: &str) -> Agent<FakeKernel> {
     let config = dir.path().join("policy.toml");
     std::fs::write(&config, policy).unwrap();
-    let policy = crate::load_policy(Some(&config)).unwrap();
+    let policy = crate::read_policy(Some(&config)).unwrap();
     let state_path = dir.path().join("state.json");
     let previous = super::last_known_state(&state_path);
     let mut agent = Agent::new(
@@ -441,4 +441,78 @@ fn a_restart_re_enforces_the_saved_docker_state_before_docker_answers() {
     let again = started(&dir, DEFAULTS);
     assert_eq!(again.kernel.held, held);
     assert_eq!(again.docker, agent_docker);
+}
+
+#[test]
+fn an_unusable_policy_at_start_enforces_the_last_good_one_or_denies_every_bridge() {
+    // No state file: the embedded default, nothing classified, every Docker bridge denied.
+    let mut kernel = FakeKernel::default();
+    let error = super::enforce_fallback(&mut kernel, None, anyhow::anyhow!("p.toml:1:1: bad"));
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("enforcing the embedded default policy with every Docker bridge denied"),
+        "{text}"
+    );
+    assert!(text.ends_with("p.toml:1:1: bad"), "{text}");
+    let script = render::script(kernel.held.as_ref().expect("a table is in the kernel"));
+    assert!(
+        script.contains("iifname \"br-*\" iifname != @known_interfaces jump from_unknown_bridge")
+    );
+    assert!(!script.contains("10.110.0.0"), "{script}");
+
+    // A state file written by an agent with a good policy file: that policy and the Docker
+    // state it enforced.
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(
+        &dir,
+        "[[networks]]\nname = \"static\"\nsubnets = [\"10.50.0.0/24\"]\n",
+    );
+    absorb_queued(
+        &mut agent,
+        vec![changed(
+            docker(&[&managed_network(NET_ID, "newnet", "10.110.0.0/24")], &[]),
+            "network create newnet",
+        )],
+    )
+    .unwrap();
+    let previous = StateFile::load(&agent.state_path).unwrap();
+    assert!(previous.as_ref().unwrap().policy.is_some());
+    let mut kernel = FakeKernel::default();
+    let error = super::enforce_fallback(&mut kernel, previous, anyhow::anyhow!("bad"));
+    assert!(
+        format!("{error:#}").contains("enforcing the last good policy"),
+        "{error:#}"
+    );
+    let script = render::script(kernel.held.as_ref().unwrap());
+    assert!(script.contains("10.50.0.0 comment \"static\""), "{script}");
+    assert!(script.contains("10.110.0.0 comment \"newnet\""), "{script}");
+}
+
+#[test]
+fn a_huge_change_is_summarised_in_a_bounded_line() {
+    let networks: Vec<DockerNetwork> = (0..200)
+        .map(|i| {
+            managed_network(
+                &format!("{i:0>64}"),
+                &format!("n{i}"),
+                &format!("10.{}.{}.0/24", 100 + i / 200, i % 200),
+            )
+        })
+        .collect();
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, DEFAULTS);
+    let refs: Vec<&DockerNetwork> = networks.iter().collect();
+    let (result, log) = logged(|| {
+        absorb_queued(
+            &mut agent,
+            vec![changed(docker(&refs, &[]), "Docker snapshot")],
+        )
+    });
+    result.unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("applied:"))
+        .expect("an applied line");
+    assert!(line.contains("; and 150 more changes"), "{line}");
+    assert!(line.len() < 4000, "{} bytes", line.len());
 }
