@@ -219,7 +219,7 @@ fn canonical_expression(payload: &[u8]) -> Expression {
             continue;
         }
         // Data-carrying attributes are nested (NFTA_DATA_*): canonicalise them. Names may come
-        // with or without their NUL (rustables omits it, the kernel adds it).
+        // with or without their NUL (the kernel and our writer add it, rustables omits it).
         let nested = matches!(
             (name.as_str(), ty),
             ("immediate", NFTA_IMMEDIATE_DATA)

@@ -6,14 +6,14 @@
 //!
 //! - the table and its chains: rustables ([`Table`], [`Chain`] with its hook, priority, policy
 //!   and type), which models them completely;
-//! - rules, every expression of them ([`rules`]): our own writer, one function per construct of
+//! - rules, every expression of them (`rules.rs`): our own writer, one function per construct of
 //!   the planner's vocabulary (`Match`, `Action`, `Verdict`, the counter), each made of the
 //!   kernel's expressions the way `nft` writes the same text. rustables 0.9 cannot write some of
 //!   them (the 32-bit register of an IPv4 pair lookup, an inverted lookup), and one writer for
 //!   all keeps each construct written once rather than once per library;
-//! - sets, verdict maps and their elements ([`sets`]): our own writer, as rustables 0.9 has no
+//! - sets, verdict maps and their elements (`sets.rs`): our own writer, as rustables 0.9 has no
 //!   map flags, data types or element data;
-//! - the transaction around them ([`transaction`]): which messages, in which order, numbered.
+//! - the transaction around them (`transaction.rs`): which messages, in which order, numbered.
 
 mod rules;
 mod sets;
