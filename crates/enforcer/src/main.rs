@@ -197,7 +197,7 @@ fn apply(config: Option<PathBuf>, dry_run: bool) -> Result<Done> {
             .write_all(script.as_bytes())
             .context("writing the script to stdout")?;
         let mut nft = Nftables::open()?;
-        let desired = enforcer_nft::Desired::new(&ruleset)?;
+        let desired = enforcer_nft::Desired::new(&ruleset);
         let current = match nft.read(table) {
             Ok(current) => current,
             Err(NftError::PermissionDenied { .. }) => {

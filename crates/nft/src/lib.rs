@@ -2,10 +2,35 @@
 //! transaction, and reads back what the kernel holds to skip transactions that would change
 //! nothing.
 //!
-//! - [`encode`] builds the batch (rustables for tables, chains and rules; [`wire`] for sets,
-//!   verdict maps and elements, which rustables 0.9 cannot express).
-//! - [`state`] turns batch messages and kernel dumps into one canonical form, compared and diffed.
-//! - [`netlink`] talks to the kernel (neli socket).
+//! - [`encode`] writes the batch: rustables for the table and its chains, which it models
+//!   completely; our own writer ([`wire`]) for everything else: every rule expression, sets,
+//!   verdict maps and elements, deletes. rustables 0.9 cannot write some expressions (the
+//!   32-bit register of an IPv4 pair lookup, inverted lookups) nor map data, and one writer for
+//!   every expression means each construct is written once, not once per library.
+//! - [`state`] turns batch messages and kernel dumps into one canonical form, compared and
+//!   diffed: the desired table is what the reader makes of the messages we would send.
+//! - [`view`] reads the kernel's table back for people (`enforcer status`).
+//! - [`netlink`] talks to the kernel (neli socket); the ABI's numbers are named in one module.
+//!
+//! # Adding a kernel construct
+//!
+//! A new match, action or set kind touches four places, one each:
+//!
+//! 1. the planner's vocabulary: a variant of `enforcer_core::ruleset` (`Match`, `Action`,
+//!    `Verdict`, `SetContent`);
+//! 2. the renderer: its `nft` text in `enforcer_core::render` (what `--dry-run` prints);
+//! 3. the writer: one function in `encode/rules.rs` (or `encode/sets.rs`), made of the kernel
+//!    expressions `nft` itself writes for that text (`nft --debug=netlink` shows them), with
+//!    any new attribute numbers named in `abi.rs`;
+//! 4. the reader: `state.rs`, which reads the messages we send and the kernel's dump into one
+//!    canonical form. A new expression needs nothing there unless the kernel dumps it
+//!    differently from how it was written (an attribute it adds or varies, a string with its
+//!    NUL): then canonicalise it, or the table read back after an apply differs from the
+//!    desired one and every apply re-sends it. A new set property is parsed there.
+//!
+//! The four are checked against `nft` itself by `tests/tests/kernel.rs` (root, in a network
+//! namespace): the table applied over netlink and the dry-run text loaded by `nft -f` must
+//! list identically, and a second apply must send nothing.
 
 mod abi;
 pub mod encode;
@@ -58,9 +83,6 @@ pub enum NftError {
     /// A reply could not be understood.
     #[error("unexpected reply from nftables: {0}")]
     Malformed(String),
-    /// The desired table cannot be encoded (a planner bug); nothing was sent.
-    #[error("cannot encode the desired table: {0}")]
-    Encode(#[from] encode::EncodeError),
     /// The ruleset kept changing under us while we read it.
     #[error("the ruleset changed during each of 5 attempts to read table {0}; another program is rewriting it")]
     Unstable(String),
@@ -107,12 +129,12 @@ pub struct Desired {
 
 impl Desired {
     /// Encodes `ruleset`.
-    pub fn new(ruleset: &Ruleset) -> Result<Desired, NftError> {
-        Ok(Desired {
-            parts: encode::encode(ruleset)?,
+    pub fn new(ruleset: &Ruleset) -> Desired {
+        Desired {
+            parts: encode::encode(ruleset),
             table: ruleset.table.clone(),
             state: OnceLock::new(),
-        })
+        }
     }
 
     /// The canonical form of the desired table.
@@ -221,7 +243,7 @@ impl Nftables {
             }
         }
         self.verified = None;
-        let desired = Desired::new(ruleset)?;
+        let desired = Desired::new(ruleset);
         let mut attempt = 0;
         loop {
             attempt += 1;

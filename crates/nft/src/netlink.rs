@@ -110,7 +110,7 @@ impl Socket {
 
     /// The ruleset generation id: it changes with every committed transaction.
     pub fn generation(&mut self) -> Result<u32, NftError> {
-        let data = self.request(NFT_MSG_GETGEN, NLM_F_ACK, 0, &[])?;
+        let data = self.request(NFT_MSG_GETGEN, NLM_F_ACK, NFPROTO_UNSPEC, &[])?;
         let id = wire::messages(&data)
             .find_map(|m| wire::attribute(m.attributes(), NFTA_GEN_ID).and_then(wire::be32));
         id.ok_or_else(|| NftError::Malformed("no generation id in the kernel's reply".into()))
@@ -131,9 +131,9 @@ impl Socket {
     pub fn dump_objects(&mut self, table: &str) -> Result<Vec<u8>, NftError> {
         let mut out = Vec::new();
         for (kind, table_attr) in [
-            (NFT_MSG_GETCHAIN, 1),
-            (NFT_MSG_GETSET, 1),
-            (NFT_MSG_GETRULE, 1),
+            (NFT_MSG_GETCHAIN, NFTA_CHAIN_TABLE),
+            (NFT_MSG_GETSET, NFTA_SET_TABLE),
+            (NFT_MSG_GETRULE, NFTA_RULE_TABLE),
         ] {
             let mut attrs = AttrWriter::new();
             attrs.string(table_attr, table);
@@ -145,7 +145,9 @@ impl Socket {
     /// Dumps the elements of set `set` of `inet table`.
     pub fn dump_elements(&mut self, table: &str, set: &str) -> Result<Vec<u8>, NftError> {
         let mut attrs = AttrWriter::new();
-        attrs.string(1, table).string(2, set);
+        attrs
+            .string(NFTA_SET_ELEM_LIST_TABLE, table)
+            .string(NFTA_SET_ELEM_LIST_SET, set);
         self.request(
             NFT_MSG_GETSETELEM,
             NLM_F_DUMP,
@@ -163,8 +165,7 @@ impl Socket {
         attrs: &[u8],
     ) -> Result<Vec<u8>, NftError> {
         let seq = self.take_seq();
-        let kind = (NFNL_SUBSYS_NFTABLES << 8) | msg;
-        let bytes = wire::message(kind, NLM_F_REQUEST | flags, seq, family, 0, attrs);
+        let bytes = wire::request(msg, flags, seq, family, attrs);
         self.socket
             .send(&bytes, Msg::empty())
             .map_err(NftError::Socket)?;
@@ -250,8 +251,7 @@ fn parse_error(message: &wire::Message<'_>) -> (i32, Option<String>) {
             .get(4..8)
             .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
             .unwrap_or(0);
-        let capped = message.flags & 0x100 != 0; // NLM_F_CAPPED: only the header was echoed
-        let skip = 4 + if capped {
+        let skip = 4 + if message.flags & NLM_F_CAPPED != 0 {
             wire::NLMSG_HDRLEN
         } else {
             wire::align(original_len)

@@ -44,10 +44,12 @@ impl RuleState {
     }
 }
 
-/// The comment in rule or element user data (TLV type 0), or "".
+/// The comment in rule or element user data (its first TLV), or "".
 pub(crate) fn comment_of(userdata: &[u8]) -> String {
     match userdata {
-        [0, len, rest @ ..] => wire::string(&rest[..(*len as usize).min(rest.len())]),
+        [NFTNL_UDATA_COMMENT, len, rest @ ..] => {
+            wire::string(&rest[..(*len as usize).min(rest.len())])
+        }
         _ => String::new(),
     }
 }
@@ -172,7 +174,10 @@ impl TableState {
                 );
                 set.data_type = number(NFTA_SET_DATA_TYPE);
                 let expression_named = |payload: &[u8], name: &str| {
-                    wire::attribute(payload, 1).map(wire::string).as_deref() == Some(name)
+                    wire::attribute(payload, NFTA_EXPR_NAME)
+                        .map(wire::string)
+                        .as_deref()
+                        == Some(name)
                 };
                 set.counted = wire::attribute(attrs, NFTA_SET_EXPR)
                     .is_some_and(|e| expression_named(e, "counter"))
@@ -204,24 +209,26 @@ fn canonical_expression(payload: &[u8]) -> Expression {
     for (ty, value) in wire::attributes(data) {
         let zero = wire::be32(value) == Some(0);
         let keep = match (name.as_str(), ty) {
-            ("counter", _) => false, // packet and byte counts
-            ("lookup", 4) => false,  // NFTA_LOOKUP_SET_ID: batch-local
-            ("lookup", 5) => !zero,  // NFTA_LOOKUP_FLAGS: dumped even when 0
-            ("bitwise", 6) => !zero, // NFTA_BITWISE_OP: dumped even when 0 (bool)
+            ("counter", _) => false,                 // packet and byte counts
+            ("lookup", NFTA_LOOKUP_SET_ID) => false, // batch-local
+            ("lookup", NFTA_LOOKUP_FLAGS) => !zero,  // dumped even when 0
+            ("bitwise", NFTA_BITWISE_OP) => !zero,   // dumped even when 0 (mask and xor)
             _ => true,
         };
         if !keep {
             continue;
         }
         // Data-carrying attributes are nested (NFTA_DATA_*): canonicalise them. Names may come
-        // with or without their NUL (rustables omits it, the kernel adds it).
+        // with or without their NUL (the kernel and our writer add it, rustables omits it).
         let nested = matches!(
             (name.as_str(), ty),
-            ("immediate", 2) | ("cmp", 3) | ("bitwise", 4 | 5)
+            ("immediate", NFTA_IMMEDIATE_DATA)
+                | ("cmp", NFTA_CMP_DATA)
+                | ("bitwise", NFTA_BITWISE_MASK | NFTA_BITWISE_XOR)
         );
         let value = if nested {
             canonical_data(value)
-        } else if (name.as_str(), ty) == ("lookup", 1) {
+        } else if (name.as_str(), ty) == ("lookup", NFTA_LOOKUP_SET) {
             wire::string(value).into_bytes()
         } else {
             value.to_vec()
@@ -304,10 +311,11 @@ fn data_text(value: &[u8]) -> String {
         .map(wire::string)
         .unwrap_or_default();
     match code {
-        Some(-4) => format!(" : goto {chain}"),
-        Some(-3) => format!(" : jump {chain}"),
-        Some(1) => " : accept".into(),
-        Some(0) => " : drop".into(),
+        Some(NFT_GOTO) => format!(" : goto {chain}"),
+        Some(NFT_JUMP) => format!(" : jump {chain}"),
+        Some(NFT_RETURN) => " : return".into(),
+        Some(NF_ACCEPT) => " : accept".into(),
+        Some(NF_DROP) => " : drop".into(),
         other => format!(" : verdict {other:?}"),
     }
 }

@@ -1,7 +1,9 @@
-//! Netlink framing for the nftables messages rustables does not write (sets, maps, elements,
-//! pair-lookup rules, deletes, generation and dump requests) and for reading what the kernel
-//! sends back. Everything is
-//! bounds-checked: a short or malformed buffer ends the iteration, it never panics.
+//! Netlink framing: the attribute writer and the one request-header builder for every message
+//! enforcer writes itself (rules, sets, elements, deletes, generation and dump requests, batch
+//! delimiters), and the readers of what the kernel sends back. Everything is bounds-checked: a
+//! short or malformed buffer ends the iteration, it never panics.
+
+use crate::abi::{NFNL_SUBSYS_NFTABLES, NFPROTO_UNSPEC, NLM_F_REQUEST};
 
 /// Netlink header length.
 pub const NLMSG_HDRLEN: usize = 16;
@@ -116,21 +118,16 @@ pub struct Message<'a> {
     pub seq: u32,
     /// Everything after the netlink header.
     pub payload: &'a [u8],
+    /// The whole message as read: header, payload and padding.
+    raw: &'a [u8],
 }
 
 impl<'a> Message<'a> {
     /// The message as bytes again (header and payload, padded), for example to keep it after
     /// the buffer it was read from is reused.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let len = NLMSG_HDRLEN + self.payload.len();
-        let mut out = Vec::with_capacity(align(len));
-        out.extend_from_slice(&(len as u32).to_ne_bytes());
-        out.extend_from_slice(&self.kind.to_ne_bytes());
-        out.extend_from_slice(&self.flags.to_ne_bytes());
-        out.extend_from_slice(&self.seq.to_ne_bytes());
-        out.extend_from_slice(&0u32.to_ne_bytes());
-        out.extend_from_slice(self.payload);
-        out.resize(align(len), 0);
+        let mut out = self.raw.to_vec();
+        out.resize(align(out.len()), 0);
         out
     }
 
@@ -156,14 +153,37 @@ pub fn messages(buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
             flags: u16::from_ne_bytes([rest[6], rest[7]]),
             seq: u32::from_ne_bytes(rest[8..12].try_into().ok()?),
             payload: &rest[NLMSG_HDRLEN..len],
+            raw: &rest[..align(len).min(rest.len())],
         };
-        rest = &rest[align(len).min(rest.len())..];
+        rest = &rest[message.raw.len()..];
         Some(message)
     })
 }
 
+/// Encodes one nftables request: netlink header (type `msg` of the nftables subsystem, flags
+/// `NLM_F_REQUEST | flags`, `seq`), nfgenmsg (`family`, version 0, resource id 0), attributes.
+/// A message that goes into a batch gets its final flags and sequence number there
+/// ([`set_flags_and_seq`]).
+pub fn request(msg: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
+    let kind = (NFNL_SUBSYS_NFTABLES << 8) | msg;
+    message(kind, NLM_F_REQUEST | flags, seq, family, 0, attrs)
+}
+
+/// A batch delimiter (`NFNL_MSG_BATCH_BEGIN` or `_END`): no family, the nftables subsystem as
+/// resource id.
+pub fn batch_delimiter(kind: u16, seq: u32) -> Vec<u8> {
+    message(
+        kind,
+        NLM_F_REQUEST,
+        seq,
+        NFPROTO_UNSPEC,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    )
+}
+
 /// Encodes one message: netlink header, nfgenmsg (`family`, version 0, `res_id`), attributes.
-pub fn message(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) -> Vec<u8> {
+fn message(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) -> Vec<u8> {
     let len = NLMSG_HDRLEN + NFGENMSG_LEN + attrs.len();
     let mut out = Vec::with_capacity(align(len));
     out.extend_from_slice(&(len as u32).to_ne_bytes());
