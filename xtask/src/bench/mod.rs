@@ -73,8 +73,9 @@ fn timed_in(ns: &Netns, program: &Path, args: &[&str], stdin: Option<&Path>) -> 
             .with_context(|| format!("start {}", program.display()))?;
         let pid = child.id() as libc::pid_t;
         let mut status = 0;
-        // SAFETY: rusage is plain data; wait4 reaps our own child.
+        // SAFETY: rusage is plain data, for which all zeroes is a valid value.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 reaps our own child and writes only into `status` and `usage`.
         let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         let elapsed = start.elapsed();
         ensure!(rc == pid, "wait4 failed");
