@@ -6,7 +6,6 @@
 //!   2001:db8:113::/64 for the internet, the test's own bridges and containers, loopback);
 //! - every namespace is deleted when its [`Netns`] is dropped, also when a test panics;
 //! - every wait is bounded (connect and receive timeouts, capped loops).
-
 //!
 //! ThreeGate itself (networks, containers, listeners, the expected matrix) is the data of the
 //! `threegate-spec` crate, re-exported here as [`spec`]; [`host`] builds it by hand, [`docker`]
