@@ -2,10 +2,10 @@
 //! `nsenter`, as `../shared/docs/test-hosts.md` measured), whose only way out is a second
 //! namespace playing the internet; the enforcer daemon runs inside the same namespace.
 //!
-//! [`ThreeGate::create`] builds ThreeGate's topology through Docker itself: llmnet and fetchnet
-//! internal, egressnet labelled managed, containers core, toolexec, fetch, a labelled proxy, a
-//! bystander on egressnet and an outsider on an unmanaged network, with the same addresses as the
-//! hand-built host, so [`crate::host::threegate_matrix`] applies unchanged.
+//! [`ThreeGate::create`] builds ThreeGate's topology, as [`crate::spec`] writes it, through
+//! Docker itself: internal networks `--internal`, labelled ones with `enforcer.managed=true`,
+//! the proxy with `enforcer.role=egress-proxy`, every address fixed as the spec gives it, so
+//! [`crate::matrix::threegate_matrix`] applies unchanged.
 //!
 //! Everything is removed on drop: containers, dockerd (and its containerd), its files, the
 //! namespaces.
@@ -15,12 +15,16 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use crate::agent::Agent;
 use crate::host::{
-    address, connect_internet, internet_endpoints, namespace_in, threegate_responders, Containers,
+    connect_internet, internet_endpoints, namespace_in, threegate_responders, Containers,
 };
-use crate::{enforcer_bin, probe_here, wait_until, Netns, Proto, Responders};
+use crate::spec::{
+    host_uplink, Container, Family, Management, Network, Role, CONTAINERS, NETWORKS,
+};
+use crate::{enforcer_bin, poll_until, probe_here, wait_until, Netns, Proto, Responders};
 
 /// Image every test container runs (busybox, imported).
 pub const IMAGE: &str = "enforcer-test:latest";
@@ -50,8 +54,9 @@ impl Dockerd {
         let internet = Netns::new("dinet");
         connect_internet(&host, &internet);
         // No NAT on internal networks or IPv6: the internet routes the test ranges back.
-        internet.ip(&["route", "add", "10.0.0.0/8", "via", "203.0.113.1"]);
-        internet.ip(&["-6", "route", "add", "fd00::/8", "via", "2001:db8:113::1"]);
+        let (via_v4, via_v6) = (host_uplink(Family::V4), host_uplink(Family::V6));
+        internet.ip(&["route", "add", "10.0.0.0/8", "via", &via_v4.to_string()]);
+        internet.ip(&["-6", "route", "add", "fd00::/8", "via", &via_v6.to_string()]);
 
         let internet_responders = Responders::start(&internet, &internet_endpoints());
 
@@ -122,15 +127,13 @@ impl Dockerd {
         unsafe {
             libc::kill(child.id() as i32, libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let exited = poll_until(Duration::from_secs(20), Duration::from_millis(50), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// dockerd's log so far.
@@ -245,38 +248,8 @@ impl Dockerd {
 
     /// Elements of a set of the enforcer's table, as `nft -j` lists them (strings).
     pub fn set_elements(&self, set: &str) -> Vec<String> {
-        set_elements(&self.host, set)
+        crate::set_elements(&self.host, set)
     }
-}
-
-/// Elements of `set` (or map) in `table inet enforcer` of `ns`, rendered as text by `nft -j`
-/// (a map element as its JSON `[key, verdict]`).
-pub fn set_elements(ns: &Netns, set: &str) -> Vec<String> {
-    let mut output = ns.exec("nft", &["-j", "list", "set", "inet", "enforcer", set]);
-    if !output.status.success() {
-        output = ns.exec("nft", &["-j", "list", "map", "inet", "enforcer", set]);
-    }
-    if !output.status.success() {
-        return Vec::new();
-    }
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("nft -j");
-    let Some(items) = json["nftables"].as_array() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for item in items {
-        let object = item.get("set").or_else(|| item.get("map"));
-        if let Some(elements) = object.and_then(|o| o["elem"].as_array()) {
-            for element in elements {
-                let value = element.get("elem").map(|e| &e["val"]).unwrap_or(element);
-                out.push(match value {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                });
-            }
-        }
-    }
-    out
 }
 
 fn path_str(path: &Path) -> &str {
@@ -313,72 +286,6 @@ impl Drop for Dockerd {
     }
 }
 
-/// A running `enforcer run`; killed on drop.
-pub struct Agent {
-    child: Option<Child>,
-    log: PathBuf,
-    state_file: PathBuf,
-}
-
-impl Agent {
-    /// The state file it writes.
-    pub fn state_file(&self) -> &Path {
-        &self.state_file
-    }
-
-    /// The agent's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (bounded) until the log holds `needle`.
-    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
-        wait_until(limit, || self.log().contains(needle))
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("agent runs").id()
-    }
-
-    /// Sends `signal` and waits (at most 10 s) for the exit; returns the exit code.
-    pub fn signal_and_wait(&mut self, signal: i32) -> Option<i32> {
-        let mut child = self.child.take()?;
-        // SAFETY: kill on our own child's pid.
-        unsafe {
-            libc::kill(child.id() as i32, signal);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-
-    /// Sends `signal` without waiting.
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: kill on our own child's pid.
-        unsafe {
-            libc::kill(self.pid() as i32, signal);
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
 /// ThreeGate built through Docker, with responders in place.
 pub struct ThreeGate {
     /// Container namespaces by name, and "host".
@@ -387,46 +294,60 @@ pub struct ThreeGate {
     _responders: Vec<Responders>,
 }
 
-/// ThreeGate's networks: name, whether internal, extra `docker network create` arguments.
-const NETWORKS: [(&str, &[&str]); 4] = [
-    ("llmnet", &["--internal"]),
-    ("fetchnet", &["--internal"]),
-    ("egressnet", &["--label", "enforcer.managed=true"]),
-    ("othernet", &[]),
-];
-
-/// A container: name, labels, then (network, host number); the first network is given at run.
-type ContainerSpec = (
-    &'static str,
-    &'static [&'static str],
-    &'static [(&'static str, u8)],
-);
-
-/// ThreeGate's containers (addresses as in the hand-built host).
-const CONTAINERS: [ContainerSpec; 6] = [
-    ("core", &[], &[("llmnet", 10)]),
-    ("toolexec", &[], &[("llmnet", 11)]),
-    ("fetch", &[], &[("llmnet", 12), ("fetchnet", 12)]),
-    (
-        "proxy",
-        &["enforcer.role=egress-proxy"],
-        &[("egressnet", 2), ("fetchnet", 2)],
-    ),
-    ("bystander", &[], &[("egressnet", 20)]),
-    ("outsider", &[], &[("othernet", 10)]),
-];
-
-/// `docker network create` arguments for a network of the matrix's address plan.
-fn subnet_args(network: &str) -> Vec<String> {
-    let v4 = address(network, 0, false);
-    let v6 = address(network, 0, true);
-    vec![
+/// `docker network create` arguments for `network`: how it is managed, its subnets.
+fn network_args(network: &Network) -> Vec<String> {
+    let mut args: Vec<String> = match network.management {
+        Management::Internal => vec!["--internal".into()],
+        Management::Labelled => vec!["--label".into(), "enforcer.managed=true".into()],
+        Management::Unmanaged => vec![],
+    };
+    args.extend([
         "--subnet".into(),
-        format!("{v4}/24"),
+        network.v4.to_string(),
         "--ipv6".into(),
         "--subnet".into(),
-        format!("{v6}/64"),
-    ]
+        network.v6.to_string(),
+    ]);
+    args
+}
+
+/// Runs `container` on its first network, connects it to the others (every address as the
+/// spec gives it) and gives it a default route via its first network's gateway.
+fn run_container(docker: &Dockerd, container: &Container) -> Netns {
+    let name = container.name;
+    let first = container.route();
+    let v4 = first.network.host(first.host, Family::V4).to_string();
+    let v6 = first.network.host(first.host, Family::V6).to_string();
+    let mut args = vec!["run", "-d", "--name", name, "--network", first.network.name];
+    args.extend(["--ip", &v4, "--ip6", &v6]);
+    if container.role == Role::EgressProxy {
+        args.extend(["--label", "enforcer.role=egress-proxy"]);
+    }
+    args.extend([IMAGE, "sleep", "100000"]);
+    docker.docker(&args);
+    for attachment in &container.attachments[1..] {
+        let v4 = attachment
+            .network
+            .host(attachment.host, Family::V4)
+            .to_string();
+        let v6 = attachment
+            .network
+            .host(attachment.host, Family::V6)
+            .to_string();
+        let network = attachment.network.name;
+        docker.docker(&[
+            "network", "connect", "--ip", &v4, "--ip6", &v6, network, name,
+        ]);
+    }
+    let ns = docker.container_netns(name);
+    let gateway_v4 = first.network.gateway(Family::V4).to_string();
+    let gateway_v6 = first.network.gateway(Family::V6).to_string();
+    ns.exec_ok("ip", &["route", "replace", "default", "via", &gateway_v4]);
+    ns.exec_ok(
+        "ip",
+        &["-6", "route", "replace", "default", "via", &gateway_v6],
+    );
+    ns
 }
 
 impl ThreeGate {
@@ -434,43 +355,17 @@ impl ThreeGate {
     /// container also gets a default route via its first network's gateway, as one with
     /// CAP_NET_RAW can send there anyway: routes must not be what blocks egress.
     pub fn create(docker: &Dockerd) -> ThreeGate {
-        for (name, extra) in NETWORKS {
+        for network in NETWORKS {
             let mut args: Vec<String> = vec!["network".into(), "create".into()];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            args.extend(subnet_args(name));
-            args.push(name.into());
+            args.extend(network_args(network));
+            args.push(network.name.into());
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             docker.docker(&args);
         }
-        let mut containers = BTreeMap::new();
-        for (name, labels, attachments) in CONTAINERS {
-            let (first, number) = attachments[0];
-            let v4 = address(first, number, false).to_string();
-            let v6 = address(first, number, true).to_string();
-            let mut args = vec!["run", "-d", "--name", name, "--network", first, "--ip", &v4];
-            args.extend(["--ip6", &v6]);
-            for label in labels {
-                args.extend(["--label", label]);
-            }
-            args.extend([IMAGE, "sleep", "100000"]);
-            docker.docker(&args);
-            for (network, number) in &attachments[1..] {
-                let v4 = address(network, *number, false).to_string();
-                let v6 = address(network, *number, true).to_string();
-                docker.docker(&[
-                    "network", "connect", "--ip", &v4, "--ip6", &v6, network, name,
-                ]);
-            }
-            let ns = docker.container_netns(name);
-            let gateway_v4 = address(first, 1, false).to_string();
-            let gateway_v6 = address(first, 1, true).to_string();
-            ns.exec_ok("ip", &["route", "replace", "default", "via", &gateway_v4]);
-            ns.exec_ok(
-                "ip",
-                &["-6", "route", "replace", "default", "via", &gateway_v6],
-            );
-            containers.insert(name, ns);
-        }
+        let containers: BTreeMap<&'static str, Netns> = CONTAINERS
+            .iter()
+            .map(|c| (c.name, run_container(docker, c)))
+            .collect();
         let responders = threegate_responders(&docker.host, &containers);
         ThreeGate {
             containers,

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use enforcer_harness::host::{DockerLikeHost, INTERNET_V4};
-use enforcer_harness::{enforcer, object_handles, repo_file, Proto, Responders, TempFile};
+use enforcer_harness::host::DockerLikeHost;
+use enforcer_harness::spec::{internet, Family};
+use enforcer_harness::{apply_ok, object_handles, repo_file, Proto, Responders, TempFile};
 
 const APPLIES: usize = 200;
 const STREAM_PORT: u16 = 9999;
@@ -18,7 +19,7 @@ const MAX_STREAM: Duration = Duration::from_secs(120);
 #[test]
 fn two_hundred_applies_let_no_packet_through() {
     let host = DockerLikeHost::threegate();
-    let target = SocketAddr::new(INTERNET_V4.parse().unwrap(), STREAM_PORT);
+    let target = SocketAddr::new(internet(Family::V4), STREAM_PORT);
     let receiver = Responders::start(&host.internet, &[(Proto::Udp, target)]);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -61,12 +62,7 @@ fn two_hundred_applies_let_no_packet_through() {
             )
         ),
     );
-    let output = enforcer(&host.host, &["apply", "--config", first]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    apply_ok(&host.host, &["--config", first]);
     // Let datagrams already past the hook arrive, then count from here.
     std::thread::sleep(Duration::from_millis(300));
     let baseline = receiver.received();
@@ -75,9 +71,7 @@ fn two_hundred_applies_let_no_packet_through() {
     let mut handles = Vec::with_capacity(APPLIES);
     for i in 0..APPLIES {
         let config = if i % 2 == 0 { second.path() } else { first };
-        let output = enforcer(&host.host, &["apply", "--config", config]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "apply {i} failed: {stderr}");
+        let stderr = apply_ok(&host.host, &["--config", config]);
         assert!(
             stderr.contains("applied table inet enforcer in one transaction"),
             "apply {i}: {stderr}"

@@ -7,10 +7,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use enforcer_harness::docker::{Dockerd, ThreeGate, IMAGE};
-use enforcer_harness::host::{
-    measure, report, threegate_matrix, Containers, INTERNET_V4, INTERNET_V6,
+use enforcer_harness::host::Containers;
+use enforcer_harness::matrix::{measure, mismatches, report, threegate_matrix};
+use enforcer_harness::spec::{Family, NETWORKS, OTHERNET};
+use enforcer_harness::{
+    apply_ok, probe_here, wait_until, Proto, Responders, TempFile, PROBE_TIMEOUT,
 };
-use enforcer_harness::{probe_here, wait_until, Proto, Responders, TempFile, PROBE_TIMEOUT};
 
 /// One dockerd at a time: they share the machine's cgroups and containerd conventions.
 static DOCKERD: Mutex<()> = Mutex::new(());
@@ -18,8 +20,17 @@ static DOCKERD: Mutex<()> = Mutex::new(());
 const CONVERGE: Duration = Duration::from_secs(15);
 
 fn internet(port: u16, v6: bool) -> SocketAddr {
-    let ip = if v6 { INTERNET_V6 } else { INTERNET_V4 };
-    SocketAddr::new(ip.parse().unwrap(), port)
+    let family = if v6 { Family::V6 } else { Family::V4 };
+    SocketAddr::new(enforcer_harness::spec::internet(family), port)
+}
+
+/// The first address of every managed network's IPv4 subnet, as `nft` lists set elements.
+fn managed_v4_subnets() -> Vec<String> {
+    NETWORKS
+        .iter()
+        .filter(|n| n.managed())
+        .map(|n| n.v4.network().to_string())
+        .collect()
 }
 
 fn probe(gate: &impl Containers, from: &str, target: SocketAddr) -> bool {
@@ -99,33 +110,26 @@ fn threegate_through_docker_matches_the_matrix_without_dockers_isolation() {
     }
 
     let agent = docker.start_agent(&[]);
-    assert!(
-        agent.wait_for_log("+proxy proxy", CONVERGE),
-        "{}",
-        agent.log()
-    );
+    agent.expect_log("+proxy proxy", CONVERGE);
     for v6 in [false, true] {
         assert!(gate.wait_open("proxy", internet(443, v6), CONVERGE));
         assert!(gate.wait_open("outsider", internet(80, v6), CONVERGE));
     }
     let results = measure(&gate, &threegate_matrix());
-    let bad = results
-        .iter()
-        .filter(|(f, open)| f.allowed != *open)
-        .count();
+    let bad = mismatches(&results).len();
     assert_eq!(bad, 0, "\n{}\n{}", report(&results), table(&docker));
 
     // nft, as an independent reader, holds what Docker has.
     let managed = docker.set_elements("managed_v4_24");
-    for subnet in ["10.100.0.0", "10.101.0.0", "10.102.0.0"] {
-        assert!(managed.contains(&subnet.to_string()), "{managed:?}");
+    for subnet in managed_v4_subnets() {
+        assert!(managed.contains(&subnet), "{managed:?}");
     }
     assert!(
-        !managed.contains(&"172.30.0.0".to_string()),
+        !managed.contains(&OTHERNET.v4.network().to_string()),
         "othernet is not managed"
     );
     let known = docker.set_elements("known_interfaces");
-    for network in ["llmnet", "fetchnet", "egressnet", "othernet"] {
+    for network in NETWORKS.map(|n| n.name) {
         assert!(
             known.contains(&docker.bridge(network)),
             "{network}: {known:?}"
@@ -163,11 +167,7 @@ fn the_agent_follows_docker_through_its_life_cycle() {
     let gate = ThreeGate::create(&docker);
     ThreeGate::flush_docker_isolation(&docker);
     let mut agent = docker.start_agent(&["--log-format", "json"]);
-    assert!(
-        agent.wait_for_log("+proxy proxy", CONVERGE),
-        "{}",
-        agent.log()
-    );
+    agent.expect_log("+proxy proxy", CONVERGE);
 
     // A new managed network and its container: blocked.
     create_internal(&docker, "10.110.0.0/24", "newnet");
@@ -252,7 +252,7 @@ fn the_agent_follows_docker_through_its_life_cycle() {
         "10.140.0.0/24",
         "macnet",
     ]);
-    assert!(agent.wait_for_log("macvlan", CONVERGE), "{}", agent.log());
+    agent.expect_log("macvlan", CONVERGE);
     assert!(
         agent.log().contains("\"object\":\"network macnet"),
         "{}",
@@ -291,7 +291,7 @@ fn the_agent_follows_docker_through_its_life_cycle() {
     // meanwhile, later events are followed.
     let before = table(&docker);
     docker.stop_daemon();
-    assert!(agent.wait_for_log("retrying", CONVERGE), "{}", agent.log());
+    agent.expect_log("retrying", CONVERGE);
     assert_eq!(strip_counters(&table(&docker)), strip_counters(&before));
     docker.start_daemon();
     assert!(
@@ -321,20 +321,12 @@ fn sighup_reloads_the_policy_and_a_tampered_table_is_restored() {
     let _gate = ThreeGate::create(&docker);
     let policy = TempFile::new(".toml", "[proxy]\nallow = [\"tcp/443\", \"udp/53\"]\n");
     let agent = docker.start_agent(&["--config", policy.path()]);
-    assert!(
-        agent.wait_for_log("+proxy proxy", CONVERGE),
-        "{}",
-        agent.log()
-    );
+    agent.expect_log("+proxy proxy", CONVERGE);
     assert!(table(&docker).contains("udp dport 53 accept"));
 
     std::fs::write(policy.path(), "[proxy]\nallow = [\"tcp/0\"]\n").unwrap();
     agent.signal(libc::SIGHUP);
-    assert!(
-        agent.wait_for_log("policy reload failed", CONVERGE),
-        "{}",
-        agent.log()
-    );
+    agent.expect_log("policy reload failed", CONVERGE);
     assert!(
         agent.log().contains(":2:"),
         "the error names the line: {}",
@@ -347,11 +339,7 @@ fn sighup_reloads_the_policy_and_a_tampered_table_is_restored() {
 
     std::fs::write(policy.path(), "[proxy]\nallow = [\"tcp/443\"]\n").unwrap();
     agent.signal(libc::SIGHUP);
-    assert!(
-        agent.wait_for_log("policy reloaded", CONVERGE),
-        "{}",
-        agent.log()
-    );
+    agent.expect_log("policy reloaded", CONVERGE);
     assert!(
         !table(&docker).contains("udp dport 53 accept"),
         "{}",
@@ -389,19 +377,7 @@ fn docker_bridges_stay_denied_until_classified() {
     // the unmanaged one too. That is the rule that closes the window for new networks.
     let blind = |policy: &str| {
         let file = TempFile::new(".toml", policy);
-        let output = docker
-            .host
-            .command(enforcer_harness::enforcer_bin().to_str().unwrap())
-            .args(["apply", "--config", file.path()])
-            .env("DOCKER_HOST", enforcer_harness::NO_DOCKER)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stderr).into_owned()
+        apply_ok(&docker.host, &["--config", file.path()])
     };
     let said = blind("[docker]\nunknown_networks = \"deny\"\n");
     assert!(said.contains("Docker not read"), "{said}");
@@ -413,11 +389,7 @@ fn docker_bridges_stay_denied_until_classified() {
     // With the agent running: 50 times, a managed network is created and a container on it
     // sends at once; nothing reaches the internet. A control on an unmanaged network does.
     let agent = docker.start_agent(&[]);
-    assert!(
-        agent.wait_for_log("+proxy proxy", CONVERGE),
-        "{}",
-        agent.log()
-    );
+    agent.expect_log("+proxy proxy", CONVERGE);
     let counter = Responders::start(&docker.internet, &[(Proto::Tcp, internet(9999, false))]);
     let sender = "for i in 1 2 3; do nc -w 1 203.0.113.10 9999 </dev/null; done";
     for i in 0..50 {
@@ -480,11 +452,7 @@ fn a_reboot_enforces_the_last_known_state_before_docker_answers() {
 
     // A first run learns ThreeGate from Docker, holding CAP_NET_ADMIN alone.
     let mut agent = docker.start_agent(&["--state-file", state_arg]);
-    assert!(
-        agent.wait_for_log("+proxy proxy", CONVERGE),
-        "{}",
-        agent.log()
-    );
+    agent.expect_log("+proxy proxy", CONVERGE);
     let pid = agent.pid();
     const NET_ADMIN_ONLY: &str = "0000000000001000"; // bit 12
     for field in ["CapEff", "CapPrm", "CapBnd"] {
@@ -528,10 +496,8 @@ fn a_reboot_enforces_the_last_known_state_before_docker_answers() {
     });
     assert!(pinged, "no WATCHDOG=1 within the watchdog period");
     // READY came after the first apply: the last known networks and proxy are in the kernel.
-    for subnet in ["10.100.0.0", "10.101.0.0", "10.102.0.0"] {
-        assert!(docker
-            .set_elements("managed_v4_24")
-            .contains(&subnet.to_string()));
+    for subnet in managed_v4_subnets() {
+        assert!(docker.set_elements("managed_v4_24").contains(&subnet));
     }
     assert!(docker
         .set_elements("proxies_v4")
@@ -600,7 +566,7 @@ fn a_reboot_enforces_the_last_known_state_before_docker_answers() {
         &["--state-file", state_arg],
         &[("DOCKER_HOST", enforcer_harness::NO_DOCKER)],
     );
-    assert!(agent.wait_for_log("corrupt", CONVERGE), "{}", agent.log());
+    agent.expect_log("corrupt", CONVERGE);
     assert!(wait_until(CONVERGE, || table(&docker).contains("known_interfaces")));
     assert!(!docker
         .set_elements("managed_v4_24")

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use enforcer_harness::{
-    enforcer, enforcer_bin, object_handles, repo_file, require_root, wait_until, Monitor, Netns,
-    TempFile,
+    apply_ok, enforcer, enforcer_bin, object_handles, repo_file, require_root, wait_until, Monitor,
+    Netns, TempFile,
 };
 use serde_json::Value;
 
@@ -125,8 +125,9 @@ fn applied_table_is_what_nft_makes_of_the_dry_run_text() {
         };
         let applied = Netns::new("applied");
         let loaded = Netns::new("loaded");
-        let output = run(&applied, &["apply"]);
-        assert!(output.status.success(), "{}", text(&output.stderr));
+        let config_args = with_config(&[]);
+        let config_args: Vec<&str> = config_args.iter().map(String::as_str).collect();
+        apply_ok(&applied, &config_args);
         let script = run(&loaded, &["apply", "--dry-run"]);
         let load = loaded.exec_with_input("nft", &["-f", "-"], &script.stdout);
         assert!(load.status.success(), "nft -f: {}", text(&load.stderr));
@@ -158,22 +159,15 @@ fn a_second_apply_sends_no_transaction() {
     let ns = Netns::new("noop");
     let monitor = Monitor::start(&ns);
     let config = threegate();
-    assert!(enforcer(&ns, &["apply", "--config", &config])
-        .status
-        .success());
+    apply_ok(&ns, &["--config", &config]);
     assert_eq!(
         monitor.enforcer_transactions(&ns),
         1,
         "the first apply is one transaction"
     );
     let listed = listed_json(&ns);
-    let again = enforcer(&ns, &["apply", "--config", &config]);
-    assert!(again.status.success());
-    assert!(
-        text(&again.stderr).contains("nothing sent"),
-        "{}",
-        text(&again.stderr)
-    );
+    let again = apply_ok(&ns, &["--config", &config]);
+    assert!(again.contains("nothing sent"), "{again}");
     assert_eq!(
         monitor.enforcer_transactions(&ns),
         1,
@@ -205,9 +199,7 @@ fn a_second_apply_sends_no_transaction() {
         "dry-run sent a transaction"
     );
     assert_eq!(listed_json(&ns), listed, "dry-run changed the table");
-    assert!(enforcer(&ns, &["apply", "--config", smaller.path()])
-        .status
-        .success());
+    apply_ok(&ns, &["--config", smaller.path()]);
     assert_eq!(monitor.enforcer_transactions(&ns), 2);
     let listing = text(
         &ns.exec_ok("nft", &["list", "table", "inet", "enforcer"])
@@ -224,9 +216,7 @@ fn a_bad_policy_is_located_and_changes_nothing() {
     require_root();
     let ns = Netns::new("badcfg");
     let monitor = Monitor::start(&ns);
-    assert!(enforcer(&ns, &["apply", "--config", &threegate()])
-        .status
-        .success());
+    apply_ok(&ns, &["--config", &threegate()]);
     let before = object_handles(&ns, "enforcer");
     let cases = [
         ("[table]\nname = \"enforcer\"\ncolor = \"red\"\n", ":3:1:", "unknown field"),
@@ -332,9 +322,7 @@ fn tampering_is_reported_and_repaired() {
     let config = threegate();
     ns.exec_ok("nft", &["add", "table", "inet", "neighbour"]);
     ns.exec_ok("nft", &["add", "chain", "inet", "neighbour", "c"]);
-    assert!(enforcer(&ns, &["apply", "--config", &config])
-        .status
-        .success());
+    apply_ok(&ns, &["--config", &config]);
     let pristine = listed_json(&ns);
 
     let tamperings: [(&[&str], &str); 4] = [
@@ -371,9 +359,7 @@ fn tampering_is_reported_and_repaired() {
             "{command:?}: {}",
             text(&dry.stderr)
         );
-        assert!(enforcer(&ns, &["apply", "--config", &config])
-            .status
-            .success());
+        apply_ok(&ns, &["--config", &config]);
         assert_eq!(listed_json(&ns), pristine, "{command:?} was not repaired");
     }
     // The neighbour's table was left alone until `flush ruleset` removed it.

@@ -1,28 +1,22 @@
 //! ThreeGate's topology on a sealed Docker-like host: real flows against the enforced table.
 
-use enforcer_harness::host::{measure, report, threegate_matrix, DockerLikeHost};
-use enforcer_harness::{enforcer, repo_file};
+use enforcer_harness::host::DockerLikeHost;
+use enforcer_harness::matrix::{measure, mismatches, report, threegate_matrix};
+use enforcer_harness::spec::{EGRESSNET, LLMNET};
+use enforcer_harness::{apply_ok, repo_file};
 
 #[test]
 fn enforced_host_matches_the_threegate_matrix() {
     let host = DockerLikeHost::threegate();
     let config = repo_file("rules/threegate.toml");
-    let output = enforcer(&host.host, &["apply", "--config", config.to_str().unwrap()]);
-    assert!(
-        output.status.success(),
-        "apply failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    apply_ok(&host.host, &["--config", config.to_str().unwrap()]);
     let results = measure(&host, &threegate_matrix());
     let table = host
         .host
         .exec_ok("nft", &["list", "table", "inet", "enforcer"]);
     let text = report(&results);
     println!("{text}\n{}", String::from_utf8_lossy(&table.stdout));
-    let wrong: Vec<_> = results
-        .iter()
-        .filter(|(flow, open)| *open != flow.allowed)
-        .collect();
+    let wrong = mismatches(&results);
     assert!(
         wrong.is_empty(),
         "{} flows differ from the policy:\n{text}",
@@ -34,7 +28,7 @@ fn enforced_host_matches_the_threegate_matrix() {
         .host
         .exec_ok("nft", &["list", "set", "inet", "enforcer", "egress_v4_24"]);
     let listing = String::from_utf8_lossy(&set.stdout).replace('\n', " ");
-    for network in ["llmnet", "egressnet"] {
+    for network in [LLMNET.name, EGRESSNET.name] {
         let element = listing
             .split(',')
             .find(|e| e.contains(&format!("comment \"{network}\"")))

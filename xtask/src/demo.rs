@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use enforcer_harness::docker::{Dockerd, ThreeGate};
-use enforcer_harness::host::{measure, report, threegate_matrix, INTERNET_V4};
+use enforcer_harness::matrix::{measure, mismatches, report, threegate_matrix};
+use enforcer_harness::spec::{internet, Family};
 use enforcer_harness::{enforcer_bin, repo_file, require_root};
 
 /// Runs the demo; fails when a flow does not match the policy.
@@ -41,16 +42,13 @@ pub fn run() -> Result<()> {
             agent.log()
         );
     }
-    let internet = format!("{INTERNET_V4}:443").parse()?;
-    if !gate.wait_open("proxy", internet, Duration::from_secs(15)) {
+    let way_out = std::net::SocketAddr::new(internet(Family::V4), 443);
+    if !gate.wait_open("proxy", way_out, Duration::from_secs(15)) {
         bail!("the proxy never reached the internet; the test network did not come up");
     }
 
     let results = measure(&gate, &threegate_matrix());
-    let bad = results
-        .iter()
-        .filter(|(f, open)| f.allowed != *open)
-        .count();
+    let bad = mismatches(&results).len();
     println!("\n== the agent's log\n{}", agent.log());
     println!(
         "== table inet enforcer, as the kernel holds it (nft list)\n{}",

@@ -81,14 +81,41 @@ pub fn run_dist() -> Result<PathBuf> {
     let stage = dist.join(format!("enforcer_{VERSION}_{arch}"));
     let _ = fs::remove_dir_all(&stage);
 
-    // The tree both packages hold.
-    write(&stage.join("usr/bin/enforcer"), &fs::read(&binary)?, 0o755)?;
+    stage_tree(&workspace, &binary, &stage)?;
+    let tarball = dist.join(format!("enforcer-{VERSION}-{arch}.tar.gz"));
+    write_tarball(&stage, &tarball)?;
+    write_debian_files(&stage, &binary, &arch)?;
+    let deb = dist.join(format!("enforcer_{VERSION}_{arch}.deb"));
+    run(Command::new("dpkg-deb")
+        .args(["--build", "--root-owner-group"])
+        .arg(&stage)
+        .arg(&deb))?;
+
+    let score = exposure(&workspace.join("systemd/enforcer.service"))?;
+    println!("{}", deb.display());
+    println!("{}", tarball.display());
+    println!(
+        "systemd-analyze security --offline=yes systemd/enforcer.service: exposure {score:.1} \
+         (target <= {EXPOSURE_TARGET}: {})",
+        if score <= EXPOSURE_TARGET {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    Ok(deb)
+}
+
+/// The tree both packages hold, under `stage`: the binary, the unit, the man page, shell
+/// completions, the README, the copyright and the example policies.
+fn stage_tree(workspace: &Path, binary: &Path, stage: &Path) -> Result<()> {
+    write(&stage.join("usr/bin/enforcer"), &fs::read(binary)?, 0o755)?;
     write(
         &stage.join("lib/systemd/system/enforcer.service"),
         &fs::read(workspace.join("systemd/enforcer.service"))?,
         0o644,
     )?;
-    let manpage = run(Command::new(&binary).arg("manpage"))?;
+    let manpage = run(Command::new(binary).arg("manpage"))?;
     write(
         &stage.join("usr/share/man/man1/enforcer.1.gz"),
         &gzip(&manpage)?,
@@ -99,7 +126,7 @@ pub fn run_dist() -> Result<PathBuf> {
         ("zsh", "usr/share/zsh/vendor-completions/_enforcer"),
         ("fish", "usr/share/fish/vendor_completions.d/enforcer.fish"),
     ] {
-        let script = run(Command::new(&binary).args(["completions", shell]))?;
+        let script = run(Command::new(binary).args(["completions", shell]))?;
         write(&stage.join(path), &script, 0o644)?;
     }
     let doc = stage.join("usr/share/doc/enforcer");
@@ -120,20 +147,25 @@ pub fn run_dist() -> Result<PathBuf> {
             0o644,
         )?;
     }
+    Ok(())
+}
 
-    // The tarball: the same tree under enforcer-VERSION/.
-    let tarball = dist.join(format!("enforcer-{VERSION}-{arch}.tar.gz"));
+/// The tarball: the staged tree under `enforcer-VERSION/`.
+fn write_tarball(stage: &Path, tarball: &Path) -> Result<()> {
     run(Command::new("tar")
         .arg("-C")
-        .arg(&stage)
+        .arg(stage)
         .args(["--owner=0", "--group=0", "--transform"])
         .arg(format!("s,^\\.,enforcer-{VERSION},"))
         .arg("-czf")
-        .arg(&tarball)
+        .arg(tarball)
         .arg("."))?;
+    Ok(())
+}
 
-    // The .deb: control files, then dpkg-deb.
-    let installed_kib: u64 = walk(&stage)?
+/// The `.deb`'s control file and maintainer scripts under `stage/DEBIAN`.
+fn write_debian_files(stage: &Path, binary: &Path, arch: &str) -> Result<()> {
+    let installed_kib: u64 = walk(stage)?
         .iter()
         .map(|p| p.metadata().map(|m| m.len()).unwrap_or(0))
         .sum::<u64>()
@@ -147,7 +179,7 @@ pub fn run_dist() -> Result<PathBuf> {
          as egress proxies reach their allowed services (tcp/443 and DNS by default). It\n \
          follows Docker's events, applies each change in one atomic transaction, and starts\n \
          before Docker at boot.\n",
-        glibc_needed(&binary)?
+        glibc_needed(binary)?
     );
     write(&stage.join("DEBIAN/control"), control.as_bytes(), 0o644)?;
     write(
@@ -180,25 +212,7 @@ pub fn run_dist() -> Result<PathBuf> {
           fi\n",
         0o755,
     )?;
-    let deb = dist.join(format!("enforcer_{VERSION}_{arch}.deb"));
-    run(Command::new("dpkg-deb")
-        .args(["--build", "--root-owner-group"])
-        .arg(&stage)
-        .arg(&deb))?;
-
-    let score = exposure(&workspace.join("systemd/enforcer.service"))?;
-    println!("{}", deb.display());
-    println!("{}", tarball.display());
-    println!(
-        "systemd-analyze security --offline=yes systemd/enforcer.service: exposure {score:.1} \
-         (target <= {EXPOSURE_TARGET}: {})",
-        if score <= EXPOSURE_TARGET {
-            "met"
-        } else {
-            "MISSED"
-        }
-    );
-    Ok(deb)
+    Ok(())
 }
 
 /// The unit's overall exposure level per `systemd-analyze security --offline=yes`.

@@ -1,0 +1,171 @@
+//! Benchmarks. Every figure is measured in this run; ratios compare two things measured side by
+//! side, so a noisy shared machine moves both.
+//!
+//! - [`apply`]: a full apply against `nft -f`, its memory, and the no-op apply;
+//! - [`throughput`]: packets through a router namespace with and without the table;
+//! - [`docker`]: the agent against a private dockerd (event latency, bursts, memory, idle CPU).
+
+mod apply;
+mod docker;
+mod throughput;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use enforcer_harness::{cargo_build, require_root, Netns, TempFile};
+
+/// Runs of each timed command; the median is reported.
+const REPEATS: usize = 5;
+/// The N of the README's targets: managed subnets in the largest policy.
+const LARGE: usize = 10_000;
+
+/// A policy with `subnets` managed subnets: networks with one IPv4 /24 and one IPv6 /64 each,
+/// the first network holding a proxy (10.100.0.2) allowed udp/53. Docker is not read: these
+/// benchmarks measure the static path against `nft -f`.
+pub fn policy_text(subnets: usize) -> String {
+    let networks = subnets.div_ceil(2);
+    let mut text =
+        String::from("[docker]\nenabled = false\n[proxy]\nallow = [\"tcp/443\", \"udp/53\"]\n");
+    for i in 0..networks {
+        let (a, b) = (i / 250, i % 250);
+        text.push_str(&format!(
+            "[[networks]]\nname = \"n{i}\"\nsubnets = [\"10.{}.{b}.0/24\", \"fd00:{i:x}::/64\"]\n",
+            100 + a
+        ));
+    }
+    text.push_str("[[proxies]]\nname = \"proxy\"\naddresses = [\"10.100.0.2\"]\n");
+    text
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// What one child process cost.
+struct Cost {
+    wall: Duration,
+    user: Duration,
+    system: Duration,
+    /// Peak resident memory, KiB.
+    peak_kib: u64,
+}
+
+/// Runs a program inside `ns` (forked from a thread that entered it) and measures it.
+fn timed_in(ns: &Netns, program: &Path, args: &[&str], stdin: Option<&Path>) -> Result<Cost> {
+    let program = program.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.map(Path::to_path_buf);
+    ns.enter(move || -> Result<Cost> {
+        let mut command = Command::new(&program);
+        command
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(path) = &stdin {
+            command.stdin(std::fs::File::open(path)?);
+        }
+        let start = Instant::now();
+        let child = command
+            .spawn()
+            .with_context(|| format!("start {}", program.display()))?;
+        let pid = child.id() as libc::pid_t;
+        let mut status = 0;
+        // SAFETY: rusage is plain data, for which all zeroes is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 reaps our own child and writes only into `status` and `usage`.
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        let elapsed = start.elapsed();
+        ensure!(rc == pid, "wait4 failed");
+        ensure!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{} {:?} failed",
+            program.display(),
+            args
+        );
+        let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        Ok(Cost {
+            wall: elapsed,
+            user: time(usage.ru_utime),
+            system: time(usage.ru_stime),
+            peak_kib: usage.ru_maxrss as u64,
+        })
+    })
+}
+
+/// The release enforcer binary, built now.
+pub fn release_enforcer() -> PathBuf {
+    cargo_build(true, &["--package", "enforcer", "--bin", "enforcer"]).join("enforcer")
+}
+
+/// The release agent-timing example (`crates/nft/examples`), built now.
+fn release_agent_timing() -> PathBuf {
+    cargo_build(
+        true,
+        &["--package", "enforcer-nft", "--example", "agent_timing"],
+    )
+    .join("examples")
+    .join("agent_timing")
+}
+
+/// Runs the agent-timing example inside `ns`; returns its durations in milliseconds.
+fn agent_timing(
+    ns: &Netns,
+    timing: &Path,
+    mode: &str,
+    policy: &str,
+    repeats: usize,
+) -> Result<Vec<f64>> {
+    let output = ns.exec(
+        timing.to_str().expect("utf-8 path"),
+        &[mode, policy, &repeats.to_string()],
+    );
+    ensure!(
+        output.status.success(),
+        "agent_timing {mode}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect())
+}
+
+/// Prints one result line: the figure, its target and whether it met it.
+fn line(name: &str, figure: String, met: Option<bool>) {
+    let mark = match met {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "",
+    };
+    println!("{name:<58} {figure:<44} {mark}");
+}
+
+/// Runs the benchmarks whose names contain `filter` (all when empty): `apply`, `memory`,
+/// `noop`, `throughput`.
+pub fn run(filter: &str) -> Result<()> {
+    require_root();
+    let (enforcer, timing) = (release_enforcer(), release_agent_timing());
+    let nft = PathBuf::from("/usr/sbin/nft");
+    let wanted = |name: &str| filter.is_empty() || name.contains(filter);
+    println!("enforcer benchmarks (median of {REPEATS} runs unless said; each run in fresh namespaces)\n");
+
+    for subnets in [10usize, 1_000, LARGE] {
+        let policy = TempFile::new(".toml", &policy_text(subnets));
+        if wanted("apply") || (subnets == LARGE && wanted("memory")) {
+            apply::full_apply(&enforcer, &timing, &nft, &policy, subnets)?;
+        }
+        if subnets == LARGE && wanted("noop") {
+            apply::no_op(&enforcer, &timing, &policy)?;
+        }
+        if subnets == LARGE && wanted("throughput") {
+            throughput::throughput(&enforcer, &policy)?;
+        }
+    }
+    if wanted("docker") {
+        docker::docker(&enforcer)?;
+    }
+    Ok(())
+}
