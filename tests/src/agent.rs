@@ -1,10 +1,12 @@
-//! A running `enforcer run`, started by [`crate::docker::Dockerd::start_agent`].
+//! A running `enforcer run`, started in a namespace (by [`Agent::start`], or
+//! [`crate::docker::Dockerd::start_agent`] inside the Docker host).
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::{poll_until, wait_until};
+use crate::{poll_until, wait_until, Netns};
 
 /// A running `enforcer run`; killed on drop.
 pub struct Agent {
@@ -14,6 +16,49 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Starts `binary run ARGS` inside `ns` with `env`, logging to a file in `dir`, with a
+    /// state file of its own in `dir` unless `args` name one (never the machine's
+    /// /var/lib/enforcer).
+    pub fn start(
+        ns: &Netns,
+        dir: &Path,
+        binary: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let log_path = dir.join(format!("agent-{stamp}.log"));
+        let log = File::create(&log_path).expect("agent log");
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let state_file = match args.iter().position(|a| *a == "--state-file") {
+            Some(i) => PathBuf::from(args[i + 1]),
+            None => {
+                let path = dir.join(format!("state-{stamp}.json"));
+                all.extend(["--state-file".to_string(), path.display().to_string()]);
+                path
+            }
+        };
+        let child = ns
+            .command(binary.to_str().expect("utf-8 path"))
+            .arg("run")
+            .args(&all)
+            .envs(env.iter().copied())
+            .env("ENFORCER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start enforcer run");
+        Agent {
+            child: Some(child),
+            log: log_path,
+            state_file,
+        }
+    }
+
     /// The state file it writes.
     pub fn state_file(&self) -> &Path {
         &self.state_file

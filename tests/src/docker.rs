@@ -211,39 +211,7 @@ impl Dockerd {
     /// Like [`Dockerd::start_agent`], with the given binary and environment (which may point
     /// `DOCKER_HOST` elsewhere).
     pub fn start_agent_with(&self, binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Agent {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let log_path = self.dir.join(format!("agent-{stamp}.log"));
-        let log = File::create(&log_path).expect("agent log");
-        // Never the machine's /var/lib/enforcer: a state file of the test's own, unless given.
-        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let state_file = match args.iter().position(|a| *a == "--state-file") {
-            Some(i) => PathBuf::from(args[i + 1]),
-            None => {
-                let path = self.dir.join(format!("state-{stamp}.json"));
-                all.extend(["--state-file".to_string(), path.display().to_string()]);
-                path
-            }
-        };
-        let child = self
-            .host
-            .command(path_str(binary))
-            .arg("run")
-            .args(&all)
-            .envs(env.iter().copied())
-            .env("ENFORCER_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start enforcer run");
-        Agent {
-            child: Some(child),
-            log: log_path,
-            state_file,
-        }
+        Agent::start(&self.host, &self.dir, binary, args, env)
     }
 
     /// Elements of a set of the enforcer's table, as `nft -j` lists them (strings).

@@ -18,6 +18,7 @@
 mod agent;
 mod binary;
 pub mod docker;
+pub mod fake_docker;
 mod files;
 mod flow;
 pub mod host;
@@ -28,6 +29,7 @@ mod nft;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use agent::Agent;
 pub use binary::{
     apply_ok, cargo_build, enforcer, enforcer_bin, repo_file, workspace_root, NO_DOCKER,
 };
