@@ -6,16 +6,15 @@
 //! never loosens the rules: a network that cannot be enforced stays *unclassified*, so its
 //! bridge stays under the unknown-network deny.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Policy;
-use crate::topology::{
-    is_valid_interface, ManagedNetwork, Proxy, ProxyPart, Topology, TopologyBuilder,
-};
+use crate::text::printable;
+use crate::topology::{ManagedNetwork, Proxy, ProxyPart, Topology, TopologyBuilder};
 
 /// Option of the bridge driver that names the bridge interface.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
@@ -72,7 +71,8 @@ pub struct DockerState {
     pub containers: BTreeMap<String, DockerContainer>,
 }
 
-/// Something from Docker that is not enforced as it stands, and why.
+/// Something from Docker that is not enforced as it stands (or was read the fail-closed way),
+/// and why. Both texts are [`printable`]: Docker's names cannot forge log lines.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Skipped {
     /// What it is: `network NAME (ID)` or `container NAME (ID)`.
@@ -81,25 +81,47 @@ pub struct Skipped {
     pub reason: String,
 }
 
+impl Skipped {
+    /// An entry with `object` and `reason` made [`printable`].
+    pub fn new(object: &str, reason: &str) -> Skipped {
+        Skipped {
+            object: printable(object),
+            reason: printable(reason),
+        }
+    }
+}
+
 /// The outcome of [`classify`]: what to enforce, and what was left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {
-    /// The policy's static entries plus the managed Docker networks and proxies.
+    /// The policy's static entries plus the managed Docker networks and proxies; the bridges of
+    /// the managed networks skipped are among its [`Topology::skipped_interfaces`].
     pub topology: Topology,
     /// What was skipped, sorted.
     pub skipped: Vec<Skipped>,
+    /// Odd values read the fail-closed way (a managed label neither true nor false is taken
+    /// as true), sorted: each is worth a warning.
+    pub remarks: Vec<Skipped>,
+    /// IDs of the Docker networks enforced: give them to [`classify_after`] next time, so that
+    /// they keep winning conflicts against newcomers.
+    pub enforced_networks: BTreeSet<String>,
 }
 
 impl DockerNetwork {
     /// The host interface of a bridge network: the configured bridge name, else Docker's
-    /// `br-` and the first 12 digits of the ID. `None` for other drivers.
+    /// `br-` and the first 12 characters of the ID. `None` for other drivers, and for an ID
+    /// that does not start with 12 ASCII characters (Docker's IDs have 64 hex digits).
     pub fn bridge(&self) -> Option<String> {
         if self.driver != "bridge" {
             return None;
         }
         match self.options.get(BRIDGE_NAME_OPTION) {
             Some(name) => Some(name.clone()),
-            None => self.id.get(..12).map(|short| format!("br-{short}")),
+            None => self
+                .id
+                .get(..12)
+                .filter(|short| short.is_ascii())
+                .map(|short| format!("br-{short}")),
         }
     }
 
@@ -107,13 +129,31 @@ impl DockerNetwork {
         format!("network {} ({})", self.name, short(&self.id))
     }
 
-    fn is_managed(&self, policy: &Policy) -> bool {
-        (policy.docker.manage_internal && self.internal)
-            || self
-                .labels
-                .get(&policy.docker.managed_label)
-                .map(String::as_str)
-                == Some("true")
+    /// Whether the network is managed under `policy`. A managed label whose value is neither
+    /// true nor false (see [`label_flag`]) counts as true, and is reported in `remarks`.
+    fn is_managed(&self, policy: &Policy, remarks: &mut Vec<Skipped>) -> bool {
+        let key = &policy.docker.managed_label;
+        let labelled = self.labels.get(key).is_some_and(|value| {
+            label_flag(value).unwrap_or_else(|| {
+                let reason = format!(
+                    "label {key} = `{value:.64}` is neither true nor false (true, yes, on, 1 or \
+                     false, no, off, 0): the network is treated as managed"
+                );
+                remarks.push(Skipped::new(&self.describe(), &reason));
+                true
+            })
+        });
+        (policy.docker.manage_internal && self.internal) || labelled
+    }
+}
+
+/// How a boolean label value reads: the usual spellings of yes and no, in any case and with
+/// surrounding white space; `None` for anything else.
+pub fn label_flag(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -129,11 +169,19 @@ fn short(id: &str) -> &str {
 
 /// A managed network, checked alone: its subnets parsed, its bridge known.
 fn managed_network(network: &DockerNetwork) -> Result<ManagedNetwork, String> {
-    let Some(bridge) = network.bridge() else {
+    if network.driver != "bridge" {
         return Err(format!(
             "driver `{}` does not route through a host bridge, so the host cannot enforce it; \
              use a bridge network for agents",
             network.driver
+        ));
+    }
+    let Some(bridge) = network.bridge() else {
+        return Err(format!(
+            "its ID `{:.64}` does not start with 12 ASCII characters, so the name Docker gives \
+             its bridge (`br-` and the ID's first 12) is unknown: the bridge is denied only if \
+             it matches bridge_patterns; Docker's network IDs have 64 hex digits",
+            network.id
         ));
     };
     if network.subnets.is_empty() {
@@ -143,8 +191,9 @@ fn managed_network(network: &DockerNetwork) -> Result<ManagedNetwork, String> {
         .subnets
         .iter()
         .map(|s| {
-            s.parse::<IpNet>()
-                .map_err(|_| format!("subnet `{s}` is not a CIDR prefix: its bridge stays denied"))
+            s.parse::<IpNet>().map_err(|_| {
+                format!("subnet `{s:.64}` is not a CIDR prefix: its bridge stays denied")
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ManagedNetwork {
@@ -154,41 +203,41 @@ fn managed_network(network: &DockerNetwork) -> Result<ManagedNetwork, String> {
     })
 }
 
+/// [`classify_after`] with no history: no Docker network was enforced before.
+pub fn classify(policy: &Policy, docker: &DockerState) -> Classified {
+    classify_after(policy, docker, &BTreeSet::new())
+}
+
 /// Classifies Docker's objects under `policy` and merges them with the policy's static entries
 /// (which win any conflict). Never fails: what cannot be enforced is listed in
 /// [`Classified::skipped`], and a managed network that is skipped keeps its bridge out of the
-/// classified set, so the unknown-network rule still drops its traffic.
+/// classified set and in the skipped one, so its traffic is dropped whatever its bridge's name.
 ///
 /// Items are offered to a [`TopologyBuilder`] in this order, so the earlier wins a conflict:
-/// the static entries, Docker's managed networks (by name, then ID), then its proxies (likewise).
-/// Networks come before proxies so that a proxy only takes addresses on enforced networks.
-pub fn classify(policy: &Policy, docker: &DockerState) -> Classified {
+/// the static entries, Docker's managed networks (those in `previously_enforced`, the last
+/// [`Classified::enforced_networks`], first; then by name, then ID), then its proxies (by name,
+/// then ID). Networks come before proxies so that a proxy only takes addresses on enforced
+/// networks.
+pub fn classify_after(
+    policy: &Policy,
+    docker: &DockerState,
+    previously_enforced: &BTreeSet<String>,
+) -> Classified {
     let mut skipped = Vec::new();
+    let mut remarks = Vec::new();
     let mut builder = TopologyBuilder::from(policy.static_topology.clone());
-    // IDs of the Docker networks accepted as managed.
-    let mut enforced: HashSet<&str> = HashSet::new();
-    let mut unmanaged_interfaces = BTreeSet::new();
-    let mut sorted: Vec<&DockerNetwork> = docker.networks.values().collect();
-    sorted.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
-    for network in sorted {
-        if !network.is_managed(policy) {
-            if let Some(bridge) = network.bridge().filter(|b| is_valid_interface(b)) {
-                unmanaged_interfaces.insert(bridge);
-            }
-            continue;
-        }
-        let offered = managed_network(network)
-            .and_then(|managed| builder.add_network(managed).map_err(|r| r.problem));
-        match offered {
-            Ok(()) => {
-                enforced.insert(&network.id);
-            }
-            Err(reason) => skipped.push(Skipped {
-                object: network.describe(),
-                reason,
-            }),
-        }
+    if let Err(rejected) = builder.reserve_dns_servers(&policy.proxy_defaults.dns_servers) {
+        let object = "policy [proxy] dns_servers";
+        remarks.push(Skipped::new(object, &rejected.problem));
     }
+    let networks = offer_networks(
+        policy,
+        docker,
+        previously_enforced,
+        &mut builder,
+        &mut skipped,
+        &mut remarks,
+    );
 
     let mut sorted: Vec<&DockerContainer> = docker
         .containers
@@ -197,13 +246,12 @@ pub fn classify(policy: &Policy, docker: &DockerState) -> Classified {
         .collect();
     sorted.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
     for container in sorted {
-        let addresses = proxy_addresses(container, &enforced, &mut skipped);
+        let addresses = proxy_addresses(container, &networks.enforced, &mut skipped);
         if addresses.is_empty() {
-            skipped.push(Skipped {
-                object: container.describe(),
-                reason: "labelled as a proxy but has no address on an enforced managed network"
-                    .into(),
-            });
+            skipped.push(Skipped::new(
+                &container.describe(),
+                "labelled as a proxy but has no address on an enforced managed network",
+            ));
             continue;
         }
         let proxy = Proxy {
@@ -215,24 +263,75 @@ pub fn classify(policy: &Policy, docker: &DockerState) -> Classified {
         offer_proxy(&mut builder, proxy, &mut skipped);
     }
     skipped.sort();
+    remarks.sort();
     Classified {
         topology: builder
             .build()
-            .with_unmanaged_interfaces(unmanaged_interfaces),
+            .with_unmanaged_interfaces(networks.unmanaged_bridges)
+            .with_skipped_interfaces(networks.skipped_bridges),
         skipped,
+        remarks,
+        enforced_networks: networks.enforced,
     }
+}
+
+/// What [`offer_networks`] found among Docker's networks.
+struct OfferedNetworks {
+    /// IDs of the managed networks accepted.
+    enforced: BTreeSet<String>,
+    /// Bridges of the unmanaged networks.
+    unmanaged_bridges: BTreeSet<String>,
+    /// Bridges of the managed networks skipped.
+    skipped_bridges: BTreeSet<String>,
+}
+
+/// Offers Docker's managed networks to `builder`, those in `previously_enforced` first, the
+/// rest by name then ID; reports the ones refused in `skipped`.
+fn offer_networks(
+    policy: &Policy,
+    docker: &DockerState,
+    previously_enforced: &BTreeSet<String>,
+    builder: &mut TopologyBuilder,
+    skipped: &mut Vec<Skipped>,
+    remarks: &mut Vec<Skipped>,
+) -> OfferedNetworks {
+    let mut out = OfferedNetworks {
+        enforced: BTreeSet::new(),
+        unmanaged_bridges: BTreeSet::new(),
+        skipped_bridges: BTreeSet::new(),
+    };
+    let mut sorted: Vec<&DockerNetwork> = docker.networks.values().collect();
+    sorted.sort_by_key(|n| (!previously_enforced.contains(&n.id), &n.name, &n.id));
+    for network in sorted {
+        if !network.is_managed(policy, remarks) {
+            out.unmanaged_bridges.extend(network.bridge());
+            continue;
+        }
+        let offered = managed_network(network)
+            .and_then(|managed| builder.add_network(managed).map_err(|r| r.problem));
+        match offered {
+            Ok(()) => {
+                out.enforced.insert(network.id.clone());
+            }
+            Err(reason) => {
+                out.skipped_bridges.extend(network.bridge());
+                skipped.push(Skipped::new(&network.describe(), &reason));
+            }
+        }
+    }
+    out
 }
 
 /// The addresses `container` holds on the `enforced` networks; those that do not parse are
 /// reported in `skipped`.
 fn proxy_addresses(
     container: &DockerContainer,
-    enforced: &HashSet<&str>,
+    enforced: &BTreeSet<String>,
     skipped: &mut Vec<Skipped>,
 ) -> Vec<IpAddr> {
     let mut addresses = Vec::new();
     for endpoint in &container.endpoints {
-        if !enforced.contains(endpoint.network_id.as_str()) {
+        if !enforced.contains(&endpoint.network_id) {
             continue; // not on an enforced managed network: nothing to allow there
         }
         for text in [&endpoint.ipv4, &endpoint.ipv6] {
@@ -241,10 +340,10 @@ fn proxy_addresses(
             }
             match text.parse::<IpAddr>() {
                 Ok(address) => addresses.push(address),
-                Err(_) => skipped.push(Skipped {
-                    object: container.describe(),
-                    reason: format!("address `{text}` is not an IP address; it gets no egress"),
-                }),
+                Err(_) => skipped.push(Skipped::new(
+                    &container.describe(),
+                    &format!("address `{text:.64}` is not an IP address; it gets no egress"),
+                )),
             }
         }
     }
@@ -265,10 +364,7 @@ fn offer_proxy(builder: &mut TopologyBuilder, mut proxy: Proxy, skipped: &mut Ve
                 (format!("container {}", proxy.name), false)
             }
         };
-        skipped.push(Skipped {
-            object,
-            reason: rejected.problem,
-        });
+        skipped.push(Skipped::new(&object, &rejected.problem));
         if !again {
             return;
         }

@@ -13,4 +13,5 @@ pub mod planner;
 pub mod policy;
 pub mod render;
 pub mod ruleset;
+pub mod text;
 pub mod topology;

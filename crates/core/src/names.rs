@@ -42,6 +42,8 @@ pub enum SetName {
     ManagedInterfaces,
     /// The interfaces of every classified network, managed or not.
     KnownInterfaces,
+    /// The interfaces of networks seen as managed but not enforced (skipped): denied.
+    SkippedInterfaces,
 }
 
 const PROXY_PREFIX: &str = "proxy_";
@@ -93,6 +95,7 @@ impl fmt::Display for SetName {
             SetName::Proxies(family) => write!(f, "proxies_{}", family.tag()),
             SetName::ManagedInterfaces => f.write_str("managed_interfaces"),
             SetName::KnownInterfaces => f.write_str("known_interfaces"),
+            SetName::SkippedInterfaces => f.write_str("skipped_interfaces"),
         }
     }
 }
@@ -105,6 +108,7 @@ impl FromStr for SetName {
         match text {
             "managed_interfaces" => return Ok(SetName::ManagedInterfaces),
             "known_interfaces" => return Ok(SetName::KnownInterfaces),
+            "skipped_interfaces" => return Ok(SetName::SkippedInterfaces),
             _ => {}
         }
         let (kind, rest) = text.split_once('_').ok_or_else(unknown)?;
@@ -158,6 +162,7 @@ mod tests {
             family().prop_map(SetName::Proxies),
             Just(SetName::ManagedInterfaces),
             Just(SetName::KnownInterfaces),
+            Just(SetName::SkippedInterfaces),
         ]
     }
 

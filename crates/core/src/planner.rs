@@ -5,14 +5,16 @@
 //!   lookups as possible: a proxy's packets visit its chain (`proxy_<name>`), which accepts
 //!   replies and only its allowed services toward destinations outside every managed subnet;
 //!   packets from a managed subnet or a managed network's bridge go to `from_managed`; packets
-//!   from a bridge no classified network owns go to `from_unknown_bridge`. Everything else
-//!   passes untouched.
+//!   from a bridge no classified network owns, or from the bridge of a managed network that was
+//!   skipped (`skipped_interfaces`, only when there is one), go to `from_unknown_bridge`.
+//!   Everything else passes untouched.
 //! - `from_managed`: replies pass; traffic whose source and destination lie in the same network
 //!   passes (one lookup of the pair of prefixes per pair of prefix lengths); link-local
 //!   multicast passes; any other packet is dropped, counted per subnet in the `egress_*` sets
 //!   (each element names its network), or, from a forged source, by the chain's last rule.
 //! - `input`: replies and neighbour discovery pass; a managed subnet opening a connection to the
-//!   host goes to `host_from_managed`, where only proxies' allowed services pass.
+//!   host goes to `host_from_managed`, where only proxies' allowed services pass; anything else
+//!   from an unclassified or skipped bridge is dropped.
 //!
 //! Each step is a set lookup, so the per-packet cost does not grow with the number of subnets.
 
@@ -137,8 +139,8 @@ impl Lookups {
     }
 }
 
-/// The interface-name sets: the managed networks' bridges and, when unknown bridges are
-/// guarded, every classified network's.
+/// The interface-name sets: the managed networks' bridges, when unknown bridges are guarded
+/// every classified network's, and the skipped networks' bridges when there are any.
 fn interface_sets(
     settings: &TableSettings,
     topology: &Topology,
@@ -163,6 +165,13 @@ fn interface_sets(
         key: SetKey::InterfaceName,
         content: SetContent::InterfaceNames(managed),
     });
+    if !topology.skipped_interfaces().is_empty() {
+        sets.push(Set {
+            name: SetName::SkippedInterfaces,
+            key: SetKey::InterfaceName,
+            content: SetContent::InterfaceNames(topology.skipped_interfaces().clone()),
+        });
+    }
     sets
 }
 
@@ -181,13 +190,14 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     let prefixes: Vec<(Family, u8)> = lookups.by_prefix.keys().copied().collect();
     let pair_lengths: Vec<(Family, u8, u8)> = lookups.pairs.keys().copied().collect();
     let proxy_families: Vec<Family> = lookups.proxy_maps.keys().copied().collect();
+    let skipped = !topology.skipped_interfaces().is_empty();
     let mut chains = vec![
-        forward_chain(settings, &prefixes, &proxy_families),
-        input_chain(settings, &prefixes),
+        forward_chain(settings, &prefixes, &proxy_families, skipped),
+        input_chain(settings, &prefixes, skipped),
         from_managed_chain(&prefixes, &pair_lengths),
         host_chain(&proxy_families),
     ];
-    if !settings.unknown_interface_patterns.is_empty() {
+    if !settings.unknown_interface_patterns.is_empty() || skipped {
         chains.push(unknown_bridge_chain());
     }
     chains.extend(proxies.iter().map(|p| proxy_rules(p, &prefixes)));
@@ -258,6 +268,21 @@ fn unknown_interface_rules(
         })
 }
 
+/// Traffic entering from the bridge of a managed network that was skipped meets `verdict`
+/// (counted when it drops). Placed after the managed networks' rules, which give every packet
+/// from their own bridges a final verdict, so an enforced network's bridge stays enforced.
+fn skipped_interface_rule(verdict: Verdict) -> Rule {
+    Rule {
+        matches: vec![Match::InputInterfaceInSet {
+            set: SetName::SkippedInterfaces,
+            negated: false,
+        }],
+        counter: matches!(verdict, Verdict::Drop),
+        action: Action::Verdict(verdict),
+        comment: "the bridge of a managed network enforcer skipped (see its log): denied".into(),
+    }
+}
+
 fn from_managed_interface(verdict: Verdict, comment: &str) -> Rule {
     Rule {
         matches: vec![Match::InputInterfaceInSet {
@@ -295,6 +320,7 @@ fn forward_chain(
     settings: &TableSettings,
     prefixes: &[(Family, u8)],
     proxy_families: &[Family],
+    skipped: bool,
 ) -> Chain {
     // Proxies first: their allowed egress, the traffic that matters most, then costs two
     // lookups (the proxy map, and the check that the destination is not managed).
@@ -311,6 +337,11 @@ fn forward_chain(
         from_managed,
         "anything else entering from a managed network's bridge (a forged source)",
     ));
+    if skipped {
+        rules.push(skipped_interface_rule(Verdict::Jump(
+            ChainName::FromUnknownBridge,
+        )));
+    }
     rules.extend(unknown_interface_rules(
         settings,
         Verdict::Jump(ChainName::FromUnknownBridge),
@@ -386,7 +417,7 @@ fn unknown_bridge_chain() -> Chain {
     }
 }
 
-fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)]) -> Chain {
+fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)], skipped: bool) -> Chain {
     let mut rules = vec![
         replies_rule(),
         rule(
@@ -408,6 +439,9 @@ fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)]) -> Chain {
         Verdict::Jump(ChainName::HostFromManaged),
         "anything else from a managed network's bridge to the host itself",
     ));
+    if skipped {
+        rules.push(skipped_interface_rule(Verdict::Drop));
+    }
     Chain {
         name: ChainName::Input,
         hook: Some((Hook::Input, settings.input_priority)),

@@ -17,6 +17,7 @@ mod builder;
 
 pub use builder::{
     is_valid_interface, is_valid_name, NetworkPart, ProxyPart, Rejected, TopologyBuilder,
+    SPECIAL_RANGES,
 };
 
 /// Shortest IPv4 prefix a managed subnet may have: anything larger is a mistake, not a network.
@@ -93,9 +94,16 @@ impl FromStr for Service {
                 ))
             }
         };
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("`{port}` in `{text}` is not a port number (1 to 65535)"))?;
+        // Only canonical decimal: u16's parser also takes `+443` and `0443`.
+        let canonical = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && (port == "0" || !port.starts_with('0'));
+        let port: u16 = port.parse().ok().filter(|_| canonical).ok_or_else(|| {
+            format!(
+                "`{port}` in `{text}` is not a port number: write 1 to 65535 in decimal, \
+                     without sign or leading zeros"
+            )
+        })?;
         if port == 0 {
             return Err(format!(
                 "port 0 in `{text}` matches nothing: use a port from 1 to 65535"
@@ -146,6 +154,8 @@ pub enum Subject {
     DnsServer(usize, usize),
     /// The interface of the network at this index.
     Interface(usize),
+    /// Default DNS server at this index (the resolvers of proxies that name none).
+    DefaultDnsServer(usize),
 }
 
 /// A topology that would make the rules wrong or meaningless.
@@ -164,6 +174,7 @@ pub struct Topology {
     networks: Vec<ManagedNetwork>,
     proxies: Vec<Proxy>,
     unmanaged_interfaces: BTreeSet<String>,
+    skipped_interfaces: BTreeSet<String>,
 }
 
 impl Topology {
@@ -172,6 +183,17 @@ impl Topology {
     /// [`TopologyBuilder::add_proxy`] for the checks). The first item rejected is reported; when
     /// two items conflict, that is the later one.
     pub fn new(networks: Vec<ManagedNetwork>, proxies: Vec<Proxy>) -> Result<Self, TopologyError> {
+        Topology::with_default_dns(networks, &[], proxies)
+    }
+
+    /// As [`Topology::new`], and checks after the networks the resolvers that proxies not given
+    /// here will use (the policy's `[proxy] dns_servers`): none may lie inside a managed subnet
+    /// (reported as [`Subject::DefaultDnsServer`]).
+    pub fn with_default_dns(
+        networks: Vec<ManagedNetwork>,
+        default_dns: &[IpAddr],
+        proxies: Vec<Proxy>,
+    ) -> Result<Self, TopologyError> {
         let mut builder = TopologyBuilder::default();
         for (n, network) in networks.into_iter().enumerate() {
             builder
@@ -185,6 +207,12 @@ impl Topology {
                     problem: rejected.problem,
                 })?;
         }
+        builder
+            .reserve_dns_servers(default_dns)
+            .map_err(|rejected| TopologyError {
+                subject: Subject::DefaultDnsServer(rejected.part),
+                problem: rejected.problem,
+            })?;
         for (p, proxy) in proxies.into_iter().enumerate() {
             builder.add_proxy(proxy).map_err(|rejected| TopologyError {
                 subject: match rejected.part {
@@ -216,6 +244,22 @@ impl Topology {
         &self.unmanaged_interfaces
     }
 
+    /// Adds the interfaces of networks seen as managed but not enforced (skipped Docker
+    /// networks), whose traffic must be denied whatever their names. Names that are not valid
+    /// interface names are left out.
+    pub fn with_skipped_interfaces(mut self, interfaces: impl IntoIterator<Item = String>) -> Self {
+        self.skipped_interfaces = interfaces
+            .into_iter()
+            .filter(|name| is_valid_interface(name))
+            .collect();
+        self
+    }
+
+    /// Interfaces of networks seen as managed but not enforced: their traffic is denied.
+    pub fn skipped_interfaces(&self) -> &BTreeSet<String> {
+        &self.skipped_interfaces
+    }
+
     /// The managed networks, in the order given.
     pub fn networks(&self) -> &[ManagedNetwork] {
         &self.networks
@@ -245,6 +289,7 @@ pub fn changes(old: &Topology, new: &Topology) -> Vec<String> {
         format!("proxy {} {}", p.name, addresses.join(" "))
     }
     let bridge_text = |i: &String| format!("unmanaged bridge {i}");
+    let skipped_text = |i: &String| format!("denied bridge {i} of a skipped network");
     let mut out = Vec::new();
     push_changes(
         &mut out,
@@ -266,6 +311,13 @@ pub fn changes(old: &Topology, new: &Topology) -> Vec<String> {
         &new.unmanaged_interfaces,
         |i| i,
         bridge_text,
+    );
+    push_changes(
+        &mut out,
+        &old.skipped_interfaces,
+        &new.skipped_interfaces,
+        |i| i,
+        skipped_text,
     );
     out
 }

@@ -291,7 +291,7 @@ impl Source<'_> {
             .iter()
             .map(|proxy| self.proxy(proxy, defaults))
             .collect::<Result<Vec<_>, _>>()?;
-        Topology::new(networks, proxies)
+        Topology::with_default_dns(networks, &defaults.dns_servers, proxies)
             .map_err(|e| self.error(Some(span_of(raw, e.subject)), e.problem))
     }
 
@@ -347,16 +347,21 @@ fn span_of(raw: &RawPolicy, subject: Subject) -> Range<usize> {
         Subject::Subnet(n, s) => raw.networks[n].subnets[s].span(),
         Subject::Proxy(p) => raw.proxies[p].name.span(),
         Subject::ProxyAddress(p, a) => raw.proxies[p].addresses[a].span(),
+        Subject::DefaultDnsServer(d) => default_dns_span(raw, d),
         Subject::DnsServer(p, d) => match &raw.proxies[p].dns_servers {
             Some(list) => list[d].span(),
-            None => raw
-                .proxy
-                .dns_servers
-                .as_ref()
-                .map(|l| l[d].span())
-                .unwrap_or(0..0),
+            None => default_dns_span(raw, d),
         },
     }
+}
+
+/// Where `[proxy] dns_servers` entry `d` was written.
+fn default_dns_span(raw: &RawPolicy, d: usize) -> Range<usize> {
+    raw.proxy
+        .dns_servers
+        .as_ref()
+        .map(|l| l[d].span())
+        .unwrap_or(0..0)
 }
 
 fn is_table_name(name: &str) -> bool {

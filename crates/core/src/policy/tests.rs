@@ -249,3 +249,95 @@ fn a_reload_names_what_it_takes_away() {
     assert!(new.removals(&old).is_empty());
     assert!(old.removals(&old).is_empty());
 }
+
+#[test]
+fn special_ranges_are_refused_as_managed_subnets() {
+    for subnet in [
+        "127.0.0.0/8",
+        "127.1.0.0/16",
+        "::1/128",
+        "224.0.0.0/24",
+        "239.1.0.0/16",
+        "ff05::/16",
+        "169.254.0.0/16",
+        "169.0.0.0/8",
+        "fe80::/64",
+        "0.0.0.0/8",
+        "255.255.255.255/32",
+        "::ffff:10.1.0.0/120",
+    ] {
+        let text =
+            format!("[[networks]]\nname = \"a\"\nsubnets = [\"10.1.0.0/24\", \"{subnet}\"]\n");
+        let (line, column, message) = error_of(&text);
+        assert_eq!((line, column), (3, 27), "{subnet}");
+        assert!(
+            message.contains("which no managed network may use"),
+            "{subnet}: {message}"
+        );
+    }
+    let (_, _, message) = error_of("[[networks]]\nname = \"a\"\nsubnets = [\"::ffff:0:0/96\"]\n");
+    assert!(message.contains("IPv4-mapped"), "{message}");
+    // Neighbours of the special ranges stay usable.
+    let text = "[[networks]]\nname = \"a\"\nsubnets = [\"128.0.0.0/8\", \"fd00::/64\"]\n";
+    assert!(Policy::parse(text, "p").is_ok());
+}
+
+#[test]
+fn a_default_dns_server_inside_a_managed_subnet_is_located() {
+    // No proxy is declared: before, this passed, and every Docker proxy was later refused.
+    let text = "[proxy]\ndns_servers = [\"192.0.2.53\", \"10.1.0.53\"]\n\
+                [[networks]]\nname = \"a\"\nsubnets = [\"10.1.0.0/24\"]\n";
+    let (line, column, message) = error_of(text);
+    assert_eq!((line, column), (2, 30));
+    assert!(
+        message.contains("default DNS server 10.1.0.53 lies inside managed subnet 10.1.0.0/24"),
+        "{message}"
+    );
+}
+
+#[test]
+fn two_networks_may_not_share_an_interface() {
+    let text = "[[networks]]\nname = \"a\"\ninterface = \"br-x\"\n\
+                [[networks]]\nname = \"b\"\ninterface = \"br-x\"\n";
+    let (line, column, message) = error_of(text);
+    assert_eq!((line, column), (6, 13));
+    assert!(
+        message.contains("`br-x` is already the interface of network `a`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn only_canonical_decimal_ports_are_services() {
+    for service in ["tcp/+443", "tcp/0443", "udp/053", "tcp/ 443", "tcp/"] {
+        let (line, column, message) = error_of(&format!("[proxy]\nallow = [\"{service}\"]\n"));
+        assert_eq!((line, column), (2, 10), "{service}");
+        assert!(
+            message.contains("is not a port number"),
+            "{service}: {message}"
+        );
+    }
+}
+
+#[test]
+fn interface_names_and_patterns_nft_would_read_otherwise_are_refused() {
+    // `br\*` used to load as `br*` from the dry-run text but as a prefix match on `br\` over
+    // netlink.
+    for pattern in [r"br\\*", r"br\\", "br'*", "br:0", ".", ".."] {
+        let text = format!("[docker]\nbridge_patterns = [\"{pattern}\"]\n");
+        let (_, _, message) = error_of(&text);
+        assert!(
+            message.contains("interface pattern"),
+            "{pattern}: {message}"
+        );
+    }
+    for name in [r"br\\x", "br'x", "br\\\"x", "br:0", ".."] {
+        let text = format!("[[networks]]\nname = \"a\"\ninterface = \"{name}\"\n");
+        let (line, _, message) = error_of(&text);
+        assert_eq!(line, 3, "{name}");
+        assert!(
+            message.contains("not an interface name"),
+            "{name}: {message}"
+        );
+    }
+}

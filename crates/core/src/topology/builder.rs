@@ -3,7 +3,7 @@
 //! either accepted or handed back as [`Rejected`] with what is wrong. The order of the offers
 //! is the caller's: whatever is accepted first wins a conflict, the later item loses.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -55,8 +55,10 @@ pub struct TopologyBuilder {
     subnets: BTreeMap<IpAddr, (IpNet, usize)>,
     /// Addresses of accepted proxies.
     addresses: HashSet<IpAddr>,
-    /// DNS servers of accepted proxies, with the index of a proxy that uses each.
-    dns_servers: BTreeMap<IpAddr, usize>,
+    /// DNS servers of accepted proxies (and reserved ones), with who uses each: `proxy `p``.
+    dns_servers: BTreeMap<IpAddr, String>,
+    /// Interfaces of accepted networks, with the network's name.
+    interfaces: HashMap<String, String>,
 }
 
 impl From<Topology> for TopologyBuilder {
@@ -65,6 +67,7 @@ impl From<Topology> for TopologyBuilder {
         let mut builder = TopologyBuilder {
             topology: Topology {
                 unmanaged_interfaces: topology.unmanaged_interfaces,
+                skipped_interfaces: topology.skipped_interfaces,
                 ..Topology::default()
             },
             ..TopologyBuilder::default()
@@ -81,9 +84,11 @@ impl From<Topology> for TopologyBuilder {
 
 impl TopologyBuilder {
     /// Accepts `network` unless its name is malformed or taken, its interface is not one the
-    /// kernel accepts, a subnet is not canonical or shorter than [`MIN_PREFIX_V4`] /
-    /// [`MIN_PREFIX_V6`], a subnet overlaps an accepted one (or an earlier one of its own), or a
-    /// subnet holds the DNS server of an accepted proxy. The first problem found is returned.
+    /// kernel accepts (and nft reads as written) or is an accepted network's, a subnet is not
+    /// canonical, is shorter than [`MIN_PREFIX_V4`] / [`MIN_PREFIX_V6`] or overlaps a range no
+    /// network may use ([`SPECIAL_RANGES`]), a subnet overlaps an accepted one (or an earlier one
+    /// of its own), or a subnet holds the DNS server of an accepted proxy (or a reserved one, see
+    /// [`TopologyBuilder::reserve_dns_servers`]). The first problem found is returned.
     pub fn add_network(&mut self, network: ManagedNetwork) -> Result<(), Rejected<NetworkPart>> {
         let reject = |part, problem| Err(Rejected { part, problem });
         if let Some(problem) = name_problem(&network.name, "network", &self.network_names) {
@@ -95,7 +100,18 @@ impl TopologyBuilder {
                     NetworkPart::Interface,
                     format!(
                         "network `{}`: `{interface}` is not an interface name: use 1 to \
-                         {MAX_INTERFACE_LEN} characters, no spaces, `/` or `*`",
+                         {MAX_INTERFACE_LEN} ASCII characters, without spaces, quotes, \\, `/`, \
+                         `:` or `*`",
+                        network.name
+                    ),
+                );
+            }
+            if let Some(owner) = self.interfaces.get(interface) {
+                return reject(
+                    NetworkPart::Interface,
+                    format!(
+                        "network `{}`: interface `{interface}` is already the interface of \
+                         network `{owner}`: one interface carries one network, give each its own",
                         network.name
                     ),
                 );
@@ -114,12 +130,12 @@ impl TopologyBuilder {
             let mut held = self
                 .dns_servers
                 .range(subnet.network()..=subnet.broadcast());
-            if let Some((server, proxy)) = held.next() {
+            if let Some((server, user)) = held.next() {
                 let problem = format!(
-                    "subnet {subnet} of network `{}` holds DNS server {server} of proxy `{}`, \
+                    "subnet {subnet} of network `{}` holds DNS server {server} of {user}, \
                      which no proxy may reach inside a managed subnet; give the network another \
                      range or the proxy a resolver outside the managed networks",
-                    network.name, self.topology.proxies[*proxy].name
+                    network.name
                 );
                 return reject(NetworkPart::Subnet(index), problem);
             }
@@ -168,6 +184,30 @@ impl TopologyBuilder {
         Ok(())
     }
 
+    /// Reserves `servers`, the resolvers that proxies not offered yet will use (the policy's
+    /// `[proxy] dns_servers`, given to every Docker proxy), so that no network accepted later
+    /// may hold one. Refused, with the index of the first server found and the problem, when
+    /// one lies inside an accepted subnet: every proxy using it would then be refused.
+    pub fn reserve_dns_servers(&mut self, servers: &[IpAddr]) -> Result<(), Rejected<usize>> {
+        for (index, server) in servers.iter().enumerate() {
+            if let Some(subnet) = self.containing_subnet(*server) {
+                return Err(Rejected {
+                    part: index,
+                    problem: format!(
+                        "default DNS server {server} lies inside managed subnet {subnet}, which \
+                         no proxy may reach; use a resolver outside the managed networks"
+                    ),
+                });
+            }
+        }
+        for server in servers {
+            self.dns_servers
+                .entry(*server)
+                .or_insert_with(|| "the proxy defaults".to_string());
+        }
+        Ok(())
+    }
+
     /// The topology of every accepted item, in the order accepted.
     pub fn build(self) -> Topology {
         self.topology
@@ -209,14 +249,19 @@ impl TopologyBuilder {
             self.subnets.insert(subnet.network(), (*subnet, index));
         }
         self.network_names.insert(network.name.clone());
+        if let Some(interface) = &network.interface {
+            self.interfaces
+                .insert(interface.clone(), network.name.clone());
+        }
         self.topology.networks.push(network);
     }
 
     fn accept_proxy(&mut self, proxy: Proxy) {
-        let index = self.topology.proxies.len();
         self.addresses.extend(proxy.addresses.iter().copied());
         for server in &proxy.dns_servers {
-            self.dns_servers.entry(*server).or_insert(index);
+            self.dns_servers
+                .entry(*server)
+                .or_insert_with(|| format!("proxy `{}`", proxy.name));
         }
         self.proxy_names.insert(proxy.name.clone());
         self.topology.proxies.push(proxy);
@@ -247,14 +292,36 @@ pub fn is_valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// Whether `name` is an interface name the kernel accepts, without wildcards.
+/// Whether `name` is an interface name the kernel accepts and nft reads back as written:
+/// printable ASCII without spaces, `/` or `:` (the kernel's rule), without `*` (a wildcard),
+/// `\` (nft's escape) or quotes (nft's string delimiters), and not `.` or `..`.
 pub fn is_valid_interface(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_INTERFACE_LEN
+        && name != "."
+        && name != ".."
         && name
             .chars()
-            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '*' | '"'))
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | ':' | '*' | '"' | '\'' | '\\'))
 }
+
+/// Ranges no managed subnet may overlap, with what they are: their addresses never travel
+/// through a Docker bridge as a network's own, and rules on them would be wrong or void.
+pub const SPECIAL_RANGES: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "\"this network\" range"),
+    ("127.0.0.0/8", "loopback range"),
+    ("169.254.0.0/16", "link-local range"),
+    ("224.0.0.0/4", "multicast range"),
+    ("255.255.255.255/32", "broadcast address"),
+    ("::1/128", "loopback address"),
+    (
+        "::ffff:0:0/96",
+        "IPv4-mapped range (an IPv4 address in IPv6 form, which escapes the checks against \
+         IPv4 subnets)",
+    ),
+    ("fe80::/10", "link-local range"),
+    ("ff00::/8", "multicast range"),
+];
 
 fn check_subnet(subnet: &IpNet) -> Result<(), String> {
     let min = match subnet {
@@ -272,6 +339,15 @@ fn check_subnet(subnet: &IpNet) -> Result<(), String> {
             "subnet {subnet} has host bits set: write it as {}",
             subnet.trunc()
         ));
+    }
+    for (range, what) in SPECIAL_RANGES {
+        let range: IpNet = range.parse().expect("constant prefix");
+        if range.contains(&subnet.network()) || subnet.contains(&range.network()) {
+            return Err(format!(
+                "subnet {subnet} overlaps the {what} {range}, which no managed network may use; \
+                 give the network a private range (like 10.0.0.0/8 or fd00::/8)"
+            ));
+        }
     }
     Ok(())
 }
