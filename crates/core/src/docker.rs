@@ -92,7 +92,7 @@ impl Skipped {
 }
 
 /// The outcome of [`classify`]: what to enforce, and what was left out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Classified {
     /// The policy's static entries plus the managed Docker networks and proxies; the bridges of
     /// the managed networks skipped are among its [`Topology::skipped_interfaces`].

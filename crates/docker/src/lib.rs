@@ -21,6 +21,7 @@ use bollard::query_parameters::ListContainersOptions;
 use bollard::{Docker, API_DEFAULT_VERSION};
 use enforcer_core::docker::DockerState;
 use enforcer_core::policy::DockerSettings;
+use enforcer_core::text::printable;
 use futures_util::{Stream, StreamExt};
 
 use convert::{
@@ -143,19 +144,6 @@ impl fmt::Display for Change {
             }
         }
     }
-}
-
-/// `text` with control characters (newlines among them) escaped as Rust would write them.
-pub fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_string();
-    }
-    text.chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_default().to_string(),
-            false => c.to_string(),
-        })
-        .collect()
 }
 
 /// Whether `id` can be a Docker object ID (64 hex digits locally, 25 alphanumerics for swarm

@@ -269,6 +269,9 @@ fn one_shot_ruleset(policy: &Policy) -> Result<Ruleset> {
     for item in &classified.skipped {
         eprintln!("enforcer: skipped {}: {}", item.object, item.reason);
     }
+    for item in &classified.remarks {
+        eprintln!("enforcer: {}: {}", item.object, item.reason);
+    }
     Ok(plan(&policy.table, &classified.topology))
 }
 

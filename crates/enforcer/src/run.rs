@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use enforcer_core::docker::{classify, DockerState, Skipped};
+use enforcer_core::docker::{classify_after, Classified, DockerState};
 use enforcer_core::planner::plan;
 use enforcer_core::policy::{DockerSettings, Policy};
 use enforcer_core::ruleset::Ruleset;
@@ -62,7 +62,9 @@ struct Agent<K> {
     /// them changes), and what the kernel was last made to hold, for change summaries.
     desired: (Topology, Ruleset),
     enforced: Topology,
-    skipped: Vec<Skipped>,
+    /// What the last classification skipped, remarked on and enforced (each skip and remark
+    /// is logged once; enforced networks keep winning conflicts).
+    seen: Classified,
     state_path: PathBuf,
     connection: DockerConnection,
     /// When and why the table was last applied (seconds since the epoch).
@@ -83,8 +85,14 @@ impl<K: Kernel> Agent<K> {
             .as_ref()
             .map(|p| (p.applied_unix, p.reason.clone()))
             .unwrap_or_else(|| (now_unix(), "start".to_string()));
-        let docker = previous.map(|p| p.docker).unwrap_or_default();
-        let (desired, skipped) = desired_table(&policy, &docker, &[]);
+        let (docker, enforced_networks) = previous
+            .map(|p| (p.docker, p.enforced_networks))
+            .unwrap_or_default();
+        let known = Classified {
+            enforced_networks,
+            ..Classified::default()
+        };
+        let (desired, seen) = desired_table(&policy, &docker, &known);
         Agent {
             config,
             docker,
@@ -99,7 +107,7 @@ impl<K: Kernel> Agent<K> {
             kernel,
             desired,
             enforced: Topology::default(),
-            skipped,
+            seen,
             state_path,
             last_applied,
         }
@@ -108,9 +116,9 @@ impl<K: Kernel> Agent<K> {
     /// Recomputes the desired table after the policy or the Docker state changed, then
     /// enforces it.
     fn recompute(&mut self, reason: &str) -> Result<()> {
-        let (desired, skipped) = desired_table(&self.policy, &self.docker, &self.skipped);
+        let (desired, seen) = desired_table(&self.policy, &self.docker, &self.seen);
         self.desired = desired;
-        self.skipped = skipped;
+        self.seen = seen;
         self.enforce(reason)
     }
 
@@ -241,6 +249,7 @@ impl<K: Kernel> Agent<K> {
             self.docker.clone(),
         );
         state.policy = self.policy_text.clone();
+        state.enforced_networks = self.seen.enforced_networks.clone();
         if let Err(error) = state.store(&self.state_path) {
             tracing::error!("{error:#}");
         }
@@ -279,23 +288,32 @@ fn applied_summary(enforced: &Topology, desired: &Topology, changes: Vec<String>
     text
 }
 
-/// The topology and table that `policy` and `docker` call for, and the Docker objects skipped
-/// (each logged once: those not already in `known_skipped`).
+/// The topology and table that `policy` and `docker` call for, and the classification behind
+/// them. Networks `known` enforced keep winning conflicts; its skips and remarks are not logged
+/// again (new ones are, at WARN).
 fn desired_table(
     policy: &Policy,
     docker: &DockerState,
-    known_skipped: &[Skipped],
-) -> ((Topology, Ruleset), Vec<Skipped>) {
-    let classified = classify(policy, docker);
+    known: &Classified,
+) -> ((Topology, Ruleset), Classified) {
+    let mut classified = classify_after(policy, docker, &known.enforced_networks);
     for item in classified
         .skipped
         .iter()
-        .filter(|s| !known_skipped.contains(s))
+        .filter(|s| !known.skipped.contains(s))
     {
         tracing::warn!(object = %item.object, "skipped: {}", item.reason);
     }
+    for item in classified
+        .remarks
+        .iter()
+        .filter(|s| !known.remarks.contains(s))
+    {
+        tracing::warn!(object = %item.object, "{}", item.reason);
+    }
     let ruleset = plan(&policy.table, &classified.topology);
-    ((classified.topology, ruleset), classified.skipped)
+    let topology = std::mem::take(&mut classified.topology);
+    ((topology, ruleset), classified)
 }
 
 /// At most [`REASONS_SHOWN`] reasons, then how many more.
@@ -418,7 +436,7 @@ fn enforce_fallback(
             "the embedded default policy with every Docker bridge denied".to_string(),
         ),
     };
-    let ((_, ruleset), _) = desired_table(&policy, &docker, &[]);
+    let ((_, ruleset), _) = desired_table(&policy, &docker, &Classified::default());
     match kernel.apply(&ruleset) {
         Ok(_) => error.context(format!(
             "the policy cannot be used; enforcing {what} until it is fixed"

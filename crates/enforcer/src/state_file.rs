@@ -59,6 +59,9 @@ pub struct StateFile {
     /// policy, enforced again at start should the file have turned invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// IDs of the Docker networks enforced, which keep winning conflicts after a restart.
+    #[serde(default)]
+    pub enforced_networks: std::collections::BTreeSet<String>,
 }
 
 /// Seconds since the epoch, now.
@@ -91,6 +94,7 @@ impl StateFile {
             docker_connection,
             docker,
             policy: None,
+            enforced_networks: Default::default(),
         }
     }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use enforcer_core::diff::{additions_last, diff, Change};
-use enforcer_core::docker::classify;
+use enforcer_core::docker::classify_after;
 use enforcer_core::policy::Policy;
 use enforcer_nft::{KernelView, NftError, Nftables};
 use serde::Serialize;
@@ -125,7 +125,7 @@ fn disagreements(policy: &Policy, kernel: &KernelView, state: &StateFile) -> Vec
         let texts: Vec<String> = subnets.iter().map(|s| s.to_string()).collect();
         texts.join(" ")
     }
-    let expected = classify(policy, &state.docker).topology;
+    let expected = classify_after(policy, &state.docker, &state.enforced_networks).topology;
     let mut out = Vec::new();
     let said = expected.networks().iter().map(|n| {
         (

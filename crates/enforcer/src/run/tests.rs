@@ -493,7 +493,7 @@ fn a_huge_change_is_summarised_in_a_bounded_line() {
     let networks: Vec<DockerNetwork> = (0..200)
         .map(|i| {
             managed_network(
-                &format!("{i:0>64}"),
+                &format!("{i:012}{}", "a".repeat(52)),
                 &format!("n{i}"),
                 &format!("10.{}.{}.0/24", 100 + i / 200, i % 200),
             )
@@ -515,4 +515,37 @@ fn a_huge_change_is_summarised_in_a_bounded_line() {
         .expect("an applied line");
     assert!(line.contains("; and 150 more changes"), "{line}");
     assert!(line.len() < 4000, "{} bytes", line.len());
+}
+
+#[test]
+fn an_enforced_network_keeps_its_subnet_against_a_newcomer_also_after_a_restart() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, DEFAULTS);
+    let enforced = managed_network(NET_ID, "zzz-agents", "10.110.0.0/24");
+    let newcomer = managed_network(OTHER_ID, "aaa", "10.110.0.0/24");
+    absorb_queued(
+        &mut agent,
+        vec![changed(
+            docker(&[&enforced], &[]),
+            "network create zzz-agents",
+        )],
+    )
+    .unwrap();
+    let (result, log) = logged(|| {
+        absorb_queued(
+            &mut agent,
+            vec![changed(
+                docker(&[&enforced, &newcomer], &[]),
+                "network create aaa",
+            )],
+        )
+    });
+    result.unwrap();
+    assert!(held_script(&agent).contains("10.110.0.0 comment \"zzz-agents\""));
+    assert!(log.contains("skipped: "), "{log}");
+
+    // A new agent started from the state file keeps the same winner.
+    drop(agent);
+    let again = started(&dir, DEFAULTS);
+    assert!(held_script(&again).contains("10.110.0.0 comment \"zzz-agents\""));
 }
