@@ -1,6 +1,6 @@
-//! Arbitrary bytes as the JSON of a Docker state: what parses is classified under the embedded
-//! policy and under a static topology with Docker on, then planned, rendered and encoded, and
-//! the rendered text scanned (see `enforcer_fuzz::check`).
+//! Arbitrary bytes as a Docker state (its JSON, else a state shaped from the bytes): it is
+//! classified under the embedded policy and under a static topology with Docker on, then
+//! planned, rendered and encoded, and the rendered text scanned (see `enforcer_fuzz::check`).
 #![no_main]
 
 use std::sync::OnceLock;

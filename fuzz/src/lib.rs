@@ -10,6 +10,7 @@
 
 mod nft_check;
 mod scan;
+mod shaped;
 
 use enforcer_core::docker::{classify, DockerState};
 use enforcer_core::planner::plan;
@@ -50,12 +51,11 @@ pub fn docker_policies() -> [Policy; 2] {
     [Policy::embedded(), mixed]
 }
 
-/// The Docker target's input: JSON of a [`DockerState`] (the state file's form), classified
-/// and planned as the agent does (`desired_table` in crates/enforcer/src/run.rs).
+/// The Docker target's input: the JSON of a [`DockerState`] (the state file's form) or, when
+/// it is not JSON of one, a state shaped from the bytes (see [`shaped`]); classified and planned
+/// under each policy as the agent does (`desired_table` in crates/enforcer/src/run.rs).
 pub fn docker_cases(data: &[u8], policies: &[Policy]) -> Vec<Case> {
-    let Ok(state) = serde_json::from_slice::<DockerState>(data) else {
-        return Vec::new();
-    };
+    let state = serde_json::from_slice::<DockerState>(data).unwrap_or_else(|_| shaped::state(data));
     policies
         .iter()
         .map(|policy| {
