@@ -1,0 +1,121 @@
+//! What the fuzz targets check, shared by both targets.
+//!
+//! Each input becomes a [`Case`] (a planned ruleset and the topology it came from). [`check`]
+//! renders and encodes it and scans the `nft` text: an encode error, a panic, or any string
+//! that reaches the text outside the places enforcer validated is a finding. With
+//! `ENFORCER_FUZZ_NFT_REPORT` set (the corpus check of `run.sh`), [`run`] also loads each
+//! distinct script into the kernel of the private network namespace it runs in
+//! ([`nft_check`]) and writes every failure, with its input, to that directory instead of
+//! stopping at the first.
+
+mod nft_check;
+mod scan;
+mod shaped;
+
+use enforcer_core::docker::{classify, DockerState};
+use enforcer_core::planner::plan;
+use enforcer_core::policy::Policy;
+use enforcer_core::render;
+use enforcer_core::ruleset::Ruleset;
+use enforcer_core::topology::Topology;
+use enforcer_nft::Desired;
+
+pub use nft_check::nft_check;
+pub use scan::scan;
+
+/// One planned input: the ruleset, and the topology whose names it may contain.
+pub struct Case {
+    /// What the planner made.
+    pub ruleset: Ruleset,
+    /// What it was planned from (its proxy names are the only names allowed in chain names).
+    pub topology: Topology,
+}
+
+/// The policy target's input: UTF-8 text parsed as a policy file, planned when it parses.
+pub fn policy_case(data: &[u8]) -> Option<Case> {
+    let text = std::str::from_utf8(data).ok()?;
+    let policy = Policy::parse(text, "fuzz.toml").ok()?;
+    Some(Case {
+        ruleset: plan(&policy.table, &policy.static_topology),
+        topology: policy.static_topology,
+    })
+}
+
+/// The policies a Docker state is classified under: the embedded default, and a static topology
+/// with Docker on (so Docker's networks also meet static networks and proxies).
+pub fn docker_policies() -> [Policy; 2] {
+    let mixed =
+        include_str!("../../rules/threegate.toml").replace("enabled = false", "enabled = true");
+    let mixed = Policy::parse(&mixed, "threegate-with-docker.toml")
+        .expect("rules/threegate.toml with Docker on is a valid policy");
+    [Policy::embedded(), mixed]
+}
+
+/// The Docker target's input: the JSON of a [`DockerState`] (the state file's form) or, when
+/// it is not JSON of one, a state shaped from the bytes (see [`shaped`]); classified and planned
+/// under each policy as the agent does (`desired_table` in crates/enforcer/src/run.rs).
+pub fn docker_cases(data: &[u8], policies: &[Policy]) -> Vec<Case> {
+    let state = serde_json::from_slice::<DockerState>(data).unwrap_or_else(|_| shaped::state(data));
+    policies
+        .iter()
+        .map(|policy| {
+            let classified = classify(policy, &state);
+            Case {
+                ruleset: plan(&policy.table, &classified.topology),
+                topology: classified.topology,
+            }
+        })
+        .collect()
+}
+
+/// Renders and encodes `case` and scans the text; returns the script, or what is wrong.
+pub fn check(case: &Case) -> Result<String, String> {
+    let script = render::script(&case.ruleset);
+    let desired = Desired::new(&case.ruleset)
+        .map_err(|e| format!("the encoder refused a planned ruleset: {e}"))?;
+    let state = desired.state();
+    let chains: Vec<String> = case
+        .ruleset
+        .chains
+        .iter()
+        .map(|c| c.name.to_string())
+        .collect();
+    let sets: Vec<String> = case
+        .ruleset
+        .sets
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    if !state.chains.keys().eq(sorted(&chains)) || !state.sets.keys().eq(sorted(&sets)) {
+        return Err(format!(
+            "the encoded table's chains {:?} and sets {:?} are not the ruleset's {chains:?} and \
+             {sets:?}",
+            state.chains.keys().collect::<Vec<_>>(),
+            state.sets.keys().collect::<Vec<_>>()
+        ));
+    }
+    scan(&script, &case.ruleset.table, &case.topology)?;
+    Ok(script)
+}
+
+fn sorted(names: &[String]) -> Vec<&String> {
+    let mut names: Vec<&String> = names.iter().collect();
+    names.sort();
+    names
+}
+
+/// The fuzz loop's body: panics on any finding, or (corpus check) records it with its input.
+pub fn run(data: &[u8], cases: Vec<Case>) {
+    let report = std::env::var_os("ENFORCER_FUZZ_NFT_REPORT");
+    for case in cases {
+        let outcome = check(&case).and_then(|script| match &report {
+            Some(_) => nft_check(&case, &script),
+            None => Ok(()),
+        });
+        match (outcome, &report) {
+            (Ok(()), _) => {}
+            (Err(finding), None) => panic!("{finding}"),
+            (Err(finding), Some(dir)) => nft_check::record(dir.as_ref(), data, &finding),
+        }
+    }
+}
