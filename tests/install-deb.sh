@@ -14,6 +14,8 @@ systemd-analyze verify /lib/systemd/system/enforcer.service
 # The man page and completions are where man and the shells look.
 test -f /usr/share/man/man1/enforcer.1.gz
 test -f /usr/share/bash-completion/completions/enforcer
+# The references travel with the package.
+test -f /usr/share/doc/enforcer/docs/policy.md
 
 # The installed binary does its job: a dry run on the embedded default policy prints the nft
 # script (exit 1: changes pending, as on a machine without the table; 0 if it is there).

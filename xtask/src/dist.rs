@@ -107,7 +107,7 @@ pub fn run_dist() -> Result<PathBuf> {
 }
 
 /// The tree both packages hold, under `stage`: the binary, the unit, the man page, shell
-/// completions, the README, the copyright and the example policies.
+/// completions, the README and docs/, the copyright and the example policies.
 fn stage_tree(workspace: &Path, binary: &Path, stage: &Path) -> Result<()> {
     write(&stage.join("usr/bin/enforcer"), &fs::read(binary)?, 0o755)?;
     write(
@@ -135,6 +135,11 @@ fn stage_tree(workspace: &Path, binary: &Path, stage: &Path) -> Result<()> {
         &fs::read(workspace.join("README.md"))?,
         0o644,
     )?;
+    for page in fs::read_dir(workspace.join("docs"))? {
+        let page = page?.path();
+        let name = page.file_name().expect("a file name");
+        write(&doc.join("docs").join(name), &fs::read(&page)?, 0o644)?;
+    }
     write(
         &doc.join("copyright"),
         b"enforcer\nLicense: GPL-3.0-or-later\n On Debian systems, the full text is in /usr/share/common-licenses/GPL-3.\n",

@@ -344,9 +344,15 @@ const KEYWORDS: &[&str] = &[
     "zone",
 ];
 
-/// Whether `word` is one of nft's keywords.
+/// Words nft's scanner reads as operators (`and` is `&`, `eq` is `==`, ...): their tokens carry
+/// the symbol's name in the grammar, so they are not in [`KEYWORDS`].
+const OPERATOR_WORDS: &[&str] = &[
+    "and", "eq", "ge", "gt", "le", "lshift", "lt", "ne", "not", "or", "rshift", "xor",
+];
+
+/// Whether `word` is one of nft's keywords or operator words.
 pub fn is_keyword(word: &str) -> bool {
-    KEYWORDS.binary_search(&word).is_ok()
+    KEYWORDS.binary_search(&word).is_ok() || OPERATOR_WORDS.contains(&word)
 }
 
 /// The keyword list, for the test that compares it with the installed nft.
@@ -375,7 +381,7 @@ mod tests {
     #[test]
     fn the_keyword_list_is_sorted_for_binary_search() {
         assert!(KEYWORDS.windows(2).all(|w| w[0] < w[1]));
-        for word in ["add", "table", "inet", "counter", "comment"] {
+        for word in ["add", "table", "inet", "counter", "comment", "and", "xor"] {
             assert!(is_keyword(word), "{word}");
         }
         for word in ["enforcer", "filter", "nat", "agents"] {

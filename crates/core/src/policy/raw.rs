@@ -151,10 +151,7 @@ impl Source<'_> {
     pub(super) fn policy(&self) -> Result<Policy, PolicyError> {
         let raw: RawPolicy = toml::from_str(self.text).map_err(|e| {
             let message = e.message().trim().to_string();
-            self.error(
-                e.span(),
-                format!("{message} (see the policy reference in the README)"),
-            )
+            self.error(e.span(), format!("{message} (see docs/policy.md)"))
         })?;
         let mut table = self.table(&raw.table)?;
         let docker = self.docker(&raw.docker)?;
