@@ -209,7 +209,9 @@ fn networks(out: &mut UnixStream, hostile: &Hostile, stop: &AtomicBool) -> std::
 /// Internal network `i` on 10.(i / 256).(i % 256).0/24, from 10.64.0.0 on.
 fn network(i: usize) -> String {
     format!(
-        r#"{{"Id":"{i:064x}","Name":"net{i}","Driver":"bridge","Internal":true,"Labels":{{}},"Options":{{}},"IPAM":{{"Config":[{{"Subnet":"10.{}.{}.0/24"}}]}}}}"#,
+        r#"{{"Id":"{i:012x}{}","Name":"net{i}","Driver":"bridge","Internal":true,"Labels":{{}},"Options":{{}},"IPAM":{{"Config":[{{"Subnet":"10.{}.{}.0/24"}}]}}}}"#,
+        // Distinct first 12 digits: Docker names the bridge after them.
+        "f".repeat(52),
         64 + i / 256,
         i % 256
     )
