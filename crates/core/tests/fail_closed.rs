@@ -310,3 +310,14 @@ fn a_docker_network_holding_the_default_resolver_is_skipped_not_every_proxy() {
     );
     assert_eq!(classified.topology.proxies().len(), 1);
 }
+
+#[test]
+fn a_skipped_network_on_a_bridge_named_beyond_ascii_stays_denied() {
+    let odd = on_bridge(network("a1", &"n".repeat(129), &["10.7.0.0/24"]), "agënt0");
+    let policy = Policy::parse("[docker]\n", "p.toml").unwrap();
+    let classified = classify(&policy, &state(&[&odd], &[]));
+    assert_eq!(
+        classified.topology.skipped_interfaces(),
+        &BTreeSet::from(["agënt0".to_string()])
+    );
+}

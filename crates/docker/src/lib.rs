@@ -328,14 +328,19 @@ impl DockerSource {
             return None;
         }
         let attributes = actor.attributes.unwrap_or_default();
+        // Names only label log lines: at most 256 characters of one are kept, so that waiting
+        // changes stay small whatever an event line carries.
         let name = attributes
             .get("name")
-            .cloned()
+            .map(|n| n.chars().take(256).collect())
             .unwrap_or_else(|| id.clone());
         match message.typ? {
             EventMessageTypeEnum::NETWORK if NETWORK_ACTIONS.contains(&action.as_str()) => {
                 Some(Change::Network {
-                    container: attributes.get("container").cloned(),
+                    container: attributes
+                        .get("container")
+                        .filter(|c| is_object_id(c))
+                        .cloned(),
                     action,
                     id,
                     name,

@@ -3,7 +3,7 @@
 //! Docker can send events faster than they are re-read (a container restarting in a loop, a
 //! hostile socket). Each object is re-read once however many of its events are waiting: a
 //! change for an object already queued replaces nothing and adds nothing. When more distinct
-//! objects wait than [`ChangeQueue::capacity`], the queue gives them all up and asks for a
+//! objects wait than its capacity, the queue gives them all up and asks for a
 //! resync instead: one snapshot reads everything again, in two requests.
 
 use std::collections::{HashSet, VecDeque};
@@ -62,11 +62,6 @@ impl ChangeQueue {
         }
     }
 
-    /// The most distinct objects it holds.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// Adds `change` unless its object is already waiting.
     pub fn push(&mut self, change: Change) {
         if self.overflowed {
@@ -84,11 +79,6 @@ impl ChangeQueue {
         }
         self.queued.insert(key);
         self.order.push_back(change);
-    }
-
-    /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty() && !self.overflowed
     }
 
     /// Everything waiting, as one piece of work; `None` when nothing waits.
@@ -146,7 +136,7 @@ mod tests {
         }
         assert!(queue.order.is_empty() && queue.queued.is_empty());
         assert_eq!(queue.take(), Some(Work::Resync));
-        assert!(queue.is_empty());
+        assert_eq!(queue.take(), None);
         queue.push(container("f", "start"));
         assert_eq!(
             queue.take(),

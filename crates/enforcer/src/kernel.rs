@@ -11,11 +11,18 @@ pub trait Kernel {
     /// Makes the kernel hold `ruleset`, sending nothing when it already does. On error, the
     /// kernel still holds what it held before (a transaction is committed whole or not at all).
     fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyOutcome, NftError>;
+
+    /// Whether the kernel holds `table inet NAME` at all.
+    fn holds_table(&mut self, name: &str) -> Result<bool, NftError>;
 }
 
 impl Kernel for Nftables {
     fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyOutcome, NftError> {
         Nftables::apply(self, ruleset)
+    }
+
+    fn holds_table(&mut self, name: &str) -> Result<bool, NftError> {
+        Ok(self.read(name)?.is_some())
     }
 }
 
@@ -68,5 +75,9 @@ impl Kernel for FakeKernel {
             bytes: 0,
             changes: vec![change],
         })
+    }
+
+    fn holds_table(&mut self, name: &str) -> Result<bool, NftError> {
+        Ok(self.held.as_ref().is_some_and(|held| held.table == name))
     }
 }

@@ -171,6 +171,14 @@ impl<K: Kernel> Agent<K> {
                 self.policy_text = text;
                 if docker_changed {
                     restart_watcher(&self.policy.docker);
+                    if !self.policy.docker.enabled {
+                        // What Docker last said is no longer followed: it must not stay enforced
+                        // (a dead proxy would keep its egress).
+                        self.docker = DockerState::default();
+                        self.set_connection(Some(
+                            "Docker watching is disabled by the policy".into(),
+                        ));
+                    }
                 }
                 self.recompute("policy reloaded (SIGHUP)")?;
                 tracing::info!("policy reloaded");
@@ -411,9 +419,11 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
 }
 
 /// The policy given at start is unusable: before reporting it (and exiting, so that systemd
-/// says so), enforce the last good policy of the state file with its Docker state or, without
-/// one, the embedded default with no Docker network classified, which denies every Docker
-/// bridge. Never start with no table.
+/// says so), make sure a table enforces. A table already in the kernel is left as it is (it was
+/// made from a good policy, and may hold more than any fallback knows); without one, enforce the
+/// state file's last good policy with its Docker state or, failing that, the embedded default
+/// with no Docker network classified, which denies every Docker bridge. Never start with no
+/// table, never replace one with something weaker.
 fn enforce_fallback(
     kernel: &mut impl Kernel,
     previous: Option<StateFile>,
@@ -422,21 +432,40 @@ fn enforce_fallback(
     let last_good = previous.and_then(|state| {
         let text = state.policy.as_deref()?;
         let policy = Policy::parse(text, "<last good policy, from the state file>").ok()?;
-        Some((policy, state.docker, show_time(state.applied_unix)))
+        let known = Classified {
+            enforced_networks: state.enforced_networks,
+            ..Classified::default()
+        };
+        Some((policy, state.docker, known, show_time(state.applied_unix)))
     });
-    let (policy, docker, what) = match last_good {
-        Some((policy, docker, applied)) => (
+    let (policy, docker, known, what) = match last_good {
+        Some((policy, docker, known, applied)) => (
             policy,
             docker,
+            known,
             format!("the last good policy and Docker state (state file, applied {applied})"),
         ),
         None => (
             Policy::embedded(),
             DockerState::default(),
+            Classified::default(),
             "the embedded default policy with every Docker bridge denied".to_string(),
         ),
     };
-    let ((_, ruleset), _) = desired_table(&policy, &docker, &Classified::default());
+    match kernel.holds_table(&policy.table.name) {
+        Ok(true) => {
+            return error.context(format!(
+                "the policy cannot be used; table inet {} stays in the kernel as it is until \
+                 it is fixed",
+                policy.table.name
+            ))
+        }
+        Ok(false) => {}
+        Err(failed) => {
+            tracing::warn!("{failed:#}; enforcing {what} all the same");
+        }
+    }
+    let ((_, ruleset), _) = desired_table(&policy, &docker, &known);
     match kernel.apply(&ruleset) {
         Ok(_) => error.context(format!(
             "the policy cannot be used; enforcing {what} until it is fixed"

@@ -300,9 +300,12 @@ pub fn is_valid_interface(name: &str) -> bool {
         && name.len() <= MAX_INTERFACE_LEN
         && name != "."
         && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | ':' | '*' | '"' | '\'' | '\\'))
+        && name.chars().all(|c| {
+            // Letters beyond ASCII are fine in the kernel and in nft's quoted strings.
+            let printable =
+                c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control() && !c.is_whitespace());
+            printable && !matches!(c, '/' | ':' | '*' | '"' | '\'' | '\\')
+        })
 }
 
 /// Ranges no managed subnet may overlap, with what they are: their addresses never travel

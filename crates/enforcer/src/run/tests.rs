@@ -549,3 +549,52 @@ fn an_enforced_network_keeps_its_subnet_against_a_newcomer_also_after_a_restart(
     let again = started(&dir, DEFAULTS);
     assert!(held_script(&again).contains("10.110.0.0 comment \"zzz-agents\""));
 }
+
+#[test]
+fn an_unusable_policy_at_start_leaves_a_table_already_in_the_kernel_alone() {
+    let dir = TempDir::new().unwrap();
+    let agent = started(
+        &dir,
+        "[[networks]]\nname = \"static\"\nsubnets = [\"10.50.0.0/24\"]\n",
+    );
+    let mut kernel = agent.kernel;
+    let before = kernel.held.clone();
+    let error = super::enforce_fallback(&mut kernel, None, anyhow::anyhow!("bad"));
+    assert!(
+        format!("{error:#}").contains("stays in the kernel as it is"),
+        "{error:#}"
+    );
+    assert_eq!(kernel.held, before);
+    assert_eq!(
+        kernel.committed.len(),
+        1,
+        "nothing sent after the first apply"
+    );
+}
+
+#[test]
+fn a_reload_that_turns_docker_off_forgets_what_docker_said() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, DEFAULTS);
+    absorb_queued(
+        &mut agent,
+        vec![changed(
+            docker(&[&managed_network(NET_ID, "newnet", "10.110.0.0/24")], &[]),
+            "network create newnet",
+        )],
+    )
+    .unwrap();
+    assert!(held_script(&agent).contains("10.110.0.0"));
+    std::fs::write(
+        agent.config.as_ref().unwrap(),
+        "[docker]\nenabled = false\n",
+    )
+    .unwrap();
+    agent.reload(|_| {}).unwrap();
+    assert!(
+        !held_script(&agent).contains("10.110.0.0"),
+        "{}",
+        held_script(&agent)
+    );
+    assert!(!agent.connection.connected);
+}
