@@ -71,6 +71,19 @@ pub struct DockerState {
     pub containers: BTreeMap<String, DockerContainer>,
 }
 
+impl DockerState {
+    /// The state holding these objects, each under its ID.
+    pub fn of(
+        networks: impl IntoIterator<Item = DockerNetwork>,
+        containers: impl IntoIterator<Item = DockerContainer>,
+    ) -> DockerState {
+        DockerState {
+            networks: networks.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            containers: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
+        }
+    }
+}
+
 /// Something from Docker that is not enforced as it stands (or was read the fail-closed way),
 /// and why. Both texts are [`printable`]: Docker's names cannot forge log lines.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -404,16 +417,10 @@ mod tests {
     }
 
     fn state(networks: &[&DockerNetwork], containers: &[&DockerContainer]) -> DockerState {
-        DockerState {
-            networks: networks
-                .iter()
-                .map(|n| (n.id.clone(), (*n).clone()))
-                .collect(),
-            containers: containers
-                .iter()
-                .map(|c| (c.id.clone(), (*c).clone()))
-                .collect(),
-        }
+        DockerState::of(
+            networks.iter().map(|&n| n.clone()),
+            containers.iter().map(|&c| c.clone()),
+        )
     }
 
     #[test]

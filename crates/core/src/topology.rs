@@ -341,10 +341,11 @@ fn push_changes<'a, T: 'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn net(name: &str, subnets: &[&str]) -> ManagedNetwork {
+    /// A network with these subnets and no interface (shared by the builder's tests).
+    pub(crate) fn net(name: &str, subnets: &[&str]) -> ManagedNetwork {
         ManagedNetwork {
             name: name.into(),
             subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(),

@@ -35,16 +35,10 @@ fn on_bridge(mut network: DockerNetwork, bridge: &str) -> DockerNetwork {
 }
 
 fn state(networks: &[&DockerNetwork], containers: &[&DockerContainer]) -> DockerState {
-    DockerState {
-        networks: networks
-            .iter()
-            .map(|n| (n.id.clone(), (*n).clone()))
-            .collect(),
-        containers: containers
-            .iter()
-            .map(|c| (c.id.clone(), (*c).clone()))
-            .collect(),
-    }
+    DockerState::of(
+        networks.iter().map(|&n| n.clone()),
+        containers.iter().map(|&c| c.clone()),
+    )
 }
 
 fn proxy_on(network: &DockerNetwork, address: &str) -> DockerContainer {

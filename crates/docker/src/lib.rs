@@ -260,14 +260,10 @@ impl DockerSource {
                 self.docker.list_containers(Some(options)),
             )
             .await?;
-        let mut state = DockerState::default();
-        for network in networks.into_iter().filter_map(network_from_list) {
-            state.networks.insert(network.id.clone(), network);
-        }
-        for container in containers.into_iter().filter_map(container_from_summary) {
-            state.containers.insert(container.id.clone(), container);
-        }
-        Ok(state)
+        Ok(DockerState::of(
+            networks.into_iter().filter_map(network_from_list),
+            containers.into_iter().filter_map(container_from_summary),
+        ))
     }
 
     /// The relevant events since `since` (see [`since_now`]), as [`Change`]s. Container events

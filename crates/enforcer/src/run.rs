@@ -85,13 +85,7 @@ impl<K: Kernel> Agent<K> {
             .as_ref()
             .map(|p| (p.applied_unix, p.reason.clone()))
             .unwrap_or_else(|| (now_unix(), "start".to_string()));
-        let (docker, enforced_networks) = previous
-            .map(|p| (p.docker, p.enforced_networks))
-            .unwrap_or_default();
-        let known = Classified {
-            enforced_networks,
-            ..Classified::default()
-        };
+        let (docker, known) = previous.map(StateFile::enforced).unwrap_or_default();
         let (desired, seen) = desired_table(&policy, &docker, &known);
         Agent {
             config,
@@ -432,11 +426,9 @@ fn enforce_fallback(
     let last_good = previous.and_then(|state| {
         let text = state.policy.as_deref()?;
         let policy = Policy::parse(text, "<last good policy, from the state file>").ok()?;
-        let known = Classified {
-            enforced_networks: state.enforced_networks,
-            ..Classified::default()
-        };
-        Some((policy, state.docker, known, show_time(state.applied_unix)))
+        let applied = show_time(state.applied_unix);
+        let (docker, known) = state.enforced();
+        Some((policy, docker, known, applied))
     });
     let (policy, docker, known, what) = match last_good {
         Some((policy, docker, known, applied)) => (

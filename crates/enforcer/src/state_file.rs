@@ -98,6 +98,16 @@ impl StateFile {
         }
     }
 
+    /// The Docker state it records, and the networks enforced under it as a classification
+    /// to continue from (they keep winning conflicts).
+    pub fn enforced(self) -> (DockerState, enforcer_core::docker::Classified) {
+        let known = enforcer_core::docker::Classified {
+            enforced_networks: self.enforced_networks,
+            ..Default::default()
+        };
+        (self.docker, known)
+    }
+
     /// Reads the state file; `Ok(None)` when it does not exist.
     pub fn load(path: &Path) -> anyhow::Result<Option<StateFile>> {
         let text = match fs::read_to_string(path) {

@@ -361,13 +361,7 @@ mod tests {
 
     use super::*;
 
-    fn net(name: &str, subnets: &[&str]) -> ManagedNetwork {
-        ManagedNetwork {
-            name: name.into(),
-            subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(),
-            interface: None,
-        }
-    }
+    use crate::topology::tests::net;
 
     fn proxy(name: &str, addresses: &[&str], dns: &[&str]) -> Proxy {
         Proxy {

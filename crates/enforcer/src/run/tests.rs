@@ -92,16 +92,7 @@ fn proxy(network_id: &str, ipv4: &str) -> DockerContainer {
 
 /// Docker with the given networks and containers.
 fn docker(networks: &[&DockerNetwork], containers: &[DockerContainer]) -> DockerState {
-    DockerState {
-        networks: networks
-            .iter()
-            .map(|n| (n.id.clone(), (*n).clone()))
-            .collect(),
-        containers: containers
-            .iter()
-            .map(|c| (c.id.clone(), c.clone()))
-            .collect(),
-    }
+    DockerState::of(networks.iter().map(|&n| n.clone()), containers.to_vec())
 }
 
 fn changed(state: DockerState, reason: &str) -> DockerUpdate {
