@@ -63,6 +63,7 @@ if [ -s "$report/failures.txt" ]; then
     cat "$report/failures.txt"
     failed=1
 else
+    rm -rf "$report"
     say "passed"
 fi
 exit $failed
