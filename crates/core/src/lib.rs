@@ -11,6 +11,7 @@ pub mod names;
 pub mod nft_syntax;
 pub mod planner;
 pub mod policy;
+pub mod ports;
 pub mod render;
 pub mod ruleset;
 pub mod text;
