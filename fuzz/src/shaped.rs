@@ -118,10 +118,16 @@ fn container(u: &mut Unstructured<'_>, index: u8, networks: &[String]) -> Result
             2 => u.arbitrary()?,
             _ => format!("fd00:{a}:{b}::{host}"),
         };
+        let mac = match u.int_in_range(0..=3)? {
+            0 => String::new(),
+            1 => u.arbitrary()?,
+            _ => format!("02:42:0a:{a:02x}:{b:02x}:{host:02x}"),
+        };
         endpoints.push(DockerEndpoint {
             network_id,
             ipv4,
             ipv6,
+            mac,
         });
     }
     Ok(DockerContainer {

@@ -47,6 +47,10 @@ pub struct DockerEndpoint {
     pub ipv4: String,
     /// Global IPv6 address, empty when none.
     pub ipv6: String,
+    /// MAC address of the container's interface on the network, as Docker reports it (empty
+    /// when Docker gave none, as in state files written before enforcer read it).
+    #[serde(default)]
+    pub mac: String,
 }
 
 /// A running container, as reported by the Engine API.
@@ -411,6 +415,7 @@ mod tests {
                     network_id: n.id.clone(),
                     ipv4: v4.to_string(),
                     ipv6: v6.to_string(),
+                    mac: String::new(),
                 })
                 .collect(),
         }

@@ -5,6 +5,7 @@
 //! both into the desired [`ruleset::Ruleset`], and [`render`] writes that value as an `nft`
 //! script. The kernel edge (crate `enforcer-nft`) applies the same value over netlink.
 
+pub mod binding;
 pub mod diff;
 pub mod docker;
 pub mod names;

@@ -1,4 +1,4 @@
-//! The names of the kernel objects enforcer's table holds, as types: the planner builds
+//! The names of the kernel objects enforcer's tables hold, as types: the planner builds
 //! [`ChainName`]s and [`SetName`]s, the renderer and the encoder print them with `Display`, and
 //! readers of the kernel's table recover their meaning with `FromStr`. Printing then parsing
 //! gives back the same value (a property test checks it), so no other code builds or takes
@@ -24,6 +24,12 @@ pub enum ChainName {
     FromUnknownBridge,
     /// The allowed services of the proxy with this name.
     Proxy(String),
+    /// Bridge table: the `prerouting` base chain, which sends each port's frames to its chain.
+    Prerouting,
+    /// Bridge table: what the bound port with this interface name may send.
+    Port(String),
+    /// Bridge table: frames from a port no container is bound to (dropped, counted).
+    UnboundPort,
 }
 
 /// A set or verdict map of enforcer's table.
@@ -44,9 +50,12 @@ pub enum SetName {
     KnownInterfaces,
     /// The interfaces of networks seen as managed but not enforced (skipped): denied.
     SkippedInterfaces,
+    /// Bridge table: the verdict map from each known bridge port to what its frames meet.
+    Ports,
 }
 
 const PROXY_PREFIX: &str = "proxy_";
+const PORT_PREFIX: &str = "port_";
 
 impl fmt::Display for ChainName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -57,6 +66,9 @@ impl fmt::Display for ChainName {
             ChainName::HostFromManaged => f.write_str("host_from_managed"),
             ChainName::FromUnknownBridge => f.write_str("from_unknown_bridge"),
             ChainName::Proxy(name) => write!(f, "{PROXY_PREFIX}{name}"),
+            ChainName::Prerouting => f.write_str("prerouting"),
+            ChainName::Port(name) => write!(f, "{PORT_PREFIX}{name}"),
+            ChainName::UnboundPort => f.write_str("unbound_port"),
         }
     }
 }
@@ -76,10 +88,16 @@ impl FromStr for ChainName {
             "from_managed" => ChainName::FromManaged,
             "host_from_managed" => ChainName::HostFromManaged,
             "from_unknown_bridge" => ChainName::FromUnknownBridge,
-            _ => match text.strip_prefix(PROXY_PREFIX) {
-                Some(proxy) if !proxy.is_empty() => ChainName::Proxy(proxy.to_string()),
-                _ => return Err(UnknownName(text.to_string())),
-            },
+            "prerouting" => ChainName::Prerouting,
+            "unbound_port" => ChainName::UnboundPort,
+            _ => {
+                let prefixed = |prefix| text.strip_prefix(prefix).filter(|rest| !rest.is_empty());
+                match (prefixed(PROXY_PREFIX), prefixed(PORT_PREFIX)) {
+                    (Some(proxy), _) => ChainName::Proxy(proxy.to_string()),
+                    (_, Some(port)) => ChainName::Port(port.to_string()),
+                    _ => return Err(UnknownName(text.to_string())),
+                }
+            }
         })
     }
 }
@@ -96,6 +114,7 @@ impl fmt::Display for SetName {
             SetName::ManagedInterfaces => f.write_str("managed_interfaces"),
             SetName::KnownInterfaces => f.write_str("known_interfaces"),
             SetName::SkippedInterfaces => f.write_str("skipped_interfaces"),
+            SetName::Ports => f.write_str("ports"),
         }
     }
 }
@@ -109,6 +128,7 @@ impl FromStr for SetName {
             "managed_interfaces" => return Ok(SetName::ManagedInterfaces),
             "known_interfaces" => return Ok(SetName::KnownInterfaces),
             "skipped_interfaces" => return Ok(SetName::SkippedInterfaces),
+            "ports" => return Ok(SetName::Ports),
             _ => {}
         }
         let (kind, rest) = text.split_once('_').ok_or_else(unknown)?;
@@ -163,6 +183,7 @@ mod tests {
             Just(SetName::ManagedInterfaces),
             Just(SetName::KnownInterfaces),
             Just(SetName::SkippedInterfaces),
+            Just(SetName::Ports),
         ]
     }
 
@@ -174,6 +195,9 @@ mod tests {
             Just(ChainName::HostFromManaged),
             Just(ChainName::FromUnknownBridge),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Proxy),
+            Just(ChainName::Prerouting),
+            Just(ChainName::UnboundPort),
+            "[A-Za-z0-9][A-Za-z0-9_.-]{0,14}".prop_map(ChainName::Port),
         ]
     }
 
@@ -202,6 +226,7 @@ mod tests {
             assert!(text.parse::<SetName>().is_err(), "{text}");
         }
         assert!("proxy_".parse::<ChainName>().is_err());
+        assert!("port_".parse::<ChainName>().is_err());
         assert_eq!(
             "proxy_forward".parse::<ChainName>(),
             Ok(ChainName::Proxy("forward".into()))

@@ -1,27 +1,45 @@
 //! [`Ruleset`] -> `nft` script. The script replaces the table atomically when loaded with
 //! `nft -f` (create if missing, delete, define: one transaction), which makes it both the
-//! `apply --dry-run` output and a reference load for the benchmarks and tests.
+//! `apply --dry-run` output and a reference load for the benchmarks and tests. [`tables_script`]
+//! does the same for every table at once (one `nft -f`, one transaction).
 
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::ruleset::{
-    Action, AddressKey, Chain, CtState, Direction, Family, Match, Rule, Ruleset, Set, SetContent,
-    SetKey, Verdict,
+    Action, AddressKey, Chain, CtState, Direction, Family, MapKey, Match, Rule, Ruleset, Set,
+    SetContent, SetKey, TableFamily, Tables, Verdict,
 };
 
 /// The full script: `table`, `delete table`, then the table's definition.
 pub fn script(ruleset: &Ruleset) -> String {
     let mut out = String::new();
-    let table = &ruleset.table;
-    let _ = writeln!(out, "table inet {table}\ndelete table inet {table}");
+    let (family, table) = (ruleset.family.name(), &ruleset.table);
+    let _ = writeln!(out, "table {family} {table}\ndelete table {family} {table}");
     out.push_str(&table_text(ruleset));
+    out
+}
+
+/// The script of every table: each [`script`] in turn, and for a family that has no table, the
+/// deletion of enforcer's table of that name (created first, so the script loads whether it
+/// exists or not).
+pub fn tables_script(tables: &Tables) -> String {
+    let mut out = String::new();
+    for family in TableFamily::ALL {
+        match tables.iter().find(|t| t.family == family) {
+            Some(ruleset) => out.push_str(&script(ruleset)),
+            None => {
+                let (family, table) = (family.name(), &tables.inet.table);
+                let _ = writeln!(out, "table {family} {table}\ndelete table {family} {table}");
+            }
+        }
+    }
     out
 }
 
 /// The table's definition alone, as `nft list table` would show it.
 pub fn table_text(ruleset: &Ruleset) -> String {
-    let mut out = format!("table inet {} {{\n", ruleset.table);
+    let mut out = format!("table {} {} {{\n", ruleset.family.name(), ruleset.table);
     for set in &ruleset.sets {
         out.push_str(&set_text(set));
     }
@@ -70,6 +88,13 @@ fn set_text(set: &Set) -> String {
             key_type.to_string(),
             names.iter().map(|n| format!("\"{n}\"")).collect(),
         ),
+        SetContent::InterfaceVerdictMap(map) => (
+            "map",
+            format!("{key_type} : verdict"),
+            map.iter()
+                .map(|(n, v)| format!("\"{n}\" : {}", verdict_text(v)))
+                .collect(),
+        ),
     };
     let mut out = format!("\t{keyword} {} {{\n\t\ttype {type_line}\n", set.name);
     if counted {
@@ -110,7 +135,8 @@ pub fn rule_text(rule: &Rule) -> String {
     }
     parts.push(match &rule.action {
         Action::Verdict(verdict) => verdict_text(verdict),
-        Action::VerdictMap(key, map) => format!("{} vmap @{map}", key_text(key)),
+        Action::VerdictMap(MapKey::Address(key), map) => format!("{} vmap @{map}", key_text(key)),
+        Action::VerdictMap(MapKey::InputInterface, map) => format!("iifname vmap @{map}"),
     });
     parts.push(format!("comment \"{}\"", rule.comment.replace('"', "'")));
     parts.join(" ")
@@ -148,6 +174,17 @@ fn match_text(m: &Match) -> String {
         Match::InputInterface(name) => format!("iifname \"{name}\""),
         Match::InputInterfaceInSet { set, negated } => {
             format!("iifname {}@{set}", if *negated { "!= " } else { "" })
+        }
+        Match::SourcePort(protocol, port) => format!("{} sport {port}", protocol.name()),
+        Match::SourceMac { mac, negated } => {
+            format!("ether saddr {}{mac}", if *negated { "!= " } else { "" })
+        }
+        Match::ArpSender(mac, address) => format!(
+            "arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether {mac} arp saddr ip \
+             {address}"
+        ),
+        Match::NeighbourTarget(address) => {
+            format!("@th,64,128 {:#034x}", u128::from_be_bytes(address.octets()))
         }
     }
 }

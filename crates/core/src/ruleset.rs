@@ -1,19 +1,71 @@
-//! The desired nftables table as a plain value. It uses a deliberately small vocabulary (address
-//! matches, set and verdict-map lookups, conntrack state, transport ports, counters) so that the
-//! `nft` text renderer and the netlink encoder can each translate every construct exactly.
+//! The desired nftables tables as plain values. They use a deliberately small vocabulary
+//! (address and MAC matches, set and verdict-map lookups, conntrack state, transport ports,
+//! counters) so that the `nft` text renderer and the netlink encoder can each translate every
+//! construct exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
 use crate::names::{ChainName, SetName};
+use crate::ports::MacAddr;
 use crate::topology::Protocol;
 
-/// One `inet` table: its sets and maps first, then its chains (base chains first).
+/// Every table enforcer owns, as one desired state: the kernel is made to hold all of them in
+/// one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    /// `table inet enforcer`: egress and host access by address (the planner's main table).
+    pub inet: Ruleset,
+    /// `table bridge enforcer`: what each container's bridge port may send (who may speak as
+    /// which address). `None` when no port is guarded (Docker is not followed): the kernel
+    /// then holds no such table.
+    pub bridge: Option<Ruleset>,
+}
+
+impl Tables {
+    /// The tables that exist, inet first.
+    pub fn iter(&self) -> impl Iterator<Item = &Ruleset> {
+        std::iter::once(&self.inet).chain(self.bridge.as_ref())
+    }
+}
+
+impl From<Ruleset> for Tables {
+    /// The inet table alone (no port is guarded).
+    fn from(inet: Ruleset) -> Tables {
+        Tables { inet, bridge: None }
+    }
+}
+
+/// The address family of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TableFamily {
+    /// `inet`: IPv4 and IPv6 packets, at the IP layer.
+    Inet,
+    /// `bridge`: Ethernet frames as bridges switch them, ARP included.
+    Bridge,
+}
+
+impl TableFamily {
+    /// Every family enforcer writes a table in.
+    pub const ALL: [TableFamily; 2] = [TableFamily::Inet, TableFamily::Bridge];
+
+    /// The family's name in `nft` syntax.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableFamily::Inet => "inet",
+            TableFamily::Bridge => "bridge",
+        }
+    }
+}
+
+/// One table: its sets and maps first, then its chains (base chains first).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruleset {
-    /// Table name (family is always `inet`).
+    /// Its family.
+    pub family: TableFamily,
+    /// Table name.
     pub table: String,
     /// Sets and verdict maps.
     pub sets: Vec<Set>,
@@ -89,6 +141,8 @@ pub enum SetContent {
     Counted(BTreeMap<IpAddr, String>),
     /// Interface names.
     InterfaceNames(BTreeSet<String>),
+    /// A verdict map: input interface name to verdict.
+    InterfaceVerdictMap(BTreeMap<String, Verdict>),
 }
 
 impl SetContent {
@@ -100,6 +154,7 @@ impl SetContent {
             SetContent::AddressPairs(p) => p.len(),
             SetContent::Counted(c) => c.len(),
             SetContent::InterfaceNames(n) => n.len(),
+            SetContent::InterfaceVerdictMap(m) => m.len(),
         }
     }
 
@@ -116,6 +171,9 @@ pub enum Hook {
     Forward,
     /// Packets addressed to the host itself.
     Input,
+    /// Every packet (or, in a bridge table, every frame entering from a port) before any
+    /// routing or switching decision.
+    Prerouting,
 }
 
 impl Hook {
@@ -124,6 +182,7 @@ impl Hook {
         match self {
             Hook::Forward => "forward",
             Hook::Input => "input",
+            Hook::Prerouting => "prerouting",
         }
     }
 }
@@ -213,6 +272,24 @@ pub enum Match {
         /// Match when the name is absent from the set.
         negated: bool,
     },
+    /// Transport protocol and source port (`udp sport 67`).
+    SourcePort(Protocol, u16),
+    /// The frame's Ethernet source is (or, when `negated`, is not) this address (bridge tables:
+    /// `ether saddr != 02:42:ac:11:00:02`).
+    SourceMac {
+        /// The address.
+        mac: MacAddr,
+        /// Match when the source differs.
+        negated: bool,
+    },
+    /// An ARP packet for Ethernet and IPv4 whose sender is this MAC and address (bridge
+    /// tables: `arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether M arp saddr ip
+    /// A`).
+    ArpSender(MacAddr, Ipv4Addr),
+    /// The target address of an ICMPv6 neighbour solicitation or advertisement is this
+    /// address (`@th,64,128 0x…`: `nft` 1.0.6 has no name for the field). Only meaningful after
+    /// an [`Match::Icmpv6Type`] of 135 or 136.
+    NeighbourTarget(Ipv6Addr),
 }
 
 /// What a rule does to a matching packet.
@@ -220,9 +297,18 @@ pub enum Match {
 pub enum Action {
     /// A plain verdict.
     Verdict(Verdict),
-    /// Look the masked address up in a verdict map and apply the verdict found (no verdict, and
+    /// Look the key up in a verdict map and apply the verdict found (no verdict, and
     /// evaluation continues, when it is absent).
-    VerdictMap(AddressKey, SetName),
+    VerdictMap(MapKey, SetName),
+}
+
+/// What a verdict map is looked up by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapKey {
+    /// The packet's (masked) address.
+    Address(AddressKey),
+    /// The input interface's name (`iifname vmap @map`).
+    InputInterface,
 }
 
 /// A verdict.

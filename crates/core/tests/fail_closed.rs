@@ -50,6 +50,7 @@ fn proxy_on(network: &DockerNetwork, address: &str) -> DockerContainer {
             network_id: network.id.clone(),
             ipv4: address.into(),
             ipv6: String::new(),
+            mac: String::new(),
         }],
     }
 }

@@ -9,8 +9,6 @@ use bollard::models::{
 };
 use enforcer_core::docker::{DockerContainer, DockerEndpoint, DockerNetwork};
 
-use crate::ProxySelector;
-
 /// A 404 from Docker as "gone".
 pub(crate) async fn absent_if_not_found<T>(
     request: impl std::future::Future<Output = Result<T, BollardError>>,
@@ -104,6 +102,7 @@ fn endpoints(networks: Option<HashMap<String, EndpointSettings>>) -> Vec<DockerE
                 network_id: e.network_id?,
                 ipv4: e.ip_address.unwrap_or_default(),
                 ipv6: e.global_ipv6_address.unwrap_or_default(),
+                mac: e.mac_address.unwrap_or_default(),
             })
         })
         .collect();
@@ -126,14 +125,11 @@ pub(crate) fn container_from_summary(c: ContainerSummary) -> Option<DockerContai
     })
 }
 
-/// A running proxy container; `None` when it is not running or not a proxy.
-pub(crate) fn container_from_inspect(
-    c: ContainerInspectResponse,
-    proxies: &ProxySelector,
-) -> Option<DockerContainer> {
+/// A running container; `None` when it is not running.
+pub(crate) fn container_from_inspect(c: ContainerInspectResponse) -> Option<DockerContainer> {
     let running = c.state.and_then(|s| s.running).unwrap_or(false);
     let labels = sorted(c.config.and_then(|config| config.labels));
-    if !running || labels.get(&proxies.label) != Some(&proxies.value) {
+    if !running {
         return None;
     }
     let id = c.id?;

@@ -9,7 +9,6 @@ mod convert;
 pub mod events;
 pub mod queue;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
@@ -20,7 +19,6 @@ use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::ListContainersOptions;
 use bollard::{Docker, API_DEFAULT_VERSION};
 use enforcer_core::docker::DockerState;
-use enforcer_core::policy::DockerSettings;
 use enforcer_core::text::printable;
 use futures_util::{Stream, StreamExt};
 
@@ -41,7 +39,7 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(REQUEST_TIMEOUT_SECS)
 
 /// Network events that change what a network is or whether it exists.
 const NETWORK_ACTIONS: &[&str] = &["create", "destroy", "remove", "connect", "disconnect"];
-/// Container events that change whether a proxy runs, or its name or addresses.
+/// Container events that change whether a container runs, or its name, labels or endpoints.
 const CONTAINER_ACTIONS: &[&str] = &["start", "die", "destroy", "rename", "update"];
 
 /// A failure talking to Docker. The rules in force are never changed because of one.
@@ -88,24 +86,6 @@ pub enum DockerError {
     StreamEnded(String),
 }
 
-/// Which containers are proxies: label key and value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxySelector {
-    /// Label key (`enforcer.role`).
-    pub label: String,
-    /// Label value (`egress-proxy`).
-    pub value: String,
-}
-
-impl From<&DockerSettings> for ProxySelector {
-    fn from(settings: &DockerSettings) -> Self {
-        ProxySelector {
-            label: settings.role_label.clone(),
-            value: settings.proxy_role.clone(),
-        }
-    }
-}
-
 /// One relevant Docker event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -120,7 +100,7 @@ pub enum Change {
         /// For connect and disconnect: the container.
         container: Option<String>,
     },
-    /// A proxy container's event: what happened, its ID and name.
+    /// A container's event: what happened, its ID and name.
     Container {
         /// `start`, `die`, `rename`, ...
         action: String,
@@ -158,7 +138,6 @@ pub struct DockerSource {
     docker: Docker,
     host: String,
     socket: PathBuf,
-    proxies: ProxySelector,
 }
 
 /// `DOCKER_HOST`, or [`DEFAULT_HOST`].
@@ -179,7 +158,7 @@ pub fn since_now() -> String {
 
 impl DockerSource {
     /// Connects to `host` (`unix:///path` or a plain path) and negotiates the API version.
-    pub async fn connect(host: &str, proxies: ProxySelector) -> Result<Self, DockerError> {
+    pub async fn connect(host: &str) -> Result<Self, DockerError> {
         let path = match host.strip_prefix("unix://") {
             Some(path) => path,
             None if host.starts_with('/') => host,
@@ -204,7 +183,6 @@ impl DockerSource {
             docker,
             host: host.to_string(),
             socket: PathBuf::from(path),
-            proxies,
         })
     }
 
@@ -241,23 +219,16 @@ impl DockerSource {
         }
     }
 
-    /// Every network and every running proxy container: two requests.
+    /// Every network and every running container (proxies by their labels, and every
+    /// container's endpoints with their MAC addresses, which bind bridge ports): two requests.
     pub async fn snapshot(&self) -> Result<DockerState, DockerError> {
         let networks = self
             .within("listing networks", self.docker.list_networks(None))
             .await?;
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{}={}", self.proxies.label, self.proxies.value)],
-        )]);
-        let options = ListContainersOptions {
-            filters: Some(filters),
-            ..Default::default()
-        };
         let containers = self
             .within(
-                "listing proxy containers",
-                self.docker.list_containers(Some(options)),
+                "listing running containers",
+                self.docker.list_containers(None::<ListContainersOptions>),
             )
             .await?;
         Ok(DockerState::of(
@@ -266,8 +237,7 @@ impl DockerSource {
         ))
     }
 
-    /// The relevant events since `since` (see [`since_now`]), as [`Change`]s. Container events
-    /// of non-proxy containers are left out. Ends with an error when dockerd goes away or
+    /// The relevant events since `since` (see [`since_now`]), as [`Change`]s. Ends with an error when dockerd goes away or
     /// sends something that is not an event (see [`events`]).
     pub fn changes(
         &self,
@@ -343,9 +313,7 @@ impl DockerSource {
                 })
             }
             EventMessageTypeEnum::CONTAINER if CONTAINER_ACTIONS.contains(&action.as_str()) => {
-                // Container events carry the container's labels as attributes.
-                let is_proxy = attributes.get(&self.proxies.label) == Some(&self.proxies.value);
-                is_proxy.then_some(Change::Container { action, id, name })
+                Some(Change::Container { action, id, name })
             }
             _ => None,
         }
@@ -361,11 +329,8 @@ impl DockerSource {
         match change {
             Change::Network { id, container, .. } => {
                 self.refresh_network(state, id).await?;
-                // A proxy joining or leaving a network changes its addresses.
-                if let Some(container) = container
-                    .as_ref()
-                    .filter(|c| state.containers.contains_key(*c))
-                {
+                // A container joining or leaving a network changes its endpoints.
+                if let Some(container) = container {
                     self.refresh_container(state, container).await?;
                 }
             }
@@ -402,8 +367,11 @@ impl DockerSource {
                 absent_if_not_found(self.docker.inspect_container(id, None)),
             )
             .await?;
-        let proxy = found.and_then(|c| container_from_inspect(c, &self.proxies));
-        store(&mut state.containers, id, proxy);
+        store(
+            &mut state.containers,
+            id,
+            found.and_then(container_from_inspect),
+        );
         Ok(())
     }
 }

@@ -1,42 +1,42 @@
-//! The kernel as the daemon sees it: one call that makes the kernel hold a table. The daemon's
+//! The kernel as the daemon sees it: one call that makes the kernel hold enforcer's tables. The daemon's
 //! logic (folding Docker's events, reloads, periodic checks) is written against [`Kernel`], so
 //! that it runs against `enforcer_nft::Nftables` in production and against a recording fake in
 //! unit tests, without root.
 
-use enforcer_core::ruleset::Ruleset;
+use enforcer_core::ruleset::{TableFamily, Tables};
 use enforcer_nft::{ApplyOutcome, NftError, Nftables};
 
 /// What the daemon needs from the kernel.
 pub trait Kernel {
-    /// Makes the kernel hold `ruleset`, sending nothing when it already does. On error, the
+    /// Makes the kernel hold `tables`, sending nothing when it already does. On error, the
     /// kernel still holds what it held before (a transaction is committed whole or not at all).
-    fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyOutcome, NftError>;
+    fn apply(&mut self, tables: &Tables) -> Result<ApplyOutcome, NftError>;
 
     /// Whether the kernel holds `table inet NAME` at all.
     fn holds_table(&mut self, name: &str) -> Result<bool, NftError>;
 }
 
 impl Kernel for Nftables {
-    fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyOutcome, NftError> {
-        Nftables::apply(self, ruleset)
+    fn apply(&mut self, tables: &Tables) -> Result<ApplyOutcome, NftError> {
+        Nftables::apply(self, tables)
     }
 
     fn holds_table(&mut self, name: &str) -> Result<bool, NftError> {
-        Ok(self.read(name)?.is_some())
+        Ok(self.read(name)?.contains_key(&TableFamily::Inet))
     }
 }
 
-/// A kernel in memory for unit tests: it records every ruleset it is asked to apply, and can be
-/// told to refuse transactions or that someone deleted its table.
+/// A kernel in memory for unit tests: it records every set of tables it is asked to apply, and
+/// can be told to refuse transactions or that someone deleted its tables.
 #[cfg(test)]
 #[derive(Debug, Default)]
 pub struct FakeKernel {
-    /// Every ruleset passed to [`Kernel::apply`], in order, refused ones included.
-    pub asked: Vec<Ruleset>,
-    /// Every ruleset committed, in order: one per transaction.
-    pub committed: Vec<Ruleset>,
-    /// The table the fake kernel holds.
-    pub held: Option<Ruleset>,
+    /// Every desired state passed to [`Kernel::apply`], in order, refused ones included.
+    pub asked: Vec<Tables>,
+    /// Every desired state committed, in order: one per transaction.
+    pub committed: Vec<Tables>,
+    /// The tables the fake kernel holds.
+    pub held: Option<Tables>,
     /// While set, every transaction is refused as the kernel would refuse it without memory.
     pub failing: bool,
 }
@@ -51,8 +51,9 @@ impl FakeKernel {
 
 #[cfg(test)]
 impl Kernel for FakeKernel {
-    fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyOutcome, NftError> {
-        self.asked.push(ruleset.clone());
+    fn apply(&mut self, tables: &Tables) -> Result<ApplyOutcome, NftError> {
+        self.asked.push(tables.clone());
+        let ruleset = &tables.inet;
         if self.failing {
             return Err(NftError::Rejected {
                 errno: libc::ENOMEM,
@@ -61,15 +62,15 @@ impl Kernel for FakeKernel {
                 what: format!("the transaction for table inet {}", ruleset.table),
             });
         }
-        if self.held.as_ref() == Some(ruleset) {
+        if self.held.as_ref() == Some(tables) {
             return Ok(ApplyOutcome::Unchanged);
         }
         let change = match &self.held {
             None => format!("+ table inet {} (absent from the kernel)", ruleset.table),
             Some(_) => format!("~ table inet {} (replaced)", ruleset.table),
         };
-        self.held = Some(ruleset.clone());
-        self.committed.push(ruleset.clone());
+        self.held = Some(tables.clone());
+        self.committed.push(tables.clone());
         Ok(ApplyOutcome::Applied {
             messages: 1 + ruleset.sets.len() + ruleset.chains.len(),
             bytes: 0,
@@ -78,6 +79,9 @@ impl Kernel for FakeKernel {
     }
 
     fn holds_table(&mut self, name: &str) -> Result<bool, NftError> {
-        Ok(self.held.as_ref().is_some_and(|held| held.table == name))
+        Ok(self
+            .held
+            .as_ref()
+            .is_some_and(|held| held.inet.table == name))
     }
 }

@@ -15,11 +15,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use enforcer_core::docker::{classify, DockerState};
-use enforcer_core::planner::plan;
+use enforcer_core::planner::plan_tables;
 use enforcer_core::policy::Policy;
 use enforcer_core::render;
-use enforcer_core::ruleset::Ruleset;
-use enforcer_docker::{DockerSource, ProxySelector};
+use enforcer_core::ruleset::Tables;
+use enforcer_docker::DockerSource;
 use enforcer_nft::{ApplyOutcome, NftError, Nftables};
 
 /// How long a one-shot command waits for Docker before enforcing without it.
@@ -189,33 +189,33 @@ pub(crate) fn read_policy(config: Option<&PathBuf>) -> Result<(Policy, Option<St
 
 fn apply(config: Option<PathBuf>, dry_run: bool) -> Result<Done> {
     let policy = load_policy(config.as_ref())?;
-    let ruleset = one_shot_ruleset(&policy)?;
+    let tables = one_shot_tables(&policy)?;
     let table = &policy.table.name;
     if dry_run {
-        let script = render::script(&ruleset);
+        let script = render::tables_script(&tables);
         std::io::stdout()
             .write_all(script.as_bytes())
             .context("writing the script to stdout")?;
         let mut nft = Nftables::open()?;
-        let desired = enforcer_nft::Desired::new(&ruleset);
-        let current = match nft.read(table) {
-            Ok(current) => current,
+        let desired = enforcer_nft::Desired::new(&tables);
+        let held = match nft.read(table) {
+            Ok(held) => held,
             Err(NftError::PermissionDenied { .. }) => {
                 eprintln!(
-                    "enforcer: could not read the kernel's table inet {table} (reading needs \
+                    "enforcer: could not read the kernel's tables {table} (reading needs \
                      CAP_NET_ADMIN); treating every rule as pending"
                 );
                 return Ok(Done::Pending);
             }
-            Err(other) => return Err(other).context("reading the kernel's table"),
+            Err(other) => return Err(other).context("reading the kernel's tables"),
         };
-        let changes = desired.changes(current.as_ref());
+        let changes = desired.changes(&held);
         if changes.is_empty() {
-            eprintln!("enforcer: table inet {table} in the kernel already matches; nothing to do");
+            eprintln!("enforcer: tables {table} in the kernel already match; nothing to do");
             return Ok(Done::Clean);
         }
         eprintln!(
-            "enforcer: {} change(s) pending for table inet {table}:",
+            "enforcer: {} change(s) pending for tables {table}:",
             changes.len()
         );
         for line in changes {
@@ -226,11 +226,11 @@ fn apply(config: Option<PathBuf>, dry_run: bool) -> Result<Done> {
 
     require_net_admin()?;
     let mut nft = Nftables::open()?;
-    match nft.apply(&ruleset).with_context(|| {
-        format!("applying table inet {table}; the rules in force before stay in force")
+    match nft.apply(&tables).with_context(|| {
+        format!("applying tables {table}; the rules in force before stay in force")
     })? {
         ApplyOutcome::Unchanged => {
-            eprintln!("enforcer: table inet {table} already matches the policy; nothing sent");
+            eprintln!("enforcer: tables {table} already match the policy; nothing sent");
         }
         ApplyOutcome::Applied {
             messages,
@@ -238,7 +238,7 @@ fn apply(config: Option<PathBuf>, dry_run: bool) -> Result<Done> {
             changes,
         } => {
             eprintln!(
-                "enforcer: applied table inet {table} in one transaction ({messages} messages, \
+                "enforcer: applied tables {table} in one transaction ({messages} messages, \
                  {bytes} bytes; {} change(s))",
                 changes.len()
             );
@@ -250,14 +250,23 @@ fn apply(config: Option<PathBuf>, dry_run: bool) -> Result<Done> {
     Ok(Done::Clean)
 }
 
-/// The desired table for a one-shot command: the static policy plus, when the policy watches
-/// Docker, a snapshot of Docker taken now. Without Docker, only the static part is enforced and
-/// Docker bridges stay denied (fail-closed).
-fn one_shot_ruleset(policy: &Policy) -> Result<Ruleset> {
+/// The desired tables for a one-shot command: the static policy plus, when the policy watches
+/// Docker, a snapshot of Docker and of the bridge ports taken now. Without Docker, only the
+/// static part is enforced and Docker bridges stay denied (fail-closed); without the ports,
+/// every port of a guarded bridge sends nothing.
+fn one_shot_tables(policy: &Policy) -> Result<Tables> {
     let mut docker = DockerState::default();
+    let mut ports = Vec::new();
     if policy.docker.enabled {
         let host = enforcer_docker::host_from_env();
-        match docker_snapshot(policy, &host) {
+        match bridge_ports() {
+            Ok(found) => ports = found,
+            Err(error) => eprintln!(
+                "enforcer: bridge ports not read ({error:#}); every port of a guarded bridge \
+                 sends nothing"
+            ),
+        }
+        match docker_snapshot(&host) {
             Ok(state) => docker = state,
             Err(error) => eprintln!(
                 "enforcer: Docker not read ({error:#}); enforcing the static policy only, every \
@@ -266,24 +275,37 @@ fn one_shot_ruleset(policy: &Policy) -> Result<Ruleset> {
         }
     }
     let classified = classify(policy, &docker);
-    for item in &classified.skipped {
+    let ports = policy.docker.enabled.then_some(ports.as_slice());
+    let (tables, _, port_skips) = plan_tables(policy, &classified, &docker, ports);
+    for item in classified.skipped.iter().chain(&port_skips) {
         eprintln!("enforcer: skipped {}: {}", item.object, item.reason);
     }
     for item in &classified.remarks {
         eprintln!("enforcer: {}: {}", item.object, item.reason);
     }
-    Ok(plan(&policy.table, &classified.topology))
+    Ok(tables)
 }
 
-fn docker_snapshot(policy: &Policy, host: &str) -> Result<DockerState> {
-    let proxies = ProxySelector::from(&policy.docker);
+/// Every bridge port, with its veth peer's MAC address, read now.
+fn bridge_ports() -> Result<Vec<enforcer_core::ports::BridgePort>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut watch = enforcer_links::PortWatch::open().await?;
+        Ok(watch.ports().await?)
+    })
+}
+
+fn docker_snapshot(host: &str) -> Result<DockerState> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let read = async {
-            let source = DockerSource::connect(host, proxies).await?;
+            let source = DockerSource::connect(host).await?;
             source.snapshot().await
         };
         match tokio::time::timeout(DOCKER_SNAPSHOT_TIMEOUT, read).await {

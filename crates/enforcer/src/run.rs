@@ -17,6 +17,7 @@
 //! it.
 
 mod docker_watch;
+mod port_watch;
 #[cfg(test)]
 mod tests;
 
@@ -24,12 +25,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use enforcer_core::binding::PortGuard;
 use enforcer_core::docker::{classify_after, Classified, DockerState};
-use enforcer_core::planner::plan;
+use enforcer_core::planner::plan_tables;
 use enforcer_core::policy::{DockerSettings, Policy};
-use enforcer_core::ruleset::Ruleset;
+use enforcer_core::ports::BridgePort;
+use enforcer_core::ruleset::Tables;
 use enforcer_core::topology::{self, Topology};
-use enforcer_docker::ProxySelector;
 use enforcer_nft::{ApplyOutcome, Nftables};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
@@ -39,12 +41,15 @@ use crate::kernel::Kernel;
 use crate::read_policy;
 use crate::state_file::{now_unix, show_time, DockerConnection, StateFile};
 use docker_watch::{watch_docker, DockerUpdate};
+use port_watch::watch_ports;
 
 /// How often the kernel's table is checked against the desired one (one GETGEN when nothing
 /// changed; a read-back only when some program committed meanwhile).
 const VERIFY_PERIOD: Duration = Duration::from_secs(5);
 /// Events named in one log line; the rest are counted.
 const REASONS_SHOWN: usize = 5;
+/// How long the start waits for the first report of the bridge ports.
+const FIRST_PORTS_WITHIN: Duration = Duration::from_secs(2);
 /// Changes named in one `applied:` line; the rest are counted (20,000 networks must not make
 /// one line of a megabyte).
 const CHANGES_SHOWN: usize = 50;
@@ -57,10 +62,15 @@ struct Agent<K> {
     /// file as the last good policy.
     policy_text: Option<String>,
     docker: DockerState,
+    /// The bridge ports the link watch last reported (none before its first report).
+    ports: Vec<BridgePort>,
     kernel: K,
-    /// The topology and table computed from `policy` and `docker` (recomputed only when one of
-    /// them changes), and what the kernel was last made to hold, for change summaries.
-    desired: (Topology, Ruleset),
+    /// The topology and tables computed from `policy`, `docker` and `ports` (recomputed only
+    /// when one of them changes), and what the kernel was last made to hold, for change
+    /// summaries.
+    desired: (Topology, Tables),
+    /// Which ports the desired bridge table binds to which container.
+    guard: PortGuard,
     enforced: Topology,
     /// What the last classification skipped, remarked on and enforced (each skip and remark
     /// is logged once; enforced networks keep winning conflicts).
@@ -86,8 +96,11 @@ impl<K: Kernel> Agent<K> {
             .map(|p| (p.applied_unix, p.reason.clone()))
             .unwrap_or_else(|| (now_unix(), "start".to_string()));
         let (docker, known) = previous.map(StateFile::enforced).unwrap_or_default();
-        let (desired, seen) = desired_table(&policy, &docker, &known);
+        let ports = Vec::new();
+        let (desired, guard, seen) = desired_table(&policy, &docker, &ports, &known);
         Agent {
+            ports,
+            guard,
             config,
             docker,
             connection: DockerConnection {
@@ -110,20 +123,38 @@ impl<K: Kernel> Agent<K> {
     /// Recomputes the desired table after the policy or the Docker state changed, then
     /// enforces it.
     fn recompute(&mut self, reason: &str) -> Result<()> {
-        let (desired, seen) = desired_table(&self.policy, &self.docker, &self.seen);
-        self.desired = desired;
-        self.seen = seen;
+        self.replan();
         self.enforce(reason)
+    }
+
+    /// Recomputes the desired tables from the policy, Docker's state and the ports.
+    fn replan(&mut self) {
+        let (desired, guard, seen) =
+            desired_table(&self.policy, &self.docker, &self.ports, &self.seen);
+        self.desired = desired;
+        self.guard = guard;
+        self.seen = seen;
+    }
+
+    /// Takes the link watch's report of the bridge ports; recomputes and enforces when they
+    /// changed (a bound port is enforced as soon as it shows up).
+    fn take_ports(&mut self, ports: Vec<BridgePort>) -> Result<()> {
+        if ports == self.ports {
+            return Ok(());
+        }
+        self.ports = ports;
+        self.recompute("bridge ports changed")
     }
 
     /// Applies the desired table if the kernel's differs (a no-op costs one GETGEN while no one
     /// committed anything). One log line per applied change.
     fn enforce(&mut self, reason: &str) -> Result<()> {
-        let (topology, ruleset) = &self.desired;
+        let (topology, tables) = &self.desired;
         let started = Instant::now();
-        let outcome = self.kernel.apply(ruleset).with_context(|| {
+        let outcome = self.kernel.apply(tables).with_context(|| {
             format!(
-                "applying table inet {} ({reason}); the rules in force before stay in force",
+                "applying tables {} ({reason}); the rules in force before stay in \
+                 force",
                 self.policy.table.name
             )
         })?;
@@ -213,7 +244,7 @@ impl<K: Kernel> Agent<K> {
                 tracing::info!(
                     api,
                     networks = state.networks.len(),
-                    proxies = state.containers.len(),
+                    containers = state.containers.len(),
                     "Docker connected; full resynchronisation"
                 );
                 self.docker = state;
@@ -252,6 +283,7 @@ impl<K: Kernel> Agent<K> {
         );
         state.policy = self.policy_text.clone();
         state.enforced_networks = self.seen.enforced_networks.clone();
+        state.bound_ports = self.guard.bound.clone();
         if let Err(error) = state.store(&self.state_path) {
             tracing::error!("{error:#}");
         }
@@ -290,15 +322,21 @@ fn applied_summary(enforced: &Topology, desired: &Topology, changes: Vec<String>
     text
 }
 
-/// The topology and table that `policy` and `docker` call for, and the classification behind
-/// them. Networks `known` enforced keep winning conflicts; its skips and remarks are not logged
-/// again (new ones are, at WARN).
+/// The topology and tables that `policy`, `docker` and `ports` call for, which ports are bound,
+/// and the classification behind them (its skips include the ports'). Networks `known`
+/// enforced keep winning conflicts; its skips and remarks are not logged again (new ones are,
+/// at WARN). The bridge table exists only while Docker is followed.
 fn desired_table(
     policy: &Policy,
     docker: &DockerState,
+    ports: &[BridgePort],
     known: &Classified,
-) -> ((Topology, Ruleset), Classified) {
+) -> ((Topology, Tables), PortGuard, Classified) {
     let mut classified = classify_after(policy, docker, &known.enforced_networks);
+    let ports = policy.docker.enabled.then_some(ports);
+    let (tables, guard, port_skips) = plan_tables(policy, &classified, docker, ports);
+    classified.skipped.extend(port_skips);
+    classified.skipped.sort();
     for item in classified
         .skipped
         .iter()
@@ -313,9 +351,8 @@ fn desired_table(
     {
         tracing::warn!(object = %item.object, "{}", item.reason);
     }
-    let ruleset = plan(&policy.table, &classified.topology);
     let topology = std::mem::take(&mut classified.topology);
-    ((topology, ruleset), classified)
+    ((topology, tables), guard, classified)
 }
 
 /// At most [`REASONS_SHOWN`] reasons, then how many more.
@@ -342,7 +379,7 @@ fn last_known_state(path: &Path) -> Option<StateFile> {
             tracing::info!(
                 state_file = %path.display(),
                 networks = state.docker.networks.len(),
-                proxies = state.docker.containers.len(),
+                containers = state.docker.containers.len(),
                 "re-enforcing the Docker state last applied at {} ({}) until Docker answers",
                 show_time(state.applied_unix),
                 state.reason
@@ -400,6 +437,21 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
     // Before Docker is read: the static policy, the last known Docker state, and every other
     // Docker bridge denied.
     let mut agent = Agent::new(config, policy, nft, state_path, previous);
+    // The bridge ports, before the first table: a restart must not cut running containers off.
+    let (port_sender, port_updates) = mpsc::unbounded_channel();
+    tokio::spawn(watch_ports(port_sender));
+    let mut port_updates = port_updates;
+    match tokio::time::timeout(FIRST_PORTS_WITHIN, port_updates.recv()).await {
+        Ok(Some(ports)) => {
+            agent.ports = ports;
+            agent.replan();
+        }
+        _ => tracing::error!(
+            "the bridge ports could not be read within {} ms: until they are, every port of a \
+             guarded bridge sends nothing",
+            FIRST_PORTS_WITHIN.as_millis()
+        ),
+    }
     agent.enforce("start, before reading Docker")?;
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -409,7 +461,7 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
         table = %agent.policy.table.name,
         "enforcing; Docker bridges stay denied until classified"
     );
-    main_loop(agent).await
+    main_loop(agent, port_updates).await
 }
 
 /// The policy given at start is unusable: before reporting it (and exiting, so that systemd
@@ -457,8 +509,9 @@ fn enforce_fallback(
             tracing::warn!("{failed:#}; enforcing {what} all the same");
         }
     }
-    let ((_, ruleset), _) = desired_table(&policy, &docker, &known);
-    match kernel.apply(&ruleset) {
+    // No port is known yet: every port of a guarded bridge sends nothing until the agent runs.
+    let ((_, tables), _, _) = desired_table(&policy, &docker, &[], &known);
+    match kernel.apply(&tables) {
         Ok(_) => error.context(format!(
             "the policy cannot be used; enforcing {what} until it is fixed"
         )),
@@ -485,8 +538,12 @@ impl Signals {
     }
 }
 
-/// Serves signals, periodic checks and Docker's updates until SIGTERM or SIGINT.
-async fn main_loop<K: Kernel>(mut agent: Agent<K>) -> Result<()> {
+/// Serves signals, periodic checks, Docker's updates and the link watch's until SIGTERM or
+/// SIGINT.
+async fn main_loop<K: Kernel>(
+    mut agent: Agent<K>,
+    mut ports: mpsc::UnboundedReceiver<Vec<BridgePort>>,
+) -> Result<()> {
     // systemd's watchdog, when set, is pinged at half its period (at most every 5 s).
     let watchdog = sd_notify::watchdog_enabled();
     let period = watchdog.map_or(VERIFY_PERIOD, |w| (w / 2).min(VERIFY_PERIOD));
@@ -516,6 +573,13 @@ async fn main_loop<K: Kernel>(mut agent: Agent<K>) -> Result<()> {
             }
             Some(update) = updates.recv() => {
                 report(agent.absorb(update, &mut updates));
+            }
+            Some(mut latest) = ports.recv() => {
+                // Only the newest report counts.
+                while let Ok(newer) = ports.try_recv() {
+                    latest = newer;
+                }
+                report(agent.take_ports(latest));
             }
         }
     }
@@ -550,10 +614,8 @@ fn spawn_watcher(
         tracing::info!("Docker watching is disabled by the policy: static entries only");
         return None;
     }
-    let proxies = ProxySelector::from(settings);
     Some(tokio::spawn(watch_docker(
         enforcer_docker::host_from_env(),
-        proxies,
         updates,
     )))
 }

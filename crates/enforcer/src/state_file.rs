@@ -62,6 +62,9 @@ pub struct StateFile {
     /// IDs of the Docker networks enforced, which keep winning conflicts after a restart.
     #[serde(default)]
     pub enforced_networks: std::collections::BTreeSet<String>,
+    /// The bridge ports bound to containers, with what each may send as (for `status`).
+    #[serde(default)]
+    pub bound_ports: Vec<enforcer_core::binding::BoundPort>,
 }
 
 /// Seconds since the epoch, now.
@@ -95,6 +98,7 @@ impl StateFile {
             docker,
             policy: None,
             enforced_networks: Default::default(),
+            bound_ports: Vec::new(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! `enforcer status`: what the kernel holds (networks with their drop counters, proxies), what
+//! `enforcer status`: what the kernel holds (networks with their drop counters, proxies, bound
+//! bridge ports with what each container's forged frames counted), what
 //! the state file says (last apply, why, Docker's connection), and whether the two agree. It
 //! works whether the daemon runs or not: it only reads the kernel and the state file.
 
@@ -24,6 +25,21 @@ struct Subnet {
     dropped_bytes: u64,
 }
 
+/// A bridge port bound to a container, and what its forged frames counted.
+#[derive(Serialize)]
+struct Port {
+    container: String,
+    network: String,
+    port: String,
+    mac: String,
+    /// The addresses it may send as.
+    addresses: Vec<IpAddr>,
+    /// Whether the kernel's bridge table holds its chain.
+    in_kernel: bool,
+    dropped_packets: u64,
+    dropped_bytes: u64,
+}
+
 /// The report, as `--json` prints it.
 #[derive(Serialize)]
 struct Status {
@@ -33,6 +49,10 @@ struct Status {
     table_present: bool,
     networks: BTreeMap<String, Vec<Subnet>>,
     proxies: BTreeMap<String, Vec<IpAddr>>,
+    /// Bound bridge ports, per the state file, with the kernel's counters.
+    ports: Vec<Port>,
+    /// Frames ports bound to no container sent (all dropped).
+    unbound_dropped_packets: u64,
     state_file: String,
     /// When and why the table was last applied, per the state file.
     last_applied: Option<String>,
@@ -101,6 +121,26 @@ pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
             })
             .collect(),
         proxies: view.proxies.clone(),
+        ports: state
+            .iter()
+            .flat_map(|s| &s.bound_ports)
+            .map(|bound| {
+                let counted = view.ports.get(&bound.port);
+                let mut addresses: Vec<IpAddr> = bound.ipv4.iter().map(|&a| a.into()).collect();
+                addresses.extend(bound.ipv6.iter().map(|&a| IpAddr::from(a)));
+                Port {
+                    container: bound.container.clone(),
+                    network: bound.network.clone(),
+                    port: bound.port.clone(),
+                    mac: bound.mac.to_string(),
+                    addresses,
+                    in_kernel: counted.is_some(),
+                    dropped_packets: counted.map_or(0, |c| c.packets),
+                    dropped_bytes: counted.map_or(0, |c| c.bytes),
+                }
+            })
+            .collect(),
+        unbound_dropped_packets: view.unbound.packets,
         state_file: state_path.display().to_string(),
         last_applied: state.as_ref().map(|s| show_time(s.applied_unix)),
         last_reason: state.as_ref().map(|s| s.reason.clone()),
@@ -225,6 +265,32 @@ fn human(report: &Status) -> String {
         let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
         let _ = writeln!(out, "{name:<24} {}", list.join(" "));
     }
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:<16} {:<16} {:<18} {:>12}  ADDRESSES",
+        "CONTAINER", "NETWORK", "PORT", "MAC", "FORGED PKTS"
+    );
+    for port in &report.ports {
+        let list: Vec<String> = port.addresses.iter().map(|a| a.to_string()).collect();
+        let count = match port.in_kernel {
+            true => port.dropped_packets.to_string(),
+            false => "NOT BOUND".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<16} {:<16} {:<18} {count:>12}  {}",
+            port.container,
+            port.network,
+            port.port,
+            port.mac,
+            list.join(" ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "frames from ports bound to no container (dropped): {}",
+        report.unbound_dropped_packets
+    );
     if report.notes.is_empty() {
         let _ = writeln!(out, "\nkernel and state file agree");
     } else {

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use enforcer_core::planner::plan;
 use enforcer_core::policy::Policy;
+use enforcer_core::ruleset::Tables;
 use enforcer_nft::{ApplyOutcome, Nftables};
 
 fn main() -> ExitCode {
@@ -49,7 +50,7 @@ fn measure(
                     .stderr(std::process::Stdio::null())
                     .status()?;
                 let start = Instant::now();
-                let ruleset = plan(&policy.table, &policy.static_topology);
+                let ruleset = Tables::from(plan(&policy.table, &policy.static_topology));
                 let mut nft = Nftables::open()?;
                 if !matches!(nft.apply(&ruleset)?, ApplyOutcome::Applied { .. }) {
                     return Err("nothing applied".into());
@@ -58,7 +59,7 @@ fn measure(
             }
         }
         "noop" => {
-            let ruleset = plan(&policy.table, &policy.static_topology);
+            let ruleset = Tables::from(plan(&policy.table, &policy.static_topology));
             let mut nft = Nftables::open()?;
             nft.apply(&ruleset)?;
             // The first no-op verifies the kernel's table by reading it back.

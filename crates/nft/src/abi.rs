@@ -27,11 +27,30 @@ pub(crate) const NFNL_MSG_BATCH_END: u16 = 0x11;
 pub(crate) const NFPROTO_UNSPEC: u8 = 0;
 pub(crate) const NFPROTO_INET: u8 = 1;
 pub(crate) const NFPROTO_IPV4: u8 = 2;
+pub(crate) const NFPROTO_BRIDGE: u8 = 7;
 pub(crate) const NFPROTO_IPV6: u8 = 10;
 pub(crate) const IPPROTO_ICMPV6: u8 = 58;
 
+// Ethernet types (linux/if_ether.h), as they appear on the wire (big-endian).
+pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_ARP: u16 = 0x0806;
+pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
+// ARP header (linux/if_arp.h): Ethernet hardware, then hardware and protocol address lengths.
+pub(crate) const ARPHRD_ETHER: u16 = 1;
+pub(crate) const ETH_ALEN: u8 = 6;
+pub(crate) const IPV4_ALEN: u8 = 4;
+
+/// The nfgenmsg family of a table of `family`.
+pub(crate) fn nfproto(family: enforcer_core::ruleset::TableFamily) -> u8 {
+    match family {
+        enforcer_core::ruleset::TableFamily::Inet => NFPROTO_INET,
+        enforcer_core::ruleset::TableFamily::Bridge => NFPROTO_BRIDGE,
+    }
+}
+
 // NFT_MSG_*: nftables message types (the low byte of nlmsg_type).
 pub(crate) const NFT_MSG_GETTABLE: u16 = 1;
+pub(crate) const NFT_MSG_DELTABLE: u16 = 2;
 pub(crate) const NFT_MSG_NEWCHAIN: u16 = 3;
 pub(crate) const NFT_MSG_GETCHAIN: u16 = 4;
 pub(crate) const NFT_MSG_DELCHAIN: u16 = 5;
@@ -124,6 +143,7 @@ pub(crate) const NFT_REG32_01: u32 = 9;
 // NFTA_META_* (meta expression), NFT_META_* keys.
 pub(crate) const NFTA_META_DREG: u16 = 1;
 pub(crate) const NFTA_META_KEY: u16 = 2;
+pub(crate) const NFT_META_PROTOCOL: u32 = 0;
 pub(crate) const NFT_META_IIFNAME: u32 = 6;
 pub(crate) const NFT_META_NFPROTO: u32 = 15;
 pub(crate) const NFT_META_L4PROTO: u32 = 16;
@@ -142,6 +162,7 @@ pub(crate) const NFTA_PAYLOAD_DREG: u16 = 1;
 pub(crate) const NFTA_PAYLOAD_BASE: u16 = 2;
 pub(crate) const NFTA_PAYLOAD_OFFSET: u16 = 3;
 pub(crate) const NFTA_PAYLOAD_LEN: u16 = 4;
+pub(crate) const NFT_PAYLOAD_LL_HEADER: u32 = 0;
 pub(crate) const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 pub(crate) const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 

@@ -1,6 +1,6 @@
-//! The kernel edge of enforcer: puts a [`Ruleset`] into the kernel as ONE nftables netlink
-//! transaction, and reads back what the kernel holds to skip transactions that would change
-//! nothing.
+//! The kernel edge of enforcer: puts its [`Tables`] (`inet` and `bridge`) into the kernel as
+//! ONE nftables netlink transaction, and reads back what the kernel holds to skip transactions
+//! that would change nothing.
 //!
 //! - [`encode`] writes the batch: rustables for the table and its chains, which it models
 //!   completely; our own writer ([`wire`]) for everything else: every rule expression, sets,
@@ -39,12 +39,14 @@ pub mod state;
 pub mod view;
 pub mod wire;
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use enforcer_core::ruleset::Ruleset;
+use enforcer_core::ruleset::{TableFamily, Tables};
 
+use encode::TableChange;
 pub use state::{diff, TableState};
-pub use view::{CountedSubnet, KernelView};
+pub use view::{CountedSubnet, KernelView, PortCounters};
 
 /// Something went wrong talking to nftables. Whatever it is, the rules in force before the call
 /// are still in force: a transaction is committed whole or not at all.
@@ -106,9 +108,9 @@ impl NftError {
 /// What [`Nftables::apply`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyOutcome {
-    /// The kernel already held the desired table: nothing was sent.
+    /// The kernel already held the desired tables: nothing was sent.
     Unchanged,
-    /// One transaction replaced the table.
+    /// One transaction replaced what differed.
     Applied {
         /// Messages in the transaction.
         messages: usize,
@@ -119,46 +121,90 @@ pub enum ApplyOutcome {
     },
 }
 
-/// The desired table, encoded once: its messages and (computed on first use) its canonical
-/// form.
+/// Enforcer's tables as the kernel holds them, by family: a family without an entry has no
+/// such table.
+pub type HeldTables = BTreeMap<TableFamily, TableState>;
+
+/// The desired tables, encoded once: their messages and (computed on first use) their canonical
+/// forms, and the families whose table must not exist.
 pub struct Desired {
-    parts: encode::Parts,
-    table: String,
-    state: OnceLock<TableState>,
+    name: String,
+    parts: Vec<encode::Parts>,
+    absent: Vec<TableFamily>,
+    states: OnceLock<Vec<TableState>>,
 }
 
 impl Desired {
-    /// Encodes `ruleset`.
-    pub fn new(ruleset: &Ruleset) -> Desired {
+    /// Encodes `tables`.
+    pub fn new(tables: &Tables) -> Desired {
+        let mut parts: Vec<encode::Parts> = Vec::new();
+        for ruleset in tables.iter() {
+            let first_set_id = parts.iter().map(encode::Parts::set_count).sum();
+            parts.push(encode::encode(ruleset, first_set_id));
+        }
+        let absent = TableFamily::ALL
+            .into_iter()
+            .filter(|f| tables.iter().all(|t| t.family != *f))
+            .collect();
         Desired {
-            parts: encode::encode(ruleset),
-            table: ruleset.table.clone(),
-            state: OnceLock::new(),
+            name: tables.inet.table.clone(),
+            parts,
+            absent,
+            states: OnceLock::new(),
         }
     }
 
-    /// The canonical form of the desired table.
-    pub fn state(&self) -> &TableState {
-        self.state.get_or_init(|| self.parts.state())
+    /// The canonical form of each desired table, with its family.
+    pub fn states(&self) -> impl Iterator<Item = (TableFamily, &TableState)> {
+        let states = self
+            .states
+            .get_or_init(|| self.parts.iter().map(encode::Parts::state).collect());
+        self.parts.iter().map(encode::Parts::family).zip(states)
     }
 
-    /// What applying it changes, against `current` (the kernel's table, if it exists).
-    pub fn changes(&self, current: Option<&TableState>) -> Vec<String> {
-        match current {
-            Some(current) => diff(&self.table, Some(current), self.state()),
-            None => vec![format!(
-                "+ table inet {} (absent from the kernel)",
-                self.table
-            )],
+    /// Whether the kernel's tables (`held`) are exactly the desired ones.
+    pub fn is_held(&self, held: &HeldTables) -> bool {
+        self.states()
+            .all(|(family, state)| held.get(&family) == Some(state))
+            && self.absent.iter().all(|f| !held.contains_key(f))
+    }
+
+    /// What applying it changes, against `held`, as [`diff`] lines.
+    pub fn changes(&self, held: &HeldTables) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (family, state) in self.states() {
+            lines.extend(diff((family, &self.name), held.get(&family), state));
         }
+        for family in self.absent.iter().filter(|f| held.contains_key(f)) {
+            lines.push(format!(
+                "- table {} {} (no longer wanted)",
+                family.name(),
+                self.name
+            ));
+        }
+        lines
+    }
+
+    /// The one transaction that turns `held` into the desired tables.
+    fn transaction(&self, held: &HeldTables, first_seq: u32) -> encode::Transaction {
+        let states: Vec<(TableFamily, &TableState)> = self.states().collect();
+        let mut changes: Vec<TableChange> = Vec::new();
+        for (parts, (family, desired)) in self.parts.iter().zip(&states) {
+            let against = held.get(family).map(|current| (current, *desired));
+            changes.push(TableChange::Write { parts, against });
+        }
+        for family in self.absent.iter().filter(|f| held.contains_key(f)) {
+            changes.push(TableChange::Delete(*family, &self.name));
+        }
+        encode::transaction(&changes, first_seq)
     }
 }
 
-/// A ruleset known to be in the kernel at a given ruleset generation. The generation id changes
-/// with every commit by anyone, so while it stays the same, the kernel still holds this table.
+/// Tables known to be in the kernel at a given ruleset generation. The generation id changes
+/// with every commit by anyone, so while it stays the same, the kernel still holds them.
 struct Verified {
     generation: u32,
-    ruleset: Ruleset,
+    tables: Tables,
 }
 
 /// A connection to the kernel's nftables.
@@ -178,89 +224,106 @@ impl Nftables {
         })
     }
 
-    /// Reads `inet table` as the kernel holds it, consistently (retried if a transaction
-    /// commits while reading). `None` when the table does not exist.
-    pub fn read(&mut self, table: &str) -> Result<Option<TableState>, NftError> {
-        self.read_with_generation(table).map(|(_, state)| state)
+    /// Reads enforcer's tables named `name`, every family, as the kernel holds them,
+    /// consistently (retried if a transaction commits while reading).
+    pub fn read(&mut self, name: &str) -> Result<HeldTables, NftError> {
+        self.read_with_generation(name).map(|(_, held)| held)
     }
 
-    /// The networks (with drop counters) and proxies `inet table` holds; `None` when the
-    /// table does not exist.
+    /// The networks (with drop counters) and proxies `inet table` holds, and the bound ports
+    /// (with theirs) of `bridge table`; `None` when the inet table does not exist.
     pub fn view(&mut self, table: &str) -> Result<Option<KernelView>, NftError> {
-        if !self.socket.table_exists(table)? {
+        if !self.socket.table_exists(TableFamily::Inet, table)? {
             return Ok(None);
         }
         // Set names from the object dump; elements only of the sets the view reads.
         let mut sets = TableState::default();
-        for message in wire::messages(&self.socket.dump_objects(table)?) {
+        for message in wire::messages(&self.socket.dump_objects(TableFamily::Inet, table)?) {
             sets.absorb(table, &message);
         }
         let mut dumps = Vec::new();
         for name in sets.sets.keys().filter(|n| KernelView::reads(n)) {
-            dumps.push((name.clone(), self.socket.dump_elements(table, name)?));
+            let dump = self.socket.dump_elements(TableFamily::Inet, table, name)?;
+            dumps.push((name.clone(), dump));
         }
-        Ok(Some(KernelView::from_dumps(
-            dumps.iter().map(|(n, d)| (n.as_str(), d.as_slice())),
-        )))
+        let mut view =
+            KernelView::from_dumps(dumps.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+        if self.socket.table_exists(TableFamily::Bridge, table)? {
+            let rules = self.socket.dump_objects(TableFamily::Bridge, table)?;
+            view.read_ports(&rules);
+        }
+        Ok(Some(view))
     }
 
-    /// Like [`Nftables::read`], with the ruleset generation the state belongs to.
-    fn read_with_generation(&mut self, table: &str) -> Result<(u32, Option<TableState>), NftError> {
-        for _ in 0..READ_ATTEMPTS {
-            let before = self.socket.generation()?;
-            let state = if self.socket.table_exists(table)? {
-                let mut state = TableState::default();
-                let objects = self.socket.dump_objects(table)?;
-                for message in wire::messages(&objects) {
-                    state.absorb(table, &message);
-                }
-                let names: Vec<String> = state.sets.keys().cloned().collect();
-                for set in names {
-                    let elements = self.socket.dump_elements(table, &set)?;
-                    for message in wire::messages(&elements) {
-                        state.absorb(table, &message);
-                    }
-                }
-                Some(state)
-            } else {
-                None
-            };
-            if self.socket.generation()? == before {
-                return Ok((before, state));
+    /// One table as the kernel holds it, `None` when it does not exist (not retried).
+    fn read_table(
+        &mut self,
+        family: TableFamily,
+        table: &str,
+    ) -> Result<Option<TableState>, NftError> {
+        if !self.socket.table_exists(family, table)? {
+            return Ok(None);
+        }
+        let mut state = TableState::default();
+        let objects = self.socket.dump_objects(family, table)?;
+        for message in wire::messages(&objects) {
+            state.absorb(table, &message);
+        }
+        let names: Vec<String> = state.sets.keys().cloned().collect();
+        for set in names {
+            let elements = self.socket.dump_elements(family, table, &set)?;
+            for message in wire::messages(&elements) {
+                state.absorb(table, &message);
             }
         }
-        Err(NftError::Unstable(table.to_string()))
+        Ok(Some(state))
     }
 
-    /// Makes the kernel hold `ruleset`: when this handle already verified it and no commit has
-    /// happened since (same ruleset generation), nothing is read or sent; otherwise the table
-    /// is read back and, when it differs, replaced in one transaction. On return the kernel
-    /// holds the desired table or, on error, what it held before.
-    pub fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyOutcome, NftError> {
+    /// Like [`Nftables::read`], with the ruleset generation the tables belong to.
+    fn read_with_generation(&mut self, name: &str) -> Result<(u32, HeldTables), NftError> {
+        for _ in 0..READ_ATTEMPTS {
+            let before = self.socket.generation()?;
+            let mut held = HeldTables::new();
+            for family in TableFamily::ALL {
+                if let Some(state) = self.read_table(family, name)? {
+                    held.insert(family, state);
+                }
+            }
+            if self.socket.generation()? == before {
+                return Ok((before, held));
+            }
+        }
+        Err(NftError::Unstable(name.to_string()))
+    }
+
+    /// Makes the kernel hold `tables`: when this handle already verified them and no commit has
+    /// happened since (same ruleset generation), nothing is read or sent; otherwise the tables
+    /// are read back and, when one differs, everything that differs is replaced in one
+    /// transaction. On return the kernel holds the desired tables or, on error, what it held
+    /// before.
+    pub fn apply(&mut self, tables: &Tables) -> Result<ApplyOutcome, NftError> {
         if let Some(verified) = &self.verified {
-            if verified.ruleset == *ruleset && self.socket.generation()? == verified.generation {
+            if verified.tables == *tables && self.socket.generation()? == verified.generation {
                 return Ok(ApplyOutcome::Unchanged);
             }
         }
         self.verified = None;
-        let desired = Desired::new(ruleset);
+        let desired = Desired::new(tables);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (generation, current) = self.read_with_generation(&desired.table)?;
-            if let Some(current) = &current {
-                if current == desired.state() {
-                    self.verified = Some(Verified {
-                        generation,
-                        ruleset: ruleset.clone(),
-                    });
-                    return Ok(ApplyOutcome::Unchanged);
-                }
+            let (generation, held) = self.read_with_generation(&desired.name)?;
+            if desired.is_held(&held) {
+                self.verified = Some(Verified {
+                    generation,
+                    tables: tables.clone(),
+                });
+                return Ok(ApplyOutcome::Unchanged);
             }
-            let changes = desired.changes(current.as_ref());
-            let (messages, bytes) = match self.commit(&desired, current.as_ref()) {
+            let changes = desired.changes(&held);
+            let (messages, bytes) = match self.commit(&desired, &held) {
                 Ok(sizes) => sizes,
-                // The table changed between our read and our commit (an object we meant to
+                // The tables changed between our read and our commit (an object we meant to
                 // delete was gone, or one we create appeared): read again, once.
                 Err(NftError::Rejected { errno, .. })
                     if attempt == 1 && (errno == libc::ENOENT || errno == libc::EEXIST) =>
@@ -269,13 +332,13 @@ impl Nftables {
                 }
                 Err(other) => return Err(other),
             };
-            // Trust the new table without reading it back only if ours was the one commit
+            // Trust the new tables without reading them back only if ours was the one commit
             // since the read (the generation moved by exactly one).
             let after = self.socket.generation()?;
             if after == generation.wrapping_add(1) {
                 self.verified = Some(Verified {
                     generation: after,
-                    ruleset: ruleset.clone(),
+                    tables: tables.clone(),
                 });
             }
             return Ok(ApplyOutcome::Applied {
@@ -286,18 +349,14 @@ impl Nftables {
         }
     }
 
-    /// Sends, in one transaction, what turns `current` (the kernel's table as just read) into
-    /// the desired table; returns the number of messages and bytes sent.
+    /// Sends, in one transaction, what turns `held` (the kernel's tables as just read) into
+    /// the desired tables; returns the number of messages and bytes sent.
     pub fn commit(
         &mut self,
         desired: &Desired,
-        current: Option<&TableState>,
+        held: &HeldTables,
     ) -> Result<(usize, usize), NftError> {
-        // The desired canonical state is only needed to compare against an existing table.
-        let against = current.map(|current| (current, desired.state()));
-        let transaction = desired
-            .parts
-            .transaction(against, self.socket.next_seq() + 1);
+        let transaction = desired.transaction(held, self.socket.next_seq() + 1);
         self.socket.skip_past(transaction.last_seq() + 1);
         self.socket.commit(&transaction)?;
         Ok((transaction.descriptions.len(), transaction.bytes.len()))

@@ -9,6 +9,8 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
+use enforcer_core::ruleset::TableFamily;
+
 use crate::abi::*;
 use crate::encode::Transaction;
 use crate::wire::{self, AttrWriter};
@@ -116,19 +118,24 @@ impl Socket {
         id.ok_or_else(|| NftError::Malformed("no generation id in the kernel's reply".into()))
     }
 
-    /// Whether table `inet name` exists.
-    pub fn table_exists(&mut self, name: &str) -> Result<bool, NftError> {
+    /// Whether table `family name` exists.
+    pub fn table_exists(&mut self, family: TableFamily, name: &str) -> Result<bool, NftError> {
         let mut attrs = AttrWriter::new();
         attrs.string(NFTA_TABLE_NAME, name);
-        match self.request(NFT_MSG_GETTABLE, NLM_F_ACK, NFPROTO_INET, &attrs.finish()) {
+        match self.request(
+            NFT_MSG_GETTABLE,
+            NLM_F_ACK,
+            nfproto(family),
+            &attrs.finish(),
+        ) {
             Ok(_) => Ok(true),
             Err(NftError::Rejected { errno, .. }) if errno == libc::ENOENT => Ok(false),
             Err(other) => Err(other),
         }
     }
 
-    /// Dumps the chains, rules and sets of `inet table` (raw reply messages, concatenated).
-    pub fn dump_objects(&mut self, table: &str) -> Result<Vec<u8>, NftError> {
+    /// Dumps the chains, rules and sets of `family table` (raw reply messages, concatenated).
+    pub fn dump_objects(&mut self, family: TableFamily, table: &str) -> Result<Vec<u8>, NftError> {
         let mut out = Vec::new();
         for (kind, table_attr) in [
             (NFT_MSG_GETCHAIN, NFTA_CHAIN_TABLE),
@@ -137,13 +144,18 @@ impl Socket {
         ] {
             let mut attrs = AttrWriter::new();
             attrs.string(table_attr, table);
-            out.extend(self.request(kind, NLM_F_DUMP, NFPROTO_INET, &attrs.finish())?);
+            out.extend(self.request(kind, NLM_F_DUMP, nfproto(family), &attrs.finish())?);
         }
         Ok(out)
     }
 
-    /// Dumps the elements of set `set` of `inet table`.
-    pub fn dump_elements(&mut self, table: &str, set: &str) -> Result<Vec<u8>, NftError> {
+    /// Dumps the elements of set `set` of `family table`.
+    pub fn dump_elements(
+        &mut self,
+        family: TableFamily,
+        table: &str,
+        set: &str,
+    ) -> Result<Vec<u8>, NftError> {
         let mut attrs = AttrWriter::new();
         attrs
             .string(NFTA_SET_ELEM_LIST_TABLE, table)
@@ -151,7 +163,7 @@ impl Socket {
         self.request(
             NFT_MSG_GETSETELEM,
             NLM_F_DUMP,
-            NFPROTO_INET,
+            nfproto(family),
             &attrs.finish(),
         )
     }

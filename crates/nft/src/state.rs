@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use enforcer_core::ruleset::TableFamily;
+
 use crate::abi::*;
 use crate::wire::{self, AttrWriter, Message};
 
@@ -325,14 +327,21 @@ const DIFF_ELEMENTS_SHOWN: usize = 5;
 
 /// What applying `desired` would change in `current` (`None`: the table does not exist), one
 /// line per change, `+` for additions, `-` for removals, `~` for changes. Empty when equal.
-pub fn diff(table: &str, current: Option<&TableState>, desired: &TableState) -> Vec<String> {
+pub fn diff(
+    (family, table): (TableFamily, &str),
+    current: Option<&TableState>,
+    desired: &TableState,
+) -> Vec<String> {
     use enforcer_core::diff::{diff as by_name, removals_first, Change};
     let empty = TableState::default();
     let mut lines = Vec::new();
     let current = match current {
         Some(c) => c,
         None => {
-            lines.push(format!("+ table inet {table} (absent from the kernel)"));
+            lines.push(format!(
+                "+ table {} {table} (absent from the kernel)",
+                family.name()
+            ));
             &empty
         }
     };

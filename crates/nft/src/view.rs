@@ -1,6 +1,7 @@
-//! What the kernel's table says, read back for people (`enforcer status`): the managed subnets
+//! What the kernel's tables say, read back for people (`enforcer status`): the managed subnets
 //! of each network with their drop counters (the counted `egress_*` sets, whose elements name
-//! their network), and each proxy's addresses (the `proxies_*` verdict maps).
+//! their network), each proxy's addresses (the `proxies_*` verdict maps), and what each bound
+//! bridge port's chain dropped (the counters of its rules).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -31,6 +32,19 @@ pub struct KernelView {
     pub networks: BTreeMap<String, Vec<CountedSubnet>>,
     /// Proxy name -> its addresses.
     pub proxies: BTreeMap<String, Vec<IpAddr>>,
+    /// Bound port -> what its chain dropped (forged frames from its container).
+    pub ports: BTreeMap<String, PortCounters>,
+    /// What ports bound to no container sent (all dropped).
+    pub unbound: PortCounters,
+}
+
+/// Packets and bytes a port's drop rules counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Packets dropped.
+    pub packets: u64,
+    /// Bytes dropped.
+    pub bytes: u64,
 }
 
 /// The (packets, bytes) of an element's counter, if it has one.
@@ -39,18 +53,21 @@ fn counter(element: &[u8]) -> Option<(u64, u64)> {
     let listed = wire::attribute(element, NFTA_SET_ELEM_EXPRESSIONS)
         .into_iter()
         .flat_map(|list| wire::attributes(list).map(|(_, e)| e));
-    one.into_iter().chain(listed).find_map(|expression| {
-        if wire::attribute(expression, NFTA_EXPR_NAME).map(wire::string)? != "counter" {
-            return None;
-        }
-        let data = wire::attribute(expression, NFTA_EXPR_DATA)?;
-        let be64 = |ty| {
-            wire::attribute(data, ty)
-                .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                .map(u64::from_be_bytes)
-        };
-        Some((be64(NFTA_COUNTER_PACKETS)?, be64(NFTA_COUNTER_BYTES)?))
-    })
+    one.into_iter().chain(listed).find_map(counter_values)
+}
+
+/// The (packets, bytes) of a counter expression; `None` for any other expression.
+fn counter_values(expression: &[u8]) -> Option<(u64, u64)> {
+    if wire::attribute(expression, NFTA_EXPR_NAME).map(wire::string)? != "counter" {
+        return None;
+    }
+    let data = wire::attribute(expression, NFTA_EXPR_DATA)?;
+    let be64 = |ty| {
+        wire::attribute(data, ty)
+            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+            .map(u64::from_be_bytes)
+    };
+    Some((be64(NFTA_COUNTER_PACKETS)?, be64(NFTA_COUNTER_BYTES)?))
 }
 
 /// Every `NFTA_LIST_ELEM` payload of a set-element dump.
@@ -66,6 +83,29 @@ fn elements(dump: &[u8]) -> Vec<&[u8]> {
 }
 
 impl KernelView {
+    /// Adds the counters of the bridge table's port chains, from a dump of its rules.
+    pub(crate) fn read_ports(&mut self, dump: &[u8]) {
+        for message in wire::messages(dump) {
+            if message.kind & 0xff != NFT_MSG_NEWRULE {
+                continue;
+            }
+            let attrs = message.attributes();
+            let chain = wire::attribute(attrs, NFTA_RULE_CHAIN).map(wire::string);
+            let target = match chain.as_deref().map(str::parse) {
+                Some(Ok(ChainName::Port(port))) => self.ports.entry(port).or_default(),
+                Some(Ok(ChainName::UnboundPort)) => &mut self.unbound,
+                _ => continue,
+            };
+            let expressions = wire::attribute(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]);
+            for (_, expression) in wire::attributes(expressions) {
+                if let Some((packets, bytes)) = counter_values(expression) {
+                    target.packets += packets;
+                    target.bytes += bytes;
+                }
+            }
+        }
+    }
+
     /// Whether the view reads set `name`: the counted egress sets and the proxy maps.
     pub(crate) fn reads(name: &str) -> bool {
         matches!(name.parse(), Ok(SetName::Egress(..) | SetName::Proxies(_)))

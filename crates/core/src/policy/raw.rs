@@ -200,7 +200,7 @@ impl Source<'_> {
             name,
             forward_priority: raw.forward_priority.unwrap_or(defaults.forward_priority),
             input_priority: raw.input_priority.unwrap_or(defaults.input_priority),
-            unknown_interface_patterns: Vec::new(),
+            ..defaults
         })
     }
 

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use enforcer_core::names::ChainName;
 use enforcer_core::ruleset::{
-    Action, AddressKey, CtState, Direction, Family, Hook, Match, Ruleset, SetContent, Verdict,
+    Action, AddressKey, CtState, Direction, Family, Hook, MapKey, Match, Ruleset, SetContent,
+    Verdict,
 };
 use enforcer_core::topology::Protocol;
 use ipnet::IpNet;
@@ -95,6 +96,10 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
                 _ => panic!("interface lookup in a set of another kind"),
             }
         }
+        Match::SourcePort(..)
+        | Match::SourceMac { .. }
+        | Match::ArpSender(..)
+        | Match::NeighbourTarget(_) => panic!("a bridge table's match in the inet table"),
     }
 }
 
@@ -108,7 +113,10 @@ fn run(ruleset: &Ruleset, chain: &ChainName, packet: &Packet, depth: usize) -> O
         }
         let verdict = match &rule.action {
             Action::Verdict(v) => v.clone(),
-            Action::VerdictMap(key, map) => {
+            Action::VerdictMap(MapKey::InputInterface, _) => {
+                panic!("a bridge table's port map in the inet table")
+            }
+            Action::VerdictMap(MapKey::Address(key), map) => {
                 let Some(k) = key_of(packet, key) else {
                     continue;
                 };

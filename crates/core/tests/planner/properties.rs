@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use enforcer_core::planner::{plan, TableSettings};
 use enforcer_core::render::script;
-use enforcer_core::ruleset::{Action, CtState, Family, Hook, Match, Ruleset};
+use enforcer_core::ruleset::{Action, CtState, Family, Hook, MapKey, Match, Ruleset};
 use enforcer_core::topology::{ManagedNetwork, Protocol, Proxy, Service, Topology};
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -236,7 +236,10 @@ fn shape(rs: &Ruleset, family: Family) -> Vec<String> {
                 })
                 .collect();
             let action = match &rule.action {
-                Action::VerdictMap(k, m) => erase(format!("vmap {:?} {m}", k.direction)),
+                Action::VerdictMap(MapKey::Address(k), m) => {
+                    erase(format!("vmap {:?} {m}", k.direction))
+                }
+                Action::VerdictMap(MapKey::InputInterface, m) => format!("vmap iifname {m}"),
                 Action::Verdict(v) => format!("{v:?}"),
             };
             lines.push(erase(format!("{matches:?} {} {action}", rule.counter)));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use enforcer_core::docker::DockerState;
 use enforcer_docker::queue::{ChangeQueue, Work};
-use enforcer_docker::{since_now, DockerError, DockerSource, ProxySelector};
+use enforcer_docker::{since_now, DockerError, DockerSource};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -52,15 +52,11 @@ pub enum DockerUpdate {
 
 /// Connects, snapshots, follows events; on any failure reports it and starts over after a
 /// capped backoff. Ends when the main loop is gone.
-pub async fn watch_docker(
-    host: String,
-    proxies: ProxySelector,
-    updates: mpsc::UnboundedSender<DockerUpdate>,
-) {
+pub async fn watch_docker(host: String, updates: mpsc::UnboundedSender<DockerUpdate>) {
     let mut backoff = BACKOFF_FIRST;
     loop {
         let started = Instant::now();
-        let error = match follow(&host, &proxies, &updates).await {
+        let error = match follow(&host, &updates).await {
             Ok(()) => return, // the main loop has gone
             Err(error) => error,
         };
@@ -101,10 +97,9 @@ struct Pending {
 /// receiver is gone.
 async fn follow(
     host: &str,
-    proxies: &ProxySelector,
     updates: &mpsc::UnboundedSender<DockerUpdate>,
 ) -> Result<(), DockerError> {
-    let source = DockerSource::connect(host, proxies.clone()).await?;
+    let source = DockerSource::connect(host).await?;
     // Events from just before the snapshot on are replayed, so nothing between the snapshot
     // and the stream is lost (refreshing an object twice is harmless).
     let since = since_now();

@@ -86,6 +86,7 @@ fn proxy(network_id: &str, ipv4: &str) -> DockerContainer {
             network_id: network_id.into(),
             ipv4: ipv4.into(),
             ipv6: String::new(),
+            mac: String::new(),
         }],
     }
 }
@@ -114,7 +115,7 @@ fn absorb_queued(agent: &mut Agent<FakeKernel>, updates: Vec<DockerUpdate>) -> a
 }
 
 fn held_script(agent: &Agent<FakeKernel>) -> String {
-    render::script(
+    render::tables_script(
         agent
             .kernel
             .held
@@ -339,8 +340,8 @@ fn a_refused_transaction_is_reported_and_the_next_check_applies_it() {
     .unwrap_err();
     assert_eq!(
         format!("{error:#}"),
-        "applying table inet enforcer (network create newnet); the rules in force before stay \
-         in force: the kernel rejected the transaction for table inet enforcer: Cannot allocate \
+        "applying tables enforcer (network create newnet); the rules in force before stay in \
+         force: the kernel rejected the transaction for table inet enforcer: Cannot allocate \
          memory (os error 12)"
     );
     assert_eq!(agent.kernel.held, before, "the kernel keeps the old table");
@@ -445,7 +446,7 @@ fn an_unusable_policy_at_start_enforces_the_last_good_one_or_denies_every_bridge
         "{text}"
     );
     assert!(text.ends_with("p.toml:1:1: bad"), "{text}");
-    let script = render::script(kernel.held.as_ref().expect("a table is in the kernel"));
+    let script = render::tables_script(kernel.held.as_ref().expect("a table is in the kernel"));
     assert!(
         script.contains("iifname \"br-*\" iifname != @known_interfaces jump from_unknown_bridge")
     );
@@ -474,7 +475,7 @@ fn an_unusable_policy_at_start_enforces_the_last_good_one_or_denies_every_bridge
         format!("{error:#}").contains("enforcing the last good policy"),
         "{error:#}"
     );
-    let script = render::script(kernel.held.as_ref().unwrap());
+    let script = render::tables_script(kernel.held.as_ref().unwrap());
     assert!(script.contains("10.50.0.0 comment \"static\""), "{script}");
     assert!(script.contains("10.110.0.0 comment \"newnet\""), "{script}");
 }

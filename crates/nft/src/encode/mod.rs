@@ -22,7 +22,7 @@ mod transaction;
 use std::net::IpAddr;
 
 use enforcer_core::names::SetName;
-use enforcer_core::ruleset::{Chain as ChainDef, Hook as HookDef, Ruleset};
+use enforcer_core::ruleset::{Chain as ChainDef, Hook as HookDef, Ruleset, TableFamily};
 use rustables::{
     Batch, Chain, ChainPolicy, ChainType, Hook, HookClass, MsgType, ProtocolFamily, Table,
 };
@@ -31,7 +31,7 @@ use crate::abi::{IFNAME_LEN, NFTNL_UDATA_COMMENT};
 use crate::state::TableState;
 use crate::wire;
 
-pub use transaction::Transaction;
+pub use transaction::{transaction, TableChange, Transaction};
 
 /// One encoded message and what it does (for error messages).
 type Part = (Vec<u8>, String);
@@ -54,6 +54,7 @@ struct SetPart {
 /// Every message that creates the desired table, encoded once, grouped so that a transaction
 /// can be assembled against whatever the kernel holds.
 pub struct Parts {
+    family: TableFamily,
     table: String,
     /// `NEWTABLE`, `DELTABLE`: creating the table, deleting it.
     table_messages: [Part; 2],
@@ -61,9 +62,11 @@ pub struct Parts {
     sets: Vec<SetPart>,
 }
 
-/// Encodes every object of `ruleset`.
-pub fn encode(ruleset: &Ruleset) -> Parts {
+/// Encodes every object of `ruleset`. Its sets get the batch-local ids after `first_set_id`
+/// (ids must be unique in a batch that writes several tables).
+pub fn encode(ruleset: &Ruleset, first_set_id: u32) -> Parts {
     let name = &ruleset.table;
+    let family = ruleset.family;
     let (table_messages, chain_messages) = table_and_chains(ruleset);
     // A set created in the same batch is named in lookups by its batch-local id too.
     let set_id = |set: &SetName| {
@@ -71,7 +74,7 @@ pub fn encode(ruleset: &Ruleset) -> Parts {
             .sets
             .iter()
             .position(|s| s.name == *set)
-            .map_or(0, |i| i as u32 + 1)
+            .map_or(0, |i| first_set_id + i as u32 + 1)
     };
     let chains = ruleset
         .chains
@@ -92,7 +95,7 @@ pub fn encode(ruleset: &Ruleset) -> Parts {
                         rule.comment
                     );
                     (
-                        rules::rule_message(name, &chain.name, rule, &set_id),
+                        rules::rule_message((family, name), &chain.name, rule, &set_id),
                         description,
                     )
                 })
@@ -104,12 +107,12 @@ pub fn encode(ruleset: &Ruleset) -> Parts {
         .iter()
         .enumerate()
         .map(|(index, set)| {
-            let id = index as u32 + 1;
+            let id = first_set_id + index as u32 + 1;
             SetPart {
                 name: set.name.to_string(),
                 id,
                 create: (
-                    sets::set_message(name, set, id),
+                    sets::set_message((family, name), set, id),
                     format!("create set {}", set.name),
                 ),
                 elements: sets::elements(&set.content),
@@ -117,6 +120,7 @@ pub fn encode(ruleset: &Ruleset) -> Parts {
         })
         .collect();
     Parts {
+        family,
         table: name.clone(),
         table_messages,
         chains,
@@ -125,6 +129,21 @@ pub fn encode(ruleset: &Ruleset) -> Parts {
 }
 
 impl Parts {
+    /// The family of the table.
+    pub fn family(&self) -> TableFamily {
+        self.family
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// How many sets the table has (the next table's sets take ids after them).
+    pub fn set_count(&self) -> u32 {
+        self.sets.len() as u32
+    }
+
     /// The canonical state of the table these messages create: what the reader makes of them,
     /// exactly as of the kernel's dump once they are applied.
     pub fn state(&self) -> TableState {
@@ -154,7 +173,11 @@ impl Parts {
 /// `NEWTABLE` and `DELTABLE` of the table, and one `NEWCHAIN` per chain, written by rustables.
 fn table_and_chains(ruleset: &Ruleset) -> ([Part; 2], Vec<Vec<u8>>) {
     let name = &ruleset.table;
-    let table = Table::new(ProtocolFamily::Inet).with_name(name.as_str());
+    let family = match ruleset.family {
+        TableFamily::Inet => ProtocolFamily::Inet,
+        TableFamily::Bridge => ProtocolFamily::Bridge,
+    };
+    let table = Table::new(family).with_name(name.as_str());
     let mut batch = Batch::new();
     batch.add(&table, MsgType::Add);
     batch.add(&table, MsgType::Del);
@@ -169,7 +192,10 @@ fn table_and_chains(ruleset: &Ruleset) -> ([Part; 2], Vec<Vec<u8>>) {
         let message = messages
             .next()
             .expect("rustables writes one message per object");
-        (message, format!("{verb} table inet {name}"))
+        (
+            message,
+            format!("{verb} table {} {name}", ruleset.family.name()),
+        )
     };
     let table_messages = [table_message("create"), table_message("delete")];
     (table_messages, messages.collect())
@@ -183,6 +209,7 @@ fn chain_object(table: &Table, chain: &ChainDef) -> Chain {
             let class = match hook {
                 HookDef::Forward => HookClass::Forward,
                 HookDef::Input => HookClass::In,
+                HookDef::Prerouting => HookClass::PreRouting,
             };
             object
                 .with_hook(Hook::new(class, priority))

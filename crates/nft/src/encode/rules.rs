@@ -8,8 +8,11 @@
 
 use enforcer_core::names::{ChainName, SetName};
 use enforcer_core::render::prefix_mask;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use enforcer_core::ports::MacAddr;
 use enforcer_core::ruleset::{
-    Action, AddressKey, CtState, Direction, Family, Match, Rule, Verdict,
+    Action, AddressKey, CtState, Direction, Family, MapKey, Match, Rule, TableFamily, Verdict,
 };
 use enforcer_core::topology::Protocol;
 use ipnet::IpNet;
@@ -18,10 +21,10 @@ use super::{address_bytes, comment_userdata, interface_bytes};
 use crate::abi::*;
 use crate::wire::{self, AttrWriter};
 
-/// The `NEWRULE` message that appends `rule` to `chain` of `table`; `set_id` gives the
-/// batch-local id of a set created in the same transaction.
+/// The `NEWRULE` message that appends `rule` to `chain` of `(family, table)`; `set_id` gives
+/// the batch-local id of a set created in the same transaction.
 pub(super) fn rule_message(
-    table: &str,
+    (family, table): (TableFamily, &str),
     chain: &ChainName,
     rule: &Rule,
     set_id: &dyn Fn(&SetName) -> u32,
@@ -31,7 +34,12 @@ pub(super) fn rule_message(
         .string(NFTA_RULE_TABLE, table)
         .string(NFTA_RULE_CHAIN, &chain.to_string());
     attrs.nested(NFTA_RULE_EXPRESSIONS, |list| {
-        let mut rule_expressions = Expressions { list, set_id };
+        let mut rule_expressions = Expressions {
+            list,
+            set_id,
+            family,
+            network_known: false,
+        };
         for condition in &rule.matches {
             rule_expressions.condition(condition);
         }
@@ -45,7 +53,7 @@ pub(super) fn rule_message(
         NFT_MSG_NEWRULE,
         NLM_F_CREATE | NLM_F_APPEND,
         0,
-        NFPROTO_INET,
+        nfproto(family),
         &attrs.finish(),
     )
 }
@@ -98,6 +106,11 @@ enum Lookup {
 struct Expressions<'a, 'w> {
     list: &'w mut AttrWriter,
     set_id: &'a dyn Fn(&SetName) -> u32,
+    /// The family of the rule's table: it decides how a rule checks the network protocol.
+    family: TableFamily,
+    /// Bridge tables: whether an earlier match of this rule already checked the frame's
+    /// network protocol (`nft` writes that dependency once per rule there).
+    network_known: bool,
 }
 
 /// The constructs: one function per `Match`, `Action` (and its verdict), the counter above.
@@ -116,15 +129,23 @@ impl Expressions<'_, '_> {
             Match::InputInterfaceInSet { set, negated } => {
                 self.input_interface_in_set(set, *negated)
             }
+            Match::SourcePort(protocol, port) => self.source_port(*protocol, *port),
+            Match::SourceMac { mac, negated } => self.source_mac(*mac, *negated),
+            Match::ArpSender(mac, address) => self.arp_sender(*mac, *address),
+            Match::NeighbourTarget(address) => self.neighbour_target(*address),
         }
     }
 
     fn action(&mut self, action: &Action) {
         match action {
             Action::Verdict(verdict) => self.verdict(verdict),
-            Action::VerdictMap(key, map) => {
+            Action::VerdictMap(MapKey::Address(key), map) => {
                 self.nfproto(key.family);
                 self.masked_address(key, NFT_REG_1);
+                self.lookup(map, Lookup::Verdict);
+            }
+            Action::VerdictMap(MapKey::InputInterface, map) => {
+                self.meta(NFT_META_IIFNAME);
                 self.lookup(map, Lookup::Verdict);
             }
         }
@@ -161,13 +182,66 @@ impl Expressions<'_, '_> {
         self.cmp(NFT_CMP_NEQ, &0u32.to_ne_bytes());
     }
 
-    /// `icmpv6 type low-high` in an inet table.
+    /// `icmpv6 type low-high` (one type: `icmpv6 type t`).
     fn icmpv6_type(&mut self, low: u8, high: u8) {
-        self.nfproto(Family::V6);
+        match self.family {
+            TableFamily::Inet => self.nfproto(Family::V6),
+            TableFamily::Bridge => self.ether_type(ETH_P_IPV6),
+        }
         self.l4proto(IPPROTO_ICMPV6);
         self.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
-        self.cmp(NFT_CMP_GTE, &[low]);
-        self.cmp(NFT_CMP_LTE, &[high]);
+        if low == high {
+            self.cmp(NFT_CMP_EQ, &[low]);
+        } else {
+            self.cmp(NFT_CMP_GTE, &[low]);
+            self.cmp(NFT_CMP_LTE, &[high]);
+        }
+    }
+
+    /// `udp sport 67`.
+    fn source_port(&mut self, protocol: Protocol, port: u16) {
+        self.l4proto(protocol.number());
+        self.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG_1);
+        self.cmp(NFT_CMP_EQ, &port.to_be_bytes());
+    }
+
+    /// `ether saddr M`, or `ether saddr != M` when `negated`.
+    fn source_mac(&mut self, mac: MacAddr, negated: bool) {
+        self.payload(NFT_PAYLOAD_LL_HEADER, 6, 6, NFT_REG_1);
+        self.cmp(if negated { NFT_CMP_NEQ } else { NFT_CMP_EQ }, &mac.0);
+    }
+
+    /// `arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether M arp saddr ip A`, in
+    /// the three loads `nft` merges it into.
+    fn arp_sender(&mut self, mac: MacAddr, address: Ipv4Addr) {
+        self.ether_type(ETH_P_ARP);
+        let kinds = [ARPHRD_ETHER.to_be_bytes(), ETH_P_IP.to_be_bytes()].concat();
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 0, 4, NFT_REG_1);
+        self.cmp(NFT_CMP_EQ, &kinds);
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 4, 2, NFT_REG_1);
+        self.cmp(NFT_CMP_EQ, &[ETH_ALEN, IPV4_ALEN]);
+        let sender = [&mac.0[..], &address.octets()[..]].concat();
+        self.payload(
+            NFT_PAYLOAD_NETWORK_HEADER,
+            8,
+            sender.len() as u32,
+            NFT_REG_1,
+        );
+        self.cmp(NFT_CMP_EQ, &sender);
+    }
+
+    /// `@th,64,128 0x…`: the target address of a neighbour solicitation or advertisement.
+    fn neighbour_target(&mut self, address: Ipv6Addr) {
+        self.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 8, 16, NFT_REG_1);
+        self.cmp(NFT_CMP_EQ, &address.octets());
+    }
+
+    /// `ether type T` (bridge tables), once per rule.
+    fn ether_type(&mut self, ether_type: u16) {
+        if !std::mem::replace(&mut self.network_known, true) {
+            self.payload(NFT_PAYLOAD_LL_HEADER, 12, 2, NFT_REG_1);
+            self.cmp(NFT_CMP_EQ, &ether_type.to_be_bytes());
+        }
     }
 
     /// `ip saddr 10.0.0.0/24`: a byte-aligned prefix loads only its bytes, any other loads the
@@ -239,14 +313,29 @@ impl Expressions<'_, '_> {
         self.lookup(set, lookup);
     }
 
-    /// `meta nfproto ipv4` (or ipv6): what `nft` puts before any address of an inet table.
+    /// What `nft` puts before an address: `meta nfproto ipv4` (or ipv6) in an inet table, and
+    /// in a bridge table `meta protocol ip` (or ip6), once per rule.
     fn nfproto(&mut self, family: Family) {
-        let value = match family {
-            Family::V4 => NFPROTO_IPV4,
-            Family::V6 => NFPROTO_IPV6,
-        };
-        self.meta(NFT_META_NFPROTO);
-        self.cmp(NFT_CMP_EQ, &[value]);
+        match self.family {
+            TableFamily::Inet => {
+                let value = match family {
+                    Family::V4 => NFPROTO_IPV4,
+                    Family::V6 => NFPROTO_IPV6,
+                };
+                self.meta(NFT_META_NFPROTO);
+                self.cmp(NFT_CMP_EQ, &[value]);
+            }
+            TableFamily::Bridge => {
+                if !std::mem::replace(&mut self.network_known, true) {
+                    let value = match family {
+                        Family::V4 => ETH_P_IP,
+                        Family::V6 => ETH_P_IPV6,
+                    };
+                    self.meta(NFT_META_PROTOCOL);
+                    self.cmp(NFT_CMP_EQ, &value.to_be_bytes());
+                }
+            }
+        }
     }
 
     /// `meta l4proto P`.

@@ -1,7 +1,7 @@
 //! Sets, verdict maps and their elements: the `NEWSET` of each, every element encoded once,
 //! and the `NEWSETELEM` / `DELSETELEM` messages that carry them in chunks.
 
-use enforcer_core::ruleset::{Family, Set, SetContent, SetKey, Verdict};
+use enforcer_core::ruleset::{Family, Set, SetContent, SetKey, TableFamily, Verdict};
 
 use super::rules::{counter, verdict_data};
 use super::{address_bytes, comment_userdata, interface_bytes, Part};
@@ -11,8 +11,8 @@ use crate::wire::{self, AttrWriter, NLA_F_NESTED};
 /// Largest element payload put in one message (a netlink attribute's length is 16 bits).
 const ELEMENTS_PER_MESSAGE_BYTES: usize = 48 * 1024;
 
-/// The `NEWSET` message of `set` in `table`, with batch-local id `id`.
-pub(super) fn set_message(table: &str, set: &Set, id: u32) -> Vec<u8> {
+/// The `NEWSET` message of `set` in `(family, table)`, with batch-local id `id`.
+pub(super) fn set_message((family, table): (TableFamily, &str), set: &Set, id: u32) -> Vec<u8> {
     let (key_type, key_len) = match set.key {
         SetKey::Address(Family::V4) => (TYPE_IPADDR, 4),
         SetKey::Address(Family::V6) => (TYPE_IP6ADDR, 16),
@@ -22,7 +22,10 @@ pub(super) fn set_message(table: &str, set: &Set, id: u32) -> Vec<u8> {
         SetContent::AddressPairs(_) => ((key_type << TYPE_BITS) | key_type, key_len * 2),
         _ => (key_type, key_len),
     };
-    let is_map = matches!(set.content, SetContent::VerdictMap(_));
+    let is_map = matches!(
+        set.content,
+        SetContent::VerdictMap(_) | SetContent::InterfaceVerdictMap(_)
+    );
     let mut attrs = AttrWriter::new();
     attrs
         .string(NFTA_SET_TABLE, table)
@@ -47,7 +50,7 @@ pub(super) fn set_message(table: &str, set: &Set, id: u32) -> Vec<u8> {
         NFT_MSG_NEWSET,
         NLM_F_CREATE,
         0,
-        NFPROTO_INET,
+        nfproto(family),
         &attrs.finish(),
     )
 }
@@ -78,6 +81,10 @@ pub(super) fn elements(content: &SetContent) -> Vec<(Vec<u8>, Vec<u8>)> {
         SetContent::InterfaceNames(names) => names
             .iter()
             .map(|n| keyed(interface_bytes(n), None, None))
+            .collect(),
+        SetContent::InterfaceVerdictMap(map) => map
+            .iter()
+            .map(|(n, verdict)| keyed(interface_bytes(n), Some(verdict), None))
             .collect(),
     }
 }
@@ -113,7 +120,7 @@ pub(super) enum ElementChange {
 /// messages as their size needs; `set_id` for a set created in the same batch.
 pub(super) fn element_messages(
     change: ElementChange,
-    table: &str,
+    (family, table): (TableFamily, &str),
     set: &str,
     set_id: Option<u32>,
     elements: &[&Vec<u8>],
@@ -131,7 +138,7 @@ pub(super) fn element_messages(
             attrs.be32(NFTA_SET_ELEM_LIST_SET_ID, id);
         }
         attrs.bytes(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, chunk);
-        let message = wire::request(msg, flags, 0, NFPROTO_INET, &attrs.finish());
+        let message = wire::request(msg, flags, 0, nfproto(family), &attrs.finish());
         (message, format!("{verb} elements of set {set}"))
     };
     let mut messages = Vec::new();

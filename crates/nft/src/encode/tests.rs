@@ -1,7 +1,8 @@
 use enforcer_core::names::{ChainName, SetName};
 use enforcer_core::planner::{plan, TableSettings};
 use enforcer_core::ruleset::{
-    Action, AddressKey, Chain, Direction, Family, Hook, Match, Rule, Ruleset, Verdict,
+    Action, AddressKey, Chain, Direction, Family, Hook, MapKey, Match, Rule, Ruleset, TableFamily,
+    Verdict,
 };
 use enforcer_core::topology::{ManagedNetwork, Topology};
 
@@ -25,7 +26,7 @@ fn ruleset(networks: &[(&str, &str)]) -> Ruleset {
 
 #[test]
 fn from_scratch_creates_the_table_around_a_delete() {
-    let parts = encode(&ruleset(&[("a", "10.1.0.0/24")]));
+    let parts = encode(&ruleset(&[("a", "10.1.0.0/24")]), 0);
     let tx = parts.transaction(None, 100);
     assert_eq!(
         tx.descriptions[..3],
@@ -45,8 +46,8 @@ fn from_scratch_creates_the_table_around_a_delete() {
 
 #[test]
 fn over_an_existing_table_only_what_differs_is_touched() {
-    let before = encode(&ruleset(&[("a", "10.1.0.0/24"), ("b", "10.2.0.0/24")]));
-    let after = encode(&ruleset(&[("a", "10.1.0.0/24"), ("c", "10.3.0.0/24")]));
+    let before = encode(&ruleset(&[("a", "10.1.0.0/24"), ("b", "10.2.0.0/24")]), 0);
+    let after = encode(&ruleset(&[("a", "10.1.0.0/24"), ("c", "10.3.0.0/24")]), 0);
     let (current, desired) = (before.state(), after.state());
     let tx = after.transaction(Some((&current, &desired)), 1);
     let touched: Vec<&str> = tx.descriptions.iter().map(String::as_str).collect();
@@ -70,6 +71,7 @@ fn over_an_existing_table_only_what_differs_is_touched() {
 /// A table of one chain, hooked at `priority`, with `rules`.
 fn one_chain(priority: i32, rules: Vec<Rule>) -> Ruleset {
     Ruleset {
+        family: TableFamily::Inet,
         table: "t".into(),
         sets: vec![],
         chains: vec![Chain {
@@ -92,8 +94,8 @@ fn rule(matches: Vec<Match>, counter: bool, action: Action) -> Rule {
 #[test]
 fn a_chain_whose_hook_changes_is_re_created_and_refilled() {
     let accept = || vec![rule(vec![], false, Action::Verdict(Verdict::Accept))];
-    let before = encode(&one_chain(0, accept()));
-    let after = encode(&one_chain(-10, accept()));
+    let before = encode(&one_chain(0, accept()), 0);
+    let after = encode(&one_chain(-10, accept()), 0);
     let (current, desired) = (before.state(), after.state());
     assert_ne!(
         current.chains["forward"].base,
@@ -114,7 +116,7 @@ fn a_chain_whose_hook_changes_is_re_created_and_refilled() {
 
 /// The expression names of the one rule of `ruleset`, as the reader sees them.
 fn expression_names(ruleset: &Ruleset) -> Vec<String> {
-    let state = encode(ruleset).state();
+    let state = encode(ruleset, 0).state();
     let rule = &state.chains["forward"].rules[0];
     rule.expressions
         .iter()
@@ -139,7 +141,10 @@ fn any_mix_of_matches_is_written_in_one_rule() {
         ),
         Match::Address(Direction::Source, "10.0.0.0/8".parse().unwrap()),
     ];
-    let action = Action::VerdictMap(key(Direction::Destination), SetName::Proxies(Family::V4));
+    let action = Action::VerdictMap(
+        MapKey::Address(key(Direction::Destination)),
+        SetName::Proxies(Family::V4),
+    );
     let names = expression_names(&one_chain(0, vec![rule(matches, true, action)]));
     let expected = [
         "meta", "cmp", // iifname "br-*"
@@ -153,7 +158,7 @@ fn any_mix_of_matches_is_written_in_one_rule() {
 
 #[test]
 fn every_message_is_a_request_of_the_nftables_subsystem_in_the_inet_family() {
-    let tx = encode(&ruleset(&[("a", "10.1.0.0/24"), ("b", "fd00::/64")])).transaction(None, 7);
+    let tx = encode(&ruleset(&[("a", "10.1.0.0/24"), ("b", "fd00::/64")]), 0).transaction(None, 7);
     let messages: Vec<wire::Message<'_>> = wire::messages(&tx.bytes).collect();
     assert_eq!(messages.len(), tx.descriptions.len() + 2);
     let (content, delimiters) = (

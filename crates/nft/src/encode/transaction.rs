@@ -1,6 +1,8 @@
 //! Assembling a transaction: which of the encoded messages go in, against what the kernel
 //! holds, in which order, and how they are numbered.
 
+use enforcer_core::ruleset::TableFamily;
+
 use super::sets::{element, element_messages, ElementChange};
 use super::{Part, Parts};
 use crate::abi::*;
@@ -32,9 +34,60 @@ impl Transaction {
     }
 }
 
+/// What one table of a transaction needs.
+pub enum TableChange<'a> {
+    /// Make the kernel hold the table `parts` encode: `against` is `None` when the table is
+    /// absent, else (the kernel's table, the desired one as [`Parts::state`]).
+    Write {
+        /// The desired table's messages.
+        parts: &'a Parts,
+        /// What the kernel holds, and the desired table's canonical state.
+        against: Option<(&'a TableState, &'a TableState)>,
+    },
+    /// Delete this table, which the kernel holds but is no longer wanted.
+    Delete(TableFamily, &'a str),
+}
+
+/// The one transaction that makes every table of `changes` what it should be, its messages
+/// numbered from `first_seq`.
+pub fn transaction(changes: &[TableChange<'_>], first_seq: u32) -> Transaction {
+    let mut parts = Vec::new();
+    for change in changes {
+        match change {
+            TableChange::Write {
+                parts: table,
+                against,
+            } => parts.extend(table.messages(*against)),
+            TableChange::Delete(family, table) => parts.push(by_name(
+                *family,
+                NFT_MSG_DELTABLE,
+                &[(NFTA_TABLE_NAME, table)],
+                format!("delete table {} {table}", family.name()),
+            )),
+        }
+    }
+    assemble(parts, first_seq)
+}
+
 impl Parts {
-    /// The transaction that makes the kernel hold the desired table: `against` is `None` when
-    /// the table is absent, else (the kernel's table, the desired one as [`Parts::state`]).
+    /// The transaction that makes the kernel hold the desired table alone: `against` as in
+    /// [`TableChange::Write`].
+    pub fn transaction(
+        &self,
+        against: Option<(&TableState, &TableState)>,
+        first_seq: u32,
+    ) -> Transaction {
+        transaction(
+            &[TableChange::Write {
+                parts: self,
+                against,
+            }],
+            first_seq,
+        )
+    }
+
+    /// The messages that make the kernel hold the desired table: `against` as in
+    /// [`TableChange::Write`].
     ///
     /// From scratch: create the table, delete it, create it again (the delete makes the batch
     /// valid even if the table appeared meanwhile), then every object.
@@ -47,18 +100,14 @@ impl Parts {
     /// elements up with the generation of the moment of lookup. An element or chain deleted
     /// and re-created in the same transaction would be missing for a packet that straddles the
     /// flip; one left alone is there in both generations.
-    pub fn transaction(
-        &self,
-        against: Option<(&TableState, &TableState)>,
-        first_seq: u32,
-    ) -> Transaction {
+    fn messages(&self, against: Option<(&TableState, &TableState)>) -> Vec<Part> {
         let [create, _] = &self.table_messages;
         let mut parts: Vec<Part> = vec![create.clone()];
         match against {
             None => self.create_all(&mut parts),
             Some((current, desired)) => Update::new(self, current, desired).write(&mut parts),
         }
-        assemble(parts, first_seq)
+        parts
     }
 
     /// After the first `NEWTABLE`: delete the table, create it again, then every object.
@@ -72,7 +121,7 @@ impl Parts {
             let all: Vec<&Vec<u8>> = set.elements.iter().map(|(_, e)| e).collect();
             parts.extend(element_messages(
                 ElementChange::Add,
-                &self.table,
+                (self.family, &self.table),
                 &set.name,
                 Some(set.id),
                 &all,
@@ -140,12 +189,14 @@ impl<'a> Update<'a> {
 
     fn write(&self, parts: &mut Vec<Part>) {
         let table = self.parts.table.as_str();
+        let family = self.parts.family;
         // 1. Flush the rules of every chain that changes or goes away.
         for (name, chain) in &self.current.chains {
             let wanted = self.desired.chains.contains_key(name);
             if !chain.rules.is_empty() && (!wanted || self.rewrite(name)) {
                 let attrs = [(NFTA_RULE_TABLE, table), (NFTA_RULE_CHAIN, name.as_str())];
                 parts.push(by_name(
+                    family,
                     NFT_MSG_DELRULE,
                     &attrs,
                     format!("flush chain {name}"),
@@ -162,7 +213,7 @@ impl<'a> Update<'a> {
             let gone: Vec<&Vec<u8>> = gone.iter().collect();
             parts.extend(element_messages(
                 ElementChange::Delete,
-                table,
+                (family, table),
                 &set.name,
                 None,
                 &gone,
@@ -173,6 +224,7 @@ impl<'a> Update<'a> {
             if !self.desired.sets.contains_key(name) || self.retyped.contains(&name.as_str()) {
                 let attrs = [(NFTA_SET_TABLE, table), (NFTA_SET_NAME, name.as_str())];
                 parts.push(by_name(
+                    family,
                     NFT_MSG_DELSET,
                     &attrs,
                     format!("delete set {name}"),
@@ -185,6 +237,7 @@ impl<'a> Update<'a> {
             {
                 let attrs = [(NFTA_CHAIN_TABLE, table), (NFTA_CHAIN_NAME, name.as_str())];
                 parts.push(by_name(
+                    family,
                     NFT_MSG_DELCHAIN,
                     &attrs,
                     format!("delete chain {name}"),
@@ -225,7 +278,7 @@ impl<'a> Update<'a> {
             let id = (!kept).then_some(set.id);
             parts.extend(element_messages(
                 ElementChange::Add,
-                &self.parts.table,
+                (self.parts.family, &self.parts.table),
                 &set.name,
                 id,
                 &added,
@@ -235,12 +288,12 @@ impl<'a> Update<'a> {
 }
 
 /// A request that names its object only (a flush or delete): string attributes.
-fn by_name(msg: u16, attrs: &[(u16, &str)], description: String) -> Part {
+fn by_name(family: TableFamily, msg: u16, attrs: &[(u16, &str)], description: String) -> Part {
     let mut writer = AttrWriter::new();
     for (ty, value) in attrs {
         writer.string(*ty, value);
     }
-    let message = wire::request(msg, 0, 0, NFPROTO_INET, &writer.finish());
+    let message = wire::request(msg, 0, 0, nfproto(family), &writer.finish());
     (message, description)
 }
 

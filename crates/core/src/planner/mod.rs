@@ -21,11 +21,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+mod ports;
+
+pub use ports::plan_ports;
+
+use crate::binding::{guard_ports, PortGuard};
+use crate::docker::{Classified, DockerState, Skipped};
+use crate::policy::Policy;
+use crate::ports::BridgePort;
+
 use crate::names::{ChainName, SetName};
 use crate::nft_syntax;
 use crate::ruleset::{
-    Action, AddressKey, Chain, CtState, Direction, Family, Hook, Match, Rule, Ruleset, Set,
-    SetContent, SetKey, Verdict,
+    Action, AddressKey, Chain, CtState, Direction, Family, Hook, MapKey, Match, Rule, Ruleset, Set,
+    SetContent, SetKey, TableFamily, Tables, Verdict,
 };
 use crate::topology::{ManagedNetwork, Proxy, Topology};
 
@@ -42,6 +51,12 @@ pub struct TableSettings {
     /// interface belongs to a classified network: Docker bridges the agent has not seen yet.
     /// Empty: no such rule.
     pub unknown_interface_patterns: Vec<String>,
+    /// Priority of the bridge table's `prerouting` base chain: before every other bridge
+    /// table's (ebtables' nat at -300, filter at -200).
+    pub bridge_priority: i32,
+    /// Bridge ports (a trailing `*` matches any suffix) that send nothing until the agent has
+    /// sorted them: the host side of a container's veth that appeared a moment ago.
+    pub unknown_port_patterns: Vec<String>,
 }
 
 impl Default for TableSettings {
@@ -51,6 +66,8 @@ impl Default for TableSettings {
             forward_priority: -10,
             input_priority: -10,
             unknown_interface_patterns: Vec::new(),
+            bridge_priority: -400,
+            unknown_port_patterns: vec!["veth*".into()],
         }
     }
 }
@@ -175,7 +192,35 @@ fn interface_sets(
     sets
 }
 
-/// Computes the whole desired table. Deterministic: the order of networks, subnets and proxies in
+/// Every table enforcer owns, for `classified` (what [`crate::docker::classify_after`] made
+/// of `docker` under `policy`) and the bridge ports the link edge found. `ports` is `None`
+/// when Docker is not followed: then no port is guarded and there is no bridge table. The
+/// second value is what binding ports skipped (each also leaves its port unbound).
+pub fn plan_tables(
+    policy: &Policy,
+    classified: &Classified,
+    docker: &DockerState,
+    ports: Option<&[BridgePort]>,
+) -> (Tables, PortGuard, Vec<Skipped>) {
+    let inet = plan(&policy.table, &classified.topology);
+    let Some(ports) = ports else {
+        return (
+            Tables { inet, bridge: None },
+            PortGuard::default(),
+            Vec::new(),
+        );
+    };
+    let patterns = &policy.table.unknown_interface_patterns;
+    let (guard, skipped) = guard_ports(classified, docker, patterns, ports);
+    let bridge = plan_ports(&policy.table, &guard);
+    let tables = Tables {
+        inet,
+        bridge: Some(bridge),
+    };
+    (tables, guard, skipped)
+}
+
+/// Computes the whole desired inet table. Deterministic: the order of networks, subnets and proxies in
 /// `topology` does not change the result.
 pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     let mut networks: Vec<&ManagedNetwork> = topology.networks().iter().collect();
@@ -203,6 +248,7 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     chains.extend(proxies.iter().map(|p| proxy_rules(p, &prefixes)));
 
     Ruleset {
+        family: TableFamily::Inet,
         table: settings.name.clone(),
         sets,
         chains,
@@ -210,7 +256,7 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
 }
 
 /// A rule with a verdict; its comment cut to what `nft` reads back (it may name a proxy).
-fn rule(matches: Vec<Match>, verdict: Verdict, comment: impl AsRef<str>) -> Rule {
+pub(crate) fn rule(matches: Vec<Match>, verdict: Verdict, comment: impl AsRef<str>) -> Rule {
     Rule {
         matches,
         counter: false,
@@ -309,7 +355,7 @@ fn proxy_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
         matches: vec![],
         counter: false,
         action: Action::VerdictMap(
-            key(family, Direction::Source, family.bits()),
+            MapKey::Address(key(family, Direction::Source, family.bits())),
             SetName::Proxies(family),
         ),
         comment: "a proxy's packets visit its chain of allowed services".into(),

@@ -1,0 +1,225 @@
+//! Which container each bridge port belongs to, and so what it may send.
+//!
+//! A port of a guarded bridge (a managed network's, or a bridge that is denied) is *bound* to a
+//! container when the MAC address of its veth peer is the one Docker reports for the container's
+//! endpoint on that network, and no other port or endpoint there claims the same MAC. A bound
+//! port may send only as its container: that MAC, the addresses Docker gave the endpoint, and
+//! the IPv6 link-local address derived from the MAC. Every other port of a guarded bridge is
+//! *unbound* and sends nothing. Ports of other bridges are *open*: this table leaves them alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::docker::{Classified, DockerState, Skipped};
+use crate::ports::{BridgePort, MacAddr};
+
+/// A port bound to a container's endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct BoundPort {
+    /// The port's interface name.
+    pub port: String,
+    /// The endpoint's MAC address (the only source MAC the port may use).
+    pub mac: MacAddr,
+    /// The container's name.
+    pub container: String,
+    /// The network's name.
+    pub network: String,
+    /// Its IPv4 addresses on that network.
+    pub ipv4: Vec<Ipv4Addr>,
+    /// Its IPv6 addresses on that network, the link-local one first.
+    pub ipv6: Vec<Ipv6Addr>,
+}
+
+/// Every known bridge port, sorted by what its frames meet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortGuard {
+    /// Ports bound to a container, by port name.
+    pub bound: Vec<BoundPort>,
+    /// Ports of guarded bridges bound to no container: they send nothing.
+    pub unbound: BTreeSet<String>,
+    /// Ports of bridges this table does not guard.
+    pub open: BTreeSet<String>,
+}
+
+/// Whether `name` can name a port's chain in `nft` syntax (`port_<name>`): letters, digits,
+/// `_`, `.` and `-`. Docker names its veths `veth` and seven hex digits.
+pub fn is_bindable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Whether an interface name matches a pattern (a trailing `*` matches any suffix).
+fn matches_pattern(name: &str, pattern: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(stem) => name.starts_with(stem),
+        None => name == pattern,
+    }
+}
+
+/// An endpoint of a running container on a guarded network, as binding needs it.
+struct Endpoint<'a> {
+    container: &'a str,
+    network: &'a str,
+    mac: MacAddr,
+    ipv4: Vec<Ipv4Addr>,
+    ipv6: Vec<Ipv6Addr>,
+}
+
+/// Sorts `ports` into bound, unbound and open under what `classified` enforces of `docker`.
+/// A bridge is guarded when it belongs to an enforced managed network, to a managed network
+/// that was skipped, or to no network Docker reported while its name matches one of
+/// `unknown_patterns` (a Docker bridge not classified yet). Whatever cannot be bound safely
+/// (a MAC claimed twice, an odd address or port name) is reported in the second value, and its
+/// port stays unbound.
+pub fn guard_ports(
+    classified: &Classified,
+    docker: &DockerState,
+    unknown_patterns: &[String],
+    ports: &[BridgePort],
+) -> (PortGuard, Vec<Skipped>) {
+    let mut skipped = Vec::new();
+    // Bridge -> network ID, for the enforced managed networks.
+    let enforced: BTreeMap<String, &str> = classified
+        .enforced_networks
+        .iter()
+        .filter_map(|id| Some((docker.networks.get(id)?.bridge()?, id.as_str())))
+        .collect();
+    let known: BTreeSet<String> = docker
+        .networks
+        .values()
+        .filter_map(|n| n.bridge())
+        .collect();
+    let guarded = |bridge: &str| {
+        enforced.contains_key(bridge)
+            || classified.topology.skipped_interfaces().contains(bridge)
+            || (!known.contains(bridge)
+                && unknown_patterns.iter().any(|p| matches_pattern(bridge, p)))
+    };
+    let endpoints = endpoints_by_bridge(docker, &enforced, &mut skipped);
+
+    let mut guard = PortGuard::default();
+    // Per guarded bridge and MAC: the ports whose peer has it.
+    let mut candidates: BTreeMap<(&str, MacAddr), Vec<&BridgePort>> = BTreeMap::new();
+    for port in ports {
+        if !guarded(&port.bridge) {
+            guard.open.insert(port.name.clone());
+            continue;
+        }
+        match port.peer_mac {
+            Some(mac) if is_bindable_name(&port.name) && enforced.contains_key(&port.bridge) => {
+                candidates
+                    .entry((&port.bridge, mac))
+                    .or_default()
+                    .push(port)
+            }
+            _ => {
+                guard.unbound.insert(port.name.clone());
+            }
+        }
+    }
+    for ((bridge, mac), found) in candidates {
+        let owners: Vec<&Endpoint> = endpoints
+            .get(bridge)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.mac == mac)
+            .collect();
+        match (found.as_slice(), owners.as_slice()) {
+            ([port], [owner]) => guard.bound.push(BoundPort {
+                port: port.name.clone(),
+                mac,
+                container: owner.container.to_string(),
+                network: owner.network.to_string(),
+                ipv4: owner.ipv4.clone(),
+                ipv6: owner.ipv6.clone(),
+            }),
+            (_, []) => guard.unbound.extend(found.iter().map(|p| p.name.clone())),
+            _ => {
+                let names: Vec<&str> = found.iter().map(|p| p.name.as_str()).collect();
+                let who: Vec<&str> = owners.iter().map(|e| e.container).collect();
+                skipped.push(Skipped::new(
+                    &format!("bridge {bridge} MAC {mac}"),
+                    &format!(
+                        "claimed by ports {} and containers {}: none of them is bound, so \
+                         they send nothing; a container that changed its MAC address (it \
+                         needs CAP_NET_ADMIN) or duplicate --mac-address values cause this",
+                        names.join(", "),
+                        who.join(", ")
+                    ),
+                ));
+                guard.unbound.extend(names.iter().map(|n| n.to_string()));
+            }
+        }
+    }
+    for port in ports {
+        if guarded(&port.bridge) && !is_bindable_name(&port.name) {
+            skipped.push(Skipped::new(
+                &format!("port {}", port.name),
+                "its name has characters other than letters, digits, _ . -, so it cannot \
+                 name a chain: it stays unbound and sends nothing",
+            ));
+        }
+    }
+    guard.bound.sort();
+    skipped.sort();
+    (guard, skipped)
+}
+
+/// The endpoints of running containers on the enforced networks, by bridge. An endpoint whose
+/// MAC or address does not parse is reported; without a MAC it is left out (its port stays
+/// unbound), an odd address is left out of what it may use.
+fn endpoints_by_bridge<'a>(
+    docker: &'a DockerState,
+    enforced: &BTreeMap<String, &str>,
+    skipped: &mut Vec<Skipped>,
+) -> BTreeMap<String, Vec<Endpoint<'a>>> {
+    let by_id: BTreeMap<&str, &str> = enforced.iter().map(|(b, id)| (*id, b.as_str())).collect();
+    let mut out: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
+    for container in docker.containers.values() {
+        for endpoint in &container.endpoints {
+            let Some(bridge) = by_id.get(endpoint.network_id.as_str()) else {
+                continue;
+            };
+            let object = format!("container {}", container.name);
+            let mac = match endpoint.mac.parse::<MacAddr>() {
+                Ok(mac) if mac.is_unicast() => mac,
+                _ => {
+                    let reason = format!(
+                        "MAC address `{:.64}` on network {} is not a unicast MAC: its port \
+                         stays unbound and sends nothing",
+                        endpoint.mac, endpoint.network_id
+                    );
+                    skipped.push(Skipped::new(&object, &reason));
+                    continue;
+                }
+            };
+            let mut ipv4 = Vec::new();
+            let mut ipv6 = vec![mac.ipv6_link_local()];
+            for text in [&endpoint.ipv4, &endpoint.ipv6] {
+                match text.parse::<IpAddr>() {
+                    _ if text.is_empty() => {}
+                    Ok(IpAddr::V4(a)) => ipv4.push(a),
+                    Ok(IpAddr::V6(a)) => ipv6.push(a),
+                    Err(_) => skipped.push(Skipped::new(
+                        &object,
+                        &format!("address `{text:.64}` is not an IP address: it may not use it"),
+                    )),
+                }
+            }
+            let network = docker
+                .networks
+                .get(&endpoint.network_id)
+                .map_or("", |n| n.name.as_str());
+            out.entry(bridge.to_string()).or_default().push(Endpoint {
+                container: &container.name,
+                network,
+                mac,
+                ipv4,
+                ipv6,
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,210 @@
+//! (table settings, port guard) -> the desired `bridge` table: what each bridge port may send.
+//!
+//! Shape of the table:
+//! - `prerouting` (hook prerouting, before every other bridge table) looks the input port up in
+//!   the `ports` verdict map: a bound port goes to its own chain, an open port (of a bridge this
+//!   table does not guard) is accepted, an unbound one goes to `unbound_port`. A port the map
+//!   does not hold yet and whose name matches `unknown_port_patterns` (a veth that appeared a
+//!   moment ago) goes to `unbound_port` too: there is no window before the agent sorts it.
+//! - `port_<name>`: the container speaks only as itself. Its source MAC, the sender of its ARP,
+//!   the source of its IPv4 and IPv6 packets, the target of its neighbour advertisements and of
+//!   its duplicate address detection are its own; router advertisements, redirects and DHCP or
+//!   DHCPv6 server messages are never its to send. Each drop is counted in that chain, so the
+//!   counters name the container.
+//! - `unbound_port`: drops and counts everything.
+//!
+//! Per frame: one map lookup, then a chain whose length depends on the container's own
+//! addresses only (a few), never on the number of ports.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::binding::{BoundPort, PortGuard};
+use crate::names::{ChainName, SetName};
+use crate::nft_syntax;
+use crate::ruleset::{
+    Action, Chain, Direction, Hook, MapKey, Match, Rule, Ruleset, Set, SetContent, SetKey,
+    TableFamily, Verdict,
+};
+use crate::topology::Protocol;
+
+use super::{rule, TableSettings};
+
+/// ICMPv6 neighbour solicitation, advertisement, router advertisement, redirect, MLDv2 report.
+const NEIGHBOUR_SOLICITATION: u8 = 135;
+const NEIGHBOUR_ADVERTISEMENT: u8 = 136;
+const ROUTER_ADVERTISEMENT: u8 = 134;
+const REDIRECT: u8 = 137;
+const MLD2_REPORT: u8 = 143;
+
+/// Computes the whole bridge table. Deterministic: `guard`'s order does not matter.
+pub fn plan_ports(settings: &TableSettings, guard: &PortGuard) -> Ruleset {
+    let mut bound: Vec<&BoundPort> = guard.bound.iter().collect();
+    bound.sort_by(|a, b| a.port.cmp(&b.port));
+    let mut verdicts: std::collections::BTreeMap<String, Verdict> = guard
+        .open
+        .iter()
+        .map(|p| (p.clone(), Verdict::Accept))
+        .collect();
+    verdicts.extend(
+        guard
+            .unbound
+            .iter()
+            .map(|p| (p.clone(), Verdict::Goto(ChainName::UnboundPort))),
+    );
+    verdicts.extend(bound.iter().map(|b| {
+        (
+            b.port.clone(),
+            Verdict::Goto(ChainName::Port(b.port.clone())),
+        )
+    }));
+    let mut prerouting = vec![Rule {
+        matches: vec![],
+        counter: false,
+        action: Action::VerdictMap(MapKey::InputInterface, SetName::Ports),
+        comment: "each port's frames meet its own chain (bound), pass (open) or are dropped".into(),
+    }];
+    prerouting.extend(settings.unknown_port_patterns.iter().map(|pattern| {
+        rule(
+            vec![Match::InputInterface(pattern.clone())],
+            Verdict::Goto(ChainName::UnboundPort),
+            "a port enforcer has not sorted yet: it sends nothing until it has",
+        )
+    }));
+    let mut chains = vec![
+        Chain {
+            name: ChainName::Prerouting,
+            hook: Some((Hook::Prerouting, settings.bridge_priority)),
+            rules: prerouting,
+        },
+        Chain {
+            name: ChainName::UnboundPort,
+            hook: None,
+            rules: vec![Rule {
+                matches: vec![],
+                counter: true,
+                action: Action::Verdict(Verdict::Drop),
+                comment: "a port of a guarded bridge bound to no container: it sends nothing"
+                    .into(),
+            }],
+        },
+    ];
+    chains.extend(bound.iter().map(|b| port_chain(b)));
+    Ruleset {
+        family: TableFamily::Bridge,
+        table: settings.name.clone(),
+        sets: vec![Set {
+            name: SetName::Ports,
+            key: SetKey::InterfaceName,
+            content: SetContent::InterfaceVerdictMap(verdicts),
+        }],
+        chains,
+    }
+}
+
+/// The packet's source is exactly `address`.
+fn from(address: impl Into<IpAddr>) -> Match {
+    Match::Address(Direction::Source, IpNet::from(address.into()))
+}
+
+/// A counted drop, its comment naming the container.
+fn dropped(port: &BoundPort, matches: Vec<Match>, what: &str) -> Rule {
+    Rule {
+        matches,
+        counter: true,
+        action: Action::Verdict(Verdict::Drop),
+        comment: nft_syntax::comment(&format!("{}: {what}", port.container)),
+    }
+}
+
+/// The chain of one bound port.
+fn port_chain(port: &BoundPort) -> Chain {
+    let who = &port.container;
+    let allowed = |matches, what: String| rule(matches, Verdict::Accept, format!("{who}: {what}"));
+    let icmpv6 = |kind| Match::Icmpv6Type(kind, kind);
+    let mut rules = vec![
+        dropped(
+            port,
+            vec![Match::SourceMac {
+                mac: port.mac,
+                negated: true,
+            }],
+            "a source MAC not its own",
+        ),
+        dropped(
+            port,
+            vec![Match::SourcePort(Protocol::Udp, 67)],
+            "a DHCP server message",
+        ),
+        dropped(
+            port,
+            vec![Match::SourcePort(Protocol::Udp, 547)],
+            "a DHCPv6 server message",
+        ),
+    ];
+    for &address in &port.ipv4 {
+        rules.push(allowed(
+            vec![from(address)],
+            format!("IPv4 from its own {address}"),
+        ));
+        rules.push(allowed(
+            vec![Match::ArpSender(port.mac, address)],
+            format!("ARP as itself ({address})"),
+        ));
+    }
+    rules.push(dropped(
+        port,
+        vec![icmpv6(ROUTER_ADVERTISEMENT)],
+        "a router advertisement",
+    ));
+    rules.push(dropped(port, vec![icmpv6(REDIRECT)], "an ICMPv6 redirect"));
+    for &target in &port.ipv6 {
+        for &source in &port.ipv6 {
+            rules.push(allowed(
+                vec![
+                    icmpv6(NEIGHBOUR_ADVERTISEMENT),
+                    Match::NeighbourTarget(target),
+                    from(source),
+                ],
+                format!("neighbour advertisement for its own {target}"),
+            ));
+        }
+    }
+    rules.push(dropped(
+        port,
+        vec![icmpv6(NEIGHBOUR_ADVERTISEMENT)],
+        "a neighbour advertisement for an address not its own",
+    ));
+    let unspecified = std::net::Ipv6Addr::UNSPECIFIED;
+    for &target in &port.ipv6 {
+        rules.push(allowed(
+            vec![
+                from(unspecified),
+                icmpv6(NEIGHBOUR_SOLICITATION),
+                Match::NeighbourTarget(target),
+            ],
+            format!("duplicate address detection of its own {target}"),
+        ));
+    }
+    rules.push(allowed(
+        vec![from(unspecified), icmpv6(MLD2_REPORT)],
+        "multicast listener report before it has an address".into(),
+    ));
+    for &address in &port.ipv6 {
+        rules.push(allowed(
+            vec![from(address)],
+            format!("IPv6 from its own {address}"),
+        ));
+    }
+    rules.push(dropped(
+        port,
+        vec![],
+        "any other frame (an address not its own, another protocol)",
+    ));
+    Chain {
+        name: ChainName::Port(port.port.clone()),
+        hook: None,
+        rules,
+    }
+}
