@@ -16,7 +16,7 @@ use enforcer_core::docker::{classify, DockerState};
 use enforcer_core::planner::plan;
 use enforcer_core::policy::Policy;
 use enforcer_core::render;
-use enforcer_core::ruleset::Ruleset;
+use enforcer_core::ruleset::{Ruleset, Tables};
 use enforcer_core::topology::Topology;
 use enforcer_nft::Desired;
 
@@ -73,8 +73,10 @@ pub fn check(case: &Case) -> Result<String, String> {
     let script = render::script(&case.ruleset);
     // Every ruleset encodes (the writer has no refusal); what is checked is that the encoded
     // table holds exactly the planned chains and sets.
-    let desired = Desired::new(&case.ruleset);
-    let state = desired.state();
+    let desired = Desired::new(&Tables::from(case.ruleset.clone()));
+    let Some((_, state)) = desired.states().next() else {
+        return Err("the encoded tables hold no inet table".into());
+    };
     let chains: Vec<String> = case
         .ruleset
         .chains

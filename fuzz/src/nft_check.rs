@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
+use enforcer_core::ruleset::Tables;
 use enforcer_nft::{ApplyOutcome, Nftables};
 
 use crate::Case;
@@ -43,7 +44,7 @@ pub fn nft_check(case: &Case, script: &str) -> Result<(), String> {
             .map_err(|e| format!("`nft -c -f -` rejects the script: {e}"))?;
         nft(&["-f", "-"], script)
             .map_err(|e| format!("`nft -f -` fails to load the script: {e}"))?;
-        match Nftables::open().and_then(|mut n| n.apply(&case.ruleset)) {
+        match Nftables::open().and_then(|mut n| n.apply(&Tables::from(case.ruleset.clone()))) {
             Ok(ApplyOutcome::Unchanged) => {}
             Ok(ApplyOutcome::Applied { changes, .. }) => {
                 return Err(format!(
@@ -55,7 +56,7 @@ pub fn nft_check(case: &Case, script: &str) -> Result<(), String> {
         }
         nft(&["flush", "ruleset"], "").map_err(|e| format!("nft flush ruleset: {e}"))?;
         Nftables::open()
-            .and_then(|mut n| n.apply(&case.ruleset))
+            .and_then(|mut n| n.apply(&Tables::from(case.ruleset.clone())))
             .map_err(|e| format!("netlink apply into an empty ruleset failed: {e}"))?;
         let listed = nft(&["list", "table", "inet", table], "").map_err(|e| {
             format!("`nft list table inet {table}` fails on the table enforcer wrote: {e}")

@@ -34,6 +34,15 @@ pub enum Hostile {
     PathAsId,
     /// `/networks` lists this many internal networks, and `/events` stays quiet.
     Networks(usize),
+    /// Not hostile: `/networks` and `/containers/json` answer these JSON arrays as they are,
+    /// and `/events` stays quiet (a fixed Docker state, for tests that need one without a
+    /// dockerd).
+    Fixed {
+        /// The body of `GET /networks`.
+        networks: String,
+        /// The body of `GET /containers/json`.
+        containers: String,
+    },
 }
 
 /// A running fake Docker; stopped on drop.
@@ -159,6 +168,7 @@ fn answer(
         "/networks" => networks(&mut out, hostile, stop),
         "/containers/json" => match hostile {
             Hostile::EventFlood(_) => respond(&mut out, 200, &format!("[{}]", proxy_summary())),
+            Hostile::Fixed { containers, .. } => respond(&mut out, 200, containers),
             _ => respond(&mut out, 200, "[]"),
         },
         "/events" => events(&mut out, hostile, stop),
@@ -202,6 +212,7 @@ fn networks(out: &mut UnixStream, hostile: &Hostile, stop: &AtomicBool) -> std::
             let list: Vec<String> = (0..*count).map(network).collect();
             respond(out, 200, &format!("[{}]", list.join(",")))
         }
+        Hostile::Fixed { networks, .. } => respond(out, 200, networks),
         _ => respond(out, 200, "[]"),
     }
 }

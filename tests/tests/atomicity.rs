@@ -73,7 +73,7 @@ fn two_hundred_applies_let_no_packet_through() {
         let config = if i % 2 == 0 { second.path() } else { first };
         let stderr = apply_ok(&host.host, &["--config", config]);
         assert!(
-            stderr.contains("applied table inet enforcer in one transaction"),
+            stderr.contains("applied tables enforcer in one transaction"),
             "apply {i}: {stderr}"
         );
         handles.push(object_handles(&host.host, "enforcer").expect("table present"));

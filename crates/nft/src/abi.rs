@@ -143,7 +143,7 @@ pub(crate) const NFT_REG32_01: u32 = 9;
 // NFTA_META_* (meta expression), NFT_META_* keys.
 pub(crate) const NFTA_META_DREG: u16 = 1;
 pub(crate) const NFTA_META_KEY: u16 = 2;
-pub(crate) const NFT_META_PROTOCOL: u32 = 0;
+pub(crate) const NFT_META_PROTOCOL: u32 = 1;
 pub(crate) const NFT_META_IIFNAME: u32 = 6;
 pub(crate) const NFT_META_NFPROTO: u32 = 15;
 pub(crate) const NFT_META_L4PROTO: u32 = 16;
