@@ -14,7 +14,7 @@
 //!              [--valid-lifetime S] [--preferred-lifetime S] [--slla MAC]
 //!              [--eth-src MAC] [--eth-dst MAC]
 //! forge listen --iface IF --for-ms MS [--eth-src MAC] [--exclude-eth-src MAC]
-//!              [--ethertype N] [--arp-sender-ip IP] [--contains TEXT]
+//!              [--ethertype N] [--arp-sender-ip IP] [--icmp6-type N] [--contains TEXT]
 //! ```
 //!
 //! Every send takes `--count N` (default 1, at most 10,000) and `--interval-ms MS` (default 100)
@@ -104,6 +104,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
                 "exclude-eth-src",
                 "ethertype",
                 "arp-sender-ip",
+                "icmp6-type",
                 "contains",
             ],
             &[],
@@ -286,6 +287,10 @@ fn listen(iface: &str, options: &Options) -> Result<(), Failure> {
             .value("arp-sender-ip")
             .map(|_| options.parsed("arp-sender-ip"))
             .transpose()?,
+        icmp6_type: options
+            .value("icmp6-type")
+            .map(|_| options.parsed("icmp6-type"))
+            .transpose()?,
         contains: options.value("contains").map(|t| t.as_bytes().to_vec()),
     };
     for signal in [libc::SIGTERM, libc::SIGINT] {
@@ -321,6 +326,8 @@ struct Filter {
     exclude_eth_src: Option<Mac>,
     ethertype: Option<u16>,
     arp_sender_ip: Option<Ipv4Addr>,
+    /// ICMPv6 right after the IPv6 header (no extension headers), of this type.
+    icmp6_type: Option<u8>,
     contains: Option<Vec<u8>>,
 }
 
@@ -338,6 +345,12 @@ impl Filter {
                 ethertype == ETHERTYPE_ARP
                     && frame.len() >= 14 + 28
                     && frame[14 + 14..14 + 18] == ip.octets()
+            })
+            && self.icmp6_type.map_or(true, |t| {
+                ethertype == ETHERTYPE_IPV6
+                    && frame.len() > 14 + 40
+                    && frame[14 + 6] == IPPROTO_ICMPV6
+                    && frame[14 + 40] == t
             })
             && self.contains.as_ref().map_or(true, |needle| {
                 !needle.is_empty() && frame.windows(needle.len()).any(|w| w == needle.as_slice())
@@ -1062,6 +1075,28 @@ mod tests {
         assert!(claims_proxy.matches(&frame));
         let from_proxy = ethernet(Mac::BROADCAST, proxy, ETHERTYPE_ARP, &arp.bytes());
         assert!(!claims_proxy.matches(&from_proxy));
+        let src: Ipv6Addr = "fe80::66:67".parse().unwrap();
+        let ra = RouterAdvertisement {
+            router_lifetime: 0,
+            slla: None,
+            prefix: "fd00:bad:1::".parse().unwrap(),
+            prefix_len: 64,
+            valid_lifetime: 0,
+            preferred_lifetime: 0,
+        };
+        let packet = ipv6(src, ALL_NODES, 255, IPPROTO_ICMPV6, &ra.icmp());
+        let ra_frame = ethernet(Mac::BROADCAST, attacker, ETHERTYPE_IPV6, &packet);
+        let router_advertisements = Filter {
+            icmp6_type: Some(134),
+            ..Filter::default()
+        };
+        assert!(router_advertisements.matches(&ra_frame));
+        assert!(!router_advertisements.matches(&frame));
+        let neighbour_advertisements = Filter {
+            icmp6_type: Some(136),
+            ..Filter::default()
+        };
+        assert!(!neighbour_advertisements.matches(&ra_frame));
         let other_sender = Filter {
             arp_sender_ip: Some("10.102.0.20".parse().unwrap()),
             ..Filter::default()
