@@ -17,9 +17,14 @@
 #                  verify), deb-systemd-helper (the .deb enables its unit), objdump (the glibc
 #                  the binary needs), gzip (the man page)
 #   strace         shows the agent makes no capset call under the unit's capabilities
+#   debian-archive-keyring
+#                  checks the signature of sid's lists, for the second Docker (below)
+# Then tests/docker28.sh unpacks Debian sid's dockerd (Engine 28.5) into
+# /var/cache/enforcer-tests/docker28, for the tests that run against a second Docker; it leaves
+# the machine's apt configuration alone and installs nothing.
 set -euo pipefail
 packages=(libclang-dev nftables iproute2 procps util-linux coreutils docker.io iptables busybox-static tar
-          systemd init-system-helpers binutils gzip strace)
+          systemd init-system-helpers binutils gzip strace debian-archive-keyring)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -29,3 +34,4 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+"$(dirname "$0")/docker28.sh"

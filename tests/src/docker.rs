@@ -28,6 +28,61 @@ use crate::{enforcer_bin, poll_until, probe_here, wait_until, Netns, Proto, Resp
 
 /// Image every test container runs (busybox, imported).
 pub const IMAGE: &str = "enforcer-test:latest";
+/// Where `tests/docker28.sh` unpacks Debian sid's docker.io (override: `ENFORCER_DOCKER28_DIR`).
+const DOCKER28_DIR: &str = "/var/cache/enforcer-tests/docker28";
+
+/// Which Docker Engine a [`Dockerd`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerVersion {
+    /// Debian bookworm's docker.io, Engine 20.10 (`dockerd` on the PATH; tests/setup.sh).
+    Bookworm,
+    /// Debian sid's docker.io, Engine 28.5, unpacked by `tests/docker28.sh` into
+    /// /var/cache/enforcer-tests/docker28 (tests/setup.sh runs it). It gives containers on
+    /// internal networks no default route, and random MAC addresses.
+    Sid,
+}
+
+impl DockerVersion {
+    /// The version `ENFORCER_TEST_DOCKER` names (`20` or `bookworm`, `28` or `sid`), Bookworm
+    /// when it is unset: [`Dockerd::start`] runs it, so that every Docker test can be run
+    /// against either Engine.
+    pub fn from_env() -> DockerVersion {
+        match std::env::var("ENFORCER_TEST_DOCKER").as_deref() {
+            Err(_) | Ok("") | Ok("20") | Ok("bookworm") => DockerVersion::Bookworm,
+            Ok("28") | Ok("sid") => DockerVersion::Sid,
+            Ok(other) => {
+                panic!("ENFORCER_TEST_DOCKER={other}: say 20 (or bookworm) or 28 (or sid)")
+            }
+        }
+    }
+
+    /// The dockerd binary of this version.
+    pub fn dockerd(self) -> PathBuf {
+        match self {
+            DockerVersion::Bookworm => PathBuf::from("dockerd"),
+            DockerVersion::Sid => {
+                let dir = std::env::var("ENFORCER_DOCKER28_DIR")
+                    .unwrap_or_else(|_| DOCKER28_DIR.to_string());
+                let path = Path::new(&dir).join("usr/sbin/dockerd");
+                assert!(
+                    path.is_file(),
+                    "{} is missing: run tests/setup.sh (its tests/docker28.sh fetches Debian \
+                     sid's docker.io into {dir})",
+                    path.display()
+                );
+                path
+            }
+        }
+    }
+
+    /// The start of the version string its daemon reports (`20.10.`, `28.`).
+    pub fn version_prefix(self) -> &'static str {
+        match self {
+            DockerVersion::Bookworm => "20.10.",
+            DockerVersion::Sid => "28.",
+        }
+    }
+}
 /// How long dockerd may take to answer after start.
 const DOCKERD_START: Duration = Duration::from_secs(60);
 
@@ -39,7 +94,8 @@ pub struct Dockerd {
     pub internet: Netns,
     dir: PathBuf,
     daemon: Option<Child>,
-    _internet_responders: Responders,
+    version: DockerVersion,
+    internet_responders: Responders,
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -47,8 +103,15 @@ fn text(bytes: &[u8]) -> String {
 }
 
 impl Dockerd {
-    /// Builds the namespaces, starts dockerd, imports the busybox image.
+    /// Builds the namespaces, starts dockerd (the version [`DockerVersion::from_env`] names),
+    /// imports the busybox image.
     pub fn start() -> Dockerd {
+        Dockerd::start_with(DockerVersion::from_env())
+    }
+
+    /// Like [`Dockerd::start`], with the given Docker Engine; checks that the daemon is that
+    /// version.
+    pub fn start_with(version: DockerVersion) -> Dockerd {
         crate::require_root();
         let host = Netns::new("dhost");
         let internet = Netns::new("dinet");
@@ -67,11 +130,34 @@ impl Dockerd {
             internet,
             dir,
             daemon: None,
-            _internet_responders: internet_responders,
+            version,
+            internet_responders,
         };
         dockerd.start_daemon();
+        let server = dockerd.server_version();
+        assert!(
+            server.starts_with(version.version_prefix()),
+            "{version:?} should run Docker {}x, the daemon says {server}",
+            version.version_prefix()
+        );
         dockerd.import_image();
         dockerd
+    }
+
+    /// Which Docker Engine this is.
+    pub fn version(&self) -> DockerVersion {
+        self.version
+    }
+
+    /// The version the daemon reports (`20.10.24+dfsg1`, `28.5.2+dfsg4`).
+    pub fn server_version(&self) -> String {
+        self.docker(&["version", "--format", "{{.Server.Version}}"])
+    }
+
+    /// Datagrams and connections the internet's responders received so far, all services
+    /// together.
+    pub fn internet_received(&self) -> u64 {
+        self.internet_responders.received()
     }
 
     /// The `DOCKER_HOST` value of this dockerd.
@@ -88,9 +174,19 @@ impl Dockerd {
     pub fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "dockerd already runs");
         let log = File::create(self.dir.join("dockerd.log")).expect("dockerd log file");
+        let dockerd = self.version.dockerd();
+        // Its own docker-proxy and docker-init first (sid's sit beside its dockerd).
+        let mut path = std::env::var_os("PATH").unwrap_or_default();
+        if let Some(dir) = dockerd.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let usr = dir.parent().unwrap_or(dir);
+            let mut own = std::env::join_paths([dir, &usr.join("bin")]).expect("PATH entries");
+            own.push(":");
+            own.push(&path);
+            path = own;
+        }
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.host.path()))
-            .arg("dockerd")
+            .arg(&dockerd)
             .arg("--data-root")
             .arg(self.dir.join("data"))
             .arg("--exec-root")
@@ -100,6 +196,7 @@ impl Dockerd {
             .arg("-H")
             .arg(self.docker_host())
             .args(["--bridge=none", "--iptables=true", "--userland-proxy=false"])
+            .env("PATH", path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -146,7 +243,7 @@ impl Dockerd {
         std::fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
             .expect("copy /bin/busybox (busybox-static; tests/setup.sh installs it)");
-        for applet in ["sh", "nc", "sleep", "ip"] {
+        for applet in ["sh", "nc", "sleep", "ip", "arping"] {
             let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
         }
         let tar = self.dir.join("rootfs.tar");
