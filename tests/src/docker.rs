@@ -441,10 +441,19 @@ impl ThreeGate {
 
     /// Flushes Docker's isolation chains in the Docker host, as a Docker bug or an
     /// `iptables -F` would: from then on only the enforcer stands between the networks and
-    /// the internet.
+    /// the internet. IPv6's too where Docker wrote them (28.5 does, by default; 20.10 writes
+    /// no ip6tables rules unless told to).
     pub fn flush_docker_isolation(docker: &Dockerd) {
         for chain in ["DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2"] {
             docker.host.exec_ok("iptables", &["-F", chain]);
+            if docker
+                .host
+                .exec("ip6tables", &["-S", chain])
+                .status
+                .success()
+            {
+                docker.host.exec_ok("ip6tables", &["-F", chain]);
+            }
         }
     }
 
