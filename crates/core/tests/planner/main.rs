@@ -4,6 +4,7 @@
 //! [`properties`].
 
 mod evaluator;
+mod ports;
 mod properties;
 mod threegate;
 

@@ -1,0 +1,466 @@
+//! The bridge table: a reference evaluator of frames (what a port sends, as the kernel sees it
+//! at the bridge's prerouting hook) over the planned ruleset, and the properties the table must
+//! have: a bound port sends only as its container, any other port of a guarded bridge sends
+//! nothing, open ports pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use enforcer_core::binding::{guard_ports, BoundPort, PortGuard};
+use enforcer_core::docker::{
+    classify, DockerContainer, DockerEndpoint, DockerNetwork, DockerState,
+};
+use enforcer_core::names::ChainName;
+use enforcer_core::planner::{plan_ports, TableSettings};
+use enforcer_core::policy::Policy;
+use enforcer_core::ports::{BridgePort, MacAddr};
+use enforcer_core::ruleset::{
+    Action, Direction, MapKey, Match, Ruleset, SetContent, TableFamily, Verdict,
+};
+use enforcer_core::topology::Protocol;
+use proptest::prelude::*;
+
+/// What a frame carries, as far as the table looks.
+#[derive(Debug, Clone)]
+enum Payload {
+    Ipv4 {
+        source: Ipv4Addr,
+        udp_source: Option<u16>,
+    },
+    Arp {
+        sender_mac: MacAddr,
+        sender: Ipv4Addr,
+    },
+    Ipv6 {
+        source: Ipv6Addr,
+        icmp: Option<(u8, Ipv6Addr)>,
+        udp_source: Option<u16>,
+    },
+    /// Any other ethertype (VLAN, IPX, ...).
+    Other,
+}
+
+#[derive(Debug, Clone)]
+struct Frame {
+    port: String,
+    source_mac: MacAddr,
+    payload: Payload,
+}
+
+fn holds(frame: &Frame, m: &Match) -> bool {
+    let p = &frame.payload;
+    match m {
+        Match::SourceMac { mac, negated } => (frame.source_mac == *mac) != *negated,
+        Match::SourcePort(Protocol::Udp, port) => match p {
+            Payload::Ipv4 { udp_source, .. } | Payload::Ipv6 { udp_source, .. } => {
+                *udp_source == Some(*port)
+            }
+            _ => false,
+        },
+        Match::Address(Direction::Source, net) => match p {
+            Payload::Ipv4 { source, .. } => net.contains(&IpAddr::V4(*source)),
+            Payload::Ipv6 { source, .. } => net.contains(&IpAddr::V6(*source)),
+            _ => false,
+        },
+        Match::ArpSender(mac, address) => {
+            matches!(p, Payload::Arp { sender_mac, sender } if sender_mac == mac && sender == address)
+        }
+        Match::Icmpv6Type(low, high) => {
+            matches!(p, Payload::Ipv6 { icmp: Some((t, _)), .. } if (low..=high).contains(&t))
+        }
+        Match::NeighbourTarget(target) => {
+            matches!(p, Payload::Ipv6 { icmp: Some((_, t)), .. } if t == target)
+        }
+        Match::InputInterface(pattern) => match pattern.strip_suffix('*') {
+            Some(stem) => frame.port.starts_with(stem),
+            None => frame.port == *pattern,
+        },
+        other => panic!("{other:?} is not a bridge table's match"),
+    }
+}
+
+/// Whether `ruleset` (a bridge table) lets `frame` pass its prerouting hook.
+fn passes(ruleset: &Ruleset, frame: &Frame) -> bool {
+    assert_eq!(ruleset.family, TableFamily::Bridge);
+    run(ruleset, &ChainName::Prerouting, frame, 0) != Some(Verdict::Drop)
+}
+
+fn run(ruleset: &Ruleset, chain: &ChainName, frame: &Frame, depth: usize) -> Option<Verdict> {
+    assert!(depth < 8, "chain loop");
+    for rule in &ruleset.chain(chain).expect("target chain exists").rules {
+        if !rule.matches.iter().all(|m| holds(frame, m)) {
+            continue;
+        }
+        let verdict = match &rule.action {
+            Action::Verdict(v) => v.clone(),
+            Action::VerdictMap(MapKey::InputInterface, map) => {
+                match &ruleset.set(map).expect("map exists").content {
+                    SetContent::InterfaceVerdictMap(m) => match m.get(&frame.port) {
+                        Some(v) => v.clone(),
+                        None => continue,
+                    },
+                    _ => panic!("vmap on a set of another kind"),
+                }
+            }
+            other => panic!("{other:?} in a bridge table"),
+        };
+        match verdict {
+            Verdict::Accept | Verdict::Drop => return Some(verdict),
+            Verdict::Goto(target) => return run(ruleset, &target, frame, depth + 1),
+            other => panic!("{other:?} in a bridge table"),
+        }
+    }
+    None
+}
+
+fn mac(last: u8) -> MacAddr {
+    MacAddr([0x02, 0x42, 0x0a, 0, 0, last])
+}
+
+fn bound(i: u8) -> BoundPort {
+    let mac = mac(i);
+    BoundPort {
+        port: format!("veth{i}"),
+        mac,
+        container: format!("c{i}"),
+        network: "agents".into(),
+        ipv4: vec![Ipv4Addr::new(10, 1, 0, i)],
+        ipv6: vec![
+            mac.ipv6_link_local(),
+            format!("fd00:1::{i:x}").parse().unwrap(),
+        ],
+    }
+}
+
+fn guard(bound_count: u8) -> PortGuard {
+    PortGuard {
+        bound: (1..=bound_count).map(bound).collect(),
+        unbound: ["vethlost".to_string(), "tap0".to_string()].into(),
+        open: ["vethother".to_string()].into(),
+    }
+}
+
+/// Every frame the container behind `port` sends as itself.
+fn own_frames(port: &BoundPort) -> Vec<Frame> {
+    let frame = |payload| Frame {
+        port: port.port.clone(),
+        source_mac: port.mac,
+        payload,
+    };
+    let mut frames = Vec::new();
+    for &v4 in &port.ipv4 {
+        frames.push(frame(Payload::Ipv4 {
+            source: v4,
+            udp_source: Some(40000),
+        }));
+        frames.push(frame(Payload::Arp {
+            sender_mac: port.mac,
+            sender: v4,
+        }));
+    }
+    for &v6 in &port.ipv6 {
+        frames.push(frame(Payload::Ipv6 {
+            source: v6,
+            icmp: None,
+            udp_source: None,
+        }));
+        frames.push(frame(Payload::Ipv6 {
+            source: v6,
+            icmp: Some((136, v6)),
+            udp_source: None,
+        }));
+        frames.push(frame(Payload::Ipv6 {
+            source: v6,
+            icmp: Some((135, v6)),
+            udp_source: None,
+        }));
+        let dad = Payload::Ipv6 {
+            source: Ipv6Addr::UNSPECIFIED,
+            icmp: Some((135, v6)),
+            udp_source: None,
+        };
+        frames.push(frame(dad));
+    }
+    frames
+}
+
+/// Frames from `port` claiming `other`'s identity, or sending what no container may.
+fn forged_frames(port: &BoundPort, other: &BoundPort) -> Vec<(Frame, &'static str)> {
+    let frame = |source_mac, payload| Frame {
+        port: port.port.clone(),
+        source_mac,
+        payload,
+    };
+    let (own_v4, own_v6) = (port.ipv4[0], port.ipv6[1]);
+    let (their_v4, their_v6) = (other.ipv4[0], other.ipv6[1]);
+    vec![
+        (
+            frame(
+                other.mac,
+                Payload::Ipv4 {
+                    source: own_v4,
+                    udp_source: None,
+                },
+            ),
+            "their MAC",
+        ),
+        (
+            frame(
+                port.mac,
+                Payload::Ipv4 {
+                    source: their_v4,
+                    udp_source: None,
+                },
+            ),
+            "their IPv4",
+        ),
+        (
+            frame(
+                port.mac,
+                Payload::Arp {
+                    sender_mac: port.mac,
+                    sender: their_v4,
+                },
+            ),
+            "ARP for their address",
+        ),
+        (
+            frame(
+                port.mac,
+                Payload::Arp {
+                    sender_mac: other.mac,
+                    sender: their_v4,
+                },
+            ),
+            "ARP as them",
+        ),
+        (
+            frame(
+                port.mac,
+                Payload::Ipv6 {
+                    source: their_v6,
+                    icmp: None,
+                    udp_source: None,
+                },
+            ),
+            "their IPv6",
+        ),
+        (
+            frame(
+                port.mac,
+                Payload::Ipv6 {
+                    source: own_v6,
+                    icmp: Some((136, their_v6)),
+                    udp_source: None,
+                },
+            ),
+            "NA for their address",
+        ),
+        (
+            frame(
+                port.mac,
+                Payload::Ipv6 {
+                    source: Ipv6Addr::UNSPECIFIED,
+                    icmp: Some((135, their_v6)),
+                    udp_source: None,
+                },
+            ),
+            "DAD for their address",
+        ),
+        (
+            frame(
+                port.mac,
+                Payload::Ipv6 {
+                    source: port.ipv6[0],
+                    icmp: Some((134, own_v6)),
+                    udp_source: None,
+                },
+            ),
+            "a router advertisement",
+        ),
+        (
+            frame(
+                port.mac,
+                Payload::Ipv6 {
+                    source: port.ipv6[0],
+                    icmp: Some((137, own_v6)),
+                    udp_source: None,
+                },
+            ),
+            "a redirect",
+        ),
+        (
+            frame(
+                port.mac,
+                Payload::Ipv4 {
+                    source: own_v4,
+                    udp_source: Some(67),
+                },
+            ),
+            "a DHCP server message",
+        ),
+        (
+            frame(
+                port.mac,
+                Payload::Ipv6 {
+                    source: own_v6,
+                    icmp: None,
+                    udp_source: Some(547),
+                },
+            ),
+            "a DHCPv6 server message",
+        ),
+        (frame(port.mac, Payload::Other), "another ethertype"),
+    ]
+}
+
+#[test]
+fn a_bound_port_speaks_only_as_its_container() {
+    let table = plan_ports(&TableSettings::default(), &guard(3));
+    let (a, b) = (bound(1), bound(2));
+    for frame in own_frames(&a) {
+        assert!(passes(&table, &frame), "its own {frame:?}");
+    }
+    for (frame, what) in forged_frames(&a, &b) {
+        assert!(!passes(&table, &frame), "{what}: {frame:?}");
+    }
+}
+
+#[test]
+fn unbound_unknown_and_open_ports() {
+    let table = plan_ports(&TableSettings::default(), &guard(1));
+    let own = own_frames(&bound(1));
+    for (port, passes_expected) in [
+        ("vethlost", false),    // a guarded bridge's port bound to no container
+        ("tap0", false),        // the same, whatever its kind
+        ("veth9a8b7c6", false), // a veth not sorted yet
+        ("vethother", true),    // a port of a bridge the table does not guard
+        ("eth1", true),         // not a veth, not known: not a container's port
+    ] {
+        for frame in &own {
+            let frame = Frame {
+                port: port.into(),
+                ..frame.clone()
+            };
+            assert_eq!(passes(&table, &frame), passes_expected, "{port}: {frame:?}");
+        }
+    }
+}
+
+fn network(name: &str, internal: bool, bridge: &str, subnet: &str) -> DockerNetwork {
+    DockerNetwork {
+        id: format!("{name:0<64}"),
+        name: name.into(),
+        driver: "bridge".into(),
+        internal,
+        labels: BTreeMap::new(),
+        options: [(
+            "com.docker.network.bridge.name".to_string(),
+            bridge.to_string(),
+        )]
+        .into(),
+        subnets: vec![subnet.into()],
+    }
+}
+
+fn container(name: &str, network: &DockerNetwork, ipv4: &str, mac: &str) -> DockerContainer {
+    DockerContainer {
+        id: format!("{name:0<64}"),
+        name: name.into(),
+        labels: BTreeMap::new(),
+        endpoints: vec![DockerEndpoint {
+            network_id: network.id.clone(),
+            ipv4: ipv4.into(),
+            ipv6: String::new(),
+            mac: mac.into(),
+        }],
+    }
+}
+
+fn port(bridge: &str, name: &str, peer: Option<&str>) -> BridgePort {
+    BridgePort {
+        bridge: bridge.into(),
+        name: name.into(),
+        peer_mac: peer.map(|m| m.parse().unwrap()),
+    }
+}
+
+#[test]
+fn binding_follows_docker_and_refuses_what_is_ambiguous() {
+    let agents = network("agents", true, "br-agents", "10.1.0.0/24");
+    let plain = network("plain", false, "br-plain", "10.2.0.0/24");
+    let state = DockerState::of(
+        [agents.clone(), plain.clone()],
+        [
+            container("a", &agents, "10.1.0.2", "02:42:0a:01:00:02"),
+            container("b", &agents, "10.1.0.3", "02:42:0a:01:00:03"),
+            // Two containers claim one MAC: neither is bound.
+            container("c", &agents, "10.1.0.4", "02:42:0a:01:00:04"),
+            container("d", &agents, "10.1.0.5", "02:42:0a:01:00:04"),
+            container("e", &agents, "10.1.0.6", "not a mac"),
+            container("p", &plain, "10.2.0.2", "02:42:0a:02:00:02"),
+        ],
+    );
+    let policy = Policy::embedded();
+    let classified = classify(&policy, &state);
+    let ports = [
+        port("br-agents", "vetha", Some("02:42:0a:01:00:02")),
+        // Two ports whose peers share b's MAC: neither is bound.
+        port("br-agents", "vethb1", Some("02:42:0a:01:00:03")),
+        port("br-agents", "vethb2", Some("02:42:0a:01:00:03")),
+        port("br-agents", "vethc", Some("02:42:0a:01:00:04")),
+        port("br-agents", "vethe", Some("02:42:0a:01:00:06")),
+        port("br-agents", "tap0", None),
+        port("br-agents", "veth:odd", Some("02:42:0a:01:00:02")),
+        port("br-plain", "vethp", Some("02:42:0a:02:00:02")),
+        // A bridge matching bridge_patterns that no network owns yet: guarded.
+        port("br-0123456789ab", "vethnew", Some("02:42:0a:09:00:02")),
+        port("virbr0", "vnet0", Some("52:54:00:00:00:01")),
+    ];
+    let patterns = &policy.table.unknown_interface_patterns;
+    let (guard, skipped) = guard_ports(&classified, &state, patterns, &ports);
+    let bound: Vec<(&str, &str, Vec<Ipv4Addr>)> = guard
+        .bound
+        .iter()
+        .map(|b| (b.port.as_str(), b.container.as_str(), b.ipv4.clone()))
+        .collect();
+    assert_eq!(bound, [("vetha", "a", vec![Ipv4Addr::new(10, 1, 0, 2)])]);
+    assert_eq!(
+        guard.unbound,
+        ["tap0", "veth:odd", "vethb1", "vethb2", "vethc", "vethe", "vethnew"]
+            .map(String::from)
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    );
+    assert_eq!(
+        guard.open,
+        ["vethp", "vnet0"].map(String::from).into_iter().collect()
+    );
+    let objects: Vec<&str> = skipped.iter().map(|s| s.object.as_str()).collect();
+    for expected in [
+        "bridge br-agents MAC 02:42:0a:01:00:03",
+        "bridge br-agents MAC 02:42:0a:01:00:04",
+        "container e",
+        "port veth:odd",
+    ] {
+        assert!(objects.contains(&expected), "{expected} in {objects:?}");
+    }
+}
+
+proptest! {
+    /// Whatever the number of bound ports, each speaks only as itself: its own frames pass,
+    /// frames claiming any other bound container's identity are dropped.
+    #[test]
+    fn every_bound_port_speaks_only_as_itself(count in 2u8..40, a in 1u8..40, b in 1u8..40) {
+        let (a, b) = (a % count + 1, b % count + 1);
+        prop_assume!(a != b);
+        let table = plan_ports(&TableSettings::default(), &guard(count));
+        let (a, b) = (bound(a), bound(b));
+        for frame in own_frames(&a) {
+            prop_assert!(passes(&table, &frame), "its own {:?}", frame);
+        }
+        for (frame, what) in forged_frames(&a, &b) {
+            prop_assert!(!passes(&table, &frame), "{}: {:?}", what, frame);
+        }
+    }
+}
