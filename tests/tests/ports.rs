@@ -6,8 +6,10 @@
 
 use std::process::{Output, Stdio};
 
+use std::time::Duration;
+
 use enforcer_harness::fake_docker::{FakeDocker, Hostile};
-use enforcer_harness::{enforcer_bin, require_root, Netns};
+use enforcer_harness::{enforcer_bin, require_root, Agent, Netns, TempDir};
 use serde_json::Value;
 
 const BRIDGE: &str = "br-agentnet00";
@@ -225,4 +227,64 @@ fn a_bound_port_sends_only_as_its_container_and_lists_as_nft_makes_it() {
         "an address Docker did not give it is dropped"
     );
     assert!(counted(&lab.host, "port_vethagent") > before);
+
+    // The agent binds the same ports, and `status` names each bound port's container and what
+    // its chain dropped.
+    let dir = TempDir::new("ports-agent");
+    let host = docker.docker_host();
+    let agent = Agent::start(
+        &lab.host,
+        dir.path(),
+        &enforcer_bin(),
+        &[],
+        &[("DOCKER_HOST", &host)],
+    );
+    agent.expect_log("Docker connected", Duration::from_secs(20));
+    // Started without a state file, the agent knew no container until Docker answered, so it
+    // re-created the port chains: forge once more for its counters.
+    lab.container
+        .ip(&["addr", "del", "10.99.0.3/24", "dev", "eth0"]);
+    lab.container
+        .ip(&["addr", "add", &format!("{ADDRESS}/24"), "dev", "eth0"]);
+    assert!(
+        lab.ping(&lab.container),
+        "bound by the agent, the container passes"
+    );
+    lab.container
+        .ip(&["link", "set", "eth0", "address", "02:42:0a:63:00:09"]);
+    assert!(!lab.ping(&lab.container), "a forged source MAC is dropped");
+    let state = agent.state_file().display().to_string();
+    let status = lab.host.exec(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "DOCKER_HOST={host} {} status --json --state-file {state}",
+                enforcer_bin().display()
+            ),
+        ],
+    );
+    let report: Value = serde_json::from_slice(&status.stdout).expect("status --json");
+    let ports = report["ports"].as_array().expect("ports in the report");
+    let names: Vec<(&str, &str, bool)> = ports
+        .iter()
+        .map(|p| {
+            let text = |key: &str| p[key].as_str().unwrap_or("");
+            (
+                text("container"),
+                text("port"),
+                p["in_kernel"].as_bool() == Some(true),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [("agent", "vethagent", true), ("peer", "vethpeer", true)],
+        "{report:#}"
+    );
+    assert!(ports[0]["dropped_packets"].as_u64() > Some(0), "{report:#}");
+    assert!(
+        report["unbound_dropped_packets"].as_u64() > Some(0),
+        "{report:#}"
+    );
 }
