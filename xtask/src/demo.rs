@@ -50,15 +50,17 @@ pub fn run() -> Result<()> {
     let results = measure(&gate, &threegate_matrix());
     let bad = mismatches(&results).len();
     println!("\n== the agent's log\n{}", agent.log());
-    println!(
-        "== table inet enforcer, as the kernel holds it (nft list)\n{}",
-        String::from_utf8_lossy(
-            &docker
-                .host
-                .exec("nft", &["list", "table", "inet", "enforcer"])
-                .stdout
-        )
-    );
+    for family in ["inet", "bridge"] {
+        println!(
+            "== table {family} enforcer, as the kernel holds it (nft list)\n{}",
+            String::from_utf8_lossy(
+                &docker
+                    .host
+                    .exec("nft", &["list", "table", family, "enforcer"])
+                    .stdout
+            )
+        );
+    }
     println!("== reachability, measured with real TCP and UDP flows (ok: as the policy says)");
     print!("{}", report(&results));
     println!(
