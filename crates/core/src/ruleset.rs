@@ -286,10 +286,41 @@ pub enum Match {
     /// tables: `arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether M arp saddr ip
     /// A`).
     ArpSender(MacAddr, Ipv4Addr),
+    /// The frame's outer Ethernet type, as on the wire (`ether type 8021q`). The kernel moves a
+    /// VLAN tag into the packet's metadata on receive, so `meta protocol` (which address
+    /// matches test) sees the inner type while this sees the tag.
+    EtherType(EtherType),
     /// The target address of an ICMPv6 neighbour solicitation or advertisement is this
     /// address (`@th,64,128 0x…`: `nft` 1.0.6 has no name for the field). Only meaningful after
     /// an [`Match::Icmpv6Type`] of 135 or 136.
     NeighbourTarget(Ipv6Addr),
+}
+
+/// An Ethernet type a bridge table names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtherType {
+    /// An 802.1Q VLAN tag (`8021q`, 0x8100).
+    Vlan,
+    /// An 802.1ad service VLAN tag (`8021ad`, 0x88a8).
+    ServiceVlan,
+}
+
+impl EtherType {
+    /// Its number, as on the wire.
+    pub fn number(self) -> u16 {
+        match self {
+            EtherType::Vlan => 0x8100,
+            EtherType::ServiceVlan => 0x88a8,
+        }
+    }
+
+    /// Its name in `nft` syntax.
+    pub fn name(self) -> &'static str {
+        match self {
+            EtherType::Vlan => "8021q",
+            EtherType::ServiceVlan => "8021ad",
+        }
+    }
 }
 
 /// What a rule does to a matching packet.

@@ -177,9 +177,18 @@ impl PortWatch {
             .cloned()
             .collect();
         for key in unread {
-            // A peer that vanished meanwhile is asked for again should its port stay.
-            if let Some(mac) = read_peer(&self.handle, &key).await? {
-                self.peers.insert(key, mac);
+            // A peer that vanished meanwhile is asked for again should its port stay. One peer
+            // that cannot be read leaves its port without a MAC (never bound, so silent); it
+            // does not hide every other port. A refusal for lack of privilege is for all.
+            match read_peer(&self.handle, &key).await {
+                Ok(Some(mac)) => {
+                    self.peers.insert(key, mac);
+                }
+                Ok(None) => {}
+                Err(error @ (LinkError::PeerDenied { .. } | LinkError::Closed)) => {
+                    return Err(error)
+                }
+                Err(error) => tracing::warn!("{error}; the port stays unbound"),
             }
         }
 

@@ -16,7 +16,7 @@
 //! Per frame: one map lookup, then a chain whose length depends on the container's own
 //! addresses only (a few), never on the number of ports.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -24,18 +24,22 @@ use crate::binding::{BoundPort, PortGuard};
 use crate::names::{ChainName, SetName};
 use crate::nft_syntax;
 use crate::ruleset::{
-    Action, Chain, Direction, Hook, MapKey, Match, Rule, Ruleset, Set, SetContent, SetKey,
-    TableFamily, Verdict,
+    Action, Chain, Direction, EtherType, Hook, MapKey, Match, Rule, Ruleset, Set, SetContent,
+    SetKey, TableFamily, Verdict,
 };
 use crate::topology::Protocol;
 
 use super::{rule, TableSettings};
 
-/// ICMPv6 neighbour solicitation, advertisement, router advertisement, redirect, MLDv2 report.
+/// ICMPv6 neighbour solicitation.
 const NEIGHBOUR_SOLICITATION: u8 = 135;
+/// ICMPv6 neighbour advertisement.
 const NEIGHBOUR_ADVERTISEMENT: u8 = 136;
+/// ICMPv6 router advertisement.
 const ROUTER_ADVERTISEMENT: u8 = 134;
+/// ICMPv6 redirect.
 const REDIRECT: u8 = 137;
+/// ICMPv6 multicast listener report, version 2.
 const MLD2_REPORT: u8 = 143;
 
 /// Computes the whole bridge table. Deterministic: `guard`'s order does not matter.
@@ -118,50 +122,107 @@ fn dropped(port: &BoundPort, matches: Vec<Match>, what: &str) -> Rule {
     }
 }
 
-/// The chain of one bound port.
+/// The chain of one bound port: what no container may send, then what it may send as
+/// itself over IPv4 and ARP, then over IPv6, then a counted drop of anything else.
 fn port_chain(port: &BoundPort) -> Chain {
-    let who = &port.container;
-    let allowed = |matches, what: String| rule(matches, Verdict::Accept, format!("{who}: {what}"));
-    let icmpv6 = |kind| Match::Icmpv6Type(kind, kind);
-    let mut rules = vec![
-        dropped(
+    let mut rules = vec![dropped(
+        port,
+        vec![Match::SourceMac {
+            mac: port.mac,
+            negated: true,
+        }],
+        "a source MAC not its own",
+    )];
+    // A tagged frame: the kernel untags it into metadata, so the address rules below would see
+    // its inner packet while the ICMPv6 ones would not; and no container needs a VLAN.
+    for tag in [EtherType::Vlan, EtherType::ServiceVlan] {
+        rules.push(dropped(
             port,
-            vec![Match::SourceMac {
-                mac: port.mac,
-                negated: true,
-            }],
-            "a source MAC not its own",
-        ),
-        dropped(
-            port,
-            vec![Match::SourcePort(Protocol::Udp, 67)],
+            vec![Match::EtherType(tag)],
+            "a VLAN-tagged frame",
+        ));
+    }
+    // DHCP and DHCPv6 server messages, by either end (clients filter on their own port).
+    for (matches, what) in [
+        (
+            Match::SourcePort(Protocol::Udp, 67),
             "a DHCP server message",
         ),
-        dropped(
-            port,
-            vec![Match::SourcePort(Protocol::Udp, 547)],
+        (
+            Match::DestinationPort(Protocol::Udp, 68),
+            "a DHCP message to a client",
+        ),
+        (
+            Match::SourcePort(Protocol::Udp, 547),
             "a DHCPv6 server message",
         ),
-    ];
+        (
+            Match::DestinationPort(Protocol::Udp, 546),
+            "a DHCPv6 message to a client",
+        ),
+    ] {
+        rules.push(dropped(port, vec![matches], what));
+    }
+    rules.extend(ipv4_rules(port));
+    rules.extend(ipv6_rules(port));
+    rules.push(dropped(
+        port,
+        vec![],
+        "any other frame (an address not its own, another protocol)",
+    ));
+    Chain {
+        name: ChainName::Port(port.port.clone()),
+        hook: None,
+        rules,
+    }
+}
+
+/// An accept whose comment names the container.
+fn allowed(port: &BoundPort, matches: Vec<Match>, what: String) -> Rule {
+    rule(
+        matches,
+        Verdict::Accept,
+        format!("{}: {what}", port.container),
+    )
+}
+
+fn icmpv6(kind: u8) -> Match {
+    Match::Icmpv6Type(kind, kind)
+}
+
+/// IPv4 from its own addresses, and ARP whose sender is itself.
+fn ipv4_rules(port: &BoundPort) -> Vec<Rule> {
+    let mut rules = Vec::new();
     for &address in &port.ipv4 {
         rules.push(allowed(
+            port,
             vec![from(address)],
             format!("IPv4 from its own {address}"),
         ));
         rules.push(allowed(
+            port,
             vec![Match::ArpSender(port.mac, address)],
             format!("ARP as itself ({address})"),
         ));
     }
-    rules.push(dropped(
-        port,
-        vec![icmpv6(ROUTER_ADVERTISEMENT)],
-        "a router advertisement",
-    ));
-    rules.push(dropped(port, vec![icmpv6(REDIRECT)], "an ICMPv6 redirect"));
+    rules
+}
+
+/// No router advertisement or redirect; neighbour advertisements and duplicate address
+/// detection only for its own addresses; IPv6 from its own addresses.
+fn ipv6_rules(port: &BoundPort) -> Vec<Rule> {
+    let mut rules = vec![
+        dropped(
+            port,
+            vec![icmpv6(ROUTER_ADVERTISEMENT)],
+            "a router advertisement",
+        ),
+        dropped(port, vec![icmpv6(REDIRECT)], "an ICMPv6 redirect"),
+    ];
     for &target in &port.ipv6 {
         for &source in &port.ipv6 {
             rules.push(allowed(
+                port,
                 vec![
                     icmpv6(NEIGHBOUR_ADVERTISEMENT),
                     Match::NeighbourTarget(target),
@@ -176,9 +237,10 @@ fn port_chain(port: &BoundPort) -> Chain {
         vec![icmpv6(NEIGHBOUR_ADVERTISEMENT)],
         "a neighbour advertisement for an address not its own",
     ));
-    let unspecified = std::net::Ipv6Addr::UNSPECIFIED;
+    let unspecified = Ipv6Addr::UNSPECIFIED;
     for &target in &port.ipv6 {
         rules.push(allowed(
+            port,
             vec![
                 from(unspecified),
                 icmpv6(NEIGHBOUR_SOLICITATION),
@@ -188,23 +250,16 @@ fn port_chain(port: &BoundPort) -> Chain {
         ));
     }
     rules.push(allowed(
+        port,
         vec![from(unspecified), icmpv6(MLD2_REPORT)],
         "multicast listener report before it has an address".into(),
     ));
     for &address in &port.ipv6 {
         rules.push(allowed(
+            port,
             vec![from(address)],
             format!("IPv6 from its own {address}"),
         ));
     }
-    rules.push(dropped(
-        port,
-        vec![],
-        "any other frame (an address not its own, another protocol)",
-    ));
-    Chain {
-        name: ChainName::Port(port.port.clone()),
-        hook: None,
-        rules,
-    }
+    rules
 }

@@ -40,10 +40,15 @@ enum Payload {
     Other,
 }
 
+/// A frame as the bridge's prerouting hook sees it. A VLAN tag is in the packet's metadata
+/// (the kernel untags on receive): `meta protocol`, and so every address match, sees the inner
+/// packet, while a link-layer load of the Ethernet type (ARP, ICMPv6 dependencies, `ether
+/// type`) sees the tag.
 #[derive(Debug, Clone)]
 struct Frame {
     port: String,
     source_mac: MacAddr,
+    tagged: bool,
     payload: Payload,
 }
 
@@ -57,16 +62,21 @@ fn holds(frame: &Frame, m: &Match) -> bool {
             }
             _ => false,
         },
+        // The frames modelled here are never sent to a DHCP client's port.
+        Match::DestinationPort(Protocol::Udp, _) => false,
+        Match::EtherType(_) => frame.tagged,
         Match::Address(Direction::Source, net) => match p {
             Payload::Ipv4 { source, .. } => net.contains(&IpAddr::V4(*source)),
             Payload::Ipv6 { source, .. } => net.contains(&IpAddr::V6(*source)),
             _ => false,
         },
         Match::ArpSender(mac, address) => {
-            matches!(p, Payload::Arp { sender_mac, sender } if sender_mac == mac && sender == address)
+            !frame.tagged
+                && matches!(p, Payload::Arp { sender_mac, sender } if sender_mac == mac && sender == address)
         }
         Match::Icmpv6Type(low, high) => {
-            matches!(p, Payload::Ipv6 { icmp: Some((t, _)), .. } if (low..=high).contains(&t))
+            !frame.tagged
+                && matches!(p, Payload::Ipv6 { icmp: Some((t, _)), .. } if (low..=high).contains(&t))
         }
         Match::NeighbourTarget(target) => {
             matches!(p, Payload::Ipv6 { icmp: Some((_, t)), .. } if t == target)
@@ -145,6 +155,7 @@ fn own_frames(port: &BoundPort) -> Vec<Frame> {
     let frame = |payload| Frame {
         port: port.port.clone(),
         source_mac: port.mac,
+        tagged: false,
         payload,
     };
     let mut frames = Vec::new();
@@ -189,7 +200,12 @@ fn forged_frames(port: &BoundPort, other: &BoundPort) -> Vec<(Frame, &'static st
     let frame = |source_mac, payload| Frame {
         port: port.port.clone(),
         source_mac,
+        tagged: false,
         payload,
+    };
+    let tagged = |payload| Frame {
+        tagged: true,
+        ..frame(port.mac, payload)
     };
     let (own_v4, own_v6) = (port.ipv4[0], port.ipv6[1]);
     let (their_v4, their_v6) = (other.ipv4[0], other.ipv6[1]);
@@ -311,6 +327,29 @@ fn forged_frames(port: &BoundPort, other: &BoundPort) -> Vec<(Frame, &'static st
             "a DHCPv6 server message",
         ),
         (frame(port.mac, Payload::Other), "another ethertype"),
+        (
+            tagged(Payload::Ipv6 {
+                source: port.ipv6[0],
+                icmp: Some((134, own_v6)),
+                udp_source: None,
+            }),
+            "a tagged router advertisement",
+        ),
+        (
+            tagged(Payload::Ipv6 {
+                source: own_v6,
+                icmp: Some((136, their_v6)),
+                udp_source: None,
+            }),
+            "a tagged NA for their address",
+        ),
+        (
+            tagged(Payload::Ipv4 {
+                source: own_v4,
+                udp_source: None,
+            }),
+            "a tagged frame as itself",
+        ),
     ]
 }
 

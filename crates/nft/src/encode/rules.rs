@@ -133,6 +133,7 @@ impl Expressions<'_, '_> {
             Match::SourceMac { mac, negated } => self.source_mac(*mac, *negated),
             Match::ArpSender(mac, address) => self.arp_sender(*mac, *address),
             Match::NeighbourTarget(address) => self.neighbour_target(*address),
+            Match::EtherType(ether_type) => self.outer_ether_type(ether_type.number()),
         }
     }
 
@@ -236,7 +237,13 @@ impl Expressions<'_, '_> {
         self.cmp(NFT_CMP_EQ, &address.octets());
     }
 
-    /// `ether type T` (bridge tables), once per rule.
+    /// `ether type T` as a condition of its own: the frame's outer type, tag included.
+    fn outer_ether_type(&mut self, ether_type: u16) {
+        self.payload(NFT_PAYLOAD_LL_HEADER, 12, 2, NFT_REG_1);
+        self.cmp(NFT_CMP_EQ, &ether_type.to_be_bytes());
+    }
+
+    /// `ether type T` (bridge tables), once per rule, as the dependency of a later match.
     fn ether_type(&mut self, ether_type: u16) {
         if !std::mem::replace(&mut self.network_known, true) {
             self.payload(NFT_PAYLOAD_LL_HEADER, 12, 2, NFT_REG_1);
