@@ -67,48 +67,79 @@ struct Endpoint<'a> {
     ipv6: Vec<Ipv6Addr>,
 }
 
+/// Which bridges are guarded, and which of them belong to enforced managed networks.
+struct Bridges<'a> {
+    /// Bridge -> network ID, for the enforced managed networks.
+    enforced: BTreeMap<String, &'a str>,
+    /// Bridges of every network Docker reported.
+    known: BTreeSet<String>,
+    skipped: &'a BTreeSet<String>,
+    unknown_patterns: &'a [String],
+}
+
+impl Bridges<'_> {
+    /// Whether `bridge` is guarded: an enforced or skipped managed network's, or one no
+    /// network Docker reported owns while its name matches an unknown-bridge pattern.
+    fn guarded(&self, bridge: &str) -> bool {
+        self.enforced.contains_key(bridge)
+            || self.skipped.contains(bridge)
+            || (!self.known.contains(bridge)
+                && self
+                    .unknown_patterns
+                    .iter()
+                    .any(|p| matches_pattern(bridge, p)))
+    }
+}
+
 /// Sorts `ports` into bound, unbound and open under what `classified` enforces of `docker`.
 /// A bridge is guarded when it belongs to an enforced managed network, to a managed network
 /// that was skipped, or to no network Docker reported while its name matches one of
 /// `unknown_patterns` (a Docker bridge not classified yet). Whatever cannot be bound safely
 /// (a MAC claimed twice, an odd address or port name) is reported in the second value, and its
-/// port stays unbound.
+/// port stays unbound. A port bound in `previous` keeps its binding when a newcomer claims the
+/// same MAC (a container that copies another's MAC cannot unbind it).
 pub fn guard_ports(
     classified: &Classified,
     docker: &DockerState,
     unknown_patterns: &[String],
     ports: &[BridgePort],
+    previous: &[BoundPort],
 ) -> (PortGuard, Vec<Skipped>) {
-    let mut skipped = Vec::new();
-    // Bridge -> network ID, for the enforced managed networks.
-    let enforced: BTreeMap<String, &str> = classified
-        .enforced_networks
-        .iter()
-        .filter_map(|id| Some((docker.networks.get(id)?.bridge()?, id.as_str())))
-        .collect();
-    let known: BTreeSet<String> = docker
-        .networks
-        .values()
-        .filter_map(|n| n.bridge())
-        .collect();
-    let guarded = |bridge: &str| {
-        enforced.contains_key(bridge)
-            || classified.topology.skipped_interfaces().contains(bridge)
-            || (!known.contains(bridge)
-                && unknown_patterns.iter().any(|p| matches_pattern(bridge, p)))
+    let bridges = Bridges {
+        enforced: classified
+            .enforced_networks
+            .iter()
+            .filter_map(|id| Some((docker.networks.get(id)?.bridge()?, id.as_str())))
+            .collect(),
+        known: docker
+            .networks
+            .values()
+            .filter_map(|n| n.bridge())
+            .collect(),
+        skipped: classified.topology.skipped_interfaces(),
+        unknown_patterns,
     };
-    let endpoints = endpoints_by_bridge(docker, &enforced, &mut skipped);
-
+    let mut skipped = Vec::new();
+    let endpoints = endpoints_by_bridge(docker, &bridges.enforced, &mut skipped);
     let mut guard = PortGuard::default();
     // Per guarded bridge and MAC: the ports whose peer has it.
     let mut candidates: BTreeMap<(&str, MacAddr), Vec<&BridgePort>> = BTreeMap::new();
     for port in ports {
-        if !guarded(&port.bridge) {
+        if !bridges.guarded(&port.bridge) {
             guard.open.insert(port.name.clone());
             continue;
         }
+        if !is_bindable_name(&port.name) {
+            skipped.push(Skipped::new(
+                &format!("port {}", port.name),
+                "its name has characters other than letters, digits, _ . -, so it cannot \
+                 name a chain: it stays unbound and sends nothing",
+            ));
+        }
         match port.peer_mac {
-            Some(mac) if is_bindable_name(&port.name) && enforced.contains_key(&port.bridge) => {
+            Some(mac)
+                if is_bindable_name(&port.name) && bridges.enforced.contains_key(&port.bridge) =>
+            {
                 candidates
                     .entry((&port.bridge, mac))
                     .or_default()
@@ -126,45 +157,79 @@ pub fn guard_ports(
             .flatten()
             .filter(|e| e.mac == mac)
             .collect();
-        match (found.as_slice(), owners.as_slice()) {
-            ([port], [owner]) => guard.bound.push(BoundPort {
-                port: port.name.clone(),
-                mac,
-                container: owner.container.to_string(),
-                network: owner.network.to_string(),
-                ipv4: owner.ipv4.clone(),
-                ipv6: owner.ipv6.clone(),
-            }),
-            (_, []) => guard.unbound.extend(found.iter().map(|p| p.name.clone())),
-            _ => {
-                let names: Vec<&str> = found.iter().map(|p| p.name.as_str()).collect();
-                let who: Vec<&str> = owners.iter().map(|e| e.container).collect();
-                skipped.push(Skipped::new(
-                    &format!("bridge {bridge} MAC {mac}"),
-                    &format!(
-                        "claimed by ports {} and containers {}: none of them is bound, so \
-                         they send nothing; a container that changed its MAC address (it \
-                         needs CAP_NET_ADMIN) or duplicate --mac-address values cause this",
-                        names.join(", "),
-                        who.join(", ")
-                    ),
-                ));
-                guard.unbound.extend(names.iter().map(|n| n.to_string()));
-            }
-        }
-    }
-    for port in ports {
-        if guarded(&port.bridge) && !is_bindable_name(&port.name) {
-            skipped.push(Skipped::new(
-                &format!("port {}", port.name),
-                "its name has characters other than letters, digits, _ . -, so it cannot \
-                 name a chain: it stays unbound and sends nothing",
-            ));
-        }
+        bind(
+            &mut guard,
+            &mut skipped,
+            (bridge, mac),
+            &found,
+            &owners,
+            previous,
+        );
     }
     guard.bound.sort();
     skipped.sort();
     (guard, skipped)
+}
+
+/// Binds the one port of `found` (the ports of `bridge` whose peer has `mac`) to the one
+/// endpoint of `owners` with that MAC, or leaves them all unbound. When several ports claim
+/// the MAC, the one `previous` bound to it stays bound and the newcomers do not.
+fn bind(
+    guard: &mut PortGuard,
+    skipped: &mut Vec<Skipped>,
+    (bridge, mac): (&str, MacAddr),
+    found: &[&BridgePort],
+    owners: &[&Endpoint],
+    previous: &[BoundPort],
+) {
+    let kept = match found {
+        [_, _, ..] => found
+            .iter()
+            .find(|p| previous.iter().any(|b| b.port == p.name && b.mac == mac)),
+        _ => None,
+    };
+    let chosen = match (found, kept) {
+        ([port], _) | (_, Some(port)) => Some(*port),
+        _ => None,
+    };
+    let (Some(port), [owner]) = (chosen, owners) else {
+        if found.len() > 1 || owners.len() > 1 {
+            let names: Vec<&str> = found.iter().map(|p| p.name.as_str()).collect();
+            let who: Vec<&str> = owners.iter().map(|e| e.container).collect();
+            skipped.push(Skipped::new(
+                &format!("bridge {bridge} MAC {mac}"),
+                &format!(
+                    "claimed by ports {} and containers {}: none of them is bound, so they \
+                     send nothing; a container that changed its MAC address (it needs \
+                     CAP_NET_ADMIN) or duplicate --mac-address values cause this",
+                    names.join(", "),
+                    who.join(", ")
+                ),
+            ));
+        }
+        guard.unbound.extend(found.iter().map(|p| p.name.clone()));
+        return;
+    };
+    for other in found.iter().filter(|p| p.name != port.name) {
+        skipped.push(Skipped::new(
+            &format!("port {}", other.name),
+            &format!(
+                "its peer claims MAC {mac}, which port {} of container {} already holds: it \
+                 stays unbound and sends nothing (a container that copied another's MAC needs \
+                 CAP_NET_ADMIN)",
+                port.name, owner.container
+            ),
+        ));
+        guard.unbound.insert(other.name.clone());
+    }
+    guard.bound.push(BoundPort {
+        port: port.name.clone(),
+        mac,
+        container: owner.container.to_string(),
+        network: owner.network.to_string(),
+        ipv4: owner.ipv4.clone(),
+        ipv6: owner.ipv6.clone(),
+    });
 }
 
 /// The endpoints of running containers on the enforced networks, by bridge. An endpoint whose

@@ -276,7 +276,7 @@ fn one_shot_tables(policy: &Policy) -> Result<Tables> {
     }
     let classified = classify(policy, &docker);
     let ports = policy.docker.enabled.then_some(ports.as_slice());
-    let (tables, _, port_skips) = plan_tables(policy, &classified, &docker, ports);
+    let (tables, _, port_skips) = plan_tables(policy, &classified, &docker, ports, &[]);
     for item in classified.skipped.iter().chain(&port_skips) {
         eprintln!("enforcer: skipped {}: {}", item.object, item.reason);
     }

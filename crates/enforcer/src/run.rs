@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use enforcer_core::binding::PortGuard;
+use enforcer_core::binding::{BoundPort, PortGuard};
 use enforcer_core::docker::{classify_after, Classified, DockerState};
 use enforcer_core::planner::plan_tables;
 use enforcer_core::policy::{DockerSettings, Policy};
@@ -95,9 +95,13 @@ impl<K: Kernel> Agent<K> {
             .as_ref()
             .map(|p| (p.applied_unix, p.reason.clone()))
             .unwrap_or_else(|| (now_unix(), "start".to_string()));
+        let bound = previous
+            .as_ref()
+            .map(|p| p.bound_ports.clone())
+            .unwrap_or_default();
         let (docker, known) = previous.map(StateFile::enforced).unwrap_or_default();
         let ports = Vec::new();
-        let (desired, guard, seen) = desired_table(&policy, &docker, &ports, &known);
+        let (desired, guard, seen) = desired_table(&policy, &docker, (&ports, &bound), &known);
         Agent {
             ports,
             guard,
@@ -129,8 +133,8 @@ impl<K: Kernel> Agent<K> {
 
     /// Recomputes the desired tables from the policy, Docker's state and the ports.
     fn replan(&mut self) {
-        let (desired, guard, seen) =
-            desired_table(&self.policy, &self.docker, &self.ports, &self.seen);
+        let ports = (self.ports.as_slice(), self.guard.bound.as_slice());
+        let (desired, guard, seen) = desired_table(&self.policy, &self.docker, ports, &self.seen);
         self.desired = desired;
         self.guard = guard;
         self.seen = seen;
@@ -322,19 +326,20 @@ fn applied_summary(enforced: &Topology, desired: &Topology, changes: Vec<String>
     text
 }
 
-/// The topology and tables that `policy`, `docker` and `ports` call for, which ports are bound,
-/// and the classification behind them (its skips include the ports'). Networks `known`
-/// enforced keep winning conflicts; its skips and remarks are not logged again (new ones are,
-/// at WARN). The bridge table exists only while Docker is followed.
+/// The topology and tables that `policy`, `docker` and `(ports, bound before)` call for, which
+/// ports are bound, and the classification behind them (its skips include the ports').
+/// Networks `known` enforced keep winning conflicts, as ports bound before do; its skips and
+/// remarks are not logged again (new ones are, at WARN). The bridge table exists only while
+/// Docker is followed.
 fn desired_table(
     policy: &Policy,
     docker: &DockerState,
-    ports: &[BridgePort],
+    (ports, bound): (&[BridgePort], &[BoundPort]),
     known: &Classified,
 ) -> ((Topology, Tables), PortGuard, Classified) {
     let mut classified = classify_after(policy, docker, &known.enforced_networks);
     let ports = policy.docker.enabled.then_some(ports);
-    let (tables, guard, port_skips) = plan_tables(policy, &classified, docker, ports);
+    let (tables, guard, port_skips) = plan_tables(policy, &classified, docker, ports, bound);
     classified.skipped.extend(port_skips);
     classified.skipped.sort();
     for item in classified
@@ -510,7 +515,7 @@ fn enforce_fallback(
         }
     }
     // No port is known yet: every port of a guarded bridge sends nothing until the agent runs.
-    let ((_, tables), _, _) = desired_table(&policy, &docker, &[], &known);
+    let ((_, tables), _, _) = desired_table(&policy, &docker, (&[], &[]), &known);
     match kernel.apply(&tables) {
         Ok(_) => error.context(format!(
             "the policy cannot be used; enforcing {what} until it is fixed"

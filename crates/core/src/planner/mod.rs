@@ -25,7 +25,7 @@ mod ports;
 
 pub use ports::plan_ports;
 
-use crate::binding::{guard_ports, PortGuard};
+use crate::binding::{guard_ports, BoundPort, PortGuard};
 use crate::docker::{Classified, DockerState, Skipped};
 use crate::policy::Policy;
 use crate::ports::BridgePort;
@@ -194,13 +194,15 @@ fn interface_sets(
 
 /// Every table enforcer owns, for `classified` (what [`crate::docker::classify_after`] made
 /// of `docker` under `policy`) and the bridge ports the link edge found. `ports` is `None`
-/// when Docker is not followed: then no port is guarded and there is no bridge table. The
-/// second value is what binding ports skipped (each also leaves its port unbound).
+/// when Docker is not followed: then no port is guarded and there is no bridge table. Ports
+/// `previous` bound keep their binding against newcomers claiming the same MAC. The second
+/// value is what binding ports skipped (each also leaves its port unbound).
 pub fn plan_tables(
     policy: &Policy,
     classified: &Classified,
     docker: &DockerState,
     ports: Option<&[BridgePort]>,
+    previous: &[BoundPort],
 ) -> (Tables, PortGuard, Vec<Skipped>) {
     let inet = plan(&policy.table, &classified.topology);
     let Some(ports) = ports else {
@@ -211,7 +213,7 @@ pub fn plan_tables(
         );
     };
     let patterns = &policy.table.unknown_interface_patterns;
-    let (guard, skipped) = guard_ports(classified, docker, patterns, ports);
+    let (guard, skipped) = guard_ports(classified, docker, patterns, ports, previous);
     let bridge = plan_ports(&policy.table, &guard);
     let tables = Tables {
         inet,

@@ -457,7 +457,7 @@ fn binding_follows_docker_and_refuses_what_is_ambiguous() {
         port("virbr0", "vnet0", Some("52:54:00:00:00:01")),
     ];
     let patterns = &policy.table.unknown_interface_patterns;
-    let (guard, skipped) = guard_ports(&classified, &state, patterns, &ports);
+    let (guard, skipped) = guard_ports(&classified, &state, patterns, &ports, &[]);
     let bound: Vec<(&str, &str, Vec<Ipv4Addr>)> = guard
         .bound
         .iter()
@@ -502,4 +502,32 @@ proptest! {
             prop_assert!(!passes(&table, &frame), "{}: {:?}", what, frame);
         }
     }
+}
+
+#[test]
+fn a_newcomer_copying_a_bound_mac_does_not_unbind_its_owner() {
+    let agents = network("agents", true, "br-agents", "10.1.0.0/24");
+    let state = DockerState::of(
+        [agents.clone()],
+        [container("proxy", &agents, "10.1.0.2", "02:42:0a:01:00:02")],
+    );
+    let policy = Policy::embedded();
+    let classified = classify(&policy, &state);
+    let patterns = &policy.table.unknown_interface_patterns;
+    let owner = port("br-agents", "vethproxy", Some("02:42:0a:01:00:02"));
+    let (before, _) = guard_ports(&classified, &state, patterns, &[owner.clone()], &[]);
+    assert_eq!(before.bound.len(), 1);
+    // An attacker with CAP_NET_ADMIN copies the proxy's MAC onto its own interface.
+    let copy = port("br-agents", "vethattacker", Some("02:42:0a:01:00:02"));
+    let both = [owner.clone(), copy.clone()];
+    let (after, skipped) = guard_ports(&classified, &state, patterns, &both, &before.bound);
+    assert_eq!(after.bound, before.bound, "the proxy keeps its port");
+    assert!(after.unbound.contains("vethattacker"));
+    assert!(
+        skipped.iter().any(|s| s.object == "port vethattacker"),
+        "{skipped:?}"
+    );
+    // Without that history, the MAC is ambiguous: neither is bound.
+    let (fresh, _) = guard_ports(&classified, &state, patterns, &both, &[]);
+    assert!(fresh.bound.is_empty());
 }
