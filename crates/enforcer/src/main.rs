@@ -293,8 +293,17 @@ fn bridge_ports() -> Result<Vec<enforcer_core::ports::BridgePort>> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let mut watch = enforcer_links::PortWatch::open().await?;
-        Ok(watch.ports().await?)
+        let read = async {
+            let mut watch = enforcer_links::PortWatch::open().await?;
+            Ok::<_, anyhow::Error>(watch.ports().await?)
+        };
+        match tokio::time::timeout(DOCKER_SNAPSHOT_TIMEOUT, read).await {
+            Ok(result) => result,
+            Err(_) => anyhow::bail!(
+                "the kernel did not list the bridge ports within {} s",
+                DOCKER_SNAPSHOT_TIMEOUT.as_secs()
+            ),
+        }
     })
 }
 

@@ -18,10 +18,11 @@
 
 mod docker_watch;
 mod port_watch;
+mod start;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -39,9 +40,10 @@ use tokio::task::JoinHandle;
 
 use crate::kernel::Kernel;
 use crate::read_policy;
-use crate::state_file::{now_unix, show_time, DockerConnection, StateFile};
+use crate::state_file::{now_unix, DockerConnection, StateFile};
 use docker_watch::{watch_docker, DockerUpdate};
 use port_watch::watch_ports;
+use start::{enforce_fallback, last_known_state};
 
 /// How often the kernel's table is checked against the desired one (one GETGEN when nothing
 /// changed; a read-back only when some program committed meanwhile).
@@ -278,12 +280,19 @@ impl<K: Kernel> Agent<K> {
     /// Writes the state file; a failure is logged, never fatal (enforcing matters more).
     fn save(&self) {
         let (applied_unix, reason) = &self.last_applied;
+        // Of a container's labels only the role matters: the others stay out of the file.
+        let mut docker = self.docker.clone();
+        for container in docker.containers.values_mut() {
+            container
+                .labels
+                .retain(|key, _| *key == self.policy.docker.role_label);
+        }
         let mut state = StateFile::new(
             &self.policy.table.name,
             *applied_unix,
             reason,
             self.connection.clone(),
-            self.docker.clone(),
+            docker,
         );
         state.policy = self.policy_text.clone();
         state.enforced_networks = self.seen.enforced_networks.clone();
@@ -377,38 +386,6 @@ fn summarise(reasons: &[String]) -> String {
     text
 }
 
-/// The state file, or nothing (reported) when it is missing or unreadable.
-fn last_known_state(path: &Path) -> Option<StateFile> {
-    match StateFile::load(path) {
-        Ok(Some(state)) => {
-            tracing::info!(
-                state_file = %path.display(),
-                networks = state.docker.networks.len(),
-                containers = state.docker.containers.len(),
-                "re-enforcing the Docker state last applied at {} ({}) until Docker answers",
-                show_time(state.applied_unix),
-                state.reason
-            );
-            Some(state)
-        }
-        Ok(None) => {
-            tracing::warn!(
-                state_file = %path.display(),
-                "no state file (first start?): enforcing the static policy, every Docker \
-                 bridge denied, until Docker answers"
-            );
-            None
-        }
-        Err(error) => {
-            tracing::error!(
-                "{error:#}; enforcing the static policy, every Docker bridge denied, until \
-                 Docker answers"
-            );
-            None
-        }
-    }
-}
-
 /// Tells systemd (when it started us) something; a failure is logged.
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
     if let Err(error) = sd_notify::notify(state) {
@@ -443,17 +420,16 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
     // Docker bridge denied.
     let mut agent = Agent::new(config, policy, nft, state_path, previous);
     // The bridge ports, before the first table: a restart must not cut running containers off.
-    let (port_sender, port_updates) = mpsc::unbounded_channel();
+    let (port_sender, mut port_updates) = mpsc::unbounded_channel();
     tokio::spawn(watch_ports(port_sender));
-    let mut port_updates = port_updates;
     match tokio::time::timeout(FIRST_PORTS_WITHIN, port_updates.recv()).await {
         Ok(Some(ports)) => {
             agent.ports = ports;
             agent.replan();
         }
         _ => tracing::error!(
-            "the bridge ports could not be read within {} ms: until they are, every port of a \
-             guarded bridge sends nothing",
+            "the bridge ports could not be read within {} ms: until they are, every veth port \
+             (on any bridge) and every port of a guarded bridge sends nothing",
             FIRST_PORTS_WITHIN.as_millis()
         ),
     }
@@ -467,63 +443,6 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
         "enforcing; Docker bridges stay denied until classified"
     );
     main_loop(agent, port_updates).await
-}
-
-/// The policy given at start is unusable: before reporting it (and exiting, so that systemd
-/// says so), make sure a table enforces. A table already in the kernel is left as it is (it was
-/// made from a good policy, and may hold more than any fallback knows); without one, enforce the
-/// state file's last good policy with its Docker state or, failing that, the embedded default
-/// with no Docker network classified, which denies every Docker bridge. Never start with no
-/// table, never replace one with something weaker.
-fn enforce_fallback(
-    kernel: &mut impl Kernel,
-    previous: Option<StateFile>,
-    error: anyhow::Error,
-) -> anyhow::Error {
-    let last_good = previous.and_then(|state| {
-        let text = state.policy.as_deref()?;
-        let policy = Policy::parse(text, "<last good policy, from the state file>").ok()?;
-        let applied = show_time(state.applied_unix);
-        let (docker, known) = state.enforced();
-        Some((policy, docker, known, applied))
-    });
-    let (policy, docker, known, what) = match last_good {
-        Some((policy, docker, known, applied)) => (
-            policy,
-            docker,
-            known,
-            format!("the last good policy and Docker state (state file, applied {applied})"),
-        ),
-        None => (
-            Policy::embedded(),
-            DockerState::default(),
-            Classified::default(),
-            "the embedded default policy with every Docker bridge denied".to_string(),
-        ),
-    };
-    match kernel.holds_table(&policy.table.name) {
-        Ok(true) => {
-            return error.context(format!(
-                "the policy cannot be used; table inet {} stays in the kernel as it is until \
-                 it is fixed",
-                policy.table.name
-            ))
-        }
-        Ok(false) => {}
-        Err(failed) => {
-            tracing::warn!("{failed:#}; enforcing {what} all the same");
-        }
-    }
-    // No port is known yet: every port of a guarded bridge sends nothing until the agent runs.
-    let ((_, tables), _, _) = desired_table(&policy, &docker, (&[], &[]), &known);
-    match kernel.apply(&tables) {
-        Ok(_) => error.context(format!(
-            "the policy cannot be used; enforcing {what} until it is fixed"
-        )),
-        Err(failed) => error.context(format!(
-            "the policy cannot be used, and enforcing {what} failed too: {failed:#}"
-        )),
-    }
 }
 
 /// The signals the daemon handles.

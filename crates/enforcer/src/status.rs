@@ -47,6 +47,8 @@ struct Status {
     /// Whether the kernel could be read (CAP_NET_ADMIN), and whether the table is there.
     kernel_readable: bool,
     table_present: bool,
+    /// Whether `table bridge NAME` (per-port anti-spoofing) is there.
+    bridge_table_present: bool,
     networks: BTreeMap<String, Vec<Subnet>>,
     proxies: BTreeMap<String, Vec<IpAddr>>,
     /// Bound bridge ports, per the state file, with the kernel's counters.
@@ -105,6 +107,7 @@ pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
         table: table.clone(),
         kernel_readable: readable,
         table_present: kernel.is_some(),
+        bridge_table_present: view.bridge_table,
         networks: view
             .networks
             .iter()
@@ -121,25 +124,7 @@ pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
             })
             .collect(),
         proxies: view.proxies.clone(),
-        ports: state
-            .iter()
-            .flat_map(|s| &s.bound_ports)
-            .map(|bound| {
-                let counted = view.ports.get(&bound.port);
-                let mut addresses: Vec<IpAddr> = bound.ipv4.iter().map(|&a| a.into()).collect();
-                addresses.extend(bound.ipv6.iter().map(|&a| IpAddr::from(a)));
-                Port {
-                    container: bound.container.clone(),
-                    network: bound.network.clone(),
-                    port: bound.port.clone(),
-                    mac: bound.mac.to_string(),
-                    addresses,
-                    in_kernel: counted.is_some(),
-                    dropped_packets: counted.map_or(0, |c| c.packets),
-                    dropped_bytes: counted.map_or(0, |c| c.bytes),
-                }
-            })
-            .collect(),
+        ports: bound_ports(state.as_ref(), &view),
         unbound_dropped_packets: view.unbound.packets,
         state_file: state_path.display().to_string(),
         last_applied: state.as_ref().map(|s| show_time(s.applied_unix)),
@@ -154,6 +139,29 @@ pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
         print!("{}", human(&report));
     }
     Ok(report.agree)
+}
+
+/// The ports the state file binds, with what the kernel's chain for each counted.
+fn bound_ports(state: Option<&StateFile>, view: &KernelView) -> Vec<Port> {
+    state
+        .iter()
+        .flat_map(|s| &s.bound_ports)
+        .map(|bound| {
+            let counted = view.ports.get(&bound.port);
+            let mut addresses: Vec<IpAddr> = bound.ipv4.iter().map(|&a| a.into()).collect();
+            addresses.extend(bound.ipv6.iter().map(|&a| IpAddr::from(a)));
+            Port {
+                container: bound.container.clone(),
+                network: bound.network.clone(),
+                port: bound.port.clone(),
+                mac: bound.mac.to_string(),
+                addresses,
+                in_kernel: counted.is_some(),
+                dropped_packets: counted.map_or(0, |c| c.packets),
+                dropped_bytes: counted.map_or(0, |c| c.bytes),
+            }
+        })
+        .collect()
 }
 
 /// What differs between the kernel's table and what the state file (under this policy) says
@@ -199,6 +207,7 @@ fn disagreements(policy: &Policy, kernel: &KernelView, state: &StateFile) -> Vec
         .proxies
         .iter()
         .map(|(name, addresses)| (name.as_str(), addresses.clone()));
+    out.extend(port_disagreements(kernel, state));
     out.extend(additions_last(diff(said, held)).map(|change| match change {
         Change::Removed(name, said) => {
             format!("proxy {name}: the state file says {said:?}, the kernel holds []")
@@ -213,6 +222,68 @@ fn disagreements(policy: &Policy, kernel: &KernelView, state: &StateFile) -> Vec
     out
 }
 
+/// What differs between the bridge table's port chains and the ports the state file says are
+/// bound.
+fn port_disagreements(kernel: &KernelView, state: &StateFile) -> Vec<String> {
+    if !state.bound_ports.is_empty() && !kernel.bridge_table {
+        return vec![format!(
+            "table bridge {} is not in the kernel, but the state file binds {} port(s): no \
+             container's port is guarded (start `enforcer run`)",
+            state.table,
+            state.bound_ports.len()
+        )];
+    }
+    let said = state
+        .bound_ports
+        .iter()
+        .map(|b| (b.port.as_str(), b.container.as_str()));
+    let held = kernel.ports.keys().map(|port| (port.as_str(), ""));
+    diff(said, held)
+        .into_iter()
+        .filter_map(|change| match change {
+            Change::Removed(port, container) => Some(format!(
+                "port {port} of container {container} is bound in the state file but has no \
+                 chain in the kernel"
+            )),
+            Change::Added(port, _) => Some(format!(
+                "port {port} has a chain in the kernel but is not bound in the state file"
+            )),
+            // Held with no container name: present on both sides.
+            Change::Changed { .. } => None,
+        })
+        .collect()
+}
+
+/// The bound ports' table, and the unbound ports' count.
+fn ports_text(out: &mut String, report: &Status) {
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:<16} {:<16} {:<18} {:>12}  ADDRESSES",
+        "CONTAINER", "NETWORK", "PORT", "MAC", "FORGED PKTS"
+    );
+    for port in &report.ports {
+        let list: Vec<String> = port.addresses.iter().map(|a| a.to_string()).collect();
+        let count = match port.in_kernel {
+            true => port.dropped_packets.to_string(),
+            false => "NOT BOUND".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<16} {:<16} {:<18} {count:>12}  {}",
+            port.container,
+            port.network,
+            port.port,
+            port.mac,
+            list.join(" ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "frames from ports bound to no container (dropped): {}",
+        report.unbound_dropped_packets
+    );
+}
+
 fn human(report: &Status) -> String {
     let mut out = String::new();
     let presence = match (report.kernel_readable, report.table_present) {
@@ -221,6 +292,13 @@ fn human(report: &Status) -> String {
         (true, false) => "ABSENT from the kernel",
     };
     let _ = writeln!(out, "table inet {}: {presence}", report.table);
+    if report.kernel_readable {
+        let bridge = match report.bridge_table_present {
+            true => "in the kernel",
+            false => "absent (ports are guarded only while enforcer follows Docker)",
+        };
+        let _ = writeln!(out, "table bridge {}: {bridge}", report.table);
+    }
     match (&report.last_applied, &report.last_reason) {
         (Some(at), Some(reason)) => {
             let _ = writeln!(out, "last applied: {at} ({reason})");
@@ -265,32 +343,7 @@ fn human(report: &Status) -> String {
         let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
         let _ = writeln!(out, "{name:<24} {}", list.join(" "));
     }
-    let _ = writeln!(
-        out,
-        "\n{:<24} {:<16} {:<16} {:<18} {:>12}  ADDRESSES",
-        "CONTAINER", "NETWORK", "PORT", "MAC", "FORGED PKTS"
-    );
-    for port in &report.ports {
-        let list: Vec<String> = port.addresses.iter().map(|a| a.to_string()).collect();
-        let count = match port.in_kernel {
-            true => port.dropped_packets.to_string(),
-            false => "NOT BOUND".to_string(),
-        };
-        let _ = writeln!(
-            out,
-            "{:<24} {:<16} {:<16} {:<18} {count:>12}  {}",
-            port.container,
-            port.network,
-            port.port,
-            port.mac,
-            list.join(" ")
-        );
-    }
-    let _ = writeln!(
-        out,
-        "frames from ports bound to no container (dropped): {}",
-        report.unbound_dropped_packets
-    );
+    ports_text(&mut out, report);
     if report.notes.is_empty() {
         let _ = writeln!(out, "\nkernel and state file agree");
     } else {

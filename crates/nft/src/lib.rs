@@ -250,6 +250,7 @@ impl Nftables {
             KernelView::from_dumps(dumps.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
         if self.socket.table_exists(TableFamily::Bridge, table)? {
             let rules = self.socket.dump_objects(TableFamily::Bridge, table)?;
+            view.bridge_table = true;
             view.read_ports(&rules);
         }
         Ok(Some(view))

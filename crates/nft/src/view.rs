@@ -32,6 +32,8 @@ pub struct KernelView {
     pub networks: BTreeMap<String, Vec<CountedSubnet>>,
     /// Proxy name -> its addresses.
     pub proxies: BTreeMap<String, Vec<IpAddr>>,
+    /// Whether the bridge table exists.
+    pub bridge_table: bool,
     /// Bound port -> what its chain dropped (forged frames from its container).
     pub ports: BTreeMap<String, PortCounters>,
     /// What ports bound to no container sent (all dropped).

@@ -515,7 +515,13 @@ fn a_newcomer_copying_a_bound_mac_does_not_unbind_its_owner() {
     let classified = classify(&policy, &state);
     let patterns = &policy.table.unknown_interface_patterns;
     let owner = port("br-agents", "vethproxy", Some("02:42:0a:01:00:02"));
-    let (before, _) = guard_ports(&classified, &state, patterns, &[owner.clone()], &[]);
+    let (before, _) = guard_ports(
+        &classified,
+        &state,
+        patterns,
+        std::slice::from_ref(&owner),
+        &[],
+    );
     assert_eq!(before.bound.len(), 1);
     // An attacker with CAP_NET_ADMIN copies the proxy's MAC onto its own interface.
     let copy = port("br-agents", "vethattacker", Some("02:42:0a:01:00:02"));
