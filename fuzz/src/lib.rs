@@ -13,20 +13,21 @@ mod scan;
 mod shaped;
 
 use enforcer_core::docker::{classify, DockerState};
-use enforcer_core::planner::plan;
+use enforcer_core::planner::{plan, plan_tables};
 use enforcer_core::policy::Policy;
+use enforcer_core::ports::{BridgePort, MacAddr};
 use enforcer_core::render;
-use enforcer_core::ruleset::{Ruleset, Tables};
+use enforcer_core::ruleset::Tables;
 use enforcer_core::topology::Topology;
 use enforcer_nft::Desired;
 
 pub use nft_check::nft_check;
 pub use scan::scan;
 
-/// One planned input: the ruleset, and the topology whose names it may contain.
+/// One planned input: the tables, and the topology whose names they may contain.
 pub struct Case {
     /// What the planner made.
-    pub ruleset: Ruleset,
+    pub tables: Tables,
     /// What it was planned from (its proxy names are the only names allowed in chain names).
     pub topology: Topology,
 }
@@ -36,7 +37,7 @@ pub fn policy_case(data: &[u8]) -> Option<Case> {
     let text = std::str::from_utf8(data).ok()?;
     let policy = Policy::parse(text, "fuzz.toml").ok()?;
     Some(Case {
-        ruleset: plan(&policy.table, &policy.static_topology),
+        tables: Tables::from(plan(&policy.table, &policy.static_topology)),
         topology: policy.static_topology,
     })
 }
@@ -53,51 +54,79 @@ pub fn docker_policies() -> [Policy; 2] {
 
 /// The Docker target's input: the JSON of a [`DockerState`] (the state file's form) or, when
 /// it is not JSON of one, a state shaped from the bytes (see [`shaped`]); classified and planned
-/// under each policy as the agent does (`desired_table` in crates/enforcer/src/run.rs).
+/// under each policy as the agent does (`desired_table` in crates/enforcer/src/run.rs), with
+/// the bridge ports [`ports_of`] makes for it.
 pub fn docker_cases(data: &[u8], policies: &[Policy]) -> Vec<Case> {
     let state = serde_json::from_slice::<DockerState>(data).unwrap_or_else(|_| shaped::state(data));
+    let ports = ports_of(&state);
     policies
         .iter()
         .map(|policy| {
             let classified = classify(policy, &state);
+            let enabled = policy.docker.enabled.then_some(ports.as_slice());
+            let (tables, _, _) = plan_tables(policy, &classified, &state, enabled, &[]);
             Case {
-                ruleset: plan(&policy.table, &classified.topology),
+                tables,
                 topology: classified.topology,
             }
         })
         .collect()
 }
 
+/// The bridge ports a host running `state` could have: one port per endpoint on a network with
+/// a bridge, its peer holding the endpoint's MAC when that parses (else none), and a stray port
+/// on each such bridge.
+fn ports_of(state: &DockerState) -> Vec<BridgePort> {
+    let mut ports = Vec::new();
+    for (index, container) in state.containers.values().enumerate() {
+        for (slot, endpoint) in container.endpoints.iter().enumerate() {
+            let Some(bridge) = state
+                .networks
+                .get(&endpoint.network_id)
+                .and_then(|n| n.bridge())
+            else {
+                continue;
+            };
+            ports.push(BridgePort {
+                bridge: bridge.clone(),
+                name: format!("veth{index:x}n{slot}"),
+                peer_mac: endpoint.mac.parse::<MacAddr>().ok(),
+            });
+        }
+    }
+    for (index, network) in state.networks.values().enumerate() {
+        if let Some(bridge) = network.bridge() {
+            ports.push(BridgePort {
+                bridge,
+                name: format!("vethstray{index:x}"),
+                peer_mac: None,
+            });
+        }
+    }
+    ports
+}
+
 /// Renders and encodes `case` and scans the text; returns the script, or what is wrong.
 pub fn check(case: &Case) -> Result<String, String> {
-    let script = render::script(&case.ruleset);
-    // Every ruleset encodes (the writer has no refusal); what is checked is that the encoded
+    let script = render::tables_script(&case.tables);
+    // Every table encodes (the writer has no refusal); what is checked is that each encoded
     // table holds exactly the planned chains and sets.
-    let desired = Desired::new(&Tables::from(case.ruleset.clone()));
-    let Some((_, state)) = desired.states().next() else {
-        return Err("the encoded tables hold no inet table".into());
-    };
-    let chains: Vec<String> = case
-        .ruleset
-        .chains
-        .iter()
-        .map(|c| c.name.to_string())
-        .collect();
-    let sets: Vec<String> = case
-        .ruleset
-        .sets
-        .iter()
-        .map(|s| s.name.to_string())
-        .collect();
-    if !state.chains.keys().eq(sorted(&chains)) || !state.sets.keys().eq(sorted(&sets)) {
-        return Err(format!(
-            "the encoded table's chains {:?} and sets {:?} are not the ruleset's {chains:?} and \
-             {sets:?}",
-            state.chains.keys().collect::<Vec<_>>(),
-            state.sets.keys().collect::<Vec<_>>()
-        ));
+    let desired = Desired::new(&case.tables);
+    for (ruleset, (_, state)) in case.tables.iter().zip(desired.states()) {
+        let chains: Vec<String> = ruleset.chains.iter().map(|c| c.name.to_string()).collect();
+        let sets: Vec<String> = ruleset.sets.iter().map(|s| s.name.to_string()).collect();
+        if !state.chains.keys().eq(sorted(&chains)) || !state.sets.keys().eq(sorted(&sets)) {
+            return Err(format!(
+                "the encoded table {} {}'s chains {:?} and sets {:?} are not the ruleset's \
+                 {chains:?} and {sets:?}",
+                ruleset.family.name(),
+                ruleset.table,
+                state.chains.keys().collect::<Vec<_>>(),
+                state.sets.keys().collect::<Vec<_>>()
+            ));
+        }
     }
-    scan(&script, &case.ruleset.table, &case.topology)?;
+    scan(&script, &case.tables.inet.table, &case.topology)?;
     Ok(script)
 }
 

@@ -15,7 +15,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use enforcer_core::ruleset::Tables;
 use enforcer_nft::{ApplyOutcome, Nftables};
 
 use crate::Case;
@@ -38,13 +37,13 @@ pub fn nft_check(case: &Case, script: &str) -> Result<(), String> {
         "the corpus check loads and flushes tables: run it in a fresh network namespace \
          (`unshare -n`), never where any interface but `lo` exists"
     );
-    let table = &case.ruleset.table;
+    let table = &case.tables.inet.table;
     let outcome = (|| {
         nft(&["-c", "-f", "-"], script)
             .map_err(|e| format!("`nft -c -f -` rejects the script: {e}"))?;
         nft(&["-f", "-"], script)
             .map_err(|e| format!("`nft -f -` fails to load the script: {e}"))?;
-        match Nftables::open().and_then(|mut n| n.apply(&Tables::from(case.ruleset.clone()))) {
+        match Nftables::open().and_then(|mut n| n.apply(&case.tables)) {
             Ok(ApplyOutcome::Unchanged) => {}
             Ok(ApplyOutcome::Applied { changes, .. }) => {
                 return Err(format!(
@@ -56,14 +55,20 @@ pub fn nft_check(case: &Case, script: &str) -> Result<(), String> {
         }
         nft(&["flush", "ruleset"], "").map_err(|e| format!("nft flush ruleset: {e}"))?;
         Nftables::open()
-            .and_then(|mut n| n.apply(&Tables::from(case.ruleset.clone())))
+            .and_then(|mut n| n.apply(&case.tables))
             .map_err(|e| format!("netlink apply into an empty ruleset failed: {e}"))?;
-        let listed = nft(&["list", "table", "inet", table], "").map_err(|e| {
-            format!("`nft list table inet {table}` fails on the table enforcer wrote: {e}")
-        })?;
-        nft(&["-c", "-f", "-"], &listed).map_err(|e| {
-            format!("`nft list table inet {table}` output does not load back with `nft -c`: {e}")
-        })?;
+        for ruleset in case.tables.iter() {
+            let family = ruleset.family.name();
+            let listed = nft(&["list", "table", family, table], "").map_err(|e| {
+                format!("`nft list table {family} {table}` fails on the table enforcer wrote: {e}")
+            })?;
+            nft(&["-c", "-f", "-"], &listed).map_err(|e| {
+                format!(
+                    "`nft list table {family} {table}` output does not load back with `nft -c`: \
+                     {e}"
+                )
+            })?;
+        }
         Ok(())
     })();
     let _ = nft(&["flush", "ruleset"], "");

@@ -60,6 +60,19 @@ const VOCABULARY: &[&str] = &[
     ":",
     ".",
     "&",
+    // The bridge table's.
+    "bridge",
+    "prerouting",
+    "ether",
+    "arp",
+    "htype",
+    "ptype",
+    "hlen",
+    "plen",
+    "sport",
+    "8021q",
+    "8021ad",
+    "@th",
 ];
 
 /// Words nft 1.0.6 reads as keywords where a table name is expected, so that `table inet WORD`
@@ -267,9 +280,10 @@ pub fn scan(script: &str, table: &str, topology: &Topology) -> Result<(), String
         let problem = match (previous, *token) {
             (Token::Word("comment"), Token::Quoted(text)) => comment(text),
             (_, Token::Quoted(text)) => interface(text),
-            (Token::Word("inet"), Token::Word(word)) => table_name(word, table),
+            (Token::Word("inet" | "bridge"), Token::Word(word)) => table_name(word, table),
             (Token::Word("chain" | "jump" | "goto"), Token::Word(word)) => chain(word, topology),
             (Token::Word("set" | "map"), Token::Word(word)) => set(word),
+            (_, Token::Word("@th")) => Ok(()),
             (_, Token::Word(word)) => match word.strip_prefix('@') {
                 Some(name) => set(name),
                 None => bare(word),
@@ -353,6 +367,12 @@ fn chain(word: &str, topology: &Topology) -> Result<(), String> {
             }
             Ok(())
         }
+        Ok(ChainName::Port(name)) if !enforcer_core::binding::is_bindable_name(&name) => {
+            Err(format!(
+                "chain `{}` holds a port name that cannot name a chain",
+                clip(word)
+            ))
+        }
         Ok(_) => Ok(()),
         Err(e) => Err(e.to_string()),
     }
@@ -373,6 +393,8 @@ fn bare(word: &str) -> Result<(), String> {
             .split_once('-')
             .is_some_and(|(a, b)| number(a) && number(b))
         || word.parse::<IpAddr>().is_ok()
+        || word.parse::<enforcer_core::ports::MacAddr>().is_ok()
+        || is_hex128(word)
         || is_prefix(word);
     match ok {
         true => Ok(()),
@@ -381,6 +403,12 @@ fn bare(word: &str) -> Result<(), String> {
             clip(word)
         )),
     }
+}
+
+/// `0x` and 32 hex digits: a 128-bit raw payload value (a neighbour target).
+fn is_hex128(word: &str) -> bool {
+    word.strip_prefix("0x")
+        .is_some_and(|digits| digits.len() == 32 && digits.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// `ADDRESS/LENGTH` in canonical spelling.

@@ -360,10 +360,11 @@ pub fn keywords() -> &'static [&'static str] {
     KEYWORDS
 }
 
-/// `text` cut to at most [`MAX_COMMENT_BYTES`] bytes, on a character boundary, with `"` (which
-/// would end the quoted comment) written as `'`.
+/// `text` on one line ([`crate::text::printable`]: a container's name may hold a newline),
+/// cut to at most [`MAX_COMMENT_BYTES`] bytes on a character boundary, with `"` (which would
+/// end the quoted comment) written as `'`.
 pub fn comment(text: &str) -> String {
-    let text = text.replace('"', "'");
+    let text = crate::text::printable(text).replace('"', "'");
     if text.len() <= MAX_COMMENT_BYTES {
         return text;
     }
@@ -397,5 +398,7 @@ mod tests {
         assert!(cut.len() <= MAX_COMMENT_BYTES, "{}", cut.len());
         assert!(cut.ends_with('…'));
         assert_eq!(comment(&"a".repeat(128)), "a".repeat(128));
+        // A container named with a newline (found by the docker fuzz target): one line.
+        assert_eq!(comment("opti\nmal: a source MAC"), "opti\\nmal: a source MAC");
     }
 }
