@@ -284,7 +284,10 @@ fn a_bound_port_sends_only_as_its_container_and_lists_as_nft_makes_it() {
     );
     assert!(ports[0]["dropped_packets"].as_u64() > Some(0), "{report:#}");
     assert_eq!(report["bridge_table_present"], true, "{report:#}");
-    assert_eq!(report["agree"], true, "kernel and state file agree: {report:#}");
+    assert_eq!(
+        report["agree"], true,
+        "kernel and state file agree: {report:#}"
+    );
     assert!(
         report["unbound_dropped_packets"].as_u64() > Some(0),
         "{report:#}"

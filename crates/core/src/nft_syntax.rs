@@ -399,6 +399,9 @@ mod tests {
         assert!(cut.ends_with('…'));
         assert_eq!(comment(&"a".repeat(128)), "a".repeat(128));
         // A container named with a newline (found by the docker fuzz target): one line.
-        assert_eq!(comment("opti\nmal: a source MAC"), "opti\\nmal: a source MAC");
+        assert_eq!(
+            comment("opti\nmal: a source MAC"),
+            "opti\\nmal: a source MAC"
+        );
     }
 }
