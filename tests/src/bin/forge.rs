@@ -1,7 +1,7 @@
 //! `forge`: puts hand-made Ethernet frames on an interface and counts the frames that arrive
 //! on one, from inside a network namespace (`nsenter --net=/proc/PID/ns/net forge ...`). It is
 //! what a container holding CAP_NET_RAW (Docker's default) can put on its bridge port: the
-//! attack side of the anti-spoofing tests (`tests/tests/spoofing.rs`).
+//! attack side of the anti-spoofing tests (`tests/tests/spoofing/`).
 //!
 //! ```text
 //! forge arp    --iface IF --op request|reply --sender-ip IP [--sender-mac MAC]
