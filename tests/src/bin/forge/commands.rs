@@ -4,8 +4,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::args::Options;
 use crate::frames::{
-    ethernet, ipv6, Arp, ArpOp, Mac, NeighbourAdvertisement, RouterAdvertisement, Udp4, ALL_NODES,
-    ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_ICMPV6,
+    ethernet, ipv6, tagged, Arp, ArpOp, Mac, NeighbourAdvertisement, RouterAdvertisement, Udp4,
+    ALL_NODES, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_ICMPV6,
 };
 use crate::{usage, Failure};
 
@@ -50,14 +50,26 @@ pub(crate) fn options_of(
     })
 }
 
-/// The frame of send command `command` (arp, udp4, na6 or ra6), from `eth_src`.
+/// The highest VLAN ID (4095 is reserved).
+const MAX_VID: u16 = 4094;
+
+/// The frame of send command `command` (arp, udp4, na6 or ra6), from `eth_src`, with an
+/// 802.1Q tag when `--vlan` is given.
 pub(crate) fn frame(command: &str, options: &Options, eth_src: Mac) -> Result<Vec<u8>, Failure> {
-    match command {
-        "arp" => arp_frame(options, eth_src),
-        "udp4" => udp4_frame(options, eth_src),
-        "na6" => na6_frame(options, eth_src),
-        _ => ra6_frame(options, eth_src),
+    let frame = match command {
+        "arp" => arp_frame(options, eth_src)?,
+        "udp4" => udp4_frame(options, eth_src)?,
+        "na6" => na6_frame(options, eth_src)?,
+        _ => ra6_frame(options, eth_src)?,
+    };
+    if options.value("vlan").is_none() {
+        return Ok(frame);
     }
+    let vid: u16 = options.number_or("vlan", 0)?;
+    if vid > MAX_VID {
+        return Err(usage(format!("--vlan must be 0 to {MAX_VID}, not {vid}")));
+    }
+    Ok(tagged(&frame, vid))
 }
 
 fn arp_frame(options: &Options, eth_src: Mac) -> Result<Vec<u8>, Failure> {

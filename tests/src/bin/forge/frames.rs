@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
 pub(crate) const ETHERTYPE_ARP: u16 = 0x0806;
 pub(crate) const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub(crate) const ETHERTYPE_VLAN: u16 = 0x8100;
 pub(crate) const IPPROTO_UDP: u8 = 17;
 pub(crate) const IPPROTO_ICMPV6: u8 = 58;
 pub(crate) const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
@@ -47,6 +48,17 @@ pub(crate) fn ethernet(dst: Mac, src: Mac, ethertype: u16, payload: &[u8]) -> Ve
     frame.extend_from_slice(&ethertype.to_be_bytes());
     frame.extend_from_slice(payload);
     frame
+}
+
+/// `frame` with an IEEE 802.1Q tag inserted after its source MAC: TPID 0x8100, then priority
+/// 0, drop-eligible 0 and VLAN `vid` (0 is a priority tag: no VLAN).
+pub(crate) fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 4);
+    out.extend_from_slice(&frame[..12]);
+    out.extend_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+    out.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+    out.extend_from_slice(&frame[12..]);
+    out
 }
 
 /// The Internet checksum (RFC 1071): the one's complement of the one's complement sum of
@@ -348,6 +360,19 @@ mod tests {
             target_ip: "10.102.0.20".parse().unwrap(),
         };
         assert_eq!(ethernet(asker, host, ETHERTYPE_ARP, &arp.bytes()), expected);
+    }
+
+    #[test]
+    fn a_tag_goes_after_the_source_mac() {
+        // The reply above, with an 802.1Q tag (TPID 8100, TCI: priority 0, DEI 0, VID).
+        let untagged = hex("0266 6700 0002 0266 6700 0001 0806
+             0001 0800 0604 0002 0266 6700 0001 0a66 0002 0266 6700 0002 0a66 0014");
+        let priority_tag = hex("0266 6700 0002 0266 6700 0001 8100 0000 0806
+             0001 0800 0604 0002 0266 6700 0001 0a66 0002 0266 6700 0002 0a66 0014");
+        assert_eq!(tagged(&untagged, 0), priority_tag);
+        let vlan_291 = tagged(&untagged, 0x123);
+        assert_eq!(&vlan_291[12..16], &[0x81, 0, 0x01, 0x23]);
+        assert_eq!([&vlan_291[..12], &vlan_291[16..]].concat(), untagged);
     }
 
     #[test]

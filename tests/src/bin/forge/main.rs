@@ -17,16 +17,20 @@
 //!              [--ethertype N] [--arp-sender-ip IP] [--icmp6-type N] [--contains TEXT]
 //! ```
 //!
-//! Every send takes `--count N` (default 1, at most 10,000) and `--interval-ms MS` (default 100)
-//! and prints `sent N`. `--eth-src` defaults to the interface's own address, an ARP sender's or
-//! a link-layer option's address to `--eth-src`; an ARP frame goes to the broadcast address, an
-//! IPv6 one to the multicast address of a multicast destination (`--dst` defaults to ff02::1).
+//! Every send takes `--count N` (default 1, at most 10,000), `--interval-ms MS` (default 100)
+//! and `--vlan VID` (an 802.1Q tag after the source MAC, priority 0; VID 0 is a priority tag,
+//! which a Linux receiver delivers as untagged), and prints `sent N`. `--eth-src` defaults to
+//! the interface's own address, an ARP sender's or a link-layer option's address to
+//! `--eth-src`; an ARP frame goes to the broadcast address, an IPv6 one to the multicast address
+//! of a multicast destination (`--dst` defaults to ff02::1).
 //! A gratuitous ARP is an ARP whose target IP is its sender IP (the default).
 //!
 //! `listen` counts the frames the interface receives (not those it sends) that pass every
 //! filter given, until `--for-ms` has passed or SIGTERM or SIGINT arrives, and prints the count
 //! alone on standard output; it says `listening on IF` on standard error once its socket is
-//! bound, so that a caller knows when a frame sent from then on is counted.
+//! bound, so that a caller knows when a frame sent from then on is counted. The filters see a
+//! tagged frame without its tag: the receiving kernel moves the tag into metadata before a
+//! packet socket gets the frame.
 //!
 //! Exit status: 0 done, 1 a socket call failed, 2 the command line is wrong.
 
@@ -90,7 +94,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
     let (values, switches) = commands::options_of(command)?;
     let mut known: Vec<&str> = vec!["iface", "eth-src", "eth-dst"];
     if command != "listen" {
-        known.extend(["count", "interval-ms"]);
+        known.extend(["count", "interval-ms", "vlan"]);
     }
     known.extend_from_slice(values);
     let options = Options::parse(rest, &known, switches)?;
