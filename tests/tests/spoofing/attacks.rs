@@ -12,6 +12,9 @@ use crate::lab::{internet_at, Lab, Outcome, Undo};
 
 /// Tries of an attack that races the proxy for the host's neighbour entry.
 const TRIES: usize = 5;
+/// The VLAN ID of the tagged variants: 0, a priority tag, which a Linux receiver without a
+/// VLAN device delivers as untagged.
+const PRIORITY_TAG: &str = "0";
 
 /// a. The attacker takes the proxy's IPv4 address (the address, and gratuitous ARP that moves
 /// the host's neighbour entry to its MAC) and opens a two-way tcp/443 connection out.
@@ -262,11 +265,62 @@ pub(crate) fn ipv6_takeover(lab: &Lab) -> Outcome {
     }
 }
 
+/// d, tagged. A neighbour advertisement (override) for the proxy's address with an 802.1Q
+/// priority tag (VID 0), from the attacker's own link-local address: does the host's entry for
+/// the proxy move to the attacker's MAC? Its packet's source is the attacker's own, so only a
+/// rule that reads the advertisement inside the tag can tell it from an allowed one. (The
+/// connection of d would need the attacker's packets from the proxy's address too, which a
+/// bridge table that keys on IPv6 sources drops whether tagged or not.)
+pub(crate) fn tagged_neighbour_advertisement(lab: &Lab) -> Outcome {
+    let ns = lab.attacker_ns();
+    let proxy = lab.proxy.v6.as_str();
+    let source = link_local_of(ns, &lab.attacker.iface).expect("the attacker has a link-local");
+    let entry = || neighbour_mac(&lab.docker.host, proxy, &lab.bridge);
+    let mut undo = Undo::new(lab);
+    undo.ip(
+        &lab.docker.host,
+        &["-6", "neigh", "del", proxy, "dev", &lab.bridge],
+    );
+    let before = entry();
+    forge::send(
+        ns,
+        &[
+            "na6",
+            "--iface",
+            &lab.attacker.iface,
+            "--src",
+            &source,
+            "--target",
+            proxy,
+            "--override",
+            "--vlan",
+            PRIORITY_TAG,
+            "--count",
+            "2",
+            "--interval-ms",
+            "50",
+        ],
+    );
+    let moved = wait_until(Duration::from_secs(1), || {
+        entry().as_deref() == Some(lab.attacker.mac.as_str())
+    });
+    Outcome {
+        attack: "d, tagged. neighbour advertisement for the proxy (VID 0)",
+        succeeded: moved,
+        measured: format!(
+            "the host's entry for {proxy}: {before:?} before, {:?} after an advertisement from \
+             {source} tagged VID {PRIORITY_TAG} (attacker {}, proxy {})",
+            entry(),
+            lab.attacker.mac,
+            lab.proxy.mac
+        ),
+    }
+}
+
 /// e. A router advertisement from the attacker's link-local address, with an on-link,
 /// autonomous prefix and a default-router lifetime: does the proxy take a route or an
-/// address from it?
-pub(crate) fn rogue_router_advertisement(lab: &Lab) -> Outcome {
-    const PREFIX: &str = "fd00:bad:1::";
+/// address from it? `tagged`: the same advertisement with an 802.1Q priority tag (VID 0).
+pub(crate) fn rogue_router_advertisement(lab: &Lab, tagged: bool) -> Outcome {
     let ns = lab.attacker_ns();
     let neighbour = lab.proxy_ns();
     let iface = lab.proxy.iface.as_str();
@@ -277,7 +331,14 @@ pub(crate) fn rogue_router_advertisement(lab: &Lab) -> Outcome {
     undo.ip(neighbour, &["-6", "route", "flush", "proto", "ra"]);
     undo.ip(
         neighbour,
-        &["-6", "route", "del", &format!("{PREFIX}/64"), "dev", iface],
+        &[
+            "-6",
+            "route",
+            "del",
+            &format!("{RA_PREFIX}/64"),
+            "dev",
+            iface,
+        ],
     );
     undo.ip(
         neighbour,
@@ -291,51 +352,68 @@ pub(crate) fn rogue_router_advertisement(lab: &Lab) -> Outcome {
         1000,
         &["--eth-src", &lab.attacker.mac, "--icmp6-type", "134"],
     );
-    forge::send(
-        ns,
-        &[
-            "ra6",
-            "--iface",
-            &lab.attacker.iface,
-            "--src",
-            &source,
-            "--prefix",
-            &format!("{PREFIX}/64"),
-            "--router-lifetime",
-            "1800",
-        ],
-    );
+    let prefix = format!("{RA_PREFIX}/64");
+    let mut args = vec![
+        "ra6",
+        "--iface",
+        &lab.attacker.iface,
+        "--src",
+        &source,
+        "--prefix",
+        &prefix,
+        "--router-lifetime",
+        "1800",
+    ];
+    if tagged {
+        args.extend(["--vlan", PRIORITY_TAG]);
+    }
+    forge::send(ns, &args);
     let arrived = listener.count();
-    let routes = |ns: &Netns| text(&ns.exec_ok("ip", &["-6", "route", "show"]).stdout);
-    let taken = |ns: &Netns| {
-        let routes = routes(ns);
-        let addresses = text(
-            &ns.exec_ok("ip", &["-6", "addr", "show", "dev", iface])
-                .stdout,
-        );
-        (
-            routes.lines().any(|l| l.contains("proto ra")),
-            addresses.contains(&PREFIX[..PREFIX.len() - 1]),
-        )
-    };
     // The route comes with the RA; the address after the neighbour's duplicate address
     // detection, about a second.
-    wait_until(Duration::from_secs(3), || taken(neighbour) == (true, true));
-    let (route, address) = taken(neighbour);
-    let listing: Vec<String> = routes(neighbour)
-        .lines()
-        .filter(|l| l.contains("proto ra") || l.starts_with(&PREFIX[..PREFIX.len() - 1]))
-        .map(str::to_string)
-        .collect();
+    wait_until(Duration::from_secs(3), || {
+        ra_taken(neighbour, iface) == (true, true)
+    });
+    let (route, address) = ra_taken(neighbour, iface);
     Outcome {
-        attack: "e. router advertisement toward a neighbour",
+        attack: if tagged {
+            "e, tagged. router advertisement toward a neighbour (VID 0)"
+        } else {
+            "e. router advertisement toward a neighbour"
+        },
         succeeded: route || address,
         measured: format!(
-            "{arrived} router advertisement(s) from the attacker's MAC arrived at the proxy ({iface}: accept_ra={accept_ra}, \
-             forwarding={forwarding}); it took a route: {route}, an address in {PREFIX}/64: \
-             {address}; routes {listing:?}"
+            "{arrived} router advertisement(s) from the attacker's MAC arrived at the proxy \
+             ({iface}: accept_ra={accept_ra}, forwarding={forwarding}); it took a route: \
+             {route}, an address in {RA_PREFIX}/64: {address}; routes {:?}",
+            ra_routes(neighbour)
         ),
     }
+}
+
+/// The prefix of the rogue router advertisements, without its length.
+const RA_PREFIX: &str = "fd00:bad:1::";
+
+/// Whether `ns` took a route from a router advertisement, and an address in [`RA_PREFIX`]
+/// on `iface`.
+fn ra_taken(ns: &Netns, iface: &str) -> (bool, bool) {
+    let addresses = text(
+        &ns.exec_ok("ip", &["-6", "addr", "show", "dev", iface])
+            .stdout,
+    );
+    (
+        ra_routes(ns).iter().any(|l| l.contains("proto ra")),
+        addresses.contains(&RA_PREFIX[..RA_PREFIX.len() - 1]),
+    )
+}
+
+/// The IPv6 routes of `ns` that a router advertisement gave or that lead to [`RA_PREFIX`].
+fn ra_routes(ns: &Netns) -> Vec<String> {
+    text(&ns.exec_ok("ip", &["-6", "route", "show"]).stdout)
+        .lines()
+        .filter(|l| l.contains("proto ra") || l.starts_with(&RA_PREFIX[..RA_PREFIX.len() - 1]))
+        .map(str::to_string)
+        .collect()
 }
 
 /// f. An ARP reply to the proxy claiming the gateway's address: does the proxy's entry for

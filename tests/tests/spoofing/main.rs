@@ -14,6 +14,12 @@
 //!   `table bridge enforcer`. Every attack fails. These also show that each attack function
 //!   reports a stopped attack as failed.
 //!
+//! Two attacks also run tagged: the neighbour advertisement of d and the router advertisement
+//! of e, with an 802.1Q priority tag (VID 0) after the source MAC. The kernel untags a frame
+//! into metadata when it enters a port, so a rule that matches the packet inside sees it while
+//! one that reads the Ethernet type sees 0x8100; the receiver without a VLAN device takes the
+//! frame as untagged.
+//!
 //! Most attacks use the attacker namespace's root for brevity (through `nsenter`: `ip addr
 //! add` of the proxy's address, `ip route`), which a container does not get by default
 //! (CAP_NET_ADMIN). The frames that matter are forged with `forge` over an AF_PACKET socket,
@@ -47,7 +53,9 @@ fn run_attacks(lab: &Lab) -> Vec<Outcome> {
         attacks::forged_source_udp(lab),
         attacks::forged_source_mac(lab),
         attacks::ipv6_takeover(lab),
-        attacks::rogue_router_advertisement(lab),
+        attacks::tagged_neighbour_advertisement(lab),
+        attacks::rogue_router_advertisement(lab, false),
+        attacks::rogue_router_advertisement(lab, true),
         attacks::gateway_arp_poisoning(lab),
         race::forged_arp_race(lab),
     ]
