@@ -60,6 +60,13 @@ pub(super) fn port_binding(enforcer: &Path) -> Result<()> {
         }
     }
     let starts = start_events(&docker, since)?;
+    // The agent logs an apply after its commit: give the last line a moment.
+    if let Some((_, last)) = samples.last() {
+        agent.wait_for_log(
+            &format!("+ chain port_{} ", last.port),
+            Duration::from_secs(2),
+        );
+    }
     report(&samples, &missed, &starts, &applied(&agent.log()))
 }
 

@@ -34,6 +34,18 @@ const NETWORK_ID: &str = "b0b000000000000000000000000000000000000000000000000000
 const GATEWAY: &str = "10.99.0.1";
 /// The internet namespace's address: the routed path sends to its udp/53.
 const INTERNET: &str = "203.0.113.10";
+/// MAC addresses of the bridge, the host's uplink and the internet's interface: fixed, so
+/// that the next hops can be permanent neighbour entries.
+const BRIDGE_MAC: &str = "02:42:0a:63:00:01";
+const UPLINK_MAC: &str = "02:00:cb:00:71:01";
+const INTERNET_MAC: &str = "02:00:cb:00:71:0a";
+/// Runs of the interleaved rounds, at most, until one loses no packets.
+const ATTEMPTS: usize = 3;
+/// The two paths measured, in the order of [`PortHost::sockets`].
+const PATHS: [&str; 2] = [
+    "bridged, container to container",
+    "routed out from the proxy to udp/53",
+];
 /// NFPROTO_BRIDGE, the family of the bridge table's chains.
 const BRIDGE_FAMILY: u8 = 7;
 
@@ -106,7 +118,9 @@ impl PortHost {
             ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
         }
         lab.host.sysctl("net.ipv4.ip_forward", "1");
-        lab.host.ip(&["link", "add", BRIDGE, "type", "bridge"]);
+        lab.host.ip(&[
+            "link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge",
+        ]);
         lab.host
             .ip(&["addr", "add", &format!("{GATEWAY}/16"), "dev", BRIDGE]);
         lab.host.ip(&["link", "set", BRIDGE, "up"]);
@@ -114,6 +128,7 @@ impl PortHost {
         lab.container(1, &lab.receiver);
         lab.crowd_ports(2..PORTS, true);
         lab.uplink();
+        lab.no_arp();
         lab
     }
 
@@ -159,9 +174,54 @@ impl PortHost {
             .ip(&["addr", "add", "203.0.113.1/24", "dev", "up0"]);
         self.host.ip(&["link", "set", "up0", "up"]);
         let internet = &self.internet;
+        internet.ip(&["link", "set", "eth0", "address", INTERNET_MAC]);
         internet.ip(&["addr", "add", &format!("{INTERNET}/24"), "dev", "eth0"]);
         internet.ip(&["link", "set", "eth0", "up"]);
         internet.ip(&["route", "add", "10.99.0.0/16", "via", "203.0.113.1"]);
+    }
+
+    /// Permanent neighbour entries for every hop of both paths (and of the replies), and the
+    /// receiver's MAC a static entry of the bridge: no ARP exchange happens while packets are
+    /// measured. Under load a lost ARP probe made a host discard what it had queued for
+    /// resolution (a third of a run, seen in 2 runs of 12).
+    fn no_arp(&self) {
+        let permanent = |ns: &Netns, address: &str, mac: &str, dev: &str| {
+            ns.ip(&[
+                "neigh",
+                "replace",
+                address,
+                "lladdr",
+                mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ]);
+        };
+        let (sender, receiver) = (address(0).to_string(), address(1).to_string());
+        permanent(&self.sender, GATEWAY, BRIDGE_MAC, "eth0");
+        permanent(&self.sender, &receiver, &mac(1), "eth0");
+        permanent(&self.receiver, &sender, &mac(0), "eth0");
+        permanent(&self.host, &sender, &mac(0), BRIDGE);
+        permanent(&self.host, INTERNET, INTERNET_MAC, "up0");
+        permanent(&self.internet, "203.0.113.1", UPLINK_MAC, "eth0");
+        for (i, port) in [(0, port(0)), (1, port(1))] {
+            self.host.exec_ok(
+                "bridge",
+                &["fdb", "replace", &mac(i), "dev", &port, "master", "static"],
+            );
+        }
+    }
+
+    /// The host's rules whose counters are not zero (to say where packets went).
+    fn counted(&self) -> String {
+        let listing = self.host.exec("nft", &["list", "ruleset"]);
+        String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .filter(|l| l.contains("counter packets") && !l.contains("counter packets 0 "))
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// The sender's socket to the receiver (bridged) and to the internet's udp/53 (routed).
@@ -212,7 +272,12 @@ pub(super) fn ports(enforcer: &Path) -> Result<()> {
         &[("DOCKER_HOST", docker.docker_host().as_str())],
     );
     binding(&agent, &enforced, built)?;
-    throughput([&bare, &control, &enforced])?;
+    let before = applied(&agent.log()).len();
+    throughput([&bare, &control, &enforced]).with_context(|| {
+        let applies = applied(&agent.log()).split_off(before);
+        let reasons: Vec<String> = applies.into_iter().map(|a| a.reason).collect();
+        format!("the agent applied meanwhile: {reasons:?}")
+    })?;
     late_ports(&agent, &enforced)
 }
 
@@ -293,36 +358,32 @@ fn json_text(line: &str, name: &str) -> Option<String> {
     None
 }
 
-/// Both paths through the three hosts, in interleaved rounds, with the ratios printed.
+/// Both paths through the three hosts, in interleaved rounds, with the ratios printed. A run
+/// in which packets were lost is void, and run again (at most [`ATTEMPTS`] in all).
 fn throughput(hosts: [&PortHost; 3]) -> Result<()> {
-    let mut sockets = Vec::new();
-    for host in hosts {
-        sockets.extend(host.sockets()?);
-    }
-    let before: Vec<[u64; 2]> = hosts.iter().map(|h| h.delivered()).collect::<Result<_>>()?;
-    let times = std::thread::spawn(move || send_rounds(&sockets))
-        .join()
-        .expect("sender thread")?;
-    std::thread::sleep(Duration::from_millis(100));
-    let sent = ((THROUGHPUT_WARMUP + THROUGHPUT_ROUNDS) * THROUGHPUT_BATCH) as u64;
-    for (host, before) in hosts.iter().zip(before) {
-        for (after, before) in host.delivered()?.into_iter().zip(before) {
-            ensure!(
-                after - before >= sent * 99 / 100,
-                "only {} of {sent} packets arrived in {}: the measurement is void",
-                after - before,
-                host.host.name()
-            );
+    let mut attempt = 1;
+    let times = loop {
+        match interleaved_rounds(hosts) {
+            Ok(times) => break times,
+            Err(void) if attempt < ATTEMPTS => {
+                eprintln!("    (void run {attempt}, measuring again: {void:#})");
+                attempt += 1;
+            }
+            Err(void) => return Err(void),
         }
+    };
+    if attempt > 1 {
+        line(
+            "    runs void before this one (packets lost)",
+            format!("{}", attempt - 1),
+            None,
+        );
     }
     // Sockets, and so their times, are ordered host by host (bare, control, enforced), then
     // path by path (bridged, routed).
     let rate =
         |host: usize, path: usize| THROUGHPUT_BATCH as f64 / median(times[host * 2 + path].clone());
-    for (path, what) in [
-        (0, "bridged, container to container"),
-        (1, "routed out from the proxy to udp/53"),
-    ] {
+    for (path, what) in PATHS.into_iter().enumerate() {
         let (table, none) = (rate(2, path), rate(0, path));
         line(
             &format!("64-byte UDP, {PORTS} bound ports, {what}: tables / none"),
@@ -339,6 +400,52 @@ fn throughput(hosts: [&PortHost; 3]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One run of [`send_rounds`] through both paths of the three hosts; each socket's batch
+/// times. Void (an error) when a path delivered less than 99% of what was sent: the batches
+/// then did not time the whole path.
+fn interleaved_rounds(hosts: [&PortHost; 3]) -> Result<Vec<Vec<f64>>> {
+    let mut sockets = Vec::new();
+    for host in hosts {
+        sockets.extend(host.sockets()?);
+    }
+    let before: Vec<[u64; 2]> = hosts.iter().map(|h| h.delivered()).collect::<Result<_>>()?;
+    let backlog_before = backlog_drops()?;
+    let times = std::thread::spawn(move || send_rounds(&sockets))
+        .join()
+        .expect("sender thread")?;
+    std::thread::sleep(Duration::from_millis(100));
+    let sent = ((THROUGHPUT_WARMUP + THROUGHPUT_ROUNDS) * THROUGHPUT_BATCH) as u64;
+    for (host, before) in hosts.iter().zip(before) {
+        for ((after, before), path) in host.delivered()?.into_iter().zip(before).zip(PATHS) {
+            ensure!(
+                after - before >= sent * 99 / 100,
+                "only {} of {sent} packets {path} arrived in {} ({} dropped by full CPU \
+                 backlogs meanwhile); its rules that counted packets: [{}]",
+                after - before,
+                host.host.name(),
+                backlog_drops()? - backlog_before,
+                host.counted()
+            );
+        }
+    }
+    Ok(times)
+}
+
+/// Packets dropped so far because a CPU's backlog was full (`/proc/net/softnet_stat`, all
+/// CPUs; the same in every namespace).
+fn backlog_drops() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/net/softnet_stat")?;
+    let mut dropped = 0;
+    for cpu in stat.lines() {
+        let field = cpu
+            .split_whitespace()
+            .nth(1)
+            .context("short softnet_stat line")?;
+        dropped += u64::from_str_radix(field, 16)?;
+    }
+    Ok(dropped)
 }
 
 /// Ports of [`LATE`] more containers, attached one at a time while the agent runs with
@@ -361,6 +468,10 @@ fn late_ports(agent: &Agent, host: &PortHost) -> Result<()> {
             .with_context(|| format!("port {name} was not bound within 10 s: {}", agent.log()))?;
         latencies.push(latency.as_secs_f64() * 1e3);
     }
+    // The agent logs an apply after its commit: give the last line a moment.
+    poll_until(Duration::from_secs(2), Duration::from_millis(10), || {
+        applied(&agent.log()).len() >= applied_before + LATE
+    });
     let applies = applied(&agent.log()).split_off(applied_before);
     ensure!(
         !applies.is_empty(),
