@@ -3,10 +3,18 @@
 //!
 //! - [`apply`]: a full apply against `nft -f`, its memory, and the no-op apply;
 //! - [`throughput`]: packets through a router namespace with and without the table;
-//! - [`docker`]: the agent against a private dockerd (event latency, bursts, memory, idle CPU).
+//! - [`docker`]: the agent against a private dockerd (event latency, bursts, memory, idle CPU);
+//! - [`ports`]: packets on a managed bridge with 1,000 bound ports, with and without the tables,
+//!   and what binding costs the agent at that size (a fake Docker);
+//! - [`port_binding`]: container start to port bound, against a private dockerd.
+//!
+//! [`netlink`] stamps the kernel's link and nftables notifications for the last two.
 
 mod apply;
 mod docker;
+mod netlink;
+mod port_binding;
+mod ports;
 mod throughput;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +50,14 @@ pub fn policy_text(subnets: usize) -> String {
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// The `p`-th percentile of `values` (not empty): the value at rank `len * p / 100`, so the
+/// 99th of fewer than 100 values is the largest.
+fn percentile(values: &[f64], p: usize) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
 /// What one child process cost.
@@ -144,7 +160,7 @@ fn line(name: &str, figure: String, met: Option<bool>) {
 }
 
 /// Runs the benchmarks whose names contain `filter` (all when empty): `apply`, `memory`,
-/// `noop`, `throughput`.
+/// `noop`, `throughput`, `docker`, `ports-throughput`, `ports-docker`.
 pub fn run(filter: &str) -> Result<()> {
     require_root();
     let (enforcer, timing) = (release_enforcer(), release_agent_timing());
@@ -166,6 +182,12 @@ pub fn run(filter: &str) -> Result<()> {
     }
     if wanted("docker") {
         docker::docker(&enforcer)?;
+    }
+    if wanted("ports-throughput") {
+        ports::ports(&enforcer)?;
+    }
+    if wanted("ports-docker") {
+        port_binding::port_binding(&enforcer)?;
     }
     Ok(())
 }

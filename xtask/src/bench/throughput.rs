@@ -11,11 +11,16 @@ use enforcer_harness::{Netns, TempFile};
 use super::{line, median, timed_in, LARGE};
 
 /// Packets per timed batch in the throughput benchmark.
-const THROUGHPUT_BATCH: usize = 32;
+pub(super) const THROUGHPUT_BATCH: usize = 32;
 /// Rounds of batches through every path, after the warm-up rounds.
-const THROUGHPUT_ROUNDS: usize = 4_000;
+pub(super) const THROUGHPUT_ROUNDS: usize = 4_000;
 /// Rounds sent first and not timed.
-const THROUGHPUT_WARMUP: usize = 100;
+pub(super) const THROUGHPUT_WARMUP: usize = 100;
+/// The longest a run of rounds may take (it takes a few seconds on an idle machine).
+const SEND_LIMIT: Duration = Duration::from_secs(300);
+
+/// The control: a table with one conntrack rule, the least a table using `ct state` costs.
+pub(super) const CONTROL_TABLE: &str = "table inet enforcer {\n chain forward {\n  type filter hook forward priority -10; policy accept;\n  ct state established,related accept\n }\n}\n";
 
 /// One sender → router → receiver chain of namespaces for the throughput benchmark.
 struct RouterPath {
@@ -63,18 +68,7 @@ impl RouterPath {
 
     /// Packets that reached the receiver's interface so far.
     fn delivered(&self) -> Result<u64> {
-        let dev = self
-            .receiver
-            .enter(|| std::fs::read_to_string("/proc/thread-self/net/dev"))?;
-        let line = dev
-            .lines()
-            .find(|l| l.trim_start().starts_with("eth0:"))
-            .context("no eth0 in the receiver's /proc/net/dev")?;
-        let packets = line
-            .split_once(':')
-            .and_then(|(_, counters)| counters.split_whitespace().nth(1))
-            .context("short eth0 line")?;
-        Ok(packets.parse()?)
+        received_packets(&self.receiver, "eth0")
     }
 }
 
@@ -94,10 +88,7 @@ pub(super) fn throughput(enforcer: &Path, policy: &TempFile) -> Result<()> {
     let bare_path = RouterPath::new("tb");
     let control_path = RouterPath::new("tc");
     let enforced_path = RouterPath::new("te");
-    let control_table = TempFile::new(
-        ".nft",
-        "table inet enforcer {\n chain forward {\n  type filter hook forward priority -10; policy accept;\n  ct state established,related accept\n }\n}\n",
-    );
+    let control_table = TempFile::new(".nft", CONTROL_TABLE);
     control_path
         .router
         .exec_ok("nft", &["-f", control_table.path()]);
@@ -109,10 +100,11 @@ pub(super) fn throughput(enforcer: &Path, policy: &TempFile) -> Result<()> {
     )?;
     let paths = [&bare_path, &control_path, &enforced_path];
     let sources = ["10.100.0.2", "172.30.0.2"];
+    let target: SocketAddr = "203.0.113.10:53".parse()?;
     let mut sockets = Vec::new();
     for path in paths {
         for source in sources {
-            sockets.push(path.socket(source)?);
+            sockets.push((path.socket(source)?, target));
         }
     }
     let delivered_before: Vec<u64> = paths.iter().map(|p| p.delivered()).collect::<Result<_>>()?;
@@ -158,20 +150,27 @@ pub(super) fn throughput(enforcer: &Path, policy: &TempFile) -> Result<()> {
     Ok(())
 }
 
-/// Sends every round's batches through every socket in turn, from a thread pinned to CPU 0;
-/// returns each socket's batch times in seconds (warm-up rounds left out).
-fn send_rounds(sockets: &[UdpSocket]) -> Result<Vec<Vec<f64>>> {
+/// Sends every round's batches through every socket in turn, each to its own target, from a
+/// thread pinned to CPU 0; returns each socket's batch times in seconds (warm-up rounds left
+/// out). Gives up after [`SEND_LIMIT`].
+pub(super) fn send_rounds(sockets: &[(UdpSocket, SocketAddr)]) -> Result<Vec<Vec<f64>>> {
     pin_to_cpu(0);
-    let target: SocketAddr = "203.0.113.10:53".parse()?;
     let payload = [0u8; 22];
     let mut times = vec![Vec::with_capacity(THROUGHPUT_ROUNDS); sockets.len()];
+    let started = Instant::now();
     for round in 0..THROUGHPUT_WARMUP + THROUGHPUT_ROUNDS {
+        ensure!(
+            started.elapsed() < SEND_LIMIT,
+            "sending {THROUGHPUT_ROUNDS} rounds took longer than {SEND_LIMIT:?}: the machine is \
+             too busy to measure"
+        );
         // Rotate the order, so no path always follows the same one.
         for k in 0..sockets.len() {
             let i = (round + k) % sockets.len();
+            let (socket, target) = &sockets[i];
             let start = Instant::now();
             for _ in 0..THROUGHPUT_BATCH {
-                sockets[i].send_to(&payload, target)?;
+                socket.send_to(&payload, target)?;
             }
             if round >= THROUGHPUT_WARMUP {
                 times[i].push(start.elapsed().as_secs_f64());
@@ -179,6 +178,20 @@ fn send_rounds(sockets: &[UdpSocket]) -> Result<Vec<Vec<f64>>> {
         }
     }
     Ok(times)
+}
+
+/// Packets that interface `dev` of `ns` has received so far (`/proc/net/dev`).
+pub(super) fn received_packets(ns: &Netns, dev: &'static str) -> Result<u64> {
+    let table = ns.enter(|| std::fs::read_to_string("/proc/thread-self/net/dev"))?;
+    let line = table
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{dev}:")))
+        .with_context(|| format!("no {dev} in {}'s /proc/net/dev", ns.name()))?;
+    let packets = line
+        .split_once(':')
+        .and_then(|(_, counters)| counters.split_whitespace().nth(1))
+        .with_context(|| format!("short {dev} line in {}'s /proc/net/dev", ns.name()))?;
+    Ok(packets.parse()?)
 }
 
 /// Pins the calling thread to one CPU, so that runs compare like with like.
