@@ -63,8 +63,7 @@ pub fn docker_cases(data: &[u8], policies: &[Policy]) -> Vec<Case> {
         .iter()
         .map(|policy| {
             let classified = classify(policy, &state);
-            let enabled = policy.docker.enabled.then_some(ports.as_slice());
-            let (tables, _, _) = plan_tables(policy, &classified, &state, enabled, &[]);
+            let (tables, _, _) = plan_tables(policy, &classified, &state, &ports, &[]);
             Case {
                 tables,
                 topology: classified.topology,

@@ -28,6 +28,35 @@ pub fn object_handles(ns: &Netns, table: &str) -> Option<Vec<u64>> {
     Some(handles)
 }
 
+/// `nft -j list table FAMILY NAME` in `ns`, with what differs between two loads of the same
+/// table removed (handles, metainfo, counter values, empty objects), so that two tables
+/// compare equal when `nft` lists them alike.
+pub fn listed_table(ns: &Netns, family: &str, name: &str) -> serde_json::Value {
+    use serde_json::Value;
+    fn scrub(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.remove("handle");
+                map.remove("metainfo");
+                if let Some(Value::Object(counter)) = map.get_mut("counter") {
+                    counter.insert("packets".into(), Value::from(0));
+                    counter.insert("bytes".into(), Value::from(0));
+                }
+                map.values_mut().for_each(scrub);
+            }
+            Value::Array(items) => {
+                items.iter_mut().for_each(scrub);
+                items.retain(|v| !v.as_object().is_some_and(|o| o.is_empty()));
+            }
+            _ => {}
+        }
+    }
+    let output = ns.exec_ok("nft", &["-j", "list", "table", family, name]);
+    let mut json: Value = serde_json::from_slice(&output.stdout).expect("nft -j output");
+    scrub(&mut json);
+    json
+}
+
 /// `nft monitor` running in a namespace: an independent witness of every transaction the
 /// kernel commits there.
 pub struct Monitor {

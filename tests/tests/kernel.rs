@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use enforcer_harness::{
-    apply_ok, enforcer, enforcer_bin, object_handles, repo_file, require_root, wait_until, Monitor,
-    Netns, TempFile,
+    apply_ok, enforcer, enforcer_bin, listed_table, object_handles, repo_file, require_root,
+    wait_until, Monitor, Netns, TempFile,
 };
-use serde_json::Value;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -38,32 +37,6 @@ fn mixed_policy() -> TempFile {
          dns_servers = [\"192.0.2.53\", \"2001:db8::53\"]\n",
     );
     TempFile::new(".toml", &policy)
-}
-
-/// `nft -j list table inet enforcer`, with handles and counter values removed.
-fn listed_json(ns: &Netns) -> Value {
-    let output = ns.exec_ok("nft", &["-j", "list", "table", "inet", "enforcer"]);
-    let mut json: Value = serde_json::from_slice(&output.stdout).expect("nft -j output");
-    fn scrub(value: &mut Value) {
-        match value {
-            Value::Object(map) => {
-                map.remove("handle");
-                map.remove("metainfo");
-                if let Some(Value::Object(counter)) = map.get_mut("counter") {
-                    counter.insert("packets".into(), Value::from(0));
-                    counter.insert("bytes".into(), Value::from(0));
-                }
-                map.values_mut().for_each(scrub);
-            }
-            Value::Array(items) => {
-                items.iter_mut().for_each(scrub);
-                items.retain(|v| !v.as_object().is_some_and(|o| o.is_empty()));
-            }
-            _ => {}
-        }
-    }
-    scrub(&mut json);
-    json
 }
 
 #[test]
@@ -131,7 +104,8 @@ fn applied_table_is_what_nft_makes_of_the_dry_run_text() {
         let script = run(&loaded, &["apply", "--dry-run"]);
         let load = loaded.exec_with_input("nft", &["-f", "-"], &script.stdout);
         assert!(load.status.success(), "nft -f: {}", text(&load.stderr));
-        let (a, b) = (listed_json(&applied), listed_json(&loaded));
+        let listed = |ns| listed_table(ns, "inet", "enforcer");
+        let (a, b) = (listed(&applied), listed(&loaded));
         assert_eq!(
             a, b,
             "netlink-applied and nft-loaded tables differ for {config}"
@@ -165,7 +139,7 @@ fn a_second_apply_sends_no_transaction() {
         1,
         "the first apply is one transaction"
     );
-    let listed = listed_json(&ns);
+    let listed = listed_table(&ns, "inet", "enforcer");
     let again = apply_ok(&ns, &["--config", &config]);
     assert!(again.contains("nothing sent"), "{again}");
     assert_eq!(
@@ -198,7 +172,11 @@ fn a_second_apply_sends_no_transaction() {
         1,
         "dry-run sent a transaction"
     );
-    assert_eq!(listed_json(&ns), listed, "dry-run changed the table");
+    assert_eq!(
+        listed_table(&ns, "inet", "enforcer"),
+        listed,
+        "dry-run changed the table"
+    );
     apply_ok(&ns, &["--config", smaller.path()]);
     assert_eq!(monitor.enforcer_transactions(&ns), 2);
     let listing = text(
@@ -323,7 +301,7 @@ fn tampering_is_reported_and_repaired() {
     ns.exec_ok("nft", &["add", "table", "inet", "neighbour"]);
     ns.exec_ok("nft", &["add", "chain", "inet", "neighbour", "c"]);
     apply_ok(&ns, &["--config", &config]);
-    let pristine = listed_json(&ns);
+    let pristine = listed_table(&ns, "inet", "enforcer");
 
     let tamperings: [(&[&str], &str); 4] = [
         (
@@ -360,7 +338,11 @@ fn tampering_is_reported_and_repaired() {
             text(&dry.stderr)
         );
         apply_ok(&ns, &["--config", &config]);
-        assert_eq!(listed_json(&ns), pristine, "{command:?} was not repaired");
+        assert_eq!(
+            listed_table(&ns, "inet", "enforcer"),
+            pristine,
+            "{command:?} was not repaired"
+        );
     }
     // The neighbour's table was left alone until `flush ruleset` removed it.
     assert!(!ns

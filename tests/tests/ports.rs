@@ -9,7 +9,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use enforcer_harness::fake_docker::{FakeDocker, Hostile};
-use enforcer_harness::{enforcer_bin, require_root, Agent, Netns, TempDir};
+use enforcer_harness::{enforcer_bin, listed_table, require_root, Agent, Netns, TempDir};
 use serde_json::Value;
 
 const BRIDGE: &str = "br-agentnet00";
@@ -109,29 +109,6 @@ impl Lab {
     }
 }
 
-/// `nft -j list table FAMILY enforcer`, with handles and counter values removed.
-fn listed(ns: &Netns, family: &str) -> Value {
-    let output = ns.exec_ok("nft", &["-j", "list", "table", family, "enforcer"]);
-    let mut json: Value = serde_json::from_slice(&output.stdout).expect("nft -j output");
-    fn scrub(value: &mut Value) {
-        match value {
-            Value::Object(map) => {
-                map.remove("handle");
-                map.remove("metainfo");
-                if let Some(Value::Object(counter)) = map.get_mut("counter") {
-                    counter.insert("packets".into(), Value::from(0));
-                    counter.insert("bytes".into(), Value::from(0));
-                }
-                map.values_mut().for_each(scrub);
-            }
-            Value::Array(items) => items.iter_mut().for_each(scrub),
-            _ => {}
-        }
-    }
-    scrub(&mut json);
-    json
-}
-
 /// Packets the chain `chain` of the bridge table counted, summed over its rules.
 fn counted(ns: &Netns, chain: &str) -> u64 {
     let output = ns.exec_ok("nft", &["-j", "list", "chain", "bridge", "enforcer", chain]);
@@ -186,8 +163,8 @@ fn a_bound_port_sends_only_as_its_container_and_lists_as_nft_makes_it() {
     assert!(load.status.success(), "nft -f: {}", text(&load.stderr));
     for family in ["inet", "bridge"] {
         assert_eq!(
-            listed(&lab.host, family),
-            listed(&loaded, family),
+            listed_table(&lab.host, family, "enforcer"),
+            listed_table(&loaded, family, "enforcer"),
             "{family}"
         );
     }

@@ -23,7 +23,7 @@ use enforcer_docker::DockerSource;
 use enforcer_nft::{ApplyOutcome, NftError, Nftables};
 
 /// How long a one-shot command waits for Docker before enforcing without it.
-const DOCKER_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3);
+const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Host firewall for Docker hosts running untrusted AI agents: egress from managed networks is
 /// denied by default, and only egress proxies may reach their allowed services.
@@ -275,8 +275,7 @@ fn one_shot_tables(policy: &Policy) -> Result<Tables> {
         }
     }
     let classified = classify(policy, &docker);
-    let ports = policy.docker.enabled.then_some(ports.as_slice());
-    let (tables, _, port_skips) = plan_tables(policy, &classified, &docker, ports, &[]);
+    let (tables, _, port_skips) = plan_tables(policy, &classified, &docker, &ports, &[]);
     for item in classified.skipped.iter().chain(&port_skips) {
         eprintln!("enforcer: skipped {}: {}", item.object, item.reason);
     }
@@ -286,44 +285,34 @@ fn one_shot_tables(policy: &Policy) -> Result<Tables> {
     Ok(tables)
 }
 
-/// Every bridge port, with its veth peer's MAC address, read now.
-fn bridge_ports() -> Result<Vec<enforcer_core::ports::BridgePort>> {
+/// Runs `read` to its end on a runtime of its own, within [`ONE_SHOT_TIMEOUT`]; `what` says
+/// who did not answer when it takes longer.
+fn one_shot<T>(what: &str, read: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let read = async {
-            let mut watch = enforcer_links::PortWatch::open().await?;
-            Ok::<_, anyhow::Error>(watch.ports().await?)
-        };
-        match tokio::time::timeout(DOCKER_SNAPSHOT_TIMEOUT, read).await {
-            Ok(result) => result,
-            Err(_) => anyhow::bail!(
-                "the kernel did not list the bridge ports within {} s",
-                DOCKER_SNAPSHOT_TIMEOUT.as_secs()
-            ),
-        }
+    match runtime.block_on(async { tokio::time::timeout(ONE_SHOT_TIMEOUT, read).await }) {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!(
+            "{what} did not answer within {} s",
+            ONE_SHOT_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+/// Every bridge port, with its veth peer's MAC address, read now.
+fn bridge_ports() -> Result<Vec<enforcer_core::ports::BridgePort>> {
+    one_shot("the kernel's list of bridge ports", async {
+        let mut watch = enforcer_links::PortWatch::open().await?;
+        Ok(watch.ports().await?)
     })
 }
 
 fn docker_snapshot(host: &str) -> Result<DockerState> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let read = async {
-            let source = DockerSource::connect(host).await?;
-            source.snapshot().await
-        };
-        match tokio::time::timeout(DOCKER_SNAPSHOT_TIMEOUT, read).await {
-            Ok(result) => result.map_err(anyhow::Error::from),
-            Err(_) => anyhow::bail!(
-                "Docker at {host} did not answer within {} s",
-                DOCKER_SNAPSHOT_TIMEOUT.as_secs()
-            ),
-        }
+    one_shot(&format!("Docker at {host}"), async {
+        let source = DockerSource::connect(host).await?;
+        Ok(source.snapshot().await?)
     })
 }
 

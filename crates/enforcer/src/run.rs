@@ -347,7 +347,6 @@ fn desired_table(
     known: &Classified,
 ) -> ((Topology, Tables), PortGuard, Classified) {
     let mut classified = classify_after(policy, docker, &known.enforced_networks);
-    let ports = policy.docker.enabled.then_some(ports);
     let (tables, guard, port_skips) = plan_tables(policy, &classified, docker, ports, bound);
     classified.skipped.extend(port_skips);
     classified.skipped.sort();

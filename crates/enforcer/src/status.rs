@@ -233,25 +233,28 @@ fn port_disagreements(kernel: &KernelView, state: &StateFile) -> Vec<String> {
             state.bound_ports.len()
         )];
     }
-    let said = state
+    let mut out: Vec<String> = state
         .bound_ports
         .iter()
-        .map(|b| (b.port.as_str(), b.container.as_str()));
-    let held = kernel.ports.keys().map(|port| (port.as_str(), ""));
-    diff(said, held)
-        .into_iter()
-        .filter_map(|change| match change {
-            Change::Removed(port, container) => Some(format!(
-                "port {port} of container {container} is bound in the state file but has no \
-                 chain in the kernel"
-            )),
-            Change::Added(port, _) => Some(format!(
-                "port {port} has a chain in the kernel but is not bound in the state file"
-            )),
-            // Held with no container name: present on both sides.
-            Change::Changed { .. } => None,
+        .filter(|b| !kernel.ports.contains_key(&b.port))
+        .map(|b| {
+            format!(
+                "port {} of container {} is bound in the state file but has no chain in the \
+                 kernel",
+                b.port, b.container
+            )
         })
-        .collect()
+        .collect();
+    out.extend(
+        kernel
+            .ports
+            .keys()
+            .filter(|port| !state.bound_ports.iter().any(|b| b.port == **port))
+            .map(|port| {
+                format!("port {port} has a chain in the kernel but is not bound in the state file")
+            }),
+    );
+    out
 }
 
 /// The bound ports' table, and the unbound ports' count.

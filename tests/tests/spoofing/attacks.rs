@@ -19,22 +19,53 @@ const PRIORITY_TAG: &str = "0";
 /// a. The attacker takes the proxy's IPv4 address (the address, and gratuitous ARP that moves
 /// the host's neighbour entry to its MAC) and opens a two-way tcp/443 connection out.
 pub(crate) fn ipv4_takeover(lab: &Lab) -> Outcome {
+    let (iface, proxy) = (lab.attacker.iface.as_str(), lab.proxy.v4.as_str());
+    let claim = [
+        "arp",
+        "--iface",
+        iface,
+        "--op",
+        "request",
+        "--sender-ip",
+        proxy,
+        "--count",
+        "2",
+        "--interval-ms",
+        "50",
+    ];
+    let attack = "a. IPv4 takeover (address + gratuitous ARP), tcp/443 out";
+    takeover(lab, Family::V4, attack, &claim)
+}
+
+/// The takeovers' common part: the root of the attacker's namespace (for brevity) takes the
+/// proxy's address of `family` and a route out that uses it; then, up to [`TRIES`] times, it
+/// sends `claim` (forge's arguments: what moves the host's neighbour entry) and tries a
+/// two-way tcp/443 connection out. Everything is undone, last to first.
+fn takeover(lab: &Lab, family: Family, attack: &'static str, claim: &[&str]) -> Outcome {
     let ns = lab.attacker_ns();
     let iface = lab.attacker.iface.as_str();
-    let proxy = lab.proxy.v4.as_str();
-    let target = internet_at(443, Family::V4);
-    let gateway = EGRESSNET.gateway(Family::V4).to_string();
-    let host_route = format!("{}/32", internet(Family::V4));
-    // Undone last to first: the address goes, then the host forgets the entry it moved.
+    let (proxy, flag, length) = match family {
+        Family::V4 => (lab.proxy.v4.as_str(), "-4", 32),
+        Family::V6 => (lab.proxy.v6.as_str(), "-6", 128),
+    };
+    let target = internet_at(443, family);
+    let gateway = EGRESSNET.gateway(family).to_string();
+    let host_route = format!("{}/{length}", internet(family));
+    let address = format!("{proxy}/{length}");
     let mut undo = Undo::new(lab);
     undo.ip(
         &lab.docker.host,
-        &["neigh", "del", proxy, "dev", &lab.bridge],
+        &[flag, "neigh", "del", proxy, "dev", &lab.bridge],
     );
-    // Root of the attacker's namespace, for brevity: the address and a route that uses it.
-    ns.ip(&["addr", "add", &format!("{proxy}/32"), "dev", iface]);
-    undo.ip(ns, &["addr", "del", &format!("{proxy}/32"), "dev", iface]);
+    // `nodad`: the proxy holds the address, so duplicate address detection would refuse it.
+    let mut add = vec![flag, "addr", "add", &address, "dev", iface];
+    if family == Family::V6 {
+        add.push("nodad");
+    }
+    ns.ip(&add);
+    undo.ip(ns, &[flag, "addr", "del", &address, "dev", iface]);
     ns.ip(&[
+        flag,
         "route",
         "replace",
         &host_route,
@@ -43,32 +74,17 @@ pub(crate) fn ipv4_takeover(lab: &Lab) -> Outcome {
         "src",
         proxy,
     ]);
-    undo.ip(ns, &["route", "del", &host_route]);
+    undo.ip(ns, &[flag, "route", "del", &host_route]);
     let mut tries = 0;
     let mut connected = false;
     while tries < TRIES && !connected {
         tries += 1;
-        forge::send(
-            ns,
-            &[
-                "arp",
-                "--iface",
-                iface,
-                "--op",
-                "request",
-                "--sender-ip",
-                proxy,
-                "--count",
-                "2",
-                "--interval-ms",
-                "50",
-            ],
-        );
+        forge::send(ns, claim);
         connected = ns.enter(move || probe_here(Proto::Tcp, target, Duration::from_millis(800)));
     }
     let entry = neighbour_mac(&lab.docker.host, proxy, &lab.bridge);
     Outcome {
-        attack: "a. IPv4 takeover (address + gratuitous ARP), tcp/443 out",
+        attack,
         succeeded: connected,
         measured: format!(
             "two-way tcp/443 to {target} from {proxy}: {connected} after {tries} tries; host's \
@@ -193,76 +209,23 @@ pub(crate) fn forged_source_mac(lab: &Lab) -> Outcome {
 /// address on egressnet to the attacker, which then opens a two-way tcp/443 connection out
 /// from that address.
 pub(crate) fn ipv6_takeover(lab: &Lab) -> Outcome {
-    let ns = lab.attacker_ns();
-    let iface = lab.attacker.iface.as_str();
-    let proxy = lab.proxy.v6.as_str();
-    let target = internet_at(443, Family::V6);
-    let gateway = EGRESSNET.gateway(Family::V6).to_string();
-    let host_route = format!("{}/128", internet(Family::V6));
-    // Undone last to first: the address goes, then the host forgets the entry it moved.
-    let mut undo = Undo::new(lab);
-    undo.ip(
-        &lab.docker.host,
-        &["-6", "neigh", "del", proxy, "dev", &lab.bridge],
-    );
-    // Root of the attacker's namespace, for brevity: the address and a route that uses it.
-    ns.ip(&[
-        "-6",
-        "addr",
-        "add",
-        &format!("{proxy}/128"),
-        "dev",
+    let (iface, proxy) = (lab.attacker.iface.as_str(), lab.proxy.v6.as_str());
+    let claim = [
+        "na6",
+        "--iface",
         iface,
-        "nodad",
-    ]);
-    undo.ip(
-        ns,
-        &["-6", "addr", "del", &format!("{proxy}/128"), "dev", iface],
-    );
-    ns.ip(&[
-        "-6",
-        "route",
-        "replace",
-        &host_route,
-        "via",
-        &gateway,
-        "src",
+        "--src",
         proxy,
-    ]);
-    undo.ip(ns, &["-6", "route", "del", &host_route]);
-    let mut tries = 0;
-    let mut connected = false;
-    while tries < TRIES && !connected {
-        tries += 1;
-        forge::send(
-            ns,
-            &[
-                "na6",
-                "--iface",
-                iface,
-                "--src",
-                proxy,
-                "--target",
-                proxy,
-                "--override",
-                "--count",
-                "2",
-                "--interval-ms",
-                "50",
-            ],
-        );
-        connected = ns.enter(move || probe_here(Proto::Tcp, target, Duration::from_millis(800)));
-    }
-    let entry = neighbour_mac(&lab.docker.host, proxy, &lab.bridge);
-    Outcome {
-        attack: "d. IPv6 takeover (neighbour advertisement), tcp/443 out",
-        succeeded: connected,
-        measured: format!(
-            "two-way tcp/443 to {target} from {proxy}: {connected} after {tries} tries; host's \
-             entry for {proxy}: {entry:?} (attacker {}, proxy {})",
-            lab.attacker.mac, lab.proxy.mac
-        ),
-    }
+        "--target",
+        proxy,
+        "--override",
+        "--count",
+        "2",
+        "--interval-ms",
+        "50",
+    ];
+    let attack = "d. IPv6 takeover (neighbour advertisement), tcp/443 out";
+    takeover(lab, Family::V6, attack, &claim)
 }
 
 /// d, tagged. A neighbour advertisement (override) for the proxy's address with an 802.1Q

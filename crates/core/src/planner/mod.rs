@@ -193,25 +193,21 @@ fn interface_sets(
 }
 
 /// Every table enforcer owns, for `classified` (what [`crate::docker::classify_after`] made
-/// of `docker` under `policy`) and the bridge ports the link edge found. `ports` is `None`
-/// when Docker is not followed: then no port is guarded and there is no bridge table. Ports
+/// of `docker` under `policy`) and the bridge ports the link edge found. When the policy does
+/// not follow Docker, no port is guarded and there is no bridge table. Ports
 /// `previous` bound keep their binding against newcomers claiming the same MAC. The second
 /// value is what binding ports skipped (each also leaves its port unbound).
 pub fn plan_tables(
     policy: &Policy,
     classified: &Classified,
     docker: &DockerState,
-    ports: Option<&[BridgePort]>,
+    ports: &[BridgePort],
     previous: &[BoundPort],
 ) -> (Tables, PortGuard, Vec<Skipped>) {
     let inet = plan(&policy.table, &classified.topology);
-    let Some(ports) = ports else {
-        return (
-            Tables { inet, bridge: None },
-            PortGuard::default(),
-            Vec::new(),
-        );
-    };
+    if !policy.docker.enabled {
+        return (Tables::from(inet), PortGuard::default(), Vec::new());
+    }
     let patterns = &policy.table.unknown_interface_patterns;
     let (guard, skipped) = guard_ports(classified, docker, patterns, ports, previous);
     let bridge = plan_ports(&policy.table, &guard);

@@ -6,7 +6,8 @@ use enforcer_core::ruleset::{
 };
 use enforcer_core::topology::{ManagedNetwork, Topology};
 
-use super::encode;
+use super::{encode, transaction, Parts, TableChange, Transaction};
+use crate::state::TableState;
 use crate::wire;
 
 fn ruleset(networks: &[(&str, &str)]) -> Ruleset {
@@ -24,10 +25,19 @@ fn ruleset(networks: &[(&str, &str)]) -> Ruleset {
     )
 }
 
+/// The transaction that makes the kernel hold `parts`' table alone.
+fn alone(
+    parts: &Parts,
+    against: Option<(&TableState, &TableState)>,
+    first_seq: u32,
+) -> Transaction {
+    transaction(&[TableChange::Write { parts, against }], first_seq)
+}
+
 #[test]
 fn from_scratch_creates_the_table_around_a_delete() {
     let parts = encode(&ruleset(&[("a", "10.1.0.0/24")]), 0);
-    let tx = parts.transaction(None, 100);
+    let tx = alone(&parts, None, 100);
     assert_eq!(
         tx.descriptions[..3],
         [
@@ -49,7 +59,7 @@ fn over_an_existing_table_only_what_differs_is_touched() {
     let before = encode(&ruleset(&[("a", "10.1.0.0/24"), ("b", "10.2.0.0/24")]), 0);
     let after = encode(&ruleset(&[("a", "10.1.0.0/24"), ("c", "10.3.0.0/24")]), 0);
     let (current, desired) = (before.state(), after.state());
-    let tx = after.transaction(Some((&current, &desired)), 1);
+    let tx = alone(&after, Some((&current, &desired)), 1);
     let touched: Vec<&str> = tx.descriptions.iter().map(String::as_str).collect();
     assert_eq!(
         touched,
@@ -64,7 +74,7 @@ fn over_an_existing_table_only_what_differs_is_touched() {
         ]
     );
     // Nothing to change: the table is only (re)declared.
-    let tx = after.transaction(Some((&desired, &desired)), 1);
+    let tx = alone(&after, Some((&desired, &desired)), 1);
     assert_eq!(tx.descriptions, ["create table inet enforcer"]);
 }
 
@@ -101,7 +111,7 @@ fn a_chain_whose_hook_changes_is_re_created_and_refilled() {
         current.chains["forward"].base,
         desired.chains["forward"].base
     );
-    let tx = after.transaction(Some((&current, &desired)), 1);
+    let tx = alone(&after, Some((&current, &desired)), 1);
     assert_eq!(
         tx.descriptions,
         [
@@ -158,7 +168,11 @@ fn any_mix_of_matches_is_written_in_one_rule() {
 
 #[test]
 fn every_message_is_a_request_of_the_nftables_subsystem_in_the_inet_family() {
-    let tx = encode(&ruleset(&[("a", "10.1.0.0/24"), ("b", "fd00::/64")]), 0).transaction(None, 7);
+    let tx = alone(
+        &encode(&ruleset(&[("a", "10.1.0.0/24"), ("b", "fd00::/64")]), 0),
+        None,
+        7,
+    );
     let messages: Vec<wire::Message<'_>> = wire::messages(&tx.bytes).collect();
     assert_eq!(messages.len(), tx.descriptions.len() + 2);
     let (content, delimiters) = (

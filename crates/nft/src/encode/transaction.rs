@@ -70,22 +70,6 @@ pub fn transaction(changes: &[TableChange<'_>], first_seq: u32) -> Transaction {
 }
 
 impl Parts {
-    /// The transaction that makes the kernel hold the desired table alone: `against` as in
-    /// [`TableChange::Write`].
-    pub fn transaction(
-        &self,
-        against: Option<(&TableState, &TableState)>,
-        first_seq: u32,
-    ) -> Transaction {
-        transaction(
-            &[TableChange::Write {
-                parts: self,
-                against,
-            }],
-            first_seq,
-        )
-    }
-
     /// The messages that make the kernel hold the desired table: `against` as in
     /// [`TableChange::Write`].
     ///
