@@ -189,6 +189,76 @@ fn a_second_apply_sends_no_transaction() {
     );
 }
 
+/// One handle applies a series of different tables: it diffs each against what it committed
+/// last (no commit since), or reads back when another program changed the table in between.
+/// Either way a fresh handle, which can only read back, then finds nothing to send.
+#[test]
+fn successive_applies_by_one_handle_leave_exactly_the_desired_table() {
+    use enforcer_core::planner::plan;
+    use enforcer_core::policy::Policy;
+    use enforcer_core::ruleset::Tables;
+    use enforcer_nft::{ApplyOutcome, Nftables};
+
+    require_root();
+    let ns = Netns::new("series");
+    let mixed = mixed_policy();
+    let full = std::fs::read_to_string(threegate()).unwrap();
+    let smaller = full.replace(
+        "[[networks]]\nname = \"llmnet\"\ninterface = \"br-llm\"\nsubnets = [\"10.100.0.0/24\", \"fd00:100::/64\"]\n",
+        "",
+    );
+    assert_ne!(
+        smaller, full,
+        "the llmnet entry of rules/threegate.toml moved"
+    );
+    let smaller = TempFile::new(".toml", &smaller);
+    let series: Vec<Tables> = [
+        threegate(),
+        smaller.path().to_string(),
+        mixed.path().to_string(),
+        threegate(),
+    ]
+    .iter()
+    .map(|path| {
+        let policy = Policy::load(std::path::Path::new(path)).unwrap();
+        Tables::from(plan(&policy.table, &policy.static_topology))
+    })
+    .collect();
+    ns.enter(move || {
+        let fresh_finds_nothing = |tables: &Tables, step: &str| {
+            let outcome = Nftables::open().unwrap().apply(tables).unwrap();
+            assert_eq!(
+                outcome,
+                ApplyOutcome::Unchanged,
+                "{step}: a fresh handle had to change the table"
+            );
+        };
+        let mut nft = Nftables::open().unwrap();
+        for (step, tables) in series.iter().enumerate() {
+            let outcome = nft.apply(tables).unwrap();
+            assert!(
+                matches!(outcome, ApplyOutcome::Applied { .. }),
+                "step {step}: {outcome:?}"
+            );
+            fresh_finds_nothing(tables, &format!("step {step}"));
+        }
+        // The fresh handles committed nothing, so the generation is this handle's. Another
+        // program inserts an accept-all rule the handle never wrote, then a different table is
+        // applied: the handle must notice the commit, read back and remove the rule.
+        let tamper = std::process::Command::new("nft")
+            .args(["insert", "rule", "inet", "enforcer", "forward", "accept"])
+            .status()
+            .unwrap();
+        assert!(tamper.success());
+        let outcome = nft.apply(&series[1]).unwrap();
+        assert!(
+            matches!(outcome, ApplyOutcome::Applied { .. }),
+            "{outcome:?}"
+        );
+        fresh_finds_nothing(&series[1], "after tampering");
+    });
+}
+
 #[test]
 fn a_bad_policy_is_located_and_changes_nothing() {
     require_root();

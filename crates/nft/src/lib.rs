@@ -200,11 +200,13 @@ impl Desired {
     }
 }
 
-/// Tables known to be in the kernel at a given ruleset generation. The generation id changes
-/// with every commit by anyone, so while it stays the same, the kernel still holds them.
+/// Tables known to be in the kernel at a given ruleset generation, as planned and in canonical
+/// form. The generation id changes with every commit by anyone, so while it stays the same,
+/// the kernel still holds them and the next apply can diff against them without reading back.
 struct Verified {
     generation: u32,
     tables: Tables,
+    held: HeldTables,
 }
 
 /// A connection to the kernel's nftables.
@@ -298,27 +300,34 @@ impl Nftables {
     }
 
     /// Makes the kernel hold `tables`: when this handle already verified them and no commit has
-    /// happened since (same ruleset generation), nothing is read or sent; otherwise the tables
-    /// are read back and, when one differs, everything that differs is replaced in one
-    /// transaction. On return the kernel holds the desired tables or, on error, what it held
+    /// happened since (same ruleset generation), nothing is read or sent. Other tables are
+    /// diffed against what this handle verified last when no commit has happened since, and
+    /// otherwise against the kernel's tables, read back; everything that differs is replaced
+    /// in one transaction. On return the kernel holds the desired tables or, on error, what it held
     /// before.
     pub fn apply(&mut self, tables: &Tables) -> Result<ApplyOutcome, NftError> {
-        if let Some(verified) = &self.verified {
-            if verified.tables == *tables && self.socket.generation()? == verified.generation {
-                return Ok(ApplyOutcome::Unchanged);
+        let mut known = None;
+        if let Some(verified) = self.verified.take() {
+            if self.socket.generation()? == verified.generation {
+                if verified.tables == *tables {
+                    self.verified = Some(verified);
+                    return Ok(ApplyOutcome::Unchanged);
+                }
+                known = Some((verified.generation, verified.held));
             }
         }
-        self.verified = None;
         let desired = Desired::new(tables);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (generation, held) = self.read_with_generation(&desired.name)?;
+            // What this handle verified last, when no commit has happened since; otherwise the
+            // kernel's tables, read back.
+            let (generation, held) = match known.take() {
+                Some(known) => known,
+                None => self.read_with_generation(&desired.name)?,
+            };
             if desired.is_held(&held) {
-                self.verified = Some(Verified {
-                    generation,
-                    tables: tables.clone(),
-                });
+                self.verify(generation, tables, &desired);
                 return Ok(ApplyOutcome::Unchanged);
             }
             let changes = desired.changes(&held);
@@ -337,10 +346,7 @@ impl Nftables {
             // since the read (the generation moved by exactly one).
             let after = self.socket.generation()?;
             if after == generation.wrapping_add(1) {
-                self.verified = Some(Verified {
-                    generation: after,
-                    tables: tables.clone(),
-                });
+                self.verify(after, tables, &desired);
             }
             return Ok(ApplyOutcome::Applied {
                 messages,
@@ -348,6 +354,19 @@ impl Nftables {
                 changes,
             });
         }
+    }
+
+    /// Records that the kernel holds `desired` (planned as `tables`) at `generation`.
+    fn verify(&mut self, generation: u32, tables: &Tables, desired: &Desired) {
+        let held = desired
+            .states()
+            .map(|(family, state)| (family, state.clone()))
+            .collect();
+        self.verified = Some(Verified {
+            generation,
+            tables: tables.clone(),
+            held,
+        });
     }
 
     /// Sends, in one transaction, what turns `held` (the kernel's tables as just read) into
