@@ -115,7 +115,8 @@ pub struct DockerLikeHost {
     pub internet: Netns,
     /// Container namespaces by name.
     pub containers: BTreeMap<&'static str, Netns>,
-    _responders: Vec<Responders>,
+    /// The internet's responders first, then the host's and the containers'.
+    responders: Vec<Responders>,
 }
 
 /// A bridge for `network` in `host`, with the gateway addresses, routed back from the
@@ -188,7 +189,7 @@ impl DockerLikeHost {
             host,
             internet: internet_ns,
             containers,
-            _responders: responders,
+            responders,
         };
         built.wait_ready();
         built
@@ -217,6 +218,11 @@ impl DockerLikeHost {
                 );
             }
         }
+    }
+
+    /// Datagrams the internet's UDP responders received so far.
+    pub fn internet_received(&self) -> u64 {
+        self.responders[0].received()
     }
 
     /// Tries a flow from a container (or from the host when `from` is "host").

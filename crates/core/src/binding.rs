@@ -6,12 +6,18 @@
 //! port may send only as its container: that MAC, the addresses Docker gave the endpoint, and
 //! the IPv6 link-local address derived from the MAC. Every other port of a guarded bridge is
 //! *unbound* and sends nothing. Ports of other bridges are *open*: this table leaves them alone.
+//!
+//! Without Docker there is no endpoint to compare with, but a static proxy may declare the MACs
+//! of its interfaces: then a port of a static network's bridge (one with an `interface`) whose
+//! peer has such a MAC is bound to the proxy, with its addresses on that network, and every
+//! other port there is *shared*: it may send anything but a declared proxy's identity.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::docker::{Classified, DockerState, Skipped};
 use crate::ports::{BridgePort, MacAddr};
+use crate::topology::Topology;
 
 /// A port bound to a container's endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -39,6 +45,23 @@ pub struct PortGuard {
     pub unbound: BTreeSet<String>,
     /// Ports of bridges this table does not guard.
     pub open: BTreeSet<String>,
+    /// Ports of static networks' bridges bound to no declared proxy: they may send anything
+    /// but what [`PortGuard::reserved`] holds.
+    pub shared: BTreeSet<String>,
+    /// The declared proxies' identities, which no shared port may claim.
+    pub reserved: Reserved,
+}
+
+/// What static proxies declared as theirs: their MACs and their addresses on the static
+/// networks (with the link-local addresses of those MACs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reserved {
+    /// Their MAC addresses.
+    pub macs: BTreeSet<MacAddr>,
+    /// Their IPv4 addresses.
+    pub ipv4: BTreeSet<Ipv4Addr>,
+    /// Their IPv6 addresses.
+    pub ipv6: BTreeSet<Ipv6Addr>,
 }
 
 /// Whether `name` can name a port's chain in `nft` syntax (`port_<name>`): letters, digits,
@@ -71,7 +94,7 @@ struct Endpoint<'a> {
 struct Bridges<'a> {
     /// Bridge -> network ID, for the enforced managed networks.
     enforced: BTreeMap<String, &'a str>,
-    /// Bridges of every network Docker reported.
+    /// Bridges of every network Docker reported, and of the static networks.
     known: BTreeSet<String>,
     skipped: &'a BTreeSet<String>,
     unknown_patterns: &'a [String],
@@ -79,7 +102,7 @@ struct Bridges<'a> {
 
 impl Bridges<'_> {
     /// Whether `bridge` is guarded: an enforced or skipped managed network's, or one no
-    /// network Docker reported owns while its name matches an unknown-bridge pattern.
+    /// network owns while its name matches an unknown-bridge pattern.
     fn guarded(&self, bridge: &str) -> bool {
         self.enforced.contains_key(bridge)
             || self.skipped.contains(bridge)
@@ -111,10 +134,18 @@ pub fn guard_ports(
             .iter()
             .filter_map(|id| Some((docker.networks.get(id)?.bridge()?, id.as_str())))
             .collect(),
+        // Docker's bridges, and the static networks' (sorted by `guard_static_ports`).
         known: docker
             .networks
             .values()
             .filter_map(|n| n.bridge())
+            .chain(
+                classified
+                    .topology
+                    .networks()
+                    .iter()
+                    .filter_map(|n| n.interface.clone()),
+            )
             .collect(),
         skipped: classified.topology.skipped_interfaces(),
         unknown_patterns,
@@ -169,6 +200,98 @@ pub fn guard_ports(
     guard.bound.sort();
     skipped.sort();
     (guard, skipped)
+}
+
+/// Whether a static proxy of `topology` declares its MACs: then the ports of its static
+/// networks' bridges are guarded by [`guard_static_ports`].
+pub fn guards_static_ports(topology: &Topology) -> bool {
+    topology.proxies().iter().any(|p| !p.macs.is_empty())
+}
+
+/// Sorts the ports `guard` left open that belong to the bridge of one of `topology`'s
+/// networks (the static policy's, those with an `interface`), when a static proxy declares
+/// its MACs: a port whose peer has such a MAC is bound to that proxy with its addresses on that
+/// network, the others become shared. A MAC claimed by several ports binds the one `previous`
+/// bound, or none (those ports stay unbound and send nothing).
+pub fn guard_static_ports(
+    topology: &Topology,
+    ports: &[BridgePort],
+    previous: &[BoundPort],
+    guard: &mut PortGuard,
+    skipped: &mut Vec<Skipped>,
+) {
+    if !guards_static_ports(topology) {
+        return;
+    }
+    let mut endpoints: BTreeMap<&str, Vec<Endpoint>> = BTreeMap::new();
+    for network in topology.networks() {
+        let Some(bridge) = network.interface.as_deref() else {
+            continue;
+        };
+        let on_bridge = endpoints.entry(bridge).or_default();
+        for proxy in topology.proxies() {
+            let mine = |a: &&IpAddr| network.subnets.iter().any(|s| s.contains(*a));
+            let addresses: Vec<IpAddr> = proxy.addresses.iter().filter(mine).copied().collect();
+            if addresses.is_empty() {
+                continue;
+            }
+            for &mac in &proxy.macs {
+                let mut ipv4 = Vec::new();
+                let mut ipv6 = vec![mac.ipv6_link_local()];
+                for address in &addresses {
+                    match *address {
+                        IpAddr::V4(a) => ipv4.push(a),
+                        IpAddr::V6(a) => ipv6.push(a),
+                    }
+                }
+                guard.reserved.macs.insert(mac);
+                guard.reserved.ipv4.extend(&ipv4);
+                guard.reserved.ipv6.extend(&ipv6);
+                on_bridge.push(Endpoint {
+                    container: &proxy.name,
+                    network: &network.name,
+                    mac,
+                    ipv4,
+                    ipv6,
+                });
+            }
+        }
+    }
+    let mut candidates: BTreeMap<(&str, MacAddr), Vec<&BridgePort>> = BTreeMap::new();
+    for port in ports {
+        let Some(on_bridge) = endpoints.get(port.bridge.as_str()) else {
+            continue;
+        };
+        if !guard.open.remove(&port.name) {
+            continue;
+        }
+        match port.peer_mac {
+            Some(mac) if on_bridge.iter().any(|e| e.mac == mac) => {
+                if is_bindable_name(&port.name) {
+                    candidates
+                        .entry((&port.bridge, mac))
+                        .or_default()
+                        .push(port);
+                } else {
+                    skipped.push(Skipped::new(
+                        &format!("port {}", port.name),
+                        "its peer has a declared proxy MAC, but its name has characters other \
+                         than letters, digits, _ . -, so it cannot name a chain: it stays \
+                         unbound and sends nothing",
+                    ));
+                    guard.unbound.insert(port.name.clone());
+                }
+            }
+            _ => {
+                guard.shared.insert(port.name.clone());
+            }
+        }
+    }
+    for ((bridge, mac), found) in candidates {
+        let owners: Vec<&Endpoint> = endpoints[bridge].iter().filter(|e| e.mac == mac).collect();
+        bind(guard, skipped, (bridge, mac), &found, &owners, previous);
+    }
+    guard.bound.sort();
 }
 
 /// Binds the one port of `found` (the ports of `bridge` whose peer has `mac`) to the one

@@ -276,6 +276,7 @@ pub fn classify_after(
             addresses,
             services: policy.proxy_defaults.services.clone(),
             dns_servers: policy.proxy_defaults.dns_servers.clone(),
+            macs: Vec::new(),
         };
         offer_proxy(&mut builder, proxy, &mut skipped);
     }

@@ -30,6 +30,9 @@ pub enum ChainName {
     Port(String),
     /// Bridge table: frames from a port no container is bound to (dropped, counted).
     UnboundPort,
+    /// Bridge table: frames from a port of a static network's bridge that no declared proxy
+    /// owns (anything but a declared proxy's identity).
+    SharedPort,
 }
 
 /// A set or verdict map of enforcer's table.
@@ -69,6 +72,7 @@ impl fmt::Display for ChainName {
             ChainName::Prerouting => f.write_str("prerouting"),
             ChainName::Port(name) => write!(f, "{PORT_PREFIX}{name}"),
             ChainName::UnboundPort => f.write_str("unbound_port"),
+            ChainName::SharedPort => f.write_str("shared_port"),
         }
     }
 }
@@ -90,6 +94,7 @@ impl FromStr for ChainName {
             "from_unknown_bridge" => ChainName::FromUnknownBridge,
             "prerouting" => ChainName::Prerouting,
             "unbound_port" => ChainName::UnboundPort,
+            "shared_port" => ChainName::SharedPort,
             _ => {
                 let prefixed = |prefix| text.strip_prefix(prefix).filter(|rest| !rest.is_empty());
                 match (prefixed(PROXY_PREFIX), prefixed(PORT_PREFIX)) {
@@ -197,6 +202,7 @@ mod tests {
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Proxy),
             Just(ChainName::Prerouting),
             Just(ChainName::UnboundPort),
+            Just(ChainName::SharedPort),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,14}".prop_map(ChainName::Port),
         ]
     }

@@ -183,6 +183,7 @@ fn match_text(m: &Match) -> String {
             "arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether {mac} arp saddr ip \
              {address}"
         ),
+        Match::ArpSenderAddress(address) => format!("arp saddr ip {address}"),
         Match::EtherType(ether_type) => format!("ether type {}", ether_type.name()),
         Match::NeighbourTarget(address) => {
             format!("@th,64,128 {:#034x}", u128::from_be_bytes(address.octets()))

@@ -286,6 +286,10 @@ pub enum Match {
     /// tables: `arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether M arp saddr ip
     /// A`).
     ArpSender(MacAddr, Ipv4Addr),
+    /// An ARP packet whose sender protocol address is this one, whatever its other fields
+    /// (bridge tables: `arp saddr ip A`). A receiver ignores ARP that is not Ethernet and
+    /// IPv4, so a drop on this field alone catches every claim that could take effect.
+    ArpSenderAddress(Ipv4Addr),
     /// The frame's outer Ethernet type, as on the wire (`ether type 8021q`). The kernel moves a
     /// VLAN tag into the packet's metadata on receive, so `meta protocol` (which address
     /// matches test) sees the inner type while this sees the tag.

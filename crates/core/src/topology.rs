@@ -136,6 +136,9 @@ pub struct Proxy {
     pub services: BTreeSet<Service>,
     /// When not empty, DNS services (port 53) are allowed only toward these resolvers.
     pub dns_servers: Vec<IpAddr>,
+    /// The MAC addresses of its interfaces, declared by a static proxy so that its bridge
+    /// ports can be told apart without Docker (a Docker proxy's come with its endpoints).
+    pub macs: Vec<crate::ports::MacAddr>,
 }
 
 /// Which input item a [`TopologyError`] is about, by position, so that callers can point at the
@@ -359,6 +362,7 @@ pub(crate) mod tests {
             addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
             services: ["tcp/443".parse().unwrap()].into(),
             dns_servers: dns.iter().map(|a| a.parse().unwrap()).collect(),
+            macs: Vec::new(),
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use enforcer_core::binding::guards_static_ports;
 use enforcer_core::docker::{classify, DockerState};
 use enforcer_core::planner::plan_tables;
 use enforcer_core::policy::Policy;
@@ -251,14 +252,13 @@ fn apply(config: Option<PathBuf>, dry_run: bool) -> Result<Done> {
 }
 
 /// The desired tables for a one-shot command: the static policy plus, when the policy watches
-/// Docker, a snapshot of Docker and of the bridge ports taken now. Without Docker, only the
+/// Docker, a snapshot of Docker, and when it guards ports, of the bridge ports taken now. Without Docker, only the
 /// static part is enforced and Docker bridges stay denied (fail-closed); without the ports,
 /// every port of a guarded bridge sends nothing.
 fn one_shot_tables(policy: &Policy) -> Result<Tables> {
     let mut docker = DockerState::default();
     let mut ports = Vec::new();
-    if policy.docker.enabled {
-        let host = enforcer_docker::host_from_env();
+    if policy.docker.enabled || guards_static_ports(&policy.static_topology) {
         match bridge_ports() {
             Ok(found) => ports = found,
             Err(error) => eprintln!(
@@ -266,6 +266,9 @@ fn one_shot_tables(policy: &Policy) -> Result<Tables> {
                  sends nothing"
             ),
         }
+    }
+    if policy.docker.enabled {
+        let host = enforcer_docker::host_from_env();
         match docker_snapshot(&host) {
             Ok(state) => docker = state,
             Err(error) => eprintln!(

@@ -55,6 +55,8 @@ struct Status {
     ports: Vec<Port>,
     /// Frames ports bound to no container sent (all dropped).
     unbound_dropped_packets: u64,
+    /// Frames shared ports (of static networks' bridges) sent as a declared proxy (dropped).
+    shared_dropped_packets: u64,
     state_file: String,
     /// When and why the table was last applied, per the state file.
     last_applied: Option<String>,
@@ -126,6 +128,7 @@ pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
         proxies: view.proxies.clone(),
         ports: bound_ports(state.as_ref(), &view),
         unbound_dropped_packets: view.unbound.packets,
+        shared_dropped_packets: view.shared.packets,
         state_file: state_path.display().to_string(),
         last_applied: state.as_ref().map(|s| show_time(s.applied_unix)),
         last_reason: state.as_ref().map(|s| s.reason.clone()),
@@ -284,6 +287,11 @@ fn ports_text(out: &mut String, report: &Status) {
         out,
         "frames from ports bound to no container (dropped): {}",
         report.unbound_dropped_packets
+    );
+    let _ = writeln!(
+        out,
+        "frames from shared ports claiming a declared proxy (dropped): {}",
+        report.shared_dropped_packets
     );
 }
 

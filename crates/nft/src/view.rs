@@ -38,6 +38,8 @@ pub struct KernelView {
     pub ports: BTreeMap<String, PortCounters>,
     /// What ports bound to no container sent (all dropped).
     pub unbound: PortCounters,
+    /// What shared ports (of static networks' bridges) sent that only a declared proxy may.
+    pub shared: PortCounters,
 }
 
 /// Packets and bytes a port's drop rules counted.
@@ -96,6 +98,7 @@ impl KernelView {
             let target = match chain.as_deref().map(str::parse) {
                 Some(Ok(ChainName::Port(port))) => self.ports.entry(port).or_default(),
                 Some(Ok(ChainName::UnboundPort)) => &mut self.unbound,
+                Some(Ok(ChainName::SharedPort)) => &mut self.shared,
                 _ => continue,
             };
             let expressions = wire::attribute(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]);

@@ -54,7 +54,7 @@ fn takeover(lab: &Lab, family: Family, attack: &'static str, claim: &[&str]) -> 
     let address = format!("{proxy}/{length}");
     let mut undo = Undo::new(lab);
     undo.ip(
-        &lab.docker.host,
+        lab.host(),
         &[flag, "neigh", "del", proxy, "dev", &lab.bridge],
     );
     // `nodad`: the proxy holds the address, so duplicate address detection would refuse it.
@@ -82,7 +82,7 @@ fn takeover(lab: &Lab, family: Family, attack: &'static str, claim: &[&str]) -> 
         forge::send(ns, claim);
         connected = ns.enter(move || probe_here(Proto::Tcp, target, Duration::from_millis(800)));
     }
-    let entry = neighbour_mac(&lab.docker.host, proxy, &lab.bridge);
+    let entry = neighbour_mac(lab.host(), proxy, &lab.bridge);
     Outcome {
         attack,
         succeeded: connected,
@@ -102,7 +102,7 @@ pub(crate) fn forged_source_udp(lab: &Lab) -> Outcome {
     let ns = lab.attacker_ns();
     let dst = internet(Family::V4).to_string();
     let send = |src: &str| {
-        let before = lab.docker.internet_received();
+        let before = lab.internet_received();
         forge::send(
             ns,
             &[
@@ -128,9 +128,9 @@ pub(crate) fn forged_source_udp(lab: &Lab) -> Outcome {
             ],
         );
         wait_until(Duration::from_secs(2), || {
-            lab.docker.internet_received() - before >= SENT
+            lab.internet_received() - before >= SENT
         });
-        lab.docker.internet_received() - before
+        lab.internet_received() - before
     };
     let own = send(&lab.attacker.v4);
     let forged = send(&lab.proxy.v4);
@@ -181,8 +181,7 @@ pub(crate) fn forged_source_mac(lab: &Lab) -> Outcome {
         ],
     );
     let fdb = text(
-        &lab.docker
-            .host
+        &lab.host()
             .exec_ok("bridge", &["fdb", "show", "br", &lab.bridge])
             .stdout,
     );
@@ -190,7 +189,7 @@ pub(crate) fn forged_source_mac(lab: &Lab) -> Outcome {
         .lines()
         .filter(|l| l.starts_with(&lab.proxy.mac))
         .collect();
-    let attacker_port = host_port(&lab.docker.host, lab.attacker_ns(), &lab.attacker.iface);
+    let attacker_port = host_port(lab.host(), lab.attacker_ns(), &lab.attacker.iface);
     let arrived = listener.count();
     // The proxy's next frames teach the bridge its port again.
     lab.expect_proxy_out();
@@ -238,10 +237,10 @@ pub(crate) fn tagged_neighbour_advertisement(lab: &Lab) -> Outcome {
     let ns = lab.attacker_ns();
     let proxy = lab.proxy.v6.as_str();
     let source = link_local_of(ns, &lab.attacker.iface).expect("the attacker has a link-local");
-    let entry = || neighbour_mac(&lab.docker.host, proxy, &lab.bridge);
+    let entry = || neighbour_mac(lab.host(), proxy, &lab.bridge);
     let mut undo = Undo::new(lab);
     undo.ip(
-        &lab.docker.host,
+        lab.host(),
         &["-6", "neigh", "del", proxy, "dev", &lab.bridge],
     );
     let before = entry();

@@ -1,13 +1,14 @@
-//! The lab: ThreeGate through a real dockerd, the attacker and the neighbour it attacks, what
-//! protects them, and how an attack undoes what it changed.
+//! The lab: ThreeGate through a real dockerd or on the hand-built host under a static policy,
+//! the attacker and the neighbour it attacks, what protects them, and how an attack undoes
+//! what it changed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use enforcer_harness::docker::{Agent, DockerVersion, Dockerd, ThreeGate};
-use enforcer_harness::host::Containers;
-use enforcer_harness::spec::{container_named, internet, Family, EGRESSNET};
-use enforcer_harness::{probe_here, wait_until, Netns, Proto};
+use enforcer_harness::host::{Containers, DockerLikeHost};
+use enforcer_harness::spec::{container_named, internet, Family, EGRESSNET, FETCHNET};
+use enforcer_harness::{apply_ok, probe_here, repo_file, wait_until, Netns, Proto, TempFile};
 
 use crate::inspect::{iface_with, mac_of, text};
 
@@ -35,14 +36,28 @@ pub(crate) enum Protection {
     InetTableOnly,
     /// `enforcer run`, running: both of its tables.
     Agent,
+    /// No Docker: `enforcer apply` of `rules/threegate.toml` as shipped, whose proxy declares no
+    /// MAC (so there is no bridge table).
+    StaticWithoutMacs,
+    /// No Docker: `enforcer apply` of `rules/threegate.toml` with the proxy's MACs declared.
+    StaticWithMacs,
 }
 
-/// ThreeGate through Docker, Docker's isolation flushed, with one of [`Protection`].
+/// Where ThreeGate runs.
+enum Site {
+    /// Through a real dockerd, Docker's isolation flushed; the agent while it protects.
+    Docker {
+        docker: Box<Dockerd>,
+        gate: Box<ThreeGate>,
+        _agent: Option<Agent>,
+    },
+    /// The hand-built host, no Docker, under a static policy.
+    Static(Box<DockerLikeHost>, TempFile),
+}
+
+/// ThreeGate with one of [`Protection`].
 pub(crate) struct Lab {
-    /// The dockerd, and the host namespace it runs in.
-    pub(crate) docker: Dockerd,
-    gate: ThreeGate,
-    _agent: Option<Agent>,
+    site: Site,
     protection: Protection,
     /// Egressnet's bridge.
     pub(crate) bridge: String,
@@ -59,11 +74,11 @@ pub(crate) fn internet_at(port: u16, family: Family) -> SocketAddr {
     SocketAddr::new(internet(family), port)
 }
 
-fn peer(gate: &ThreeGate, name: &'static str) -> Peer {
+fn peer(containers: &impl Containers, name: &'static str) -> Peer {
     let spec = container_named(name);
     let v4 = spec.address_on(&EGRESSNET, Family::V4).unwrap().to_string();
     let v6 = spec.address_on(&EGRESSNET, Family::V6).unwrap().to_string();
-    let ns = gate.namespace(name);
+    let ns = containers.namespace(name);
     let iface = iface_with(ns, &v4);
     Peer {
         name,
@@ -88,10 +103,64 @@ impl Lab {
         let proxy = peer(&gate, "proxy");
         let attacker = peer(&gate, "bystander");
         let agent = protect(&docker, agent, protection);
-        let lab = Lab {
-            docker,
-            gate,
+        let site = Site::Docker {
+            docker: Box::new(docker),
+            gate: Box::new(gate),
             _agent: agent,
+        };
+        Lab::settled(site, protection, bridge, gateway_mac, proxy, attacker)
+    }
+
+    /// Builds the hand-built ThreeGate host (no Docker) and applies `rules/threegate.toml`
+    /// with `enforcer apply`, the proxy's MACs declared or not.
+    pub(crate) fn new_static(protection: Protection) -> Lab {
+        let host = DockerLikeHost::threegate();
+        let bridge = EGRESSNET.bridge.to_string();
+        let gateway_mac = mac_of(&host.host, &bridge);
+        let proxy = peer(&host, "proxy");
+        let attacker = peer(&host, "bystander");
+        let mut policy = std::fs::read_to_string(repo_file("rules/threegate.toml")).unwrap();
+        match protection {
+            Protection::StaticWithMacs => {
+                // The proxy is the file's last entry: its MACs, on fetchnet and egressnet.
+                let ns = host.namespace("proxy");
+                let spec = container_named("proxy");
+                let macs: Vec<String> = [&FETCHNET, &EGRESSNET]
+                    .iter()
+                    .map(|n| {
+                        let address = spec.address_on(n, Family::V4).unwrap().to_string();
+                        format!("\"{}\"", mac_of(ns, &iface_with(ns, &address)))
+                    })
+                    .collect();
+                policy.push_str(&format!("macs = [{}]\n", macs.join(", ")));
+            }
+            Protection::StaticWithoutMacs => {}
+            other => panic!("{other:?} is not a static protection"),
+        }
+        let policy = TempFile::new(".toml", &policy);
+        apply_ok(&host.host, &["--config", policy.path()]);
+        let tables = text(&host.host.exec_ok("nft", &["list", "tables"]).stdout);
+        assert_eq!(
+            tables.contains("table bridge enforcer"),
+            protection == Protection::StaticWithMacs,
+            "{protection:?}: {tables}"
+        );
+        let site = Site::Static(Box::new(host), policy);
+        Lab::settled(site, protection, bridge, gateway_mac, proxy, attacker)
+    }
+
+    /// The lab once `protection` is in force: the proxy gets out, the attacker as itself does
+    /// not.
+    fn settled(
+        site: Site,
+        protection: Protection,
+        bridge: String,
+        gateway_mac: String,
+        proxy: Peer,
+        attacker: Peer,
+    ) -> Lab {
+        let lab = Lab {
+            site,
             protection,
             bridge,
             gateway_mac,
@@ -115,14 +184,54 @@ impl Lab {
         lab
     }
 
+    /// The namespace of container `name`.
+    fn namespace(&self, name: &str) -> &Netns {
+        match &self.site {
+            Site::Docker { gate, .. } => gate.namespace(name),
+            Site::Static(host, _) => host.namespace(name),
+        }
+    }
+
     /// The attacker's namespace.
     pub(crate) fn attacker_ns(&self) -> &Netns {
-        self.gate.namespace(self.attacker.name)
+        self.namespace(self.attacker.name)
     }
 
     /// The proxy's namespace.
     pub(crate) fn proxy_ns(&self) -> &Netns {
-        self.gate.namespace(self.proxy.name)
+        self.namespace(self.proxy.name)
+    }
+
+    /// The host's namespace (bridges, nftables).
+    pub(crate) fn host(&self) -> &Netns {
+        match &self.site {
+            Site::Docker { docker, .. } => &docker.host,
+            Site::Static(host, _) => &host.host,
+        }
+    }
+
+    /// The dockerd; only a Docker lab has one.
+    pub(crate) fn docker(&self) -> &Dockerd {
+        match &self.site {
+            Site::Docker { docker, .. } => docker,
+            Site::Static(..) => panic!("a static lab has no dockerd"),
+        }
+    }
+
+    /// The policy file a static lab applied.
+    pub(crate) fn static_policy(&self) -> &str {
+        match &self.site {
+            Site::Static(_, policy) => policy.path(),
+            Site::Docker { .. } => panic!("a Docker lab applies no static policy"),
+        }
+    }
+
+    /// Datagrams the internet's UDP responders received so far.
+    pub(crate) fn internet_received(&self) -> u64 {
+        match &self.site {
+            Site::Docker { docker, .. } => docker.internet_received(),
+            Site::Static(host, _) => host.internet_received(),
+        }
     }
 
     /// The proxy reaches the internet's tcp/443 in both families (it also refreshes the
@@ -130,20 +239,29 @@ impl Lab {
     pub(crate) fn expect_proxy_out(&self) {
         for family in Family::BOTH {
             let target = internet_at(443, family);
+            let ns = self.proxy_ns();
+            let open = wait_until(CONVERGE, || {
+                ns.enter(move || probe_here(Proto::Tcp, target, Duration::from_millis(300)))
+            });
             assert!(
-                self.gate.wait_open(self.proxy.name, target, CONVERGE),
+                open,
                 "the proxy cannot reach {target}: the lab is broken, not attacked"
             );
         }
     }
 
-    /// The Docker version and the protection, for a report.
+    /// The Docker version (or none) and the protection, for a report.
     pub(crate) fn label(&self) -> String {
-        format!(
-            "Docker {} with {:?}",
-            self.docker.server_version(),
-            self.protection
-        )
+        match &self.site {
+            Site::Docker { docker, .. } => {
+                format!(
+                    "Docker {} with {:?}",
+                    docker.server_version(),
+                    self.protection
+                )
+            }
+            Site::Static(..) => format!("no Docker, {:?}", self.protection),
+        }
     }
 }
 
@@ -214,6 +332,9 @@ fn protect(docker: &Dockerd, mut agent: Agent, protection: Protection) -> Option
                     .exec_ok("nft", &["delete", "table", "bridge", "enforcer"]);
             }
             None
+        }
+        Protection::StaticWithoutMacs | Protection::StaticWithMacs => {
+            panic!("{protection:?} runs without Docker: use Lab::new_static")
         }
     }
 }

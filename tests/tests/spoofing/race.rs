@@ -42,12 +42,12 @@ pub(crate) fn forged_arp_race(lab: &Lab) -> Outcome {
             let _ = self.0.try_docker(&args);
         }
     }
-    let remove = Remove(&lab.docker, &names);
+    let remove = Remove(lab.docker(), &names);
     let start = Instant::now();
     for name in &names {
         // ip_nonlocal_bind only lets busybox's arping bind its check socket to an address it
         // does not hold; the frame itself needs only CAP_NET_RAW, which the container has.
-        lab.docker.docker(&[
+        lab.docker().docker(&[
             "run",
             "-d",
             "--name",
@@ -72,7 +72,7 @@ pub(crate) fn forged_arp_race(lab: &Lab) -> Outcome {
     }
     let started = start.elapsed();
     let done = wait_until(Duration::from_secs(30), || {
-        lab.docker
+        lab.docker()
             .docker(&["ps", "-q", "--filter", "name=fgrace"])
             .is_empty()
     });
@@ -81,7 +81,7 @@ pub(crate) fn forged_arp_race(lab: &Lab) -> Outcome {
     let seen = listener.stop();
     drop(remove);
     // The host's entry for the proxy may now name a racer: forget it.
-    forget_neighbour(&lab.docker.host, proxy, &lab.bridge);
+    forget_neighbour(lab.host(), proxy, &lab.bridge);
     lab.expect_proxy_out();
     Outcome {
         attack: "race: new containers' first command forges ARP for the proxy",

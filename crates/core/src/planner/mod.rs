@@ -25,7 +25,7 @@ mod ports;
 
 pub use ports::plan_ports;
 
-use crate::binding::{guard_ports, BoundPort, PortGuard};
+use crate::binding::{guard_ports, guard_static_ports, guards_static_ports, BoundPort, PortGuard};
 use crate::docker::{Classified, DockerState, Skipped};
 use crate::policy::Policy;
 use crate::ports::BridgePort;
@@ -193,8 +193,9 @@ fn interface_sets(
 }
 
 /// Every table enforcer owns, for `classified` (what [`crate::docker::classify_after`] made
-/// of `docker` under `policy`) and the bridge ports the link edge found. When the policy does
-/// not follow Docker, no port is guarded and there is no bridge table. Ports
+/// of `docker` under `policy`) and the bridge ports the link edge found. When the policy
+/// neither follows Docker nor declares a static proxy's MACs, no port is guarded and there is
+/// no bridge table. Ports
 /// `previous` bound keep their binding against newcomers claiming the same MAC. The second
 /// value is what binding ports skipped (each also leaves its port unbound).
 pub fn plan_tables(
@@ -205,11 +206,29 @@ pub fn plan_tables(
     previous: &[BoundPort],
 ) -> (Tables, PortGuard, Vec<Skipped>) {
     let inet = plan(&policy.table, &classified.topology);
-    if !policy.docker.enabled {
+    let static_guard = guards_static_ports(&policy.static_topology);
+    if !policy.docker.enabled && !static_guard {
         return (Tables::from(inet), PortGuard::default(), Vec::new());
     }
-    let patterns = &policy.table.unknown_interface_patterns;
-    let (guard, skipped) = guard_ports(classified, docker, patterns, ports, previous);
+    let (mut guard, mut skipped) = if policy.docker.enabled {
+        let patterns = &policy.table.unknown_interface_patterns;
+        guard_ports(classified, docker, patterns, ports, previous)
+    } else {
+        let open = ports.iter().map(|p| p.name.clone()).collect();
+        let guard = PortGuard {
+            open,
+            ..PortGuard::default()
+        };
+        (guard, Vec::new())
+    };
+    guard_static_ports(
+        &policy.static_topology,
+        ports,
+        previous,
+        &mut guard,
+        &mut skipped,
+    );
+    skipped.sort();
     let bridge = plan_ports(&policy.table, &guard);
     let tables = Tables {
         inet,

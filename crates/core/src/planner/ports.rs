@@ -12,6 +12,12 @@
 //!   DHCPv6 server messages are never its to send. Each drop is counted in that chain, so the
 //!   counters name the container.
 //! - `unbound_port`: drops and counts everything.
+//! - `shared_port` (only when a static proxy declares its MACs): a port of a static network's
+//!   bridge that no declared proxy owns may send anything but a declared proxy's identity (its
+//!   MACs, its addresses as a source, as an ARP sender, as a neighbour advertisement's or
+//!   duplicate address detection's target), and no router advertisement, redirect, DHCP or
+//!   DHCPv6 server message, nor a VLAN tag. Its rules grow with the declared proxies'
+//!   addresses (a few, from the policy file), never with ports or containers.
 //!
 //! Per frame: one map lookup, then a chain whose length depends on the container's own
 //! addresses only (a few), never on the number of ports.
@@ -20,7 +26,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use crate::binding::{BoundPort, PortGuard};
+use crate::binding::{BoundPort, PortGuard, Reserved};
 use crate::names::{ChainName, SetName};
 use crate::nft_syntax;
 use crate::ruleset::{
@@ -56,6 +62,12 @@ pub fn plan_ports(settings: &TableSettings, guard: &PortGuard) -> Ruleset {
             .unbound
             .iter()
             .map(|p| (p.clone(), Verdict::Goto(ChainName::UnboundPort))),
+    );
+    verdicts.extend(
+        guard
+            .shared
+            .iter()
+            .map(|p| (p.clone(), Verdict::Goto(ChainName::SharedPort))),
     );
     verdicts.extend(bound.iter().map(|b| {
         (
@@ -94,6 +106,9 @@ pub fn plan_ports(settings: &TableSettings, guard: &PortGuard) -> Ruleset {
             }],
         },
     ];
+    if !guard.shared.is_empty() {
+        chains.push(shared_port_chain(&guard.reserved));
+    }
     chains.extend(bound.iter().map(|b| port_chain(b)));
     Ruleset {
         family: TableFamily::Bridge,
@@ -133,14 +148,32 @@ fn port_chain(port: &BoundPort) -> Chain {
         }],
         "a source MAC not its own",
     )];
-    // A tagged frame: the kernel untags it into metadata, so the address rules below would see
-    // its inner packet while the ICMPv6 ones would not; and no container needs a VLAN.
+    rules.extend(never_from_a_port(|matches, what| {
+        dropped(port, matches, what)
+    }));
+    rules.extend(ipv4_rules(port));
+    rules.extend(ipv6_rules(port));
+    rules.push(dropped(
+        port,
+        vec![],
+        "any other frame (an address not its own, another protocol)",
+    ));
+    Chain {
+        name: ChainName::Port(port.port.clone()),
+        hook: None,
+        rules,
+    }
+}
+
+/// The drops every guarded port meets, whoever sends: VLAN tags, DHCP and DHCPv6 server
+/// messages, router advertisements and redirects; each built by `drop` from its matches and
+/// what it is.
+fn never_from_a_port(drop: impl Fn(Vec<Match>, &str) -> Rule) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    // A tagged frame: the kernel untags it into metadata, so the address rules would see its
+    // inner packet while the ICMPv6 ones would not; and no container needs a VLAN.
     for tag in [EtherType::Vlan, EtherType::ServiceVlan] {
-        rules.push(dropped(
-            port,
-            vec![Match::EtherType(tag)],
-            "a VLAN-tagged frame",
-        ));
+        rules.push(drop(vec![Match::EtherType(tag)], "a VLAN-tagged frame"));
     }
     // DHCP and DHCPv6 server messages, by either end (clients filter on their own port).
     for (matches, what) in [
@@ -161,17 +194,60 @@ fn port_chain(port: &BoundPort) -> Chain {
             "a DHCPv6 message to a client",
         ),
     ] {
-        rules.push(dropped(port, vec![matches], what));
+        rules.push(drop(vec![matches], what));
     }
-    rules.extend(ipv4_rules(port));
-    rules.extend(ipv6_rules(port));
-    rules.push(dropped(
-        port,
+    rules
+}
+
+/// What a port no declared proxy owns may not send on a static network's bridge; anything
+/// else passes.
+fn shared_port_chain(reserved: &Reserved) -> Chain {
+    let drop = |matches: Vec<Match>, what: &str| Rule {
+        matches,
+        counter: true,
+        action: Action::Verdict(Verdict::Drop),
+        comment: format!("a port no declared proxy owns: {what}"),
+    };
+    let mut rules: Vec<Rule> = reserved
+        .macs
+        .iter()
+        .map(|&mac| {
+            let matches = vec![Match::SourceMac {
+                mac,
+                negated: false,
+            }];
+            drop(matches, "a declared proxy's MAC")
+        })
+        .collect();
+    rules.extend(never_from_a_port(drop));
+    rules.push(drop(
+        vec![icmpv6(ROUTER_ADVERTISEMENT)],
+        "a router advertisement",
+    ));
+    rules.push(drop(vec![icmpv6(REDIRECT)], "an ICMPv6 redirect"));
+    for &address in &reserved.ipv4 {
+        rules.push(drop(vec![from(address)], "a declared proxy's IPv4 address"));
+        rules.push(drop(
+            vec![Match::ArpSenderAddress(address)],
+            "ARP as a declared proxy",
+        ));
+    }
+    for &address in &reserved.ipv6 {
+        for kind in [NEIGHBOUR_ADVERTISEMENT, NEIGHBOUR_SOLICITATION] {
+            rules.push(drop(
+                vec![icmpv6(kind), Match::NeighbourTarget(address)],
+                "neighbour discovery for a declared proxy's address",
+            ));
+        }
+        rules.push(drop(vec![from(address)], "a declared proxy's IPv6 address"));
+    }
+    rules.push(rule(
         vec![],
-        "any other frame (an address not its own, another protocol)",
+        Verdict::Accept,
+        "a port no declared proxy owns: anything else",
     ));
     Chain {
-        name: ChainName::Port(port.port.clone()),
+        name: ChainName::SharedPort,
         hook: None,
         rules,
     }

@@ -154,7 +154,7 @@ fn has_content(text: &str) -> bool {
 
 impl Policy {
     /// What `new` takes away that `self` had: static networks and proxies, a proxy's or the
-    /// defaults' services, Docker watching and what makes a Docker network managed, the deny of
+    /// defaults' services, a static proxy's declared MACs, Docker watching and what makes a Docker network managed, the deny of
     /// unclassified bridges. A reload that removes something is logged at WARN with this list.
     pub fn removals(&self, new: &Policy) -> Vec<String> {
         use crate::diff::{diff, Change};
@@ -175,15 +175,18 @@ impl Policy {
             p.static_topology
                 .proxies()
                 .iter()
-                .map(|x| (x.name.clone(), x.services.clone()))
+                .map(|x| (x.name.clone(), (x.services.clone(), x.macs.clone())))
                 .collect::<Vec<_>>()
         };
         for change in diff(proxies(self), proxies(new)) {
             match change {
                 Change::Removed(name, _) => removed.push(format!("static proxy {name}")),
                 Change::Changed { key, old, new } => {
-                    for service in old.difference(&new) {
+                    for service in old.0.difference(&new.0) {
                         removed.push(format!("{service} of proxy {key}"));
+                    }
+                    for mac in old.1.iter().filter(|m| !new.1.contains(m)) {
+                        removed.push(format!("MAC {mac} of proxy {key} (its port's binding)"));
                     }
                 }
                 Change::Added(..) => {}

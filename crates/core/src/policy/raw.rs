@@ -1,7 +1,7 @@
 //! The policy file's raw form (what serde reads, with the spans of every value) and its
 //! section-by-section validation into the types of [`super`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::ops::Range;
 
@@ -12,6 +12,7 @@ use toml::Spanned;
 use super::{DockerSettings, Policy, PolicyError, ProxyDefaults, UnknownNetworks};
 use crate::nft_syntax;
 use crate::planner::TableSettings;
+use crate::ports::MacAddr;
 use crate::topology::{is_valid_interface, ManagedNetwork, Proxy, Service, Subject, Topology};
 
 #[derive(Deserialize, Default)]
@@ -72,6 +73,8 @@ struct RawProxy {
     addresses: Vec<Spanned<String>>,
     allow: Option<Spanned<Vec<Spanned<String>>>>,
     dns_servers: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    macs: Vec<Spanned<String>>,
 }
 
 /// Parser state: the source, for turning byte spans into line and column.
@@ -288,6 +291,7 @@ impl Source<'_> {
             .iter()
             .map(|proxy| self.proxy(proxy, defaults))
             .collect::<Result<Vec<_>, _>>()?;
+        self.distinct_macs(raw)?;
         Topology::with_default_dns(networks, &defaults.dns_servers, proxies)
             .map_err(|e| self.error(Some(span_of(raw, e.subject)), e.problem))
     }
@@ -328,7 +332,48 @@ impl Source<'_> {
                 Some(list) => self.addresses(list, "a DNS server")?,
                 None => defaults.dns_servers.clone(),
             },
+            macs: raw
+                .macs
+                .iter()
+                .map(|mac| self.mac(mac))
+                .collect::<Result<_, _>>()?,
         })
+    }
+
+    fn mac(&self, raw: &Spanned<String>) -> Result<MacAddr, PolicyError> {
+        match raw.get_ref().parse::<MacAddr>() {
+            Ok(mac) if mac.is_unicast() => Ok(mac),
+            _ => Err(self.error(
+                Some(raw.span()),
+                format!(
+                    "`{}` is not a unicast MAC address: write six hex pairs like \
+                     \"02:42:0a:65:00:02\" (the first octet even, not all zeros), the MAC of \
+                     one of the proxy's interfaces",
+                    shown(raw.get_ref())
+                ),
+            )),
+        }
+    }
+
+    /// No MAC is declared twice: each names the one interface a bridge port is bound to.
+    fn distinct_macs(&self, raw: &RawPolicy) -> Result<(), PolicyError> {
+        let mut seen: BTreeMap<MacAddr, &str> = BTreeMap::new();
+        for proxy in &raw.proxies {
+            for text in &proxy.macs {
+                let mac = self.mac(text)?;
+                if let Some(first) = seen.insert(mac, proxy.name.get_ref()) {
+                    return Err(self.error(
+                        Some(text.span()),
+                        format!(
+                            "MAC {mac} is declared twice (first by proxy {}): each MAC names \
+                             one interface, whose bridge port is bound to one proxy",
+                            shown(first)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

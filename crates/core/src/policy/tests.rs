@@ -227,7 +227,8 @@ fn a_reload_names_what_it_takes_away() {
     let old = Policy::parse(
         "[[networks]]\nname = \"a\"\nsubnets = [\"10.1.0.0/24\"]\n\
          [[networks]]\nname = \"b\"\nsubnets = [\"10.2.0.0/24\"]\n\
-         [[proxies]]\nname = \"p\"\naddresses = [\"10.1.0.2\"]\nallow = [\"tcp/443\", \"udp/53\"]\n",
+         [[proxies]]\nname = \"p\"\naddresses = [\"10.1.0.2\"]\nallow = [\"tcp/443\", \"udp/53\"]\n\
+         macs = [\"02:42:0a:01:00:02\"]\n",
         "old",
     )
     .unwrap();
@@ -243,6 +244,7 @@ fn a_reload_names_what_it_takes_away() {
         [
             "static network b",
             "udp/53 of proxy p",
+            "MAC 02:42:0a:01:00:02 of proxy p (its port's binding)",
             "the deny of Docker bridges not classified yet"
         ]
     );
@@ -340,4 +342,45 @@ fn interface_names_and_patterns_nft_would_read_otherwise_are_refused() {
             "{name}: {message}"
         );
     }
+}
+
+#[test]
+fn proxy_macs_are_unicast_and_declared_once() {
+    let proxy = |name: &str, macs: &str| {
+        format!(
+            "[[networks]]\nname = \"n\"\ninterface = \"br-n\"\nsubnets = [\"10.1.0.0/24\"]\n\
+             [[proxies]]\nname = \"{name}\"\naddresses = [\"10.1.0.2\"]\nmacs = [{macs}]\n"
+        )
+    };
+    let policy = Policy::parse(&proxy("p", "\"02:42:0A:01:00:02\""), "p.toml").unwrap();
+    let macs: Vec<String> = policy.static_topology.proxies()[0]
+        .macs
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    assert_eq!(macs, ["02:42:0a:01:00:02"]);
+
+    for (bad, what) in [
+        ("\"01:00:5e:00:00:01\"", "multicast"),
+        ("\"00:00:00:00:00:00\"", "all zeros"),
+        ("\"02:42:0a:01:00\"", "five octets"),
+    ] {
+        let (line, column, message) = error_of(&proxy("p", bad));
+        assert_eq!((line, column), (8, 9), "{what}: {message}");
+        assert!(
+            message.contains("not a unicast MAC address"),
+            "{what}: {message}"
+        );
+    }
+
+    let twice = format!(
+        "{}[[proxies]]\nname = \"q\"\naddresses = [\"10.1.0.3\"]\nmacs = [\"02:42:0a:01:00:02\"]\n",
+        proxy("p", "\"02:42:0a:01:00:02\"")
+    );
+    let (line, column, message) = error_of(&twice);
+    assert_eq!((line, column), (12, 9), "{message}");
+    assert!(
+        message.contains("declared twice (first by proxy p)"),
+        "{message}"
+    );
 }

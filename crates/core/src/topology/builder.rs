@@ -369,6 +369,7 @@ mod tests {
             addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
             services: BTreeSet::new(),
             dns_servers: dns.iter().map(|a| a.parse().unwrap()).collect(),
+            macs: Vec::new(),
         }
     }
 

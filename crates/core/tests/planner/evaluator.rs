@@ -99,6 +99,7 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
         Match::SourcePort(..)
         | Match::SourceMac { .. }
         | Match::ArpSender(..)
+        | Match::ArpSenderAddress(_)
         | Match::EtherType(_)
         | Match::NeighbourTarget(_) => panic!("a bridge table's match in the inet table"),
     }

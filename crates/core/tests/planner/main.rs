@@ -93,6 +93,7 @@ fn dns_servers_restrict_only_dns() {
         addresses: vec!["10.2.0.2".parse().unwrap()],
         services: [service("tcp/443"), service("udp/53")].into(),
         dns_servers: vec!["203.0.113.53".parse().unwrap()],
+        macs: vec![],
     };
     let rs = plan(
         &TableSettings::default(),

@@ -11,7 +11,7 @@ use enforcer_core::docker::{
     classify, DockerContainer, DockerEndpoint, DockerNetwork, DockerState,
 };
 use enforcer_core::names::ChainName;
-use enforcer_core::planner::{plan_ports, TableSettings};
+use enforcer_core::planner::{plan_ports, plan_tables, TableSettings};
 use enforcer_core::policy::Policy;
 use enforcer_core::ports::{BridgePort, MacAddr};
 use enforcer_core::ruleset::{
@@ -73,6 +73,9 @@ fn holds(frame: &Frame, m: &Match) -> bool {
         Match::ArpSender(mac, address) => {
             !frame.tagged
                 && matches!(p, Payload::Arp { sender_mac, sender } if sender_mac == mac && sender == address)
+        }
+        Match::ArpSenderAddress(address) => {
+            !frame.tagged && matches!(p, Payload::Arp { sender, .. } if sender == address)
         }
         Match::Icmpv6Type(low, high) => {
             !frame.tagged
@@ -147,6 +150,7 @@ fn guard(bound_count: u8) -> PortGuard {
         bound: (1..=bound_count).map(bound).collect(),
         unbound: ["vethlost".to_string(), "tap0".to_string()].into(),
         open: ["vethother".to_string()].into(),
+        ..PortGuard::default()
     }
 }
 
@@ -536,4 +540,154 @@ fn a_newcomer_copying_a_bound_mac_does_not_unbind_its_owner() {
     // Without that history, the MAC is ambiguous: neither is bound.
     let (fresh, _) = guard_ports(&classified, &state, patterns, &both, &[]);
     assert!(fresh.bound.is_empty());
+}
+
+/// ThreeGate's fetchnet and egressnet as a static policy without Docker, the proxy on both,
+/// declaring `macs`.
+fn static_threegate(macs: &str) -> Policy {
+    let text = format!(
+        "[docker]\nenabled = false\n\
+         [[networks]]\nname = \"fetchnet\"\ninterface = \"br-fetch\"\n\
+         subnets = [\"10.101.0.0/24\", \"fd00:101::/64\"]\n\
+         [[networks]]\nname = \"egressnet\"\ninterface = \"br-egress\"\n\
+         subnets = [\"10.102.0.0/24\", \"fd00:102::/64\"]\n\
+         [[proxies]]\nname = \"proxy\"\n\
+         addresses = [\"10.101.0.2\", \"fd00:101::2\", \"10.102.0.2\", \"fd00:102::2\"]\n\
+         macs = [{macs}]\n"
+    );
+    Policy::parse(&text, "static.toml").unwrap()
+}
+
+#[test]
+fn a_static_proxy_declaring_its_macs_is_bound_and_no_other_port_may_claim_it() {
+    let (fetch_mac, egress_mac) = ("02:42:0a:65:00:02", "02:42:0a:66:00:02");
+    let policy = static_threegate(&format!("\"{fetch_mac}\", \"{egress_mac}\""));
+    let ports = [
+        port("br-fetch", "vproxy0", Some(fetch_mac)),
+        port("br-egress", "vproxy1", Some(egress_mac)),
+        port("br-fetch", "vfetch0", Some("02:42:0a:65:00:09")),
+        port("br-egress", "vbystand0", Some("02:42:0a:66:00:09")),
+        port("br-other", "vethx", Some("02:42:0a:67:00:09")),
+    ];
+    let none = DockerState::default();
+    let classified = classify(&policy, &none);
+    let (tables, guard, skipped) = plan_tables(&policy, &classified, &none, &ports, &[]);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let bound: Vec<(&str, &str, &[Ipv4Addr])> = guard
+        .bound
+        .iter()
+        .map(|b| (b.port.as_str(), b.network.as_str(), b.ipv4.as_slice()))
+        .collect();
+    assert_eq!(
+        bound,
+        [
+            ("vproxy0", "fetchnet", &[Ipv4Addr::new(10, 101, 0, 2)][..]),
+            ("vproxy1", "egressnet", &[Ipv4Addr::new(10, 102, 0, 2)][..]),
+        ]
+    );
+    assert_eq!(
+        guard.shared,
+        ["vbystand0".to_string(), "vfetch0".to_string()].into()
+    );
+    assert_eq!(guard.open, ["vethx".to_string()].into());
+    let table = tables
+        .bridge
+        .expect("a bridge table guards the static bridges");
+
+    // The proxy speaks as itself on both bridges.
+    for proxy in &guard.bound {
+        for frame in own_frames(proxy) {
+            assert!(passes(&table, &frame), "the proxy's own {frame:?}");
+        }
+    }
+    // A neighbour on either bridge sends as itself, but never as the proxy.
+    for (neighbour, proxy) in [("vfetch0", &guard.bound[0]), ("vbystand0", &guard.bound[1])] {
+        let mut own = proxy.clone();
+        own.port = neighbour.into();
+        own.mac = ports
+            .iter()
+            .find(|p| p.name == neighbour)
+            .unwrap()
+            .peer_mac
+            .unwrap();
+        own.ipv4 = vec![Ipv4Addr::new(10, 101, 0, 9)];
+        own.ipv6 = vec![own.mac.ipv6_link_local(), "fd00:101::9".parse().unwrap()];
+        for frame in own_frames(&own) {
+            assert!(passes(&table, &frame), "{neighbour}'s own {frame:?}");
+        }
+        for (frame, what) in forged_frames(&own, proxy) {
+            // Shared ports are held to no address of their own: only the proxy's identity,
+            // and what no port may send, is refused.
+            let not_refused = ["another ethertype", "a tagged frame as itself"];
+            let expected = not_refused.contains(&what) && !frame.tagged;
+            assert_eq!(
+                passes(&table, &frame),
+                expected,
+                "{neighbour}: {what}: {frame:?}"
+            );
+        }
+    }
+    // A port of another bridge is left alone.
+    let mut other = guard.bound[0].clone();
+    other.port = "vethx".into();
+    for (frame, what) in forged_frames(&other, &guard.bound[1]) {
+        assert!(passes(&table, &frame), "vethx: {what}");
+    }
+}
+
+#[test]
+fn a_static_policy_without_macs_has_no_bridge_table_and_a_copied_mac_binds_nothing() {
+    let none = DockerState::default();
+    let plain = static_threegate("");
+    let ports = [port("br-fetch", "vproxy0", Some("02:42:0a:65:00:02"))];
+    let (tables, guard, _) = plan_tables(&plain, &classify(&plain, &none), &none, &ports, &[]);
+    assert!(tables.bridge.is_none() && guard.bound.is_empty());
+
+    let policy = static_threegate("\"02:42:0a:65:00:02\"");
+    let copied = [
+        port("br-fetch", "vproxy0", Some("02:42:0a:65:00:02")),
+        port("br-fetch", "vcopy0", Some("02:42:0a:65:00:02")),
+    ];
+    let classified = classify(&policy, &none);
+    let (_, guard, skipped) = plan_tables(&policy, &classified, &none, &copied, &[]);
+    assert!(guard.bound.is_empty(), "{guard:?}");
+    assert_eq!(
+        guard.unbound,
+        ["vcopy0".to_string(), "vproxy0".to_string()].into()
+    );
+    assert!(!skipped.is_empty());
+    // With the proxy's port bound before, the copier stays unbound and the proxy keeps it.
+    let (_, before, _) = plan_tables(&policy, &classified, &none, &copied[..1], &[]);
+    let (_, after, _) = plan_tables(&policy, &classified, &none, &copied, &before.bound);
+    assert_eq!(after.bound, before.bound);
+    assert!(after.unbound.contains("vcopy0"));
+}
+
+#[test]
+fn a_static_network_beside_docker_is_sorted_by_the_static_policy() {
+    // Docker followed, and a static network on a bridge Docker does not know (br-* matches
+    // the unknown-bridge pattern): its ports are not a Docker bridge's not classified yet.
+    let text = "[[networks]]\nname = \"fetchnet\"\ninterface = \"br-fetch\"\n\
+                subnets = [\"10.101.0.0/24\"]\n\
+                [[proxies]]\nname = \"proxy\"\naddresses = [\"10.101.0.2\"]\n";
+    let ports = [
+        port("br-fetch", "vproxy0", Some("02:42:0a:65:00:02")),
+        port("br-fetch", "vfetch0", Some("02:42:0a:65:00:09")),
+    ];
+    let none = DockerState::default();
+    for (macs, bound, shared) in [("", 0, 0), ("macs = [\"02:42:0a:65:00:02\"]\n", 1, 1)] {
+        let policy = Policy::parse(&format!("{text}{macs}"), "p.toml").unwrap();
+        let classified = classify(&policy, &none);
+        let (tables, guard, _) = plan_tables(&policy, &classified, &none, &ports, &[]);
+        assert!(
+            tables.bridge.is_some() && guard.unbound.is_empty(),
+            "{macs}: {guard:?}"
+        );
+        assert_eq!(
+            (guard.bound.len(), guard.shared.len()),
+            (bound, shared),
+            "{macs}"
+        );
+        assert_eq!(guard.open.len(), 2 - bound - shared, "{macs}");
+    }
 }

@@ -82,6 +82,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 } else {
                     vec![]
                 },
+                macs: vec![],
             });
         }
         Case {

@@ -132,6 +132,7 @@ impl Expressions<'_, '_> {
             Match::SourcePort(protocol, port) => self.source_port(*protocol, *port),
             Match::SourceMac { mac, negated } => self.source_mac(*mac, *negated),
             Match::ArpSender(mac, address) => self.arp_sender(*mac, *address),
+            Match::ArpSenderAddress(address) => self.arp_sender_address(*address),
             Match::NeighbourTarget(address) => self.neighbour_target(*address),
             Match::EtherType(ether_type) => self.outer_ether_type(ether_type.number()),
         }
@@ -229,6 +230,13 @@ impl Expressions<'_, '_> {
             NFT_REG_1,
         );
         self.cmp(NFT_CMP_EQ, &sender);
+    }
+
+    /// `arp saddr ip A`: the sender protocol address, at its offset for Ethernet and IPv4.
+    fn arp_sender_address(&mut self, address: Ipv4Addr) {
+        self.ether_type(ETH_P_ARP);
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 14, 4, NFT_REG_1);
+        self.cmp(NFT_CMP_EQ, &address.octets());
     }
 
     /// `@th,64,128 0x…`: the target address of a neighbour solicitation or advertisement.
