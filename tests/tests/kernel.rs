@@ -259,6 +259,101 @@ fn successive_applies_by_one_handle_leave_exactly_the_desired_table() {
     });
 }
 
+/// Interval sets keyed by flows (`ip daddr . meta l4proto . th dport`, and `meta l4proto . th
+/// dport` alone), written over netlink, list as `nft -f` makes them of the rendered text, and
+/// a second apply of them sends nothing.
+#[test]
+fn flow_sets_apply_over_netlink_as_nft_loads_their_text() {
+    use enforcer_core::flows::{disjoint, FlowRange};
+    use enforcer_core::names::{ChainName, SetName};
+    use enforcer_core::render::tables_script;
+    use enforcer_core::ruleset::{
+        Action, Chain, Family, Hook, Match, Rule, Ruleset, Set, SetContent, SetKey, TableFamily,
+        Tables, Verdict,
+    };
+    use enforcer_nft::{ApplyOutcome, Nftables};
+
+    require_root();
+    let flow = |a: Option<(&str, &str)>, p: (u8, u8), d: (u16, u16)| FlowRange {
+        addresses: a.map(|(x, y)| (x.parse().unwrap(), y.parse().unwrap())),
+        protocols: p,
+        ports: d,
+    };
+    let v4 = disjoint(&[
+        flow(Some(("10.1.0.0", "10.1.0.255")), (6, 6), (443, 443)),
+        flow(Some(("10.1.0.5", "10.1.0.5")), (0, 255), (0, 65535)),
+        flow(Some(("10.2.0.3", "10.2.0.3")), (17, 17), (53, 53)),
+        flow(Some(("10.2.0.4", "10.2.0.4")), (6, 6), (8000, 8100)),
+    ]);
+    let v6 = disjoint(&[flow(Some(("fd00::2", "fd00::2")), (58, 58), (0, 65535))]);
+    let services = disjoint(&[
+        flow(None, (6, 6), (443, 443)),
+        flow(None, (17, 17), (53, 53)),
+    ]);
+    let set = |name: &str, family: Option<Family>, flows| Set {
+        name: SetName::RoleFlows(Family::V4, name.into()),
+        key: SetKey::Flows(family),
+        content: SetContent::Flows(flows),
+    };
+    let accept = |family, name: &str| Rule {
+        matches: vec![Match::FlowInSet(
+            family,
+            SetName::RoleFlows(Family::V4, name.into()),
+        )],
+        counter: false,
+        action: Action::Verdict(Verdict::Accept),
+        comment: format!("flows in {name}"),
+    };
+    let tables = Tables::from(Ruleset {
+        family: TableFamily::Inet,
+        table: "enforcer".into(),
+        sets: vec![
+            set("a_v4", Some(Family::V4), v4),
+            set("a_v6", Some(Family::V6), v6),
+            set("a_out", None, services),
+        ],
+        chains: vec![Chain {
+            name: ChainName::Forward,
+            hook: Some((Hook::Forward, -10)),
+            rules: vec![
+                accept(Some(Family::V4), "a_v4"),
+                accept(Some(Family::V6), "a_v6"),
+                accept(None, "a_out"),
+            ],
+        }],
+    });
+    let applied = Netns::new("flows");
+    let loaded = Netns::new("flowsl");
+    let script = tables_script(&tables);
+    let load = loaded.exec_with_input("nft", &["-f", "-"], script.as_bytes());
+    assert!(
+        load.status.success(),
+        "nft -f: {}\n{script}",
+        text(&load.stderr)
+    );
+    let outcomes = applied.enter(move || {
+        let mut nft = Nftables::open().unwrap();
+        let first = nft.apply(&tables).unwrap();
+        let again = Nftables::open().unwrap().apply(&tables).unwrap();
+        (first, again)
+    });
+    assert!(
+        matches!(outcomes.0, ApplyOutcome::Applied { .. }),
+        "{:?}",
+        outcomes.0
+    );
+    assert_eq!(
+        outcomes.1,
+        ApplyOutcome::Unchanged,
+        "a fresh read-back differs"
+    );
+    assert_eq!(
+        listed_table(&applied, "inet", "enforcer"),
+        listed_table(&loaded, "inet", "enforcer"),
+        "netlink and nft -f differ:\n{script}"
+    );
+}
+
 #[test]
 fn a_bad_policy_is_located_and_changes_nothing() {
     require_root();

@@ -8,6 +8,7 @@
 pub mod binding;
 pub mod diff;
 pub mod docker;
+pub mod flows;
 pub mod names;
 pub mod nft_syntax;
 pub mod planner;

@@ -24,6 +24,8 @@ pub enum ChainName {
     FromUnknownBridge,
     /// The allowed services of the proxy with this name.
     Proxy(String),
+    /// What members of the role with this name may open.
+    Role(String),
     /// Bridge table: the `prerouting` base chain, which sends each port's frames to its chain.
     Prerouting,
     /// Bridge table: what the bound port with this interface name may send.
@@ -55,9 +57,18 @@ pub enum SetName {
     SkippedInterfaces,
     /// Bridge table: the verdict map from each known bridge port to what its frames meet.
     Ports,
+    /// The verdict map from role members' addresses of one family to their role's chain.
+    Roles(Family),
+    /// What the role with this name may open toward given destinations (roles, networks,
+    /// prefixes): flows of one family.
+    RoleFlows(Family, String),
+    /// What the role with this name may open toward the internet: protocols and ports.
+    RoleServices(String),
 }
 
 const PROXY_PREFIX: &str = "proxy_";
+const ROLE_PREFIX: &str = "role_";
+const SERVICES_PREFIX: &str = "out_";
 const PORT_PREFIX: &str = "port_";
 
 impl fmt::Display for ChainName {
@@ -69,6 +80,7 @@ impl fmt::Display for ChainName {
             ChainName::HostFromManaged => f.write_str("host_from_managed"),
             ChainName::FromUnknownBridge => f.write_str("from_unknown_bridge"),
             ChainName::Proxy(name) => write!(f, "{PROXY_PREFIX}{name}"),
+            ChainName::Role(name) => write!(f, "{ROLE_PREFIX}{name}"),
             ChainName::Prerouting => f.write_str("prerouting"),
             ChainName::Port(name) => write!(f, "{PORT_PREFIX}{name}"),
             ChainName::UnboundPort => f.write_str("unbound_port"),
@@ -97,9 +109,14 @@ impl FromStr for ChainName {
             "shared_port" => ChainName::SharedPort,
             _ => {
                 let prefixed = |prefix| text.strip_prefix(prefix).filter(|rest| !rest.is_empty());
-                match (prefixed(PROXY_PREFIX), prefixed(PORT_PREFIX)) {
-                    (Some(proxy), _) => ChainName::Proxy(proxy.to_string()),
-                    (_, Some(port)) => ChainName::Port(port.to_string()),
+                match (
+                    prefixed(PROXY_PREFIX),
+                    prefixed(PORT_PREFIX),
+                    prefixed(ROLE_PREFIX),
+                ) {
+                    (Some(proxy), _, _) => ChainName::Proxy(proxy.to_string()),
+                    (_, Some(port), _) => ChainName::Port(port.to_string()),
+                    (_, _, Some(role)) => ChainName::Role(role.to_string()),
                     _ => return Err(UnknownName(text.to_string())),
                 }
             }
@@ -120,6 +137,9 @@ impl fmt::Display for SetName {
             SetName::KnownInterfaces => f.write_str("known_interfaces"),
             SetName::SkippedInterfaces => f.write_str("skipped_interfaces"),
             SetName::Ports => f.write_str("ports"),
+            SetName::Roles(family) => write!(f, "roles_{}", family.tag()),
+            SetName::RoleFlows(family, role) => write!(f, "flows_{}_{role}", family.tag()),
+            SetName::RoleServices(role) => write!(f, "{SERVICES_PREFIX}{role}"),
         }
     }
 }
@@ -136,6 +156,15 @@ impl FromStr for SetName {
             "ports" => return Ok(SetName::Ports),
             _ => {}
         }
+        if let Some(role) = text.strip_prefix(SERVICES_PREFIX).filter(|r| !r.is_empty()) {
+            return Ok(SetName::RoleServices(role.to_string()));
+        }
+        for family in [Family::V4, Family::V6] {
+            let prefix = format!("flows_{}_", family.tag());
+            if let Some(role) = text.strip_prefix(&prefix).filter(|r| !r.is_empty()) {
+                return Ok(SetName::RoleFlows(family, role.to_string()));
+            }
+        }
         let (kind, rest) = text.split_once('_').ok_or_else(unknown)?;
         let mut parts = rest.split('_');
         let family = parts.next().and_then(family_of_tag).ok_or_else(unknown)?;
@@ -151,6 +180,7 @@ impl FromStr for SetName {
             "egress" => SetName::Egress(family, length()?),
             "intra" => SetName::Intra(family, length()?, length()?),
             "proxies" => SetName::Proxies(family),
+            "roles" => SetName::Roles(family),
             _ => return Err(unknown()),
         };
         // Only the canonical spelling (no leading zeros, nothing left over) is a name.
@@ -189,6 +219,10 @@ mod tests {
             Just(SetName::KnownInterfaces),
             Just(SetName::SkippedInterfaces),
             Just(SetName::Ports),
+            family().prop_map(SetName::Roles),
+            (family(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
+                .prop_map(|(f, r)| SetName::RoleFlows(f, r)),
+            "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(SetName::RoleServices),
         ]
     }
 
@@ -200,6 +234,7 @@ mod tests {
             Just(ChainName::HostFromManaged),
             Just(ChainName::FromUnknownBridge),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Proxy),
+            "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Role),
             Just(ChainName::Prerouting),
             Just(ChainName::UnboundPort),
             Just(ChainName::SharedPort),

@@ -6,6 +6,7 @@
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::flows::FlowRange;
 use crate::ruleset::{
     Action, AddressKey, Chain, CtState, Direction, Family, MapKey, Match, Rule, Ruleset, Set,
     SetContent, SetKey, TableFamily, Tables, Verdict,
@@ -55,6 +56,9 @@ fn set_text(set: &Set) -> String {
         SetKey::Address(Family::V4) => "ipv4_addr",
         SetKey::Address(Family::V6) => "ipv6_addr",
         SetKey::InterfaceName => "ifname",
+        SetKey::Flows(Some(Family::V4)) => "ipv4_addr . inet_proto . inet_service",
+        SetKey::Flows(Some(Family::V6)) => "ipv6_addr . inet_proto . inet_service",
+        SetKey::Flows(None) => "inet_proto . inet_service",
     };
     let counted = matches!(set.content, SetContent::Counted(_));
     let (keyword, type_line, elements): (&str, String, Vec<String>) = match &set.content {
@@ -95,8 +99,16 @@ fn set_text(set: &Set) -> String {
                 .map(|(n, v)| format!("\"{n}\" : {}", verdict_text(v)))
                 .collect(),
         ),
+        SetContent::Flows(flows) => (
+            "set",
+            key_type.to_string(),
+            flows.iter().map(flow_text).collect(),
+        ),
     };
     let mut out = format!("\t{keyword} {} {{\n\t\ttype {type_line}\n", set.name);
+    if matches!(set.content, SetContent::Flows(_)) {
+        out.push_str("\t\tflags interval\n");
+    }
     if counted {
         out.push_str("\t\tcounter\n");
     }
@@ -109,6 +121,23 @@ fn set_text(set: &Set) -> String {
     }
     out.push_str("\t}\n");
     out
+}
+
+/// One element of a flow set: each field a value or an inclusive range.
+fn flow_text(flow: &FlowRange) -> String {
+    fn field<T: PartialEq + std::fmt::Display>((first, last): (T, T)) -> String {
+        match first == last {
+            true => first.to_string(),
+            false => format!("{first}-{last}"),
+        }
+    }
+    let mut fields = Vec::new();
+    if let Some(addresses) = flow.addresses {
+        fields.push(field(addresses));
+    }
+    fields.push(field(flow.protocols));
+    fields.push(field(flow.ports));
+    fields.join(" . ")
 }
 
 fn chain_text(chain: &Chain) -> String {
@@ -144,6 +173,13 @@ pub fn rule_text(rule: &Rule) -> String {
 
 fn match_text(m: &Match) -> String {
     match m {
+        Match::FlowInSet(family, set) => {
+            let address = match family {
+                Some(family) => format!("{} . ", selector(*family, Direction::Destination)),
+                None => String::new(),
+            };
+            format!("{address}meta l4proto . th dport @{set}")
+        }
         Match::PairInSet(source, destination, set) => {
             format!("{} . {} @{set}", key_text(source), key_text(destination))
         }

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
+use crate::flows::FlowRange;
 use crate::names::{ChainName, SetName};
 use crate::ports::MacAddr;
 use crate::topology::Protocol;
@@ -115,6 +116,10 @@ pub enum SetKey {
     Address(Family),
     /// Network interface names (`type ifname`).
     InterfaceName,
+    /// Flows, as intervals: `ipv4_addr . inet_proto . inet_service` (destination address,
+    /// protocol number, destination port) for a family, or `inet_proto . inet_service` alone
+    /// for none; for [`SetContent::Flows`].
+    Flows(Option<Family>),
 }
 
 /// A named set of addresses or interface names, or a verdict map from addresses to chains.
@@ -143,6 +148,9 @@ pub enum SetContent {
     InterfaceNames(BTreeSet<String>),
     /// A verdict map: input interface name to verdict.
     InterfaceVerdictMap(BTreeMap<String, Verdict>),
+    /// Disjoint boxes of flows (see [`crate::flows::disjoint`]), with addresses of the set's
+    /// family or, for a set keyed without addresses, none.
+    Flows(BTreeSet<FlowRange>),
 }
 
 impl SetContent {
@@ -155,6 +163,7 @@ impl SetContent {
             SetContent::Counted(c) => c.len(),
             SetContent::InterfaceNames(n) => n.len(),
             SetContent::InterfaceVerdictMap(m) => m.len(),
+            SetContent::Flows(f) => f.len(),
         }
     }
 
@@ -298,6 +307,10 @@ pub enum Match {
     /// address (`@th,64,128 0x…`: `nft` 1.0.6 has no name for the field). Only meaningful after
     /// an [`Match::Icmpv6Type`] of 135 or 136.
     NeighbourTarget(Ipv6Addr),
+    /// The packet's flow is in the named [`SetContent::Flows`] set: `ip daddr . meta l4proto
+    /// . th dport @set` for a family (its packets only), `meta l4proto . th dport @set` for
+    /// none.
+    FlowInSet(Option<Family>, SetName),
 }
 
 /// An Ethernet type a bridge table names.

@@ -102,7 +102,14 @@ pub(crate) const NFTA_SET_USERDATA: u16 = 13;
 /// The one expression every element gets (here a counter), or a list of them.
 pub(crate) const NFTA_SET_EXPR: u16 = 17;
 pub(crate) const NFTA_SET_EXPRESSIONS: u16 = 18;
+/// A set's description: for a concatenation of ranges, each field's length
+/// (`NFTA_SET_DESC_CONCAT`, a list of `NFTA_SET_FIELD_LEN`).
+pub(crate) const NFTA_SET_DESC: u16 = 9;
+pub(crate) const NFTA_SET_DESC_CONCAT: u16 = 2;
+pub(crate) const NFTA_SET_FIELD_LEN: u16 = 1;
+pub(crate) const NFT_SET_INTERVAL: u32 = 0x4;
 pub(crate) const NFT_SET_MAP: u32 = 0x8;
+pub(crate) const NFT_SET_CONCAT: u32 = 0x80;
 
 // NFTA_SET_ELEM_LIST_*: a batch of elements of one set.
 pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -114,6 +121,8 @@ pub(crate) const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;
 pub(crate) const NFTA_SET_ELEM_DATA: u16 = 2;
 pub(crate) const NFTA_SET_ELEM_USERDATA: u16 = 6;
+/// The last key of a range element of a concatenation of ranges (inclusive).
+pub(crate) const NFTA_SET_ELEM_KEY_END: u16 = 10;
 /// An element's own expression (one), or list of them.
 pub(crate) const NFTA_SET_ELEM_EXPR: u16 = 7;
 pub(crate) const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
@@ -133,12 +142,12 @@ pub(crate) const NFT_RETURN: i32 = -5;
 pub(crate) const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 
 // Registers (enum nft_registers): the verdict, the 16-byte registers 1 and 2, and the 32-bit
-// register right after the first 4 bytes of register 1 (`NFT_REG32_01`, where the second part
-// of an IPv4 concatenation goes).
+// registers that overlay them (`NFT_REG32_00` is register 1's first 4 bytes): each part of a
+// concatenation goes into the 32-bit registers after the previous part's.
 pub(crate) const NFT_REG_VERDICT: u32 = 0;
 pub(crate) const NFT_REG_1: u32 = 1;
 pub(crate) const NFT_REG_2: u32 = 2;
-pub(crate) const NFT_REG32_01: u32 = 9;
+pub(crate) const NFT_REG32_00: u32 = 8;
 
 // NFTA_META_* (meta expression), NFT_META_* keys.
 pub(crate) const NFTA_META_DREG: u16 = 1;
@@ -205,6 +214,8 @@ pub(crate) const NFTA_IMMEDIATE_DATA: u16 = 2;
 // `ifname` (keys of IFNAMSIZ bytes). A concatenation's id packs its parts' ids, 6 bits each.
 pub(crate) const TYPE_IPADDR: u32 = 7;
 pub(crate) const TYPE_IP6ADDR: u32 = 8;
+pub(crate) const TYPE_INET_PROTO: u32 = 12;
+pub(crate) const TYPE_INET_SERVICE: u32 = 13;
 pub(crate) const TYPE_IFNAME: u32 = 41;
 pub(crate) const TYPE_BITS: u32 = 6;
 pub(crate) const IFNAME_LEN: usize = 16;

@@ -76,6 +76,8 @@ pub struct SetState {
     pub data_type: Option<u32>,
     /// Whether each element carries a counter.
     pub counted: bool,
+    /// For a concatenation of ranges (interval flag), each field's length; empty otherwise.
+    pub range_fields: Vec<u32>,
     /// Element key bytes -> canonical element value: its data (verdict maps) and user data
     /// (comment), re-encoded without flags; never its counter values.
     pub elements: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -88,6 +90,9 @@ impl SetState {
         let mut value = AttrWriter::new();
         if let Some(data) = wire::attribute(element, NFTA_SET_ELEM_DATA) {
             value.bytes(NFTA_SET_ELEM_DATA, &canonical_data(data));
+        }
+        if let Some(last) = wire::attribute(element, NFTA_SET_ELEM_KEY_END) {
+            value.bytes(NFTA_SET_ELEM_KEY_END, &canonical_data(last));
         }
         if let Some(userdata) = wire::attribute(element, NFTA_SET_ELEM_USERDATA) {
             value.bytes(NFTA_SET_ELEM_USERDATA, userdata);
@@ -107,8 +112,19 @@ impl SetState {
 
     /// Whether `other` has the same kind, key and data types.
     pub fn same_type(&self, other: &SetState) -> bool {
-        (self.map, self.key, self.data_type, self.counted)
-            == (other.map, other.key, other.data_type, other.counted)
+        (
+            self.map,
+            self.key,
+            self.data_type,
+            self.counted,
+            &self.range_fields,
+        ) == (
+            other.map,
+            other.key,
+            other.data_type,
+            other.counted,
+            &other.range_fields,
+        )
     }
 }
 
@@ -175,6 +191,20 @@ impl TableState {
                     number(NFTA_SET_KEY_LEN).unwrap_or(0),
                 );
                 set.data_type = number(NFTA_SET_DATA_TYPE);
+                let flags = number(NFTA_SET_FLAGS).unwrap_or(0);
+                set.range_fields = match flags & NFT_SET_INTERVAL != 0 {
+                    false => Vec::new(),
+                    true => wire::attribute(attrs, NFTA_SET_DESC)
+                        .and_then(|desc| wire::attribute(desc, NFTA_SET_DESC_CONCAT))
+                        .map(|list| {
+                            wire::attributes(list)
+                                .filter_map(|(_, field)| {
+                                    wire::attribute(field, NFTA_SET_FIELD_LEN).and_then(wire::be32)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                };
                 let expression_named = |payload: &[u8], name: &str| {
                     wire::attribute(payload, NFTA_EXPR_NAME)
                         .map(wire::string)
@@ -281,6 +311,16 @@ pub(crate) fn key_address(key: &[u8]) -> Option<IpAddr> {
 fn key_text(key_type: u32, key: &[u8]) -> String {
     if key_type == TYPE_IFNAME {
         return format!("\"{}\"", wire::string(key));
+    }
+    // A flow (`… . inet_proto . inet_service`, each field padded to 4 bytes): its first key.
+    if key_type & ((1 << TYPE_BITS) - 1) == TYPE_INET_SERVICE && key.len() >= 8 {
+        let (address, rest) = key.split_at(key.len() - 8);
+        let port = u16::from_be_bytes([rest[4], rest[5]]);
+        let flow = format!("{} . {port}", rest[0]);
+        return match key_address(address) {
+            Some(address) => format!("{address} . {flow}"),
+            None => flow,
+        };
     }
     if let Some(address) = key_address(key) {
         return address.to_string();

@@ -59,6 +59,23 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
                 _ => panic!("pair lookup in a set of another kind"),
             }
         }
+        Match::FlowInSet(family, set) => {
+            if family.is_some_and(|f| Family::of(packet.dst) != f) {
+                return false;
+            }
+            let SetContent::Flows(flows) = &ruleset.set(set).expect("set exists").content else {
+                panic!("flow lookup in a set of another kind");
+            };
+            let protocol = packet.protocol.number();
+            flows.iter().any(|f| {
+                let address = f
+                    .addresses
+                    .map_or(true, |(first, last)| (first..=last).contains(&packet.dst));
+                address
+                    && (f.protocols.0..=f.protocols.1).contains(&protocol)
+                    && (f.ports.0..=f.ports.1).contains(&packet.dport)
+            })
+        }
         Match::CtState(states) => packet.state.is_some_and(|s| states.contains(&s)),
         Match::Icmpv6Type(..) => false, // the evaluator only models TCP and UDP
         Match::Address(direction, net) => {

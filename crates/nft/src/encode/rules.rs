@@ -102,6 +102,15 @@ enum Lookup {
     Verdict,
 }
 
+/// The register that starts `words` 32-bit words into the register file, named as the kernel
+/// dumps it: a 16-byte register when it starts one (`NFT_REG_2` for word 4), else a 32-bit one.
+fn register_at(words: u32) -> u32 {
+    match words % 4 {
+        0 => NFT_REG_1 + words / 4,
+        _ => NFT_REG32_00 + words,
+    }
+}
+
 /// The expression list of one rule being written.
 struct Expressions<'a, 'w> {
     list: &'w mut AttrWriter,
@@ -135,6 +144,7 @@ impl Expressions<'_, '_> {
             Match::ArpSenderAddress(address) => self.arp_sender_address(*address),
             Match::NeighbourTarget(address) => self.neighbour_target(*address),
             Match::EtherType(ether_type) => self.outer_ether_type(ether_type.number()),
+            Match::FlowInSet(family, set) => self.flow_in_set(*family, set),
         }
     }
 
@@ -291,12 +301,31 @@ impl Expressions<'_, '_> {
     /// right after the first part (a 32-bit one for IPv4).
     fn pair_in_set(&mut self, source: &AddressKey, destination: &AddressKey, set: &SetName) {
         let second = match source.family {
-            Family::V4 => NFT_REG32_01,
+            Family::V4 => NFT_REG32_00 + 1,
             Family::V6 => NFT_REG_2,
         };
         self.nfproto(source.family);
         self.masked_address(source, NFT_REG_1);
         self.masked_address(destination, second);
+        self.lookup(set, Lookup::Present);
+    }
+
+    /// `ip daddr . meta l4proto . th dport @set` (or without the address): each part in the
+    /// 32-bit registers after the previous one's, then one lookup.
+    fn flow_in_set(&mut self, family: Option<Family>, set: &SetName) {
+        let mut words = 0;
+        if let Some(family) = family {
+            self.nfproto(family);
+            let key = AddressKey {
+                family,
+                direction: Direction::Destination,
+                prefix_len: family.bits(),
+            };
+            self.masked_address(&key, NFT_REG_1);
+            words += family.bits() as u32 / 32;
+        }
+        self.meta_into(NFT_META_L4PROTO, register_at(words));
+        self.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, register_at(words + 1));
         self.lookup(set, Lookup::Present);
     }
 
@@ -379,9 +408,14 @@ impl Expressions<'_, '_> {
 
     /// `meta`: loads `key` into register 1.
     fn meta(&mut self, key: u32) {
+        self.meta_into(key, NFT_REG_1);
+    }
+
+    /// `meta`: the packet's `key` into `register`.
+    fn meta_into(&mut self, key: u32, register: u32) {
         self.add(|e| {
             named(e, "meta", |d| {
-                d.be32(NFTA_META_DREG, NFT_REG_1).be32(NFTA_META_KEY, key);
+                d.be32(NFTA_META_DREG, register).be32(NFTA_META_KEY, key);
             })
         });
     }

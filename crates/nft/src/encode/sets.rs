@@ -1,6 +1,8 @@
 //! Sets, verdict maps and their elements: the `NEWSET` of each, every element encoded once,
 //! and the `NEWSETELEM` / `DELSETELEM` messages that carry them in chunks.
 
+use std::net::IpAddr;
+
 use enforcer_core::ruleset::{Family, Set, SetContent, SetKey, TableFamily, Verdict};
 
 use super::rules::{counter, verdict_data};
@@ -13,10 +15,15 @@ const ELEMENTS_PER_MESSAGE_BYTES: usize = 48 * 1024;
 
 /// The `NEWSET` message of `set` in `(family, table)`, with batch-local id `id`.
 pub(super) fn set_message((family, table): (TableFamily, &str), set: &Set, id: u32) -> Vec<u8> {
+    let fields = flow_fields(set.key);
     let (key_type, key_len) = match set.key {
         SetKey::Address(Family::V4) => (TYPE_IPADDR, 4),
         SetKey::Address(Family::V6) => (TYPE_IP6ADDR, 16),
         SetKey::InterfaceName => (TYPE_IFNAME, IFNAME_LEN as u32),
+        SetKey::Flows(_) => (
+            fields.iter().fold(0, |id, (ty, _)| (id << TYPE_BITS) | ty),
+            fields.iter().map(|(_, len)| len.next_multiple_of(4)).sum(),
+        ),
     };
     let (key_type, key_len) = match set.content {
         SetContent::AddressPairs(_) => ((key_type << TYPE_BITS) | key_type, key_len * 2),
@@ -26,13 +33,29 @@ pub(super) fn set_message((family, table): (TableFamily, &str), set: &Set, id: u
         set.content,
         SetContent::VerdictMap(_) | SetContent::InterfaceVerdictMap(_)
     );
+    let flags = match (is_map, fields.is_empty()) {
+        (true, _) => NFT_SET_MAP,
+        (false, true) => 0,
+        (false, false) => NFT_SET_INTERVAL | NFT_SET_CONCAT,
+    };
     let mut attrs = AttrWriter::new();
     attrs
         .string(NFTA_SET_TABLE, table)
         .string(NFTA_SET_NAME, &set.name.to_string())
-        .be32(NFTA_SET_FLAGS, if is_map { NFT_SET_MAP } else { 0 })
+        .be32(NFTA_SET_FLAGS, flags)
         .be32(NFTA_SET_KEY_TYPE, key_type)
         .be32(NFTA_SET_KEY_LEN, key_len);
+    if !fields.is_empty() {
+        attrs.nested(NFTA_SET_DESC, |desc| {
+            desc.nested(NFTA_SET_DESC_CONCAT, |list| {
+                for (_, len) in &fields {
+                    list.nested(NFTA_LIST_ELEM, |field| {
+                        field.be32(NFTA_SET_FIELD_LEN, *len);
+                    });
+                }
+            });
+        });
+    }
     if is_map {
         attrs.be32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
     }
@@ -53,6 +76,29 @@ pub(super) fn set_message((family, table): (TableFamily, &str), set: &Set, id: u
         nfproto(family),
         &attrs.finish(),
     )
+}
+
+/// The (datatype, length) of each field of a flow set's key; empty for other sets.
+fn flow_fields(key: SetKey) -> Vec<(u32, u32)> {
+    let address = match key {
+        SetKey::Flows(Some(Family::V4)) => Some((TYPE_IPADDR, 4)),
+        SetKey::Flows(Some(Family::V6)) => Some((TYPE_IP6ADDR, 16)),
+        SetKey::Flows(None) => None,
+        _ => return Vec::new(),
+    };
+    address
+        .into_iter()
+        .chain([(TYPE_INET_PROTO, 1), (TYPE_INET_SERVICE, 2)])
+        .collect()
+}
+
+/// A flow key: each field padded to 4 bytes, as the registers hold it.
+fn flow_key(address: Option<IpAddr>, protocol: u8, port: u16) -> Vec<u8> {
+    let mut key = address.map(address_bytes).unwrap_or_default();
+    key.extend_from_slice(&[protocol, 0, 0, 0]);
+    key.extend_from_slice(&port.to_be_bytes());
+    key.extend_from_slice(&[0, 0]);
+    key
 }
 
 /// Each element of a set: its key bytes and its encoded `NFTA_LIST_ELEM`.
@@ -86,7 +132,30 @@ pub(super) fn elements(content: &SetContent) -> Vec<(Vec<u8>, Vec<u8>)> {
             .iter()
             .map(|(n, verdict)| keyed(interface_bytes(n), Some(verdict), None))
             .collect(),
+        SetContent::Flows(flows) => flows
+            .iter()
+            .map(|f| {
+                let first = flow_key(f.addresses.map(|a| a.0), f.protocols.0, f.ports.0);
+                let last = flow_key(f.addresses.map(|a| a.1), f.protocols.1, f.ports.1);
+                let element = range_element(&first, &last);
+                (first, element)
+            })
+            .collect(),
     }
+}
+
+/// One encoded `NFTA_LIST_ELEM` of a concatenation of ranges: its first and last key.
+fn range_element(first: &[u8], last: &[u8]) -> Vec<u8> {
+    let mut list = AttrWriter::new();
+    list.nested(NFTA_LIST_ELEM, |elem| {
+        elem.nested(NFTA_SET_ELEM_KEY, |k| {
+            k.bytes(NFTA_DATA_VALUE, first);
+        });
+        elem.nested(NFTA_SET_ELEM_KEY_END, |k| {
+            k.bytes(NFTA_DATA_VALUE, last);
+        });
+    });
+    list.finish()
 }
 
 /// One encoded `NFTA_LIST_ELEM`: a key, for verdict maps its verdict, and a comment (shown by
