@@ -268,8 +268,8 @@ fn flow_sets_apply_over_netlink_as_nft_loads_their_text() {
     use enforcer_core::names::{ChainName, SetName};
     use enforcer_core::render::tables_script;
     use enforcer_core::ruleset::{
-        Action, Chain, Family, Hook, Match, Rule, Ruleset, Set, SetContent, SetKey, TableFamily,
-        Tables, Verdict,
+        Action, Chain, Direction, Family, Hook, Match, Rule, Ruleset, Set, SetContent, SetKey,
+        TableFamily, Tables, Verdict,
     };
     use enforcer_nft::{ApplyOutcome, Nftables};
 
@@ -285,6 +285,7 @@ fn flow_sets_apply_over_netlink_as_nft_loads_their_text() {
         flow(Some(("10.2.0.3", "10.2.0.3")), (17, 17), (53, 53)),
         flow(Some(("10.2.0.4", "10.2.0.4")), (6, 6), (8000, 8100)),
     ]);
+    let v4_sources = disjoint(&[flow(Some(("10.3.0.7", "10.3.0.7")), (6, 6), (22, 22))]);
     let v6 = disjoint(&[flow(Some(("fd00::2", "fd00::2")), (58, 58), (0, 65535))]);
     let services = disjoint(&[
         flow(None, (6, 6), (443, 443)),
@@ -295,9 +296,9 @@ fn flow_sets_apply_over_netlink_as_nft_loads_their_text() {
         key: SetKey::Flows(family),
         content: SetContent::Flows(flows),
     };
-    let accept = |family, name: &str| Rule {
+    let accept = |address: Option<(Family, Direction)>, name: &str| Rule {
         matches: vec![Match::FlowInSet(
-            family,
+            address,
             SetName::RoleFlows(Family::V4, name.into()),
         )],
         counter: false,
@@ -311,14 +312,16 @@ fn flow_sets_apply_over_netlink_as_nft_loads_their_text() {
             set("a_v4", Some(Family::V4), v4),
             set("a_v6", Some(Family::V6), v6),
             set("a_out", None, services),
+            set("a_src", Some(Family::V4), v4_sources),
         ],
         chains: vec![Chain {
             name: ChainName::Forward,
             hook: Some((Hook::Forward, -10)),
             rules: vec![
-                accept(Some(Family::V4), "a_v4"),
-                accept(Some(Family::V6), "a_v6"),
+                accept(Some((Family::V4, Direction::Destination)), "a_v4"),
+                accept(Some((Family::V6, Direction::Destination)), "a_v6"),
                 accept(None, "a_out"),
+                accept(Some((Family::V4, Direction::Source)), "a_src"),
             ],
         }],
     });

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::Policy;
 use crate::text::printable;
-use crate::topology::{ManagedNetwork, Proxy, ProxyPart, Topology, TopologyBuilder};
+use crate::topology::{
+    EastWest, ManagedNetwork, Member, MemberPart, Proxy, ProxyPart, Topology, TopologyBuilder,
+};
 
 /// Option of the bridge driver that names the bridge interface.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
@@ -184,8 +186,31 @@ fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
+/// Whether `network`'s east-west label (`policy`'s key) says `deny`; any other value than
+/// `deny` or `allow` is reported in `remarks` and read as `deny` (fail closed).
+fn east_west_of(network: &DockerNetwork, policy: &Policy, remarks: &mut Vec<Skipped>) -> EastWest {
+    let key = &policy.docker.east_west_label;
+    match network
+        .labels
+        .get(key)
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
+        None => EastWest::Allow,
+        Some(value) if value == "allow" => EastWest::Allow,
+        Some(value) if value == "deny" => EastWest::Deny,
+        Some(value) => {
+            let reason = format!(
+                "label {key} = `{value:.64}` is neither allow nor deny: its containers reach \
+                 each other only as their roles allow"
+            );
+            remarks.push(Skipped::new(&network.describe(), &reason));
+            EastWest::Deny
+        }
+    }
+}
+
 /// A managed network, checked alone: its subnets parsed, its bridge known.
-fn managed_network(network: &DockerNetwork) -> Result<ManagedNetwork, String> {
+fn managed_network(network: &DockerNetwork, east_west: EastWest) -> Result<ManagedNetwork, String> {
     if network.driver != "bridge" {
         return Err(format!(
             "driver `{}` does not route through a host bridge, so the host cannot enforce it; \
@@ -217,6 +242,7 @@ fn managed_network(network: &DockerNetwork) -> Result<ManagedNetwork, String> {
         name: network.name.clone(),
         subnets,
         interface: Some(bridge),
+        east_west,
     })
 }
 
@@ -280,6 +306,14 @@ pub fn classify_after(
         };
         offer_proxy(&mut builder, proxy, &mut skipped);
     }
+    offer_members(
+        policy,
+        docker,
+        &networks.enforced,
+        &mut builder,
+        &mut skipped,
+        &mut remarks,
+    );
     skipped.sort();
     remarks.sort();
     Classified {
@@ -325,7 +359,8 @@ fn offer_networks(
             out.unmanaged_bridges.extend(network.bridge());
             continue;
         }
-        let offered = managed_network(network)
+        let east_west = east_west_of(network, policy, remarks);
+        let offered = managed_network(network, east_west)
             .and_then(|managed| builder.add_network(managed).map_err(|r| r.problem));
         match offered {
             Ok(()) => {
@@ -366,6 +401,63 @@ fn proxy_addresses(
         }
     }
     addresses
+}
+
+/// Offers every running container whose role label names a role (not the proxy role) as a
+/// member, by name then ID, with its addresses on the `enforced` networks. A role the policy
+/// does not define is reported once per role in `remarks`: its containers get no allowance.
+fn offer_members(
+    policy: &Policy,
+    docker: &DockerState,
+    enforced: &BTreeSet<String>,
+    builder: &mut TopologyBuilder,
+    skipped: &mut Vec<Skipped>,
+    remarks: &mut Vec<Skipped>,
+) {
+    let key = &policy.docker.role_label;
+    let mut sorted: Vec<(&DockerContainer, &String)> = docker
+        .containers
+        .values()
+        .filter_map(|c| Some((c, c.labels.get(key)?)))
+        .filter(|(_, role)| **role != policy.docker.proxy_role)
+        .collect();
+    sorted.sort_by(|(a, _), (b, _)| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    let mut undefined: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (container, role) in sorted {
+        if !policy.static_topology.roles().contains_key(role) {
+            undefined.entry(role).or_default().push(&container.name);
+            continue;
+        }
+        let addresses = proxy_addresses(container, enforced, skipped);
+        if addresses.is_empty() {
+            continue; // on no enforced managed network: the role has nothing to govern
+        }
+        let mut member = Member {
+            name: container.name.clone(),
+            role: role.clone(),
+            addresses,
+        };
+        while let Err(rejected) = builder.add_member(member.clone()) {
+            let MemberPart::Address(a) = rejected.part else {
+                skipped.push(Skipped::new(&container.describe(), &rejected.problem));
+                break;
+            };
+            let address = member.addresses.remove(a);
+            let object = format!("container {} address {address}", member.name);
+            skipped.push(Skipped::new(&object, &rejected.problem));
+            if member.addresses.is_empty() {
+                break;
+            }
+        }
+    }
+    for (role, containers) in undefined {
+        let reason = format!(
+            "the policy defines no role `{role:.64}`: they are managed with no allowance \
+             (define [roles.{role:.64}] or fix the label)"
+        );
+        let object = format!("containers {}", containers.join(", "));
+        remarks.push(Skipped::new(&object, &reason));
+    }
 }
 
 /// Offers a Docker proxy to `builder`. An address it rejects is left out (and reported) and the

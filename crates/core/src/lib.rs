@@ -15,6 +15,7 @@ pub mod planner;
 pub mod policy;
 pub mod ports;
 pub mod render;
+pub mod roles;
 pub mod ruleset;
 pub mod text;
 pub mod topology;

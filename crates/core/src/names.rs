@@ -64,6 +64,9 @@ pub enum SetName {
     RoleFlows(Family, String),
     /// What the role with this name may open toward the internet: protocols and ports.
     RoleServices(String),
+    /// Member address . protocol . port: what role members of one family may open toward the
+    /// host itself.
+    HostFlows(Family),
 }
 
 const PROXY_PREFIX: &str = "proxy_";
@@ -140,6 +143,7 @@ impl fmt::Display for SetName {
             SetName::Roles(family) => write!(f, "roles_{}", family.tag()),
             SetName::RoleFlows(family, role) => write!(f, "flows_{}_{role}", family.tag()),
             SetName::RoleServices(role) => write!(f, "{SERVICES_PREFIX}{role}"),
+            SetName::HostFlows(family) => write!(f, "hostflows_{}", family.tag()),
         }
     }
 }
@@ -181,6 +185,7 @@ impl FromStr for SetName {
             "intra" => SetName::Intra(family, length()?, length()?),
             "proxies" => SetName::Proxies(family),
             "roles" => SetName::Roles(family),
+            "hostflows" => SetName::HostFlows(family),
             _ => return Err(unknown()),
         };
         // Only the canonical spelling (no leading zeros, nothing left over) is a name.
@@ -220,6 +225,7 @@ mod tests {
             Just(SetName::SkippedInterfaces),
             Just(SetName::Ports),
             family().prop_map(SetName::Roles),
+            family().prop_map(SetName::HostFlows),
             (family(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
                 .prop_map(|(f, r)| SetName::RoleFlows(f, r)),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(SetName::RoleServices),

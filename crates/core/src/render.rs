@@ -173,9 +173,9 @@ pub fn rule_text(rule: &Rule) -> String {
 
 fn match_text(m: &Match) -> String {
     match m {
-        Match::FlowInSet(family, set) => {
-            let address = match family {
-                Some(family) => format!("{} . ", selector(*family, Direction::Destination)),
+        Match::FlowInSet(address, set) => {
+            let address = match address {
+                Some((family, direction)) => format!("{} . ", selector(*family, *direction)),
                 None => String::new(),
             };
             format!("{address}meta l4proto . th dport @{set}")

@@ -308,9 +308,9 @@ pub enum Match {
     /// an [`Match::Icmpv6Type`] of 135 or 136.
     NeighbourTarget(Ipv6Addr),
     /// The packet's flow is in the named [`SetContent::Flows`] set: `ip daddr . meta l4proto
-    /// . th dport @set` for a family (its packets only), `meta l4proto . th dport @set` for
-    /// none.
-    FlowInSet(Option<Family>, SetName),
+    /// . th dport @set` with an address of a family (its packets only; the source address for
+    /// [`Direction::Source`]), `meta l4proto . th dport @set` without.
+    FlowInSet(Option<(Family, Direction)>, SetName),
 }
 
 /// An Ethernet type a bridge table names.

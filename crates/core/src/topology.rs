@@ -4,7 +4,7 @@
 //! [`TopologyBuilder`], which [`Topology::new`] and Docker's classification both use, whatever
 //! the source of the data (policy file or Docker).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -12,12 +12,13 @@ use std::str::FromStr;
 use ipnet::IpNet;
 
 use crate::diff::{additions_last, diff, Change};
+use crate::roles::Role;
 
 mod builder;
 
 pub use builder::{
-    is_valid_interface, is_valid_name, NetworkPart, ProxyPart, Rejected, TopologyBuilder,
-    SPECIAL_RANGES,
+    is_valid_interface, is_valid_name, MemberPart, NetworkPart, ProxyPart, Rejected,
+    TopologyBuilder, SPECIAL_RANGES,
 };
 
 /// Shortest IPv4 prefix a managed subnet may have: anything larger is a mistake, not a network.
@@ -123,6 +124,29 @@ pub struct ManagedNetwork {
     /// The host interface its containers send through (a Docker bridge), when known. Anything
     /// entering from it that no rule allows is dropped, whatever its source address claims.
     pub interface: Option<String>,
+    /// Whether its containers reach each other freely, or only as their roles allow.
+    pub east_west: EastWest,
+}
+
+/// Traffic between the containers of one managed network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EastWest {
+    /// Passes (the default): the network's subnets reach each other.
+    #[default]
+    Allow,
+    /// Only what the initiator's role allows.
+    Deny,
+}
+
+/// A container (or a static member of the policy) that holds a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Name, unique among members.
+    pub name: String,
+    /// The role's name.
+    pub role: String,
+    /// Its addresses; each lies inside a managed subnet.
+    pub addresses: Vec<IpAddr>,
 }
 
 /// A container (or host) allowed to reach selected services outside the managed networks.
@@ -159,6 +183,10 @@ pub enum Subject {
     Interface(usize),
     /// Default DNS server at this index (the resolvers of proxies that name none).
     DefaultDnsServer(usize),
+    /// The member at this index.
+    Member(usize),
+    /// Address `.1` of member `.0`.
+    MemberAddress(usize, usize),
 }
 
 /// A topology that would make the rules wrong or meaningless.
@@ -176,6 +204,8 @@ pub struct TopologyError {
 pub struct Topology {
     networks: Vec<ManagedNetwork>,
     proxies: Vec<Proxy>,
+    members: Vec<Member>,
+    roles: BTreeMap<String, Role>,
     unmanaged_interfaces: BTreeSet<String>,
     skipped_interfaces: BTreeSet<String>,
 }
@@ -227,6 +257,40 @@ impl Topology {
             })?;
         }
         Ok(builder.build())
+    }
+
+    /// Offers `members` after what `self` holds (see [`TopologyBuilder::add_member`]); the
+    /// first one rejected is reported.
+    pub fn with_members(self, members: Vec<Member>) -> Result<Self, TopologyError> {
+        let mut builder = TopologyBuilder::from(self);
+        for (m, member) in members.into_iter().enumerate() {
+            builder
+                .add_member(member)
+                .map_err(|rejected| TopologyError {
+                    subject: match rejected.part {
+                        MemberPart::Name => Subject::Member(m),
+                        MemberPart::Address(a) => Subject::MemberAddress(m, a),
+                    },
+                    problem: rejected.problem,
+                })?;
+        }
+        Ok(builder.build())
+    }
+
+    /// Sets the roles the policy defines (what [`Member`]s' roles name).
+    pub fn with_roles(mut self, roles: BTreeMap<String, Role>) -> Self {
+        self.roles = roles;
+        self
+    }
+
+    /// The members, in the order given.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The roles the policy defines, by name.
+    pub fn roles(&self) -> &BTreeMap<String, Role> {
+        &self.roles
     }
 
     /// Adds the interfaces of networks known to be unmanaged (classified Docker networks whose
@@ -291,6 +355,15 @@ pub fn changes(old: &Topology, new: &Topology) -> Vec<String> {
         let addresses: Vec<String> = p.addresses.iter().map(|a| a.to_string()).collect();
         format!("proxy {} {}", p.name, addresses.join(" "))
     }
+    fn member_text(m: &Member) -> String {
+        let addresses: Vec<String> = m.addresses.iter().map(|a| a.to_string()).collect();
+        format!(
+            "member {} (role {}) {}",
+            m.name,
+            m.role,
+            addresses.join(" ")
+        )
+    }
     let bridge_text = |i: &String| format!("unmanaged bridge {i}");
     let skipped_text = |i: &String| format!("denied bridge {i} of a skipped network");
     let mut out = Vec::new();
@@ -307,6 +380,13 @@ pub fn changes(old: &Topology, new: &Topology) -> Vec<String> {
         &new.proxies,
         |p| &p.name,
         proxy_text,
+    );
+    push_changes(
+        &mut out,
+        &old.members,
+        &new.members,
+        |m| &m.name,
+        member_text,
     );
     push_changes(
         &mut out,
@@ -353,6 +433,7 @@ pub(crate) mod tests {
             name: name.into(),
             subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(),
             interface: None,
+            east_west: Default::default(),
         }
     }
 

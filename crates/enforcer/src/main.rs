@@ -342,13 +342,20 @@ fn check_config(file: &Path) -> Result<Done> {
     let policy = Policy::load(file)?;
     let topology = &policy.static_topology;
     let subnets: usize = topology.networks().iter().map(|n| n.subnets.len()).sum();
+    let roles: Vec<&str> = topology.roles().keys().map(String::as_str).collect();
     println!(
         "{}: valid; table inet {}, {} static network(s) with {subnets} subnet(s), {} static \
-         proxy(ies); proxies may open {}",
+         proxy(ies), {} static member(s), roles: {}; proxies may open {}",
         file.display(),
         policy.table.name,
         topology.networks().len(),
         topology.proxies().len(),
+        topology.members().len(),
+        if roles.is_empty() {
+            "none".to_string()
+        } else {
+            roles.join(", ")
+        },
         policy
             .proxy_defaults
             .services

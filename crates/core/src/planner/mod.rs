@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 mod ports;
+mod roles;
 
 pub use ports::plan_ports;
 
@@ -36,7 +37,7 @@ use crate::ruleset::{
     Action, AddressKey, Chain, CtState, Direction, Family, Hook, MapKey, Match, Rule, Ruleset, Set,
     SetContent, SetKey, TableFamily, Tables, Verdict,
 };
-use crate::topology::{ManagedNetwork, Proxy, Topology};
+use crate::topology::{EastWest, ManagedNetwork, Proxy, Topology};
 
 /// Where the table lives and where its base chains hook in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,11 +96,12 @@ impl Lookups {
                     .entry((family, subnet.prefix_len()))
                     .or_default()
                     .insert(subnet.network(), network.name.clone());
-                for other in network
-                    .subnets
-                    .iter()
-                    .filter(|o| Family::of(o.addr()) == family)
-                {
+                // East-west denied: no pair, so only what roles allow crosses the network.
+                let peers = match network.east_west {
+                    EastWest::Allow => network.subnets.as_slice(),
+                    EastWest::Deny => &[],
+                };
+                for other in peers.iter().filter(|o| Family::of(o.addr()) == family) {
                     lookups
                         .pairs
                         .entry((family, subnet.prefix_len(), other.prefix_len()))
@@ -253,16 +255,24 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     let pair_lengths: Vec<(Family, u8, u8)> = lookups.pairs.keys().copied().collect();
     let proxy_families: Vec<Family> = lookups.proxy_maps.keys().copied().collect();
     let skipped = !topology.skipped_interfaces().is_empty();
+    let roles = roles::plan_roles(topology, &prefixes);
+    sets.extend(roles.sets);
     let mut chains = vec![
-        forward_chain(settings, &prefixes, &proxy_families, skipped),
+        forward_chain(
+            settings,
+            &prefixes,
+            (&proxy_families, &roles.dispatch),
+            skipped,
+        ),
         input_chain(settings, &prefixes, skipped),
         from_managed_chain(&prefixes, &pair_lengths),
-        host_chain(&proxy_families),
+        host_chain(&proxy_families, &roles.host),
     ];
     if !settings.unknown_interface_patterns.is_empty() || skipped {
         chains.push(unknown_bridge_chain());
     }
     chains.extend(proxies.iter().map(|p| proxy_rules(p, &prefixes)));
+    chains.extend(roles.chains);
 
     Ruleset {
         family: TableFamily::Inet,
@@ -366,6 +376,19 @@ fn replies_rule() -> Rule {
     )
 }
 
+/// Each member address visits its role's chain and comes back unless accepted there.
+fn role_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
+    families.iter().map(|&family| Rule {
+        matches: vec![],
+        counter: false,
+        action: Action::VerdictMap(
+            MapKey::Address(key(family, Direction::Source, family.bits())),
+            SetName::Roles(family),
+        ),
+        comment: "a role member's packets visit its role's chain".into(),
+    })
+}
+
 /// Each proxy address visits its proxy's chain and comes back unless accepted there.
 fn proxy_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
     families.iter().map(|&family| Rule {
@@ -382,12 +405,14 @@ fn proxy_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
 fn forward_chain(
     settings: &TableSettings,
     prefixes: &[(Family, u8)],
-    proxy_families: &[Family],
+    (proxy_families, role_families): (&[Family], &[Family]),
     skipped: bool,
 ) -> Chain {
     // Proxies first: their allowed egress, the traffic that matters most, then costs two
-    // lookups (the proxy map, and the check that the destination is not managed).
+    // lookups (the proxy map, and the check that the destination is not managed). Then role
+    // members: their chain accepts what their role allows.
     let mut rules: Vec<Rule> = proxy_dispatch(proxy_families).collect();
+    rules.extend(role_dispatch(role_families));
     let from_managed = Verdict::Jump(ChainName::FromManaged);
     rules.extend(per_prefix(
         prefixes,
@@ -512,8 +537,18 @@ fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)], skipped: boo
     }
 }
 
-fn host_chain(proxy_families: &[Family]) -> Chain {
+fn host_chain(proxy_families: &[Family], role_families: &[Family]) -> Chain {
     let mut rules: Vec<Rule> = proxy_dispatch(proxy_families).collect();
+    rules.extend(role_families.iter().map(|&family| {
+        rule(
+            vec![Match::FlowInSet(
+                Some((family, Direction::Source)),
+                SetName::HostFlows(family),
+            )],
+            Verdict::Accept,
+            "a role member may open what its role allows toward the host",
+        )
+    }));
     rules.push(Rule {
         matches: vec![],
         counter: true,

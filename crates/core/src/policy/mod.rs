@@ -42,6 +42,9 @@ pub struct DockerSettings {
     pub role_label: String,
     /// Role value that makes a container an egress proxy.
     pub proxy_role: String,
+    /// A network carrying this label with value `deny` lets its containers reach each other
+    /// only as their roles allow.
+    pub east_west_label: String,
 }
 
 /// What a proxy may do unless its own entry says otherwise.
@@ -62,7 +65,8 @@ pub struct Policy {
     pub docker: DockerSettings,
     /// Proxy defaults.
     pub proxy_defaults: ProxyDefaults,
-    /// Networks and proxies declared in the file; enforced with or without Docker.
+    /// Networks, proxies and members declared in the file, and the roles; enforced with or
+    /// without Docker.
     pub static_topology: Topology,
 }
 

@@ -13,7 +13,11 @@ use super::{DockerSettings, Policy, PolicyError, ProxyDefaults, UnknownNetworks}
 use crate::nft_syntax;
 use crate::planner::TableSettings;
 use crate::ports::MacAddr;
-use crate::topology::{is_valid_interface, ManagedNetwork, Proxy, Service, Subject, Topology};
+use crate::roles::{Allowance, EgressRule, Role, Target};
+use crate::topology::{
+    is_valid_interface, is_valid_name, EastWest, ManagedNetwork, Member, Proxy, Service, Subject,
+    Topology,
+};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +32,32 @@ struct RawPolicy {
     networks: Vec<RawNetwork>,
     #[serde(default)]
     proxies: Vec<RawProxy>,
+    #[serde(default)]
+    roles: BTreeMap<String, Spanned<RawRole>>,
+    #[serde(default)]
+    members: Vec<RawMember>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    #[serde(default)]
+    egress: Vec<RawEgress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    to: Spanned<String>,
+    allow: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    name: Spanned<String>,
+    role: Spanned<String>,
+    addresses: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -48,6 +78,7 @@ struct RawDocker {
     managed_label: Option<Spanned<String>>,
     role_label: Option<Spanned<String>>,
     proxy_role: Option<Spanned<String>>,
+    east_west_label: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -64,6 +95,7 @@ struct RawNetwork {
     #[serde(default)]
     subnets: Vec<Spanned<String>>,
     interface: Option<Spanned<String>>,
+    east_west: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -162,7 +194,10 @@ impl Source<'_> {
             table.unknown_interface_patterns = docker.bridge_patterns.clone();
         }
         let proxy_defaults = self.proxy_defaults(&raw.proxy)?;
-        let static_topology = self.static_topology(&raw, &proxy_defaults)?;
+        let roles = self.roles(&raw, &docker)?;
+        let static_topology = self
+            .static_topology(&raw, &proxy_defaults)?
+            .with_roles(roles);
         Ok(Policy {
             table,
             docker,
@@ -237,6 +272,7 @@ impl Source<'_> {
             managed_label: self.label(&raw.managed_label, "enforcer.managed")?,
             role_label: self.label(&raw.role_label, "enforcer.role")?,
             proxy_role: self.label(&raw.proxy_role, "egress-proxy")?,
+            east_west_label: self.label(&raw.east_west_label, "enforcer.east-west")?,
         })
     }
 
@@ -292,8 +328,114 @@ impl Source<'_> {
             .map(|proxy| self.proxy(proxy, defaults))
             .collect::<Result<Vec<_>, _>>()?;
         self.distinct_macs(raw)?;
+        let members = raw
+            .members
+            .iter()
+            .map(|member| self.member(member, raw))
+            .collect::<Result<Vec<_>, _>>()?;
         Topology::with_default_dns(networks, &defaults.dns_servers, proxies)
+            .and_then(|topology| topology.with_members(members))
             .map_err(|e| self.error(Some(span_of(raw, e.subject)), e.problem))
+    }
+
+    /// `[roles.NAME]`: each role's egress rules, every `role:` they name defined.
+    fn roles(
+        &self,
+        raw: &RawPolicy,
+        docker: &DockerSettings,
+    ) -> Result<BTreeMap<String, Role>, PolicyError> {
+        let mut roles = BTreeMap::new();
+        for (name, role) in &raw.roles {
+            if !is_valid_name(name) {
+                return Err(self.error(
+                    Some(role.span()),
+                    format!(
+                        "role name `{}` is not allowed: use 1 to 128 characters from A-Z a-z 0-9 \
+                         _ . -, starting with a letter or digit",
+                        shown(name)
+                    ),
+                ));
+            }
+            if *name == docker.proxy_role {
+                return Err(self.error(
+                    Some(role.span()),
+                    format!(
+                        "`{name}` is the proxy role ([docker] proxy_role): its allowance is \
+                         [proxy] allow (and dns_servers); define other roles here"
+                    ),
+                ));
+            }
+            let mut egress = Vec::new();
+            for rule in &role.get_ref().egress {
+                egress.push(self.egress_rule(rule, raw, name)?);
+            }
+            roles.insert(name.clone(), Role { egress });
+        }
+        Ok(roles)
+    }
+
+    fn egress_rule(
+        &self,
+        raw: &RawEgress,
+        policy: &RawPolicy,
+        role: &str,
+    ) -> Result<EgressRule, PolicyError> {
+        let to: Target = raw
+            .to
+            .get_ref()
+            .parse()
+            .map_err(|e: String| self.error(Some(raw.to.span()), e))?;
+        if let Target::Role(other) = &to {
+            if !policy.roles.contains_key(other) {
+                return Err(self.error(
+                    Some(raw.to.span()),
+                    format!(
+                        "role `{role}` reaches role `{}`, which the policy does not define: \
+                         define [roles.{}] or fix the name",
+                        shown(other),
+                        shown(other)
+                    ),
+                ));
+            }
+        }
+        if raw.allow.get_ref().is_empty() {
+            return Err(self.error(
+                Some(raw.allow.span()),
+                "an empty allow list allows nothing: list what it allows (like [\"tcp/443\"]) \
+                 or remove the rule",
+            ));
+        }
+        let allow = raw
+            .allow
+            .get_ref()
+            .iter()
+            .map(|a| {
+                a.get_ref()
+                    .parse()
+                    .map_err(|e: String| self.error(Some(a.span()), e))
+            })
+            .collect::<Result<Vec<Allowance>, _>>()?;
+        Ok(EgressRule { to, allow })
+    }
+
+    fn member(&self, raw: &RawMember, policy: &RawPolicy) -> Result<Member, PolicyError> {
+        if !policy.roles.contains_key(raw.role.get_ref()) {
+            return Err(self.error(
+                Some(raw.role.span()),
+                format!(
+                    "member `{}` holds role `{}`, which the policy does not define: define \
+                     [roles.{}] or fix the name",
+                    shown(raw.name.get_ref()),
+                    shown(raw.role.get_ref()),
+                    shown(raw.role.get_ref())
+                ),
+            ));
+        }
+        Ok(Member {
+            name: raw.name.get_ref().clone(),
+            role: raw.role.get_ref().clone(),
+            addresses: self.addresses(&raw.addresses, "a member address")?,
+        })
     }
 
     fn network(&self, raw: &RawNetwork) -> Result<ManagedNetwork, PolicyError> {
@@ -313,10 +455,24 @@ impl Source<'_> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let east_west = match &raw.east_west {
+            None => EastWest::Allow,
+            Some(value) => match value.get_ref().as_str() {
+                "allow" => EastWest::Allow,
+                "deny" => EastWest::Deny,
+                other => {
+                    return Err(self.error(
+                        Some(value.span()),
+                        format!("east_west = `{}`: use \"allow\" or \"deny\"", shown(other)),
+                    ))
+                }
+            },
+        };
         Ok(ManagedNetwork {
             name: raw.name.get_ref().clone(),
             subnets,
             interface: raw.interface.as_ref().map(|i| i.get_ref().clone()),
+            east_west,
         })
     }
 
@@ -390,6 +546,8 @@ fn span_of(raw: &RawPolicy, subject: Subject) -> Range<usize> {
         Subject::Proxy(p) => raw.proxies[p].name.span(),
         Subject::ProxyAddress(p, a) => raw.proxies[p].addresses[a].span(),
         Subject::DefaultDnsServer(d) => default_dns_span(raw, d),
+        Subject::Member(m) => raw.members[m].name.span(),
+        Subject::MemberAddress(m, a) => raw.members[m].addresses[a].span(),
         Subject::DnsServer(p, d) => match &raw.proxies[p].dns_servers {
             Some(list) => list[d].span(),
             None => default_dns_span(raw, d),

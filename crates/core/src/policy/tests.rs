@@ -384,3 +384,94 @@ fn proxy_macs_are_unicast_and_declared_once() {
         "{message}"
     );
 }
+
+#[test]
+fn role_mistakes_are_located() {
+    let cases = [
+        (
+            "[roles.a]\negress = [{ to = \"role:b\", allow = [\"tcp/80\"] }]\n",
+            (2, 18),
+            "role `a` reaches role `b`, which the policy does not define",
+        ),
+        (
+            "[roles.a]\negress = [{ to = \"internet\", allow = [\"tcp/90-80\"] }]\n",
+            (2, 39),
+            "backwards range",
+        ),
+        (
+            "[roles.a]\negress = [{ to = \"internet\", allow = [] }]\n",
+            (2, 38),
+            "empty allow list",
+        ),
+        (
+            "[roles.a]\negress = [{ to = \"elsewhere\", allow = [\"any\"] }]\n",
+            (2, 18),
+            "not a destination",
+        ),
+        (
+            "[roles.a]\negress = [{ to = \"internet\", allow = [\"any\"], colour = 1 }]\n",
+            (2, 47),
+            "unknown field `colour`",
+        ),
+        (
+            "[roles.a]\ningress = []\n",
+            (2, 1),
+            "unknown field `ingress`",
+        ),
+        ("[roles.egress-proxy]\n", (1, 1), "is the proxy role"),
+        (
+            "[roles.a]\n[[members]]\nname = \"m\"\nrole = \"b\"\naddresses = [\"10.0.0.1\"]\n",
+            (4, 8),
+            "holds role `b`, which the policy does not define",
+        ),
+        (
+            "[roles.a]\n[[networks]]\nname = \"n\"\nsubnets = [\"10.1.0.0/24\"]\n\
+             [[members]]\nname = \"m\"\nrole = \"a\"\naddresses = [\"10.9.0.1\"]\n",
+            (8, 14),
+            "lies outside every managed subnet",
+        ),
+        (
+            "[[networks]]\nname = \"n\"\nsubnets = [\"10.1.0.0/24\"]\neast_west = \"sometimes\"\n",
+            (4, 13),
+            "use \"allow\" or \"deny\"",
+        ),
+    ];
+    for (text, at, needle) in cases {
+        let (line, column, message) = error_of(text);
+        assert_eq!((line, column), at, "{needle}: {message}");
+        assert!(message.contains(needle), "{needle}: {message}");
+    }
+}
+
+#[test]
+fn roles_members_and_east_west_are_read() {
+    let policy = Policy::parse(
+        "[[networks]]\nname = \"n\"\nsubnets = [\"10.1.0.0/24\"]\neast_west = \"deny\"\n\
+         [roles.agent]\negress = [{ to = \"role:dns\", allow = [\"udp/53\", \"tcp/53\"] },\n\
+         { to = \"10.9.0.0/16\", allow = [\"tcp/8000-8100\", \"icmp\"] }]\n\
+         [roles.dns]\negress = [{ to = \"internet\", allow = [\"any\"] }]\n\
+         [[members]]\nname = \"a\"\nrole = \"agent\"\naddresses = [\"10.1.0.5\"]\n",
+        "p.toml",
+    )
+    .unwrap();
+    let topology = &policy.static_topology;
+    assert_eq!(
+        topology.networks()[0].east_west,
+        crate::topology::EastWest::Deny
+    );
+    let agent = &topology.roles()["agent"];
+    let rules: Vec<String> = agent
+        .egress
+        .iter()
+        .map(|r| {
+            let allow: Vec<String> = r.allow.iter().map(|a| a.to_string()).collect();
+            format!("{} {}", r.to, allow.join(","))
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        ["role:dns udp/53,tcp/53", "10.9.0.0/16 tcp/8000-8100,icmp"]
+    );
+    assert_eq!(topology.members()[0].role, "agent");
+    assert_eq!(policy.docker.east_west_label, "enforcer.east-west");
+}

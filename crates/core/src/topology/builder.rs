@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::{
-    ManagedNetwork, Proxy, Topology, MAX_INTERFACE_LEN, MAX_NAME_LEN, MIN_PREFIX_V4, MIN_PREFIX_V6,
+    ManagedNetwork, Member, Proxy, Topology, MAX_INTERFACE_LEN, MAX_NAME_LEN, MIN_PREFIX_V4,
+    MIN_PREFIX_V6,
 };
 
 /// Which part of an offered network a [`Rejected`] is about.
@@ -34,7 +35,17 @@ pub enum ProxyPart {
     DnsServer(usize),
 }
 
-/// Why an offered item was not accepted; `P` is [`NetworkPart`] or [`ProxyPart`].
+/// Which part of an offered member a [`Rejected`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberPart {
+    /// Its name.
+    Name,
+    /// Its address at this index.
+    Address(usize),
+}
+
+/// Why an offered item was not accepted; `P` is [`NetworkPart`], [`ProxyPart`] or
+/// [`MemberPart`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{problem}")]
 pub struct Rejected<P> {
@@ -50,10 +61,11 @@ pub struct TopologyBuilder {
     topology: Topology,
     network_names: HashSet<String>,
     proxy_names: HashSet<String>,
+    member_names: HashSet<String>,
     /// Accepted subnets by network address (unique, as they do not overlap), with the index of
     /// their network.
     subnets: BTreeMap<IpAddr, (IpNet, usize)>,
-    /// Addresses of accepted proxies.
+    /// Addresses of accepted proxies and members.
     addresses: HashSet<IpAddr>,
     /// DNS servers of accepted proxies (and reserved ones), with who uses each: `proxy `p``.
     dns_servers: BTreeMap<IpAddr, String>,
@@ -68,6 +80,7 @@ impl From<Topology> for TopologyBuilder {
             topology: Topology {
                 unmanaged_interfaces: topology.unmanaged_interfaces,
                 skipped_interfaces: topology.skipped_interfaces,
+                roles: topology.roles,
                 ..Topology::default()
             },
             ..TopologyBuilder::default()
@@ -77,6 +90,9 @@ impl From<Topology> for TopologyBuilder {
         }
         for proxy in topology.proxies {
             builder.accept_proxy(proxy);
+        }
+        for member in topology.members {
+            builder.accept_member(member);
         }
         builder
     }
@@ -184,6 +200,38 @@ impl TopologyBuilder {
         Ok(())
     }
 
+    /// Accepts `member` unless its name is malformed or taken, or an address lies outside every
+    /// accepted subnet or is already a proxy's or a member's (or given twice to this one). The
+    /// first problem found is returned. Its role is not checked: a role the policy does not
+    /// define allows nothing.
+    pub fn add_member(&mut self, member: Member) -> Result<(), Rejected<MemberPart>> {
+        let reject = |part, problem| Err(Rejected { part, problem });
+        if let Some(problem) = name_problem(&member.name, "member", &self.member_names) {
+            return reject(MemberPart::Name, problem);
+        }
+        for (index, address) in member.addresses.iter().enumerate() {
+            let problem = if self.containing_subnet(*address).is_none() {
+                format!(
+                    "member `{}`: address {address} lies outside every managed subnet; a role \
+                     is held on a managed network, so add its network or fix the address",
+                    member.name
+                )
+            } else if self.addresses.contains(address)
+                || member.addresses[..index].contains(address)
+            {
+                format!(
+                    "member `{}`: address {address} is already a proxy's or another member's",
+                    member.name
+                )
+            } else {
+                continue;
+            };
+            return reject(MemberPart::Address(index), problem);
+        }
+        self.accept_member(member);
+        Ok(())
+    }
+
     /// Reserves `servers`, the resolvers that proxies not offered yet will use (the policy's
     /// `[proxy] dns_servers`, given to every Docker proxy), so that no network accepted later
     /// may hold one. Refused, with the index of the first server found and the problem, when
@@ -265,6 +313,12 @@ impl TopologyBuilder {
         }
         self.proxy_names.insert(proxy.name.clone());
         self.topology.proxies.push(proxy);
+    }
+
+    fn accept_member(&mut self, member: Member) {
+        self.addresses.extend(member.addresses.iter().copied());
+        self.member_names.insert(member.name.clone());
+        self.topology.members.push(member);
     }
 }
 

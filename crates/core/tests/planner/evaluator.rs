@@ -59,8 +59,15 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
                 _ => panic!("pair lookup in a set of another kind"),
             }
         }
-        Match::FlowInSet(family, set) => {
-            if family.is_some_and(|f| Family::of(packet.dst) != f) {
+        Match::FlowInSet(address, set) => {
+            let side = address.map(|(family, direction)| {
+                let side = match direction {
+                    Direction::Source => packet.src,
+                    Direction::Destination => packet.dst,
+                };
+                (family, side)
+            });
+            if side.is_some_and(|(family, side)| Family::of(side) != family) {
                 return false;
             }
             let SetContent::Flows(flows) = &ruleset.set(set).expect("set exists").content else {
@@ -68,9 +75,9 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
             };
             let protocol = packet.protocol.number();
             flows.iter().any(|f| {
-                let address = f
-                    .addresses
-                    .map_or(true, |(first, last)| (first..=last).contains(&packet.dst));
+                let address = f.addresses.map_or(true, |(first, last)| {
+                    side.is_some_and(|(_, side)| (first..=last).contains(&side))
+                });
                 address
                     && (f.protocols.0..=f.protocols.1).contains(&protocol)
                     && (f.ports.0..=f.ports.1).contains(&packet.dport)

@@ -6,6 +6,7 @@
 mod evaluator;
 mod ports;
 mod properties;
+mod roles;
 mod threegate;
 
 use enforcer_core::planner::{plan, TableSettings};
@@ -26,6 +27,7 @@ fn docker_like() -> Ruleset {
         name: "m".into(),
         subnets: vec!["10.1.0.0/24".parse().unwrap()],
         interface: Some("br-m".into()),
+        east_west: Default::default(),
     };
     let topology = Topology::new(vec![network], vec![])
         .unwrap()
@@ -87,6 +89,7 @@ fn dns_servers_restrict_only_dns() {
         name: "e".into(),
         subnets: vec!["10.2.0.0/24".parse().unwrap()],
         interface: None,
+        east_west: Default::default(),
     };
     let proxy = Proxy {
         name: "p".into(),

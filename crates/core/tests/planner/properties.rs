@@ -63,6 +63,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 name: format!("n{i}"),
                 subnets: own,
                 interface: None,
+                east_west: Default::default(),
             });
         }
         let mut used = BTreeSet::new();
@@ -193,11 +194,13 @@ proptest! {
             name: n.name.clone(),
             subnets: n.subnets.iter().copied().filter(|s| matches!(s, IpNet::V4(_))).collect(),
             interface: None,
+            east_west: Default::default(),
         }).collect();
         let mapped: Vec<ManagedNetwork> = v4_only.iter().map(|n| ManagedNetwork {
             name: n.name.clone(),
             subnets: n.subnets.iter().map(|s| IpNet::new(to_v6(s.addr()), s.prefix_len() + 96).unwrap()).collect(),
             interface: None,
+            east_west: Default::default(),
         }).collect();
         let v4_proxies: Vec<Proxy> = case.topology.proxies().iter().filter(|p| p.addresses.iter().all(|a| a.is_ipv4())).cloned().collect();
         let v6_proxies: Vec<Proxy> = v4_proxies.iter().map(|p| Proxy { addresses: p.addresses.iter().map(|a| to_v6(*a)).collect(), ..p.clone() }).collect();

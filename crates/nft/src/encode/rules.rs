@@ -144,7 +144,7 @@ impl Expressions<'_, '_> {
             Match::ArpSenderAddress(address) => self.arp_sender_address(*address),
             Match::NeighbourTarget(address) => self.neighbour_target(*address),
             Match::EtherType(ether_type) => self.outer_ether_type(ether_type.number()),
-            Match::FlowInSet(family, set) => self.flow_in_set(*family, set),
+            Match::FlowInSet(address, set) => self.flow_in_set(*address, set),
         }
     }
 
@@ -312,13 +312,13 @@ impl Expressions<'_, '_> {
 
     /// `ip daddr . meta l4proto . th dport @set` (or without the address): each part in the
     /// 32-bit registers after the previous one's, then one lookup.
-    fn flow_in_set(&mut self, family: Option<Family>, set: &SetName) {
+    fn flow_in_set(&mut self, address: Option<(Family, Direction)>, set: &SetName) {
         let mut words = 0;
-        if let Some(family) = family {
+        if let Some((family, direction)) = address {
             self.nfproto(family);
             let key = AddressKey {
                 family,
-                direction: Direction::Destination,
+                direction,
                 prefix_len: family.bits(),
             };
             self.masked_address(&key, NFT_REG_1);

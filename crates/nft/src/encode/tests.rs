@@ -17,6 +17,7 @@ fn ruleset(networks: &[(&str, &str)]) -> Ruleset {
             name: name.to_string(),
             subnets: vec![subnet.parse().unwrap()],
             interface: None,
+            east_west: Default::default(),
         })
         .collect();
     plan(

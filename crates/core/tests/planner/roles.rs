@@ -1,0 +1,112 @@
+//! Roles on the model: Replicante's policy (`rules/replicante.toml`) with its containers as
+//! static members, every row of its matrix through the reference evaluator, and the shape
+//! that keeps the per-packet cost flat.
+
+use enforcer_core::planner::plan;
+use enforcer_core::policy::Policy;
+use enforcer_core::ruleset::{Hook, Match};
+use enforcer_core::topology::Protocol;
+
+use crate::evaluator::{fate, on, tcp, Fate, Packet};
+
+/// `rules/replicante.toml` with the network and the containers written in: 172.20.0.0/16 on
+/// br-repl, east-west denied; `members` of them hold roles.
+fn replicante(members: usize) -> Policy {
+    let mut text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../rules/replicante.toml"
+    ))
+    .unwrap();
+    text.push_str(
+        "[[networks]]\nname = \"replicante\"\ninterface = \"br-repl\"\n\
+         subnets = [\"172.20.0.0/16\", \"fd00:20::/64\"]\neast_west = \"deny\"\n",
+    );
+    for (name, role, host) in [
+        ("proxy", "proxy", 2),
+        ("dns", "dns", 3),
+        ("supervisor", "supervisor", 5),
+        ("agent", "agent", 100),
+    ] {
+        text.push_str(&format!(
+            "[[members]]\nname = \"{name}\"\nrole = \"{role}\"\n\
+             addresses = [\"172.20.0.{host}\", \"fd00:20::{host:x}\"]\n"
+        ));
+    }
+    for i in 0..members {
+        text.push_str(&format!(
+            "[[members]]\nname = \"agent{i}\"\nrole = \"agent\"\n\
+             addresses = [\"172.20.{}.{}\"]\n",
+            1 + i / 250,
+            1 + i % 250
+        ));
+    }
+    Policy::parse(&text, "replicante.toml").unwrap()
+}
+
+fn udp(mut packet: Packet) -> Packet {
+    packet.protocol = Protocol::Udp;
+    packet
+}
+
+#[test]
+fn replicante_matrix_on_the_model() {
+    let policy = replicante(0);
+    let table = plan(&policy.table, &policy.static_topology);
+    let from = |src: &str, dst: &str, port| on("br-repl", tcp(src, dst, port));
+    let rows = [
+        (udp(from("172.20.0.100", "172.20.0.3", 53)), Fate::Passed),
+        (from("172.20.0.100", "172.20.0.3", 53), Fate::Passed),
+        (from("fd00:20::64", "fd00:20::2", 3128), Fate::Passed),
+        (from("172.20.0.100", "172.20.0.5", 8080), Fate::Passed),
+        (from("172.20.0.100", "172.20.0.5", 9999), Fate::Dropped),
+        (from("172.20.0.100", "172.20.0.50", 9000), Fate::Dropped),
+        (from("172.20.0.100", "203.0.113.10", 443), Fate::Dropped),
+        (udp(from("172.20.0.3", "203.0.113.10", 53)), Fate::Passed),
+        (from("172.20.0.3", "203.0.113.10", 443), Fate::Dropped),
+        (from("fd00:20::2", "2001:db8:113::10", 443), Fate::Passed),
+        (from("172.20.0.2", "203.0.113.10", 22), Fate::Dropped),
+        // The proxy's internet allowance never reaches a managed destination.
+        (from("172.20.0.2", "172.20.0.100", 443), Fate::Dropped),
+        (from("172.20.0.50", "203.0.113.10", 443), Fate::Dropped),
+        (udp(from("172.20.0.5", "172.20.0.3", 53)), Fate::Dropped),
+    ];
+    for (packet, expected) in rows {
+        assert_eq!(fate(&table, Hook::Forward, &packet), expected, "{packet:?}");
+    }
+    // No role allows the host: every member is refused there.
+    let to_host = from("172.20.0.100", "172.20.0.1", 22);
+    assert_eq!(fate(&table, Hook::Input, &to_host), Fate::Dropped);
+}
+
+#[test]
+fn more_members_add_elements_not_rules() {
+    let small = plan(&replicante(0).table, &replicante(0).static_topology);
+    let large_policy = replicante(1000);
+    let large = plan(&large_policy.table, &large_policy.static_topology);
+    let rules = |table: &enforcer_core::ruleset::Ruleset| {
+        table
+            .chains
+            .iter()
+            .map(|c| (c.name.to_string(), c.rules.len()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rules(&small), rules(&large));
+    // Every rule is a fixed number of lookups: no rule names a member's address.
+    for chain in &large.chains {
+        for rule in &chain.rules {
+            assert!(
+                !rule
+                    .matches
+                    .iter()
+                    .any(|m| matches!(m, Match::Address(_, net) if net.to_string().starts_with("172.20."))),
+                "{}: {rule:?}",
+                chain.name
+            );
+        }
+    }
+    // One of the new agents is enforced like the first.
+    let agent = on("br-repl", tcp("172.20.4.1", "172.20.0.5", 8080));
+    assert_eq!(fate(&large, Hook::Forward, &agent), Fate::Passed);
+    let out = on("br-repl", tcp("172.20.4.1", "203.0.113.10", 443));
+    assert_eq!(fate(&large, Hook::Forward, &out), Fate::Dropped);
+}

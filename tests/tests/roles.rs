@@ -1,0 +1,347 @@
+//! Roles through a real dockerd: Replicante (seed 004) with `rules/replicante.toml`. One
+//! network, 172.20.0.0/16 and fd00:20::/64, not internal, labelled managed and east-west deny;
+//! the proxy, DNS, the supervisor, the agent and a network monitor on it, each container
+//! labelled with its role (the monitor with none). Every flow of the matrix is tried first
+//! without enforcer (Docker alone lets each of them through: the network is not internal and
+//! its containers reach each other), then with `enforcer run`, where each must be what the
+//! policy says. IPv4 and IPv6.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use enforcer_harness::docker::{DockerVersion, Dockerd, IMAGE};
+use enforcer_harness::spec::{internet, Family};
+use enforcer_harness::{probe_here, repo_file, Netns, Proto, Responders, PROBE_TIMEOUT};
+
+/// One dockerd at a time.
+static DOCKERD: Mutex<()> = Mutex::new(());
+
+/// A container of the lab: its name, role label, host number on the network, and what it
+/// listens on.
+struct Part {
+    name: &'static str,
+    role: Option<&'static str>,
+    host: u8,
+    listens: &'static [(Proto, u16)],
+}
+
+const PARTS: [Part; 5] = [
+    Part {
+        name: "proxy",
+        role: Some("proxy"),
+        host: 2,
+        listens: &[(Proto::Tcp, 3128)],
+    },
+    Part {
+        name: "dns",
+        role: Some("dns"),
+        host: 3,
+        listens: &[(Proto::Udp, 53), (Proto::Tcp, 53)],
+    },
+    Part {
+        name: "supervisor",
+        role: Some("supervisor"),
+        host: 5,
+        listens: &[(Proto::Tcp, 8080), (Proto::Tcp, 9999)],
+    },
+    Part {
+        name: "monitor",
+        role: None,
+        host: 50,
+        listens: &[(Proto::Tcp, 9000)],
+    },
+    Part {
+        name: "agent",
+        role: Some("agent"),
+        host: 100,
+        listens: &[(Proto::Tcp, 7000)],
+    },
+];
+
+fn address(host: u8, family: Family) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4([172, 20, 0, host].into()),
+        Family::V6 => IpAddr::V6(format!("fd00:20::{host:x}").parse().unwrap()),
+    }
+}
+
+fn part(name: &str) -> &'static Part {
+    PARTS.iter().find(|p| p.name == name).expect("a part")
+}
+
+/// Where a flow goes: a part of the lab, or the internet host.
+#[derive(Clone, Copy)]
+enum To {
+    Part(&'static str),
+    Internet,
+}
+
+/// One row of the matrix: from, to, service, whether the policy allows it, and why.
+struct Row {
+    from: &'static str,
+    to: To,
+    proto: Proto,
+    port: u16,
+    allowed: bool,
+    why: &'static str,
+}
+
+const fn row(
+    from: &'static str,
+    to: To,
+    (proto, port): (Proto, u16),
+    allowed: bool,
+    why: &'static str,
+) -> Row {
+    Row {
+        from,
+        to,
+        proto,
+        port,
+        allowed,
+        why,
+    }
+}
+
+const TCP: Proto = Proto::Tcp;
+const UDP: Proto = Proto::Udp;
+
+/// Replicante's matrix (docs/policy.md has it as a table).
+const MATRIX: [Row; 17] = [
+    row(
+        "agent",
+        To::Part("dns"),
+        (UDP, 53),
+        true,
+        "the agent resolves through DNS",
+    ),
+    row(
+        "agent",
+        To::Part("dns"),
+        (TCP, 53),
+        true,
+        "the agent resolves through DNS",
+    ),
+    row(
+        "agent",
+        To::Part("proxy"),
+        (TCP, 3128),
+        true,
+        "the agent's web goes through the proxy",
+    ),
+    row(
+        "agent",
+        To::Part("supervisor"),
+        (TCP, 8080),
+        true,
+        "the agent calls the supervisor's API",
+    ),
+    row(
+        "agent",
+        To::Part("supervisor"),
+        (TCP, 9999),
+        false,
+        "only the API port",
+    ),
+    row(
+        "agent",
+        To::Part("monitor"),
+        (TCP, 9000),
+        false,
+        "east-west is denied",
+    ),
+    row(
+        "agent",
+        To::Internet,
+        (TCP, 443),
+        false,
+        "the agent never goes out itself",
+    ),
+    row("agent", To::Internet, (UDP, 53), false, "not even for DNS"),
+    row("dns", To::Internet, (UDP, 53), true, "DNS goes out"),
+    row("dns", To::Internet, (TCP, 53), true, "DNS goes out"),
+    row("dns", To::Internet, (TCP, 443), false, "DNS only"),
+    row(
+        "proxy",
+        To::Internet,
+        (TCP, 443),
+        true,
+        "the proxy goes out",
+    ),
+    row("proxy", To::Internet, (TCP, 80), true, "the proxy goes out"),
+    row("proxy", To::Internet, (UDP, 53), false, "web only"),
+    row(
+        "proxy",
+        To::Part("agent"),
+        (TCP, 7000),
+        false,
+        "no role reaches the agent",
+    ),
+    row(
+        "monitor",
+        To::Internet,
+        (TCP, 443),
+        false,
+        "no role: nothing",
+    ),
+    row(
+        "supervisor",
+        To::Part("dns"),
+        (UDP, 53),
+        false,
+        "the supervisor opens nothing",
+    ),
+];
+
+impl Row {
+    fn target(&self, family: Family) -> SocketAddr {
+        let ip = match self.to {
+            To::Part(name) => address(part(name).host, family),
+            To::Internet => internet(family),
+        };
+        SocketAddr::new(ip, self.port)
+    }
+}
+
+/// The lab: dockerd, the network, the containers and their responders.
+struct Lab {
+    docker: Dockerd,
+    containers: Vec<(&'static str, Netns)>,
+    _responders: Vec<Responders>,
+}
+
+impl Lab {
+    fn new(version: DockerVersion) -> Lab {
+        let docker = Dockerd::start_with(version);
+        docker.docker(&[
+            "network",
+            "create",
+            "--subnet",
+            "172.20.0.0/16",
+            "--ipv6",
+            "--subnet",
+            "fd00:20::/64",
+            "--label",
+            "enforcer.managed=true",
+            "--label",
+            "enforcer.east-west=deny",
+            "replicante",
+        ]);
+        let mut containers = Vec::new();
+        let mut responders = Vec::new();
+        for part in &PARTS {
+            let (v4, v6) = (
+                address(part.host, Family::V4).to_string(),
+                address(part.host, Family::V6).to_string(),
+            );
+            let label = part.role.map(|r| format!("enforcer.role={r}"));
+            let mut args = vec!["run", "-d", "--name", part.name, "--network", "replicante"];
+            args.extend(["--ip", &v4, "--ip6", &v6]);
+            if let Some(label) = &label {
+                args.extend(["--label", label]);
+            }
+            args.extend([IMAGE, "sleep", "100000"]);
+            docker.docker(&args);
+            let ns = docker.container_netns(part.name);
+            let endpoints: Vec<(Proto, SocketAddr)> = part
+                .listens
+                .iter()
+                .flat_map(|(proto, port)| {
+                    Family::BOTH.map(|f| (*proto, SocketAddr::new(address(part.host, f), *port)))
+                })
+                .collect();
+            responders.push(Responders::start(&ns, &endpoints));
+            containers.push((part.name, ns));
+        }
+        Lab {
+            docker,
+            containers,
+            _responders: responders,
+        }
+    }
+
+    fn namespace(&self, name: &str) -> &Netns {
+        &self.containers.iter().find(|(n, _)| *n == name).unwrap().1
+    }
+
+    /// Each row in both families: (row, family, open).
+    fn measure(&self) -> Vec<(&'static Row, Family, bool)> {
+        let mut results = Vec::new();
+        for row in &MATRIX {
+            for family in Family::BOTH {
+                let (proto, target) = (row.proto, row.target(family));
+                let open = self
+                    .namespace(row.from)
+                    .enter(move || probe_here(proto, target, PROBE_TIMEOUT));
+                results.push((row, family, open));
+            }
+        }
+        results
+    }
+}
+
+fn report(results: &[(&Row, Family, bool)]) -> String {
+    results
+        .iter()
+        .map(|(row, family, open)| {
+            let verdict = if *open { "open" } else { "closed" };
+            format!(
+                "  {:<10} -> {:<30} {:?}/{:<5} {verdict:<6} (policy: {}; {})\n",
+                row.from,
+                row.target(*family).to_string(),
+                row.proto,
+                row.port,
+                if row.allowed { "allowed" } else { "dropped" },
+                row.why
+            )
+        })
+        .collect()
+}
+
+fn replicante(version: DockerVersion) {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(version);
+    // Docker alone: every flow of the matrix is open, so each closed one below is enforcer's.
+    let before = lab.measure();
+    let closed: Vec<_> = before.iter().filter(|(_, _, open)| !open).collect();
+    assert!(
+        closed.is_empty(),
+        "without enforcer, {} flows were closed:\n{}",
+        closed.len(),
+        report(&before)
+    );
+    let policy = repo_file("rules/replicante.toml");
+    let agent = lab
+        .docker
+        .start_agent(&["--config", policy.to_str().unwrap()]);
+    agent.expect_log("+member agent (role agent)", Duration::from_secs(15));
+    let after = lab.measure();
+    let wrong: Vec<_> = after
+        .iter()
+        .filter(|(row, _, open)| *open != row.allowed)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} flows differ from the policy on Docker {}:\n{}\n{}",
+        wrong.len(),
+        lab.docker.server_version(),
+        report(&after),
+        agent.log()
+    );
+    eprintln!(
+        "Docker {}:\n{}",
+        lab.docker.server_version(),
+        report(&after)
+    );
+}
+
+#[test]
+fn replicante_roles_hold_on_docker_20_10() {
+    replicante(DockerVersion::Bookworm);
+}
+
+#[test]
+fn replicante_roles_hold_on_docker_28_5() {
+    replicante(DockerVersion::Sid);
+}
