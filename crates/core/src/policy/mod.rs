@@ -158,7 +158,8 @@ fn has_content(text: &str) -> bool {
 
 impl Policy {
     /// What `new` takes away that `self` had: static networks and proxies, a proxy's or the
-    /// defaults' services, a static proxy's declared MACs, Docker watching and what makes a Docker network managed, the deny of
+    /// defaults' services, a static proxy's declared MACs, roles and their egress rules (a rule
+    /// changed counts as taken away), static members, Docker watching and what makes a Docker network managed, the deny of
     /// unclassified bridges. A reload that removes something is logged at WARN with this list.
     pub fn removals(&self, new: &Policy) -> Vec<String> {
         use crate::diff::{diff, Change};
@@ -194,6 +195,26 @@ impl Policy {
                     }
                 }
                 Change::Added(..) => {}
+            }
+        }
+        let (old_roles, new_roles) = (self.static_topology.roles(), new.static_topology.roles());
+        for (name, role) in old_roles {
+            let Some(kept) = new_roles.get(name) else {
+                removed.push(format!("role {name}"));
+                continue;
+            };
+            for rule in role.egress.iter().filter(|r| !kept.egress.contains(r)) {
+                let allow: Vec<String> = rule.allow.iter().map(|a| a.to_string()).collect();
+                removed.push(format!(
+                    "role {name}'s egress to {} ({})",
+                    rule.to,
+                    allow.join(", ")
+                ));
+            }
+        }
+        for member in self.static_topology.members() {
+            if !new.static_topology.members().contains(member) {
+                removed.push(format!("static member {} (role {})", member.name, member.role));
             }
         }
         for service in self

@@ -250,6 +250,23 @@ fn a_reload_names_what_it_takes_away() {
     );
     assert!(new.removals(&old).is_empty());
     assert!(old.removals(&old).is_empty());
+
+    let roles = |text: &str| Policy::parse(text, "roles").unwrap();
+    let before = roles(
+        "[roles.a]\negress = [{ to = \"internet\", allow = [\"tcp/443\"] }]\n\
+         [roles.b]\n[[networks]]\nname = \"n\"\nsubnets = [\"10.1.0.0/24\"]\n\
+         [[members]]\nname = \"m\"\nrole = \"b\"\naddresses = [\"10.1.0.9\"]\n",
+    );
+    let after = roles("[roles.a]\n[roles.c]\n");
+    assert_eq!(
+        before.removals(&after),
+        [
+            "static network n",
+            "role a's egress to internet (tcp/443)",
+            "role b",
+            "static member m (role b)"
+        ]
+    );
 }
 
 #[test]
