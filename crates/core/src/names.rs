@@ -26,6 +26,10 @@ pub enum ChainName {
     Proxy(String),
     /// What members of the role with this name may open.
     Role(String),
+    /// Who may open connections toward members of the role with this name.
+    Ingress(String),
+    /// Forwarded traffic toward managed subnets from sources outside them.
+    ToManaged,
     /// Bridge table: the `prerouting` base chain, which sends each port's frames to its chain.
     Prerouting,
     /// Bridge table: what the bound port with this interface name may send.
@@ -67,10 +71,19 @@ pub enum SetName {
     /// Member address . protocol . port: what role members of one family may open toward the
     /// host itself.
     HostFlows(Family),
+    /// The verdict map from members' addresses of one family to their role's ingress chain.
+    Ingress(Family),
+    /// Who (source . protocol . port) may open connections toward the role with this name:
+    /// sources of one family.
+    IngressFlows(Family, String),
+    /// What the internet may open toward the role with this name: protocols and ports.
+    IngressServices(String),
 }
 
 const PROXY_PREFIX: &str = "proxy_";
 const ROLE_PREFIX: &str = "role_";
+const INGRESS_PREFIX: &str = "ingress_";
+const INGRESS_SERVICES_PREFIX: &str = "in_";
 const SERVICES_PREFIX: &str = "out_";
 const PORT_PREFIX: &str = "port_";
 
@@ -84,6 +97,8 @@ impl fmt::Display for ChainName {
             ChainName::FromUnknownBridge => f.write_str("from_unknown_bridge"),
             ChainName::Proxy(name) => write!(f, "{PROXY_PREFIX}{name}"),
             ChainName::Role(name) => write!(f, "{ROLE_PREFIX}{name}"),
+            ChainName::Ingress(name) => write!(f, "{INGRESS_PREFIX}{name}"),
+            ChainName::ToManaged => f.write_str("to_managed"),
             ChainName::Prerouting => f.write_str("prerouting"),
             ChainName::Port(name) => write!(f, "{PORT_PREFIX}{name}"),
             ChainName::UnboundPort => f.write_str("unbound_port"),
@@ -110,17 +125,19 @@ impl FromStr for ChainName {
             "prerouting" => ChainName::Prerouting,
             "unbound_port" => ChainName::UnboundPort,
             "shared_port" => ChainName::SharedPort,
+            "to_managed" => ChainName::ToManaged,
             _ => {
                 let prefixed = |prefix| text.strip_prefix(prefix).filter(|rest| !rest.is_empty());
-                match (
-                    prefixed(PROXY_PREFIX),
-                    prefixed(PORT_PREFIX),
-                    prefixed(ROLE_PREFIX),
-                ) {
-                    (Some(proxy), _, _) => ChainName::Proxy(proxy.to_string()),
-                    (_, Some(port), _) => ChainName::Port(port.to_string()),
-                    (_, _, Some(role)) => ChainName::Role(role.to_string()),
-                    _ => return Err(UnknownName(text.to_string())),
+                if let Some(proxy) = prefixed(PROXY_PREFIX) {
+                    ChainName::Proxy(proxy.to_string())
+                } else if let Some(port) = prefixed(PORT_PREFIX) {
+                    ChainName::Port(port.to_string())
+                } else if let Some(role) = prefixed(ROLE_PREFIX) {
+                    ChainName::Role(role.to_string())
+                } else if let Some(role) = prefixed(INGRESS_PREFIX) {
+                    ChainName::Ingress(role.to_string())
+                } else {
+                    return Err(UnknownName(text.to_string()));
                 }
             }
         })
@@ -144,6 +161,9 @@ impl fmt::Display for SetName {
             SetName::RoleFlows(family, role) => write!(f, "flows_{}_{role}", family.tag()),
             SetName::RoleServices(role) => write!(f, "{SERVICES_PREFIX}{role}"),
             SetName::HostFlows(family) => write!(f, "hostflows_{}", family.tag()),
+            SetName::Ingress(family) => write!(f, "ingress_{}", family.tag()),
+            SetName::IngressFlows(family, role) => write!(f, "inflows_{}_{role}", family.tag()),
+            SetName::IngressServices(role) => write!(f, "{INGRESS_SERVICES_PREFIX}{role}"),
         }
     }
 }
@@ -163,10 +183,21 @@ impl FromStr for SetName {
         if let Some(role) = text.strip_prefix(SERVICES_PREFIX).filter(|r| !r.is_empty()) {
             return Ok(SetName::RoleServices(role.to_string()));
         }
+        if let Some(role) = text
+            .strip_prefix(INGRESS_SERVICES_PREFIX)
+            .filter(|r| !r.is_empty())
+        {
+            return Ok(SetName::IngressServices(role.to_string()));
+        }
         for family in [Family::V4, Family::V6] {
-            let prefix = format!("flows_{}_", family.tag());
-            if let Some(role) = text.strip_prefix(&prefix).filter(|r| !r.is_empty()) {
-                return Ok(SetName::RoleFlows(family, role.to_string()));
+            for (kind, named) in [
+                ("flows", SetName::RoleFlows as fn(Family, String) -> SetName),
+                ("inflows", SetName::IngressFlows),
+            ] {
+                let prefix = format!("{kind}_{}_", family.tag());
+                if let Some(role) = text.strip_prefix(&prefix).filter(|r| !r.is_empty()) {
+                    return Ok(named(family, role.to_string()));
+                }
             }
         }
         let (kind, rest) = text.split_once('_').ok_or_else(unknown)?;
@@ -186,6 +217,7 @@ impl FromStr for SetName {
             "proxies" => SetName::Proxies(family),
             "roles" => SetName::Roles(family),
             "hostflows" => SetName::HostFlows(family),
+            "ingress" => SetName::Ingress(family),
             _ => return Err(unknown()),
         };
         // Only the canonical spelling (no leading zeros, nothing left over) is a name.
@@ -226,6 +258,10 @@ mod tests {
             Just(SetName::Ports),
             family().prop_map(SetName::Roles),
             family().prop_map(SetName::HostFlows),
+            family().prop_map(SetName::Ingress),
+            (family(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
+                .prop_map(|(f, r)| SetName::IngressFlows(f, r)),
+            "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(SetName::IngressServices),
             (family(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
                 .prop_map(|(f, r)| SetName::RoleFlows(f, r)),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(SetName::RoleServices),
@@ -241,6 +277,8 @@ mod tests {
             Just(ChainName::FromUnknownBridge),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Proxy),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Role),
+            "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Ingress),
+            Just(ChainName::ToManaged),
             Just(ChainName::Prerouting),
             Just(ChainName::UnboundPort),
             Just(ChainName::SharedPort),

@@ -185,11 +185,24 @@ pub struct EgressRule {
     pub allow: Vec<Allowance>,
 }
 
+/// One ingress rule: from `from` (never the host: what the host sends is not filtered), what
+/// `allow` lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressRule {
+    /// Who may open connections toward the role's members.
+    pub from: Target,
+    /// What, never empty.
+    pub allow: Vec<Allowance>,
+}
+
 /// A role the policy defines.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Role {
     /// What its members may open, besides same-network traffic where east-west is allowed.
     pub egress: Vec<EgressRule>,
+    /// Who may open connections toward its members, besides what the initiator's own role
+    /// allows.
+    pub ingress: Vec<IngressRule>,
 }
 
 #[cfg(test)]

@@ -265,9 +265,12 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
             skipped,
         ),
         input_chain(settings, &prefixes, skipped),
-        from_managed_chain(&prefixes, &pair_lengths),
+        from_managed_chain(&prefixes, &pair_lengths, &roles.ingress),
         host_chain(&proxy_families, &roles.host),
     ];
+    if !prefixes.is_empty() {
+        chains.push(to_managed_chain(&roles.ingress));
+    }
     if !settings.unknown_interface_patterns.is_empty() || skipped {
         chains.push(unknown_bridge_chain());
     }
@@ -434,6 +437,15 @@ fn forward_chain(
         settings,
         Verdict::Jump(ChainName::FromUnknownBridge),
     ));
+    // Only sources outside the managed networks get here: toward a managed destination, a new
+    // connection needs the destination's ingress.
+    rules.extend(per_prefix(
+        prefixes,
+        Direction::Destination,
+        SetName::Managed,
+        Verdict::Jump(ChainName::ToManaged),
+        |len| format!("toward a managed /{len} from outside the managed networks"),
+    ));
     Chain {
         name: ChainName::Forward,
         hook: Some((Hook::Forward, settings.forward_priority)),
@@ -441,7 +453,43 @@ fn forward_chain(
     }
 }
 
-fn from_managed_chain(prefixes: &[(Family, u8)], pair_lengths: &[(Family, u8, u8)]) -> Chain {
+/// Each member address of a role with ingress rules visits its role's ingress chain as a
+/// destination, and comes back unless accepted there.
+fn ingress_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
+    families.iter().map(|&family| Rule {
+        matches: vec![],
+        counter: false,
+        action: Action::VerdictMap(
+            MapKey::Address(key(family, Direction::Destination, family.bits())),
+            SetName::Ingress(family),
+        ),
+        comment: "toward a role member: what its role's ingress allows".into(),
+    })
+}
+
+/// New connections toward a managed network from outside it: replies pass, a role member's
+/// ingress may accept, anything else is dropped and counted.
+fn to_managed_chain(ingress_families: &[Family]) -> Chain {
+    let mut rules = vec![replies_rule()];
+    rules.extend(ingress_dispatch(ingress_families));
+    rules.push(Rule {
+        matches: vec![],
+        counter: true,
+        action: Action::Verdict(Verdict::Drop),
+        comment: "a new connection toward a managed network from outside it: denied".into(),
+    });
+    Chain {
+        name: ChainName::ToManaged,
+        hook: None,
+        rules,
+    }
+}
+
+fn from_managed_chain(
+    prefixes: &[(Family, u8)],
+    pair_lengths: &[(Family, u8, u8)],
+    ingress_families: &[Family],
+) -> Chain {
     let mut rules = vec![replies_rule()];
     rules.extend(pair_lengths.iter().map(|&(family, source, destination)| {
         rule(
@@ -468,6 +516,7 @@ fn from_managed_chain(prefixes: &[(Family, u8)], pair_lengths: &[(Family, u8, u8
             comment,
         ));
     }
+    rules.extend(ingress_dispatch(ingress_families));
     rules.extend(per_prefix(
         prefixes,
         Direction::Source,

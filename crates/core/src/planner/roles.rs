@@ -8,8 +8,14 @@
 //!   and ports) is looked up. Whatever it does not accept returns to `forward`, where the
 //!   managed source meets `from_managed`: same-network traffic where east-west is allowed, and
 //!   a counted drop of the rest.
-//! - `host_flows_<v4|v6>`: member address . protocol . port for each role allowed toward the
+//! - `hostflows_<v4|v6>`: member address . protocol . port for each role allowed toward the
 //!   host, looked up in `host_from_managed`.
+//! - `ingress_v4` / `ingress_v6` (verdict maps): a member's address -> a jump to its role's
+//!   `ingress_<name>` chain, for roles with ingress rules. `from_managed` looks the destination
+//!   up there before its drops (a managed initiator's own role did not allow the flow, the
+//!   destination's may), and `to_managed` does for connections from outside the managed
+//!   networks. `ingress_<name>` accepts sources in `inflows_<v4|v6>_<name>` (source . protocol
+//!   . port) and, from a source outside the managed networks, what `in_<name>` lists.
 //!
 //! Per packet: one map lookup, then a few set lookups (and, toward the internet, one per
 //! managed prefix length), whatever the number of roles, members or rules.
@@ -40,8 +46,10 @@ pub(super) struct RolePlan {
     pub(super) chains: Vec<Chain>,
     /// The families with members: each has a `roles_*` map for `forward` to look up.
     pub(super) dispatch: Vec<Family>,
-    /// The families with a `host_flows_*` set for `host_from_managed` to look up.
+    /// The families with a `hostflows_*` set for `host_from_managed` to look up.
     pub(super) host: Vec<Family>,
+    /// The families with an `ingress_*` map for `from_managed` and `to_managed` to look up.
+    pub(super) ingress: Vec<Family>,
 }
 
 /// The roles of `topology` that have members, planned against the managed `prefixes`.
@@ -55,8 +63,21 @@ pub(super) fn plan_roles(topology: &Topology, prefixes: &[(Family, u8)]) -> Role
     let mut plan = RolePlan::default();
     let mut maps: BTreeMap<Family, BTreeMap<IpAddr, Verdict>> = BTreeMap::new();
     let mut host: BTreeMap<Family, Vec<FlowRange>> = BTreeMap::new();
+    let mut ingress_maps: BTreeMap<Family, BTreeMap<IpAddr, Verdict>> = BTreeMap::new();
     for (&name, holders) in &members {
         let role = &topology.roles()[name];
+        if !role.ingress.is_empty() {
+            let chain = ChainName::Ingress(name.to_string());
+            for address in holders.iter().flat_map(|m| &m.addresses) {
+                ingress_maps
+                    .entry(Family::of(*address))
+                    .or_default()
+                    .insert(*address, Verdict::Jump(chain.clone()));
+            }
+            let (sets, chain) = ingress_chain(topology, &members, name, prefixes);
+            plan.sets.extend(sets);
+            plan.chains.push(chain);
+        }
         let chain = ChainName::Role(name.to_string());
         for address in holders.iter().flat_map(|m| &m.addresses) {
             let verdict = Verdict::Jump(chain.clone());
@@ -142,11 +163,80 @@ pub(super) fn plan_roles(topology: &Topology, prefixes: &[(Family, u8)]) -> Role
         plan.sets
             .push(flow_set(SetName::HostFlows(family), Some(family), &flows));
     }
+    for (family, map) in ingress_maps {
+        plan.ingress.push(family);
+        plan.sets.push(Set {
+            name: SetName::Ingress(family),
+            key: SetKey::Address(family),
+            content: SetContent::VerdictMap(map),
+        });
+    }
     plan
 }
 
-/// The inclusive address ranges `target` names: a role's members, a managed network's subnets,
-/// a prefix. A network no managed network has the name of names nothing.
+/// The sets and the `ingress_<name>` chain of role `name`, which has ingress rules.
+fn ingress_chain(
+    topology: &Topology,
+    members: &BTreeMap<&str, Vec<&Member>>,
+    name: &str,
+    prefixes: &[(Family, u8)],
+) -> (Vec<Set>, Chain) {
+    let mut flows: BTreeMap<Family, Vec<FlowRange>> = BTreeMap::new();
+    let mut internet: Vec<FlowRange> = Vec::new();
+    for rule in &topology.roles()[name].ingress {
+        let allowed: Vec<FlowRange> = rule.allow.iter().flat_map(|a| a.flows()).collect();
+        match &rule.from {
+            Target::Internet => internet.extend(allowed),
+            Target::Host => {} // refused by the policy: the host's own traffic is not filtered
+            source => {
+                for range in destinations(topology, members, source) {
+                    let family = Family::of(range.0);
+                    flows
+                        .entry(family)
+                        .or_default()
+                        .extend(addressed(&allowed, range));
+                }
+            }
+        }
+    }
+    let mut sets = Vec::new();
+    let mut rules = Vec::new();
+    for (family, flows) in flows {
+        let set = SetName::IngressFlows(family, name.to_string());
+        sets.push(flow_set(set.clone(), Some(family), &flows));
+        rules.push(rule(
+            vec![Match::FlowInSet(Some((family, Direction::Source)), set)],
+            Verdict::Accept,
+            format!("role {name}: from the roles, networks and prefixes that may reach it"),
+        ));
+    }
+    if !internet.is_empty() {
+        rules.extend(per_prefix(
+            prefixes,
+            Direction::Source,
+            SetName::Managed,
+            Verdict::Return,
+            |len| format!("a managed /{len} source is not the internet"),
+        ));
+        let set = SetName::IngressServices(name.to_string());
+        sets.push(flow_set(set.clone(), None, &internet));
+        rules.push(rule(
+            vec![Match::FlowInSet(None, set)],
+            Verdict::Accept,
+            format!("role {name}: what the internet may open toward it"),
+        ));
+    }
+    let chain = Chain {
+        name: ChainName::Ingress(name.to_string()),
+        hook: None,
+        rules,
+    };
+    (sets, chain)
+}
+
+/// The inclusive address ranges `target` (a destination, or an ingress source) names: a role's
+/// members, a managed network's subnets, a prefix. A network no managed network has the name
+/// of names nothing.
 fn destinations(
     topology: &Topology,
     members: &BTreeMap<&str, Vec<&Member>>,

@@ -203,18 +203,31 @@ impl Policy {
                 removed.push(format!("role {name}"));
                 continue;
             };
+            let text = |allow: &[crate::roles::Allowance]| {
+                allow
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             for rule in role.egress.iter().filter(|r| !kept.egress.contains(r)) {
-                let allow: Vec<String> = rule.allow.iter().map(|a| a.to_string()).collect();
+                let allow = text(&rule.allow);
+                removed.push(format!("role {name}'s egress to {} ({allow})", rule.to));
+            }
+            for rule in role.ingress.iter().filter(|r| !kept.ingress.contains(r)) {
+                let allow = text(&rule.allow);
                 removed.push(format!(
-                    "role {name}'s egress to {} ({})",
-                    rule.to,
-                    allow.join(", ")
+                    "role {name}'s ingress from {} ({allow})",
+                    rule.from
                 ));
             }
         }
         for member in self.static_topology.members() {
             if !new.static_topology.members().contains(member) {
-                removed.push(format!("static member {} (role {})", member.name, member.role));
+                removed.push(format!(
+                    "static member {} (role {})",
+                    member.name, member.role
+                ));
             }
         }
         for service in self

@@ -13,7 +13,7 @@ use super::{DockerSettings, Policy, PolicyError, ProxyDefaults, UnknownNetworks}
 use crate::nft_syntax;
 use crate::planner::TableSettings;
 use crate::ports::MacAddr;
-use crate::roles::{Allowance, EgressRule, Role, Target};
+use crate::roles::{Allowance, EgressRule, IngressRule, Role, Target};
 use crate::topology::{
     is_valid_interface, is_valid_name, EastWest, ManagedNetwork, Member, Proxy, Service, Subject,
     Topology,
@@ -43,6 +43,15 @@ struct RawPolicy {
 struct RawRole {
     #[serde(default)]
     egress: Vec<RawEgress>,
+    #[serde(default)]
+    ingress: Vec<RawIngress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngress {
+    from: Spanned<String>,
+    allow: Spanned<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -367,30 +376,45 @@ impl Source<'_> {
             }
             let mut egress = Vec::new();
             for rule in &role.get_ref().egress {
-                egress.push(self.egress_rule(rule, raw, name)?);
+                let to = self.target(&rule.to, raw, name)?;
+                let allow = self.allowances(&rule.allow)?;
+                egress.push(EgressRule { to, allow });
             }
-            roles.insert(name.clone(), Role { egress });
+            let mut ingress = Vec::new();
+            for rule in &role.get_ref().ingress {
+                let from = self.target(&rule.from, raw, name)?;
+                if from == Target::Host {
+                    return Err(self.error(
+                        Some(rule.from.span()),
+                        "`host` as an ingress source: what the host itself sends is not \
+                         filtered, so there is nothing to allow; remove the rule",
+                    ));
+                }
+                let allow = self.allowances(&rule.allow)?;
+                ingress.push(IngressRule { from, allow });
+            }
+            roles.insert(name.clone(), Role { egress, ingress });
         }
         Ok(roles)
     }
 
-    fn egress_rule(
+    /// A rule's `to` or `from`; a `role:` it names must be defined.
+    fn target(
         &self,
-        raw: &RawEgress,
+        raw: &Spanned<String>,
         policy: &RawPolicy,
         role: &str,
-    ) -> Result<EgressRule, PolicyError> {
-        let to: Target = raw
-            .to
+    ) -> Result<Target, PolicyError> {
+        let target: Target = raw
             .get_ref()
             .parse()
-            .map_err(|e: String| self.error(Some(raw.to.span()), e))?;
-        if let Target::Role(other) = &to {
+            .map_err(|e: String| self.error(Some(raw.span()), e))?;
+        if let Target::Role(other) = &target {
             if !policy.roles.contains_key(other) {
                 return Err(self.error(
-                    Some(raw.to.span()),
+                    Some(raw.span()),
                     format!(
-                        "role `{role}` reaches role `{}`, which the policy does not define: \
+                        "role `{role}` names role `{}`, which the policy does not define: \
                          define [roles.{}] or fix the name",
                         shown(other),
                         shown(other)
@@ -398,24 +422,29 @@ impl Source<'_> {
                 ));
             }
         }
-        if raw.allow.get_ref().is_empty() {
+        Ok(target)
+    }
+
+    /// A rule's `allow`: not empty, every entry an [`Allowance`].
+    fn allowances(
+        &self,
+        raw: &Spanned<Vec<Spanned<String>>>,
+    ) -> Result<Vec<Allowance>, PolicyError> {
+        if raw.get_ref().is_empty() {
             return Err(self.error(
-                Some(raw.allow.span()),
+                Some(raw.span()),
                 "an empty allow list allows nothing: list what it allows (like [\"tcp/443\"]) \
                  or remove the rule",
             ));
         }
-        let allow = raw
-            .allow
-            .get_ref()
+        raw.get_ref()
             .iter()
             .map(|a| {
                 a.get_ref()
                     .parse()
                     .map_err(|e: String| self.error(Some(a.span()), e))
             })
-            .collect::<Result<Vec<Allowance>, _>>()?;
-        Ok(EgressRule { to, allow })
+            .collect()
     }
 
     fn member(&self, raw: &RawMember, policy: &RawPolicy) -> Result<Member, PolicyError> {

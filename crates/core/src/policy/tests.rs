@@ -408,7 +408,7 @@ fn role_mistakes_are_located() {
         (
             "[roles.a]\negress = [{ to = \"role:b\", allow = [\"tcp/80\"] }]\n",
             (2, 18),
-            "role `a` reaches role `b`, which the policy does not define",
+            "role `a` names role `b`, which the policy does not define",
         ),
         (
             "[roles.a]\negress = [{ to = \"internet\", allow = [\"tcp/90-80\"] }]\n",
@@ -430,10 +430,11 @@ fn role_mistakes_are_located() {
             (2, 47),
             "unknown field `colour`",
         ),
+        ("[roles.a]\nreach = []\n", (2, 1), "unknown field `reach`"),
         (
-            "[roles.a]\ningress = []\n",
-            (2, 1),
-            "unknown field `ingress`",
+            "[roles.a]\ningress = [{ from = \"host\", allow = [\"any\"] }]\n",
+            (2, 21),
+            "what the host itself sends is not filtered",
         ),
         ("[roles.egress-proxy]\n", (1, 1), "is the proxy role"),
         (

@@ -110,3 +110,46 @@ fn more_members_add_elements_not_rules() {
     let out = on("br-repl", tcp("172.20.4.1", "203.0.113.10", 443));
     assert_eq!(fate(&large, Hook::Forward, &out), Fate::Dropped);
 }
+
+#[test]
+fn ingress_admits_only_what_the_destination_role_allows() {
+    let mut policy = replicante(0);
+    let text = "[roles.supervisor]\ningress = [\n\
+                { from = \"internet\", allow = [\"tcp/8443\"] },\n\
+                { from = \"role:dns\", allow = [\"udp/5353\"] },\n]\n";
+    let extra = Policy::parse(&format!("{text}[roles.dns]\n"), "extra.toml").unwrap();
+    let mut roles = policy.static_topology.roles().clone();
+    roles.insert(
+        "supervisor".into(),
+        extra.static_topology.roles()["supervisor"].clone(),
+    );
+    policy.static_topology = policy.static_topology.clone().with_roles(roles);
+    let table = plan(&policy.table, &policy.static_topology);
+    let inside = |src: &str, dst: &str, port| on("br-repl", tcp(src, dst, port));
+    let outside = |src: &str, dst: &str, port| on("uplink", tcp(src, dst, port));
+    let rows = [
+        (outside("203.0.113.10", "172.20.0.5", 8443), Fate::Passed),
+        (
+            outside("2001:db8:113::10", "fd00:20::5", 8443),
+            Fate::Passed,
+        ),
+        (outside("203.0.113.10", "172.20.0.5", 22), Fate::Dropped),
+        (outside("203.0.113.10", "172.20.0.100", 7000), Fate::Dropped),
+        // A container without a role is managed too: nothing opens toward it.
+        (outside("203.0.113.10", "172.20.0.50", 9000), Fate::Dropped),
+        (udp(inside("172.20.0.3", "172.20.0.5", 5353)), Fate::Passed),
+        (
+            udp(inside("172.20.0.100", "172.20.0.5", 5353)),
+            Fate::Dropped,
+        ),
+        // The internet's allowance is not a managed source's.
+        (inside("172.20.0.100", "172.20.0.5", 8443), Fate::Dropped),
+    ];
+    for (packet, expected) in rows {
+        assert_eq!(fate(&table, Hook::Forward, &packet), expected, "{packet:?}");
+    }
+    // Replies toward managed containers pass.
+    let mut reply = outside("203.0.113.10", "172.20.0.100", 40000);
+    reply.state = Some(enforcer_core::ruleset::CtState::Established);
+    assert_eq!(fate(&table, Hook::Forward, &reply), Fate::Passed);
+}
