@@ -1,16 +1,19 @@
 //! Roles through a real dockerd: Replicante (seed 004) with `rules/replicante.toml`. One
 //! network, 172.20.0.0/16 and fd00:20::/64, not internal, labelled managed and east-west deny;
 //! the proxy, DNS, the supervisor, the agent and a network monitor on it, each container
-//! labelled with its role (the monitor with none). Every flow of the matrix is tried first
-//! without enforcer (Docker alone lets each of them through: the network is not internal and
-//! its containers reach each other), then with `enforcer run`, where each must be what the
-//! policy says. IPv4 and IPv6.
+//! labelled with its role (the monitor with none). The agent is also on an unmanaged network,
+//! `plain` (172.30.0.0/16, fd00:30::/64), with its default route there, the way out a
+//! dual-homed container would take; an outsider sits on `plain` alone. Every flow of the
+//! matrix is tried first without enforcer, with Docker's isolation between networks flushed
+//! (each flow then gets through: neither network is internal and containers of one network
+//! reach each other), then with `enforcer run`, where each must be what the policy says. IPv4
+//! and IPv6.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use enforcer_harness::docker::{DockerVersion, Dockerd, IMAGE};
+use enforcer_harness::docker::{DockerVersion, Dockerd, ThreeGate, IMAGE};
 use enforcer_harness::spec::{internet, Family};
 use enforcer_harness::{probe_here, repo_file, Netns, Proto, Responders, PROBE_TIMEOUT};
 
@@ -70,12 +73,24 @@ fn part(name: &str) -> &'static Part {
     PARTS.iter().find(|p| p.name == name).expect("a part")
 }
 
-/// Where a flow goes: a part of the lab, or the internet host.
+/// Where a flow goes: a part of the lab on replicante or on plain, or the internet host.
 #[derive(Clone, Copy)]
 enum To {
     Part(&'static str),
+    OnPlain(&'static str),
     Internet,
 }
+
+/// An address on `plain`.
+fn plain(host: u8, family: Family) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4([172, 30, 0, host].into()),
+        Family::V6 => IpAddr::V6(format!("fd00:30::{host:x}").parse().unwrap()),
+    }
+}
+
+/// The outsider: on `plain` only, no role.
+const OUTSIDER: u8 = 9;
 
 /// One row of the matrix: from, to, service, whether the policy allows it, and why.
 struct Row {
@@ -108,7 +123,7 @@ const TCP: Proto = Proto::Tcp;
 const UDP: Proto = Proto::Udp;
 
 /// Replicante's matrix (docs/policy.md has it as a table).
-const MATRIX: [Row; 17] = [
+const MATRIX: [Row; 20] = [
     row(
         "agent",
         To::Part("dns"),
@@ -156,7 +171,7 @@ const MATRIX: [Row; 17] = [
         To::Internet,
         (TCP, 443),
         false,
-        "the agent never goes out itself",
+        "the agent never goes out itself, not even by its route through plain",
     ),
     row("agent", To::Internet, (UDP, 53), false, "not even for DNS"),
     row("dns", To::Internet, (UDP, 53), true, "DNS goes out"),
@@ -192,12 +207,34 @@ const MATRIX: [Row; 17] = [
         false,
         "the supervisor opens nothing",
     ),
+    row(
+        "outsider",
+        To::OnPlain("agent"),
+        (TCP, 7000),
+        false,
+        "managed on plain too: nothing opens toward it",
+    ),
+    row(
+        "outsider",
+        To::Part("agent"),
+        (TCP, 7000),
+        false,
+        "nothing from outside opens toward a managed container",
+    ),
+    row(
+        "outsider",
+        To::Internet,
+        (TCP, 443),
+        true,
+        "an unmanaged network is left alone",
+    ),
 ];
 
 impl Row {
     fn target(&self, family: Family) -> SocketAddr {
         let ip = match self.to {
             To::Part(name) => address(part(name).host, family),
+            To::OnPlain(name) => plain(part(name).host, family),
             To::Internet => internet(family),
         };
         SocketAddr::new(ip, self.port)
@@ -228,6 +265,16 @@ impl Lab {
             "enforcer.east-west=deny",
             "replicante",
         ]);
+        docker.docker(&[
+            "network",
+            "create",
+            "--subnet",
+            "172.30.0.0/16",
+            "--ipv6",
+            "--subnet",
+            "fd00:30::/64",
+            "plain",
+        ]);
         let mut containers = Vec::new();
         let mut responders = Vec::new();
         for part in &PARTS {
@@ -253,6 +300,56 @@ impl Lab {
                 .collect();
             responders.push(Responders::start(&ns, &endpoints));
             containers.push((part.name, ns));
+        }
+        // The agent on plain too, its default route there: a way out that bypasses roles
+        // unless the agent is managed on every interface. Its listener answers there too.
+        let agent = part("agent");
+        let (v4, v6) = (
+            plain(agent.host, Family::V4).to_string(),
+            plain(agent.host, Family::V6).to_string(),
+        );
+        let connect = [
+            "network", "connect", "--ip", &v4, "--ip6", &v6, "plain", "agent",
+        ];
+        docker.docker(&connect);
+        let agent_ns = &containers.iter().find(|(n, _)| *n == "agent").unwrap().1;
+        agent_ns.exec_ok("ip", &["route", "replace", "default", "via", "172.30.0.1"]);
+        agent_ns.exec_ok(
+            "ip",
+            &["-6", "route", "replace", "default", "via", "fd00:30::1"],
+        );
+        let on_plain: Vec<(Proto, SocketAddr)> = Family::BOTH
+            .map(|f| (Proto::Tcp, SocketAddr::new(plain(agent.host, f), 7000)))
+            .to_vec();
+        responders.push(Responders::start(agent_ns, &on_plain));
+        let (v4, v6) = (
+            plain(OUTSIDER, Family::V4).to_string(),
+            plain(OUTSIDER, Family::V6).to_string(),
+        );
+        docker.docker(&[
+            "run",
+            "-d",
+            "--name",
+            "outsider",
+            "--network",
+            "plain",
+            "--ip",
+            &v4,
+            "--ip6",
+            &v6,
+            IMAGE,
+            "sleep",
+            "100000",
+        ]);
+        containers.push(("outsider", docker.container_netns("outsider")));
+        // Docker's isolation between networks gone (a Docker bug, an `iptables -F`), and 28.5's
+        // drops of packets toward a container's unpublished ports from another interface (raw
+        // PREROUTING, and the filter table's DOCKER chain; nothing is published here): only
+        // enforcer stands between plain and replicante.
+        ThreeGate::flush_docker_isolation(&docker);
+        for tool in ["iptables", "ip6tables"] {
+            let _ = docker.host.exec(tool, &["-t", "raw", "-F", "PREROUTING"]);
+            let _ = docker.host.exec(tool, &["-F", "DOCKER"]);
         }
         Lab {
             docker,

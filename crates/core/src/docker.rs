@@ -316,11 +316,13 @@ pub fn classify_after(
     );
     skipped.sort();
     remarks.sort();
+    let elsewhere = elsewhere(docker, &networks.enforced, &mut skipped);
     Classified {
         topology: builder
             .build()
             .with_unmanaged_interfaces(networks.unmanaged_bridges)
-            .with_skipped_interfaces(networks.skipped_bridges),
+            .with_skipped_interfaces(networks.skipped_bridges)
+            .with_elsewhere(elsewhere),
         skipped,
         remarks,
         enforced_networks: networks.enforced,
@@ -401,6 +403,50 @@ fn proxy_addresses(
         }
     }
     addresses
+}
+
+/// The addresses that running containers on an `enforced` network hold on the other networks
+/// they are attached to, with the container's name.
+fn elsewhere(
+    docker: &DockerState,
+    enforced: &BTreeSet<String>,
+    skipped: &mut Vec<Skipped>,
+) -> BTreeMap<IpAddr, String> {
+    let mut out = BTreeMap::new();
+    for container in docker.containers.values() {
+        if !container
+            .endpoints
+            .iter()
+            .any(|e| enforced.contains(&e.network_id))
+        {
+            continue;
+        }
+        for endpoint in container
+            .endpoints
+            .iter()
+            .filter(|e| !enforced.contains(&e.network_id))
+        {
+            for text in [&endpoint.ipv4, &endpoint.ipv6]
+                .into_iter()
+                .filter(|t| !t.is_empty())
+            {
+                match text.parse::<IpAddr>() {
+                    Ok(address) => {
+                        out.insert(address, container.name.clone());
+                    }
+                    Err(_) => skipped.push(Skipped::new(
+                        &container.describe(),
+                        &format!(
+                            "address `{text:.64}` on network {:.64} is not an IP address: it \
+                             cannot be denied by address (its bridge's own rules still apply)",
+                            endpoint.network_id
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Offers every running container whose role label names a role (not the proxy role) as a

@@ -30,6 +30,8 @@ pub enum ChainName {
     Ingress(String),
     /// Forwarded traffic toward managed subnets from sources outside them.
     ToManaged,
+    /// Forwarded traffic from the addresses managed containers hold on unmanaged networks.
+    FromElsewhere,
     /// Bridge table: the `prerouting` base chain, which sends each port's frames to its chain.
     Prerouting,
     /// Bridge table: what the bound port with this interface name may send.
@@ -78,6 +80,9 @@ pub enum SetName {
     IngressFlows(Family, String),
     /// What the internet may open toward the role with this name: protocols and ports.
     IngressServices(String),
+    /// The addresses of one family that managed containers hold on unmanaged networks, each
+    /// counted and naming its container.
+    Elsewhere(Family),
 }
 
 const PROXY_PREFIX: &str = "proxy_";
@@ -99,6 +104,7 @@ impl fmt::Display for ChainName {
             ChainName::Role(name) => write!(f, "{ROLE_PREFIX}{name}"),
             ChainName::Ingress(name) => write!(f, "{INGRESS_PREFIX}{name}"),
             ChainName::ToManaged => f.write_str("to_managed"),
+            ChainName::FromElsewhere => f.write_str("from_elsewhere"),
             ChainName::Prerouting => f.write_str("prerouting"),
             ChainName::Port(name) => write!(f, "{PORT_PREFIX}{name}"),
             ChainName::UnboundPort => f.write_str("unbound_port"),
@@ -126,6 +132,7 @@ impl FromStr for ChainName {
             "unbound_port" => ChainName::UnboundPort,
             "shared_port" => ChainName::SharedPort,
             "to_managed" => ChainName::ToManaged,
+            "from_elsewhere" => ChainName::FromElsewhere,
             _ => {
                 let prefixed = |prefix| text.strip_prefix(prefix).filter(|rest| !rest.is_empty());
                 if let Some(proxy) = prefixed(PROXY_PREFIX) {
@@ -162,6 +169,7 @@ impl fmt::Display for SetName {
             SetName::RoleServices(role) => write!(f, "{SERVICES_PREFIX}{role}"),
             SetName::HostFlows(family) => write!(f, "hostflows_{}", family.tag()),
             SetName::Ingress(family) => write!(f, "ingress_{}", family.tag()),
+            SetName::Elsewhere(family) => write!(f, "elsewhere_{}", family.tag()),
             SetName::IngressFlows(family, role) => write!(f, "inflows_{}_{role}", family.tag()),
             SetName::IngressServices(role) => write!(f, "{INGRESS_SERVICES_PREFIX}{role}"),
         }
@@ -218,6 +226,7 @@ impl FromStr for SetName {
             "roles" => SetName::Roles(family),
             "hostflows" => SetName::HostFlows(family),
             "ingress" => SetName::Ingress(family),
+            "elsewhere" => SetName::Elsewhere(family),
             _ => return Err(unknown()),
         };
         // Only the canonical spelling (no leading zeros, nothing left over) is a name.
@@ -259,6 +268,7 @@ mod tests {
             family().prop_map(SetName::Roles),
             family().prop_map(SetName::HostFlows),
             family().prop_map(SetName::Ingress),
+            family().prop_map(SetName::Elsewhere),
             (family(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
                 .prop_map(|(f, r)| SetName::IngressFlows(f, r)),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(SetName::IngressServices),
@@ -279,6 +289,7 @@ mod tests {
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Role),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Ingress),
             Just(ChainName::ToManaged),
+            Just(ChainName::FromElsewhere),
             Just(ChainName::Prerouting),
             Just(ChainName::UnboundPort),
             Just(ChainName::SharedPort),

@@ -206,6 +206,7 @@ pub struct Topology {
     proxies: Vec<Proxy>,
     members: Vec<Member>,
     roles: BTreeMap<String, Role>,
+    elsewhere: BTreeMap<IpAddr, String>,
     unmanaged_interfaces: BTreeSet<String>,
     skipped_interfaces: BTreeSet<String>,
 }
@@ -291,6 +292,25 @@ impl Topology {
     /// The roles the policy defines, by name.
     pub fn roles(&self) -> &BTreeMap<String, Role> {
         &self.roles
+    }
+
+    /// Adds the addresses managed containers hold on networks that are not managed (with the
+    /// container's name): a container on a managed network is managed on all of its
+    /// interfaces, so these addresses open nothing and nothing opens toward them. Addresses
+    /// inside a managed subnet are left out (they are that network's).
+    pub fn with_elsewhere(mut self, addresses: BTreeMap<IpAddr, String>) -> Self {
+        let managed = |a: &IpAddr| {
+            self.networks
+                .iter()
+                .any(|n| n.subnets.iter().any(|s| s.contains(a)))
+        };
+        self.elsewhere = addresses.into_iter().filter(|(a, _)| !managed(a)).collect();
+        self
+    }
+
+    /// The addresses managed containers hold on networks that are not managed, by address.
+    pub fn elsewhere(&self) -> &BTreeMap<IpAddr, String> {
+        &self.elsewhere
     }
 
     /// Adds the interfaces of networks known to be unmanaged (classified Docker networks whose
@@ -387,6 +407,17 @@ pub fn changes(old: &Topology, new: &Topology) -> Vec<String> {
         &new.members,
         |m| &m.name,
         member_text,
+    );
+    let elsewhere = |t: &Topology| -> Vec<(String, String)> {
+        let text = |(a, c): (&IpAddr, &String)| (a.to_string(), c.clone());
+        t.elsewhere.iter().map(text).collect()
+    };
+    push_changes(
+        &mut out,
+        &elsewhere(old),
+        &elsewhere(new),
+        |(a, _)| a,
+        |(a, c)| format!("address {a} of managed container {c} on an unmanaged network"),
     );
     push_changes(
         &mut out,

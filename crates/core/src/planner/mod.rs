@@ -257,19 +257,24 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     let skipped = !topology.skipped_interfaces().is_empty();
     let roles = roles::plan_roles(topology, &prefixes);
     sets.extend(roles.sets);
+    let elsewhere = elsewhere_sets(topology);
+    let dispatch = Dispatch {
+        proxies: &proxy_families,
+        roles: &roles.dispatch,
+        elsewhere: &elsewhere.iter().map(|s| s.0).collect::<Vec<_>>(),
+    };
+    sets.extend(elsewhere.iter().map(|s| s.1.clone()));
     let mut chains = vec![
-        forward_chain(
-            settings,
-            &prefixes,
-            (&proxy_families, &roles.dispatch),
-            skipped,
-        ),
-        input_chain(settings, &prefixes, skipped),
+        forward_chain(settings, &prefixes, &dispatch, skipped),
+        input_chain(settings, &prefixes, dispatch.elsewhere, skipped),
         from_managed_chain(&prefixes, &pair_lengths, &roles.ingress),
         host_chain(&proxy_families, &roles.host),
     ];
-    if !prefixes.is_empty() {
+    if !prefixes.is_empty() || !dispatch.elsewhere.is_empty() {
         chains.push(to_managed_chain(&roles.ingress));
+    }
+    if !dispatch.elsewhere.is_empty() {
+        chains.push(from_elsewhere_chain(dispatch.elsewhere));
     }
     if !settings.unknown_interface_patterns.is_empty() || skipped {
         chains.push(unknown_bridge_chain());
@@ -405,17 +410,76 @@ fn proxy_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
     })
 }
 
+/// The families of the address maps and sets `forward` sorts sources by.
+struct Dispatch<'a> {
+    /// `proxies_*` maps.
+    proxies: &'a [Family],
+    /// `roles_*` maps.
+    roles: &'a [Family],
+    /// `elsewhere_*` sets.
+    elsewhere: &'a [Family],
+}
+
+/// The `elsewhere_*` sets: the addresses managed containers hold on unmanaged networks, per
+/// family, each element counted and naming its container.
+fn elsewhere_sets(topology: &Topology) -> Vec<(Family, Set)> {
+    let mut by_family: BTreeMap<Family, BTreeMap<IpAddr, String>> = BTreeMap::new();
+    for (address, container) in topology.elsewhere() {
+        by_family
+            .entry(Family::of(*address))
+            .or_default()
+            .insert(*address, container.clone());
+    }
+    by_family
+        .into_iter()
+        .map(|(family, members)| {
+            let set = Set {
+                name: SetName::Elsewhere(family),
+                key: SetKey::Address(family),
+                content: SetContent::Counted(members),
+            };
+            (family, set)
+        })
+        .collect()
+}
+
+/// `ip saddr @elsewhere_v4` (or `daddr`) then `verdict`, per family.
+fn elsewhere_rules<'a>(
+    families: &'a [Family],
+    direction: Direction,
+    verdict: Verdict,
+    comment: &'static str,
+) -> impl Iterator<Item = Rule> + 'a {
+    families.iter().map(move |&family| {
+        rule(
+            vec![Match::InSet(
+                key(family, direction, family.bits()),
+                SetName::Elsewhere(family),
+            )],
+            verdict.clone(),
+            comment,
+        )
+    })
+}
+
 fn forward_chain(
     settings: &TableSettings,
     prefixes: &[(Family, u8)],
-    (proxy_families, role_families): (&[Family], &[Family]),
+    dispatch: &Dispatch,
     skipped: bool,
 ) -> Chain {
     // Proxies first: their allowed egress, the traffic that matters most, then costs two
     // lookups (the proxy map, and the check that the destination is not managed). Then role
-    // members: their chain accepts what their role allows.
-    let mut rules: Vec<Rule> = proxy_dispatch(proxy_families).collect();
-    rules.extend(role_dispatch(role_families));
+    // members: their chain accepts what their role allows. Then a managed container's
+    // addresses on unmanaged networks: it is managed there too.
+    let mut rules: Vec<Rule> = proxy_dispatch(dispatch.proxies).collect();
+    rules.extend(role_dispatch(dispatch.roles));
+    rules.extend(elsewhere_rules(
+        dispatch.elsewhere,
+        Direction::Source,
+        Verdict::Jump(ChainName::FromElsewhere),
+        "a managed container on an unmanaged network: managed there too",
+    ));
     let from_managed = Verdict::Jump(ChainName::FromManaged);
     rules.extend(per_prefix(
         prefixes,
@@ -445,6 +509,12 @@ fn forward_chain(
         SetName::Managed,
         Verdict::Jump(ChainName::ToManaged),
         |len| format!("toward a managed /{len} from outside the managed networks"),
+    ));
+    rules.extend(elsewhere_rules(
+        dispatch.elsewhere,
+        Direction::Destination,
+        Verdict::Jump(ChainName::ToManaged),
+        "toward a managed container's address on an unmanaged network",
     ));
     Chain {
         name: ChainName::Forward,
@@ -554,7 +624,36 @@ fn unknown_bridge_chain() -> Chain {
     }
 }
 
-fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)], skipped: bool) -> Chain {
+/// What the addresses of managed containers on unmanaged networks send through the host:
+/// replies pass, everything else is dropped and counted against its container.
+fn from_elsewhere_chain(families: &[Family]) -> Chain {
+    let mut rules = vec![replies_rule()];
+    rules.extend(families.iter().map(|&family| {
+        Rule {
+            matches: vec![Match::InSet(
+                key(family, Direction::Source, family.bits()),
+                SetName::Elsewhere(family),
+            )],
+            counter: false,
+            action: Action::Verdict(Verdict::Drop),
+            comment: "a managed container opens nothing through an unmanaged network: denied, \
+                  counted per container"
+                .into(),
+        }
+    }));
+    Chain {
+        name: ChainName::FromElsewhere,
+        hook: None,
+        rules,
+    }
+}
+
+fn input_chain(
+    settings: &TableSettings,
+    prefixes: &[(Family, u8)],
+    elsewhere: &[Family],
+    skipped: bool,
+) -> Chain {
     let mut rules = vec![
         replies_rule(),
         rule(
@@ -575,6 +674,12 @@ fn input_chain(settings: &TableSettings, prefixes: &[(Family, u8)], skipped: boo
     rules.push(from_managed_interface(
         Verdict::Jump(ChainName::HostFromManaged),
         "anything else from a managed network's bridge to the host itself",
+    ));
+    rules.extend(elsewhere_rules(
+        elsewhere,
+        Direction::Source,
+        Verdict::Jump(ChainName::HostFromManaged),
+        "a managed container through an unmanaged network to the host itself",
     ));
     if skipped {
         rules.push(skipped_interface_rule(Verdict::Drop));

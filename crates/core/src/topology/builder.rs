@@ -81,6 +81,7 @@ impl From<Topology> for TopologyBuilder {
                 unmanaged_interfaces: topology.unmanaged_interfaces,
                 skipped_interfaces: topology.skipped_interfaces,
                 roles: topology.roles,
+                elsewhere: topology.elsewhere,
                 ..Topology::default()
             },
             ..TopologyBuilder::default()
