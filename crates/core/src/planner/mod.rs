@@ -572,6 +572,14 @@ fn from_managed_chain(
             "source and destination in the same network: stays inside it",
         )
     }));
+    // Unicast solicitations and advertisements between neighbours (address resolution's
+    // answers, unreachability probes): never routed, and where east-west is denied the pair
+    // rule above does not pass them. Who may advertise what is the bridge table's to check.
+    rules.push(rule(
+        vec![Match::Icmpv6Type(135, 136)],
+        Verdict::Accept,
+        "IPv6 neighbour solicitations and advertisements between neighbours",
+    ));
     for (multicast, comment) in [
         (
             "ff02::/16",
