@@ -1,7 +1,8 @@
 //! Reads the rendered `nft` text back as nft's scanner would, and checks that every string from
 //! the input sits where enforcer validated it: inside a quoted string (comments, interface
-//! names), or as the table name or a `proxy_NAME` chain name. Every other word must be one the
-//! renderer writes itself (keywords, numbers, addresses, set and chain names it builds).
+//! names), or as the table name, a `proxy_NAME` chain name or a role's chain and set names.
+//! Every other word must be one the renderer writes itself (keywords, numbers, addresses and
+//! address ranges, set and chain names it builds).
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -39,6 +40,7 @@ const VOCABULARY: &[&str] = &[
     "accept",
     "drop",
     "return",
+    "continue",
     "jump",
     "goto",
     "ip",
@@ -73,6 +75,14 @@ const VOCABULARY: &[&str] = &[
     "8021q",
     "8021ad",
     "@th",
+    // Flow sets (roles).
+    "flags",
+    "interval",
+    "inet_proto",
+    "inet_service",
+    "meta",
+    "l4proto",
+    "th",
 ];
 
 /// Words nft 1.0.6 reads as keywords where a table name is expected, so that `table inet WORD`
@@ -282,10 +292,10 @@ pub fn scan(script: &str, table: &str, topology: &Topology) -> Result<(), String
             (_, Token::Quoted(text)) => interface(text),
             (Token::Word("inet" | "bridge"), Token::Word(word)) => table_name(word, table),
             (Token::Word("chain" | "jump" | "goto"), Token::Word(word)) => chain(word, topology),
-            (Token::Word("set" | "map"), Token::Word(word)) => set(word),
+            (Token::Word("set" | "map"), Token::Word(word)) => set(word, topology),
             (_, Token::Word("@th")) => Ok(()),
             (_, Token::Word(word)) => match word.strip_prefix('@') {
-                Some(name) => set(name),
+                Some(name) => set(name, topology),
                 None => bare(word),
             },
         };
@@ -367,6 +377,7 @@ fn chain(word: &str, topology: &Topology) -> Result<(), String> {
             }
             Ok(())
         }
+        Ok(ChainName::Role(name) | ChainName::Ingress(name)) => role(&name, word, topology),
         Ok(ChainName::Port(name)) if !enforcer_core::binding::is_bindable_name(&name) => {
             Err(format!(
                 "chain `{}` holds a port name that cannot name a chain",
@@ -378,10 +389,25 @@ fn chain(word: &str, topology: &Topology) -> Result<(), String> {
     }
 }
 
-fn set(word: &str) -> Result<(), String> {
-    SetName::from_str(word)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+fn set(word: &str, topology: &Topology) -> Result<(), String> {
+    match SetName::from_str(word).map_err(|e| e.to_string())? {
+        SetName::RoleFlows(_, name)
+        | SetName::RoleServices(name)
+        | SetName::IngressFlows(_, name)
+        | SetName::IngressServices(name) => role(&name, word, topology),
+        _ => Ok(()),
+    }
+}
+
+/// A chain or set `word` built from role `name`: a validated name of a role the policy defines.
+fn role(name: &str, word: &str, topology: &Topology) -> Result<(), String> {
+    if !is_valid_name(name) {
+        return Err(format!("`{}` holds an unvalidated role name", clip(word)));
+    }
+    if !topology.roles().contains_key(name) {
+        return Err(format!("`{}` names no role of the policy", clip(word)));
+    }
+    Ok(())
 }
 
 /// A word outside any name position: a keyword, number, port or type range, address or prefix.
@@ -393,6 +419,9 @@ fn bare(word: &str) -> Result<(), String> {
             .split_once('-')
             .is_some_and(|(a, b)| number(a) && number(b))
         || word.parse::<IpAddr>().is_ok()
+        || word
+            .split_once('-')
+            .is_some_and(|(a, b)| a.parse::<IpAddr>().is_ok() && b.parse::<IpAddr>().is_ok())
         || word.parse::<enforcer_core::ports::MacAddr>().is_ok()
         || is_hex128(word)
         || is_prefix(word);

@@ -317,12 +317,19 @@ pub fn classify_after(
     skipped.sort();
     remarks.sort();
     let elsewhere = elsewhere(docker, &networks.enforced, &mut skipped);
+    let mut containers = BTreeMap::new();
+    for container in docker.containers.values() {
+        for address in proxy_addresses(container, &networks.enforced, &mut Vec::new()) {
+            containers.insert(address, container.name.clone());
+        }
+    }
     Classified {
         topology: builder
             .build()
             .with_unmanaged_interfaces(networks.unmanaged_bridges)
             .with_skipped_interfaces(networks.skipped_bridges)
-            .with_elsewhere(elsewhere),
+            .with_elsewhere(elsewhere)
+            .with_containers(containers),
         skipped,
         remarks,
         enforced_networks: networks.enforced,
@@ -714,6 +721,88 @@ mod tests {
         assert_eq!(
             out.skipped[0].object,
             format!("container lonely ({})", "lonely000000")
+        );
+    }
+
+    #[test]
+    fn roles_members_elsewhere_and_container_counters_follow_the_labels() {
+        let policy = Policy::parse(
+            "[roles.agent]\negress = [{ to = \"internet\", allow = [\"tcp/443\"] }]\n",
+            "p.toml",
+        )
+        .unwrap();
+        let agents = network("agents", true, &["10.1.0.0/24"]);
+        let mut east_west = network("zone", true, &["10.2.0.0/24"]);
+        east_west
+            .labels
+            .insert("enforcer.east-west".into(), "sometimes".into());
+        let plain = network("plain", false, &["172.20.0.0/16"]);
+        let with_role = |name: &str, role: &str, endpoints: &[(&DockerNetwork, &str, &str)]| {
+            let mut container = proxy_on(name, endpoints);
+            container.labels = [("enforcer.role".to_string(), role.to_string())].into();
+            container
+        };
+        let agent = with_role(
+            "agent",
+            "agent",
+            &[(&agents, "10.1.0.5", ""), (&plain, "172.20.0.5", "")],
+        );
+        let stray = with_role("stray", "nobody", &[(&agents, "10.1.0.6", "")]);
+        let plain_only = with_role("outside", "agent", &[(&plain, "172.20.0.7", "")]);
+        let docker = state(
+            &[&agents, &east_west, &plain],
+            &[&agent, &stray, &plain_only],
+        );
+        let out = classify(&policy, &docker);
+        let members: Vec<(&str, &str)> = out
+            .topology
+            .members()
+            .iter()
+            .map(|m| (m.name.as_str(), m.role.as_str()))
+            .collect();
+        // The container on no managed network has nothing for its role to govern.
+        assert_eq!(members, [("agent", "agent")]);
+        assert_eq!(
+            out.topology.members()[0].addresses,
+            ["10.1.0.5".parse::<IpAddr>().unwrap()]
+        );
+        // Its address on the unmanaged network is managed too.
+        let elsewhere: Vec<String> = out
+            .topology
+            .elsewhere()
+            .iter()
+            .map(|(a, c)| format!("{a} {c}"))
+            .collect();
+        assert_eq!(elsewhere, ["172.20.0.5 agent"]);
+        // Every container on a managed network is counted, whatever its role.
+        let counted: Vec<&str> = out
+            .topology
+            .containers()
+            .values()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(counted, ["agent", "stray"]);
+        // An undefined role and an odd east-west value are said, and fail closed.
+        let said: Vec<String> = out
+            .remarks
+            .iter()
+            .map(|r| format!("{}: {}", r.object, r.reason))
+            .collect();
+        assert!(
+            said.iter()
+                .any(|r| r.contains("containers stray") && r.contains("no role `nobody`")),
+            "{said:?}"
+        );
+        let zone = out
+            .topology
+            .networks()
+            .iter()
+            .find(|n| n.name == "zone")
+            .unwrap();
+        assert_eq!(zone.east_west, EastWest::Deny);
+        assert!(
+            said.iter().any(|r| r.contains("neither allow nor deny")),
+            "{said:?}"
         );
     }
 }

@@ -83,6 +83,9 @@ pub enum SetName {
     /// The addresses of one family that managed containers hold on unmanaged networks, each
     /// counted and naming its container.
     Elsewhere(Family),
+    /// The addresses of one family of containers on managed networks, each counted and naming
+    /// its container: what their egress drops count against.
+    Containers(Family),
 }
 
 const PROXY_PREFIX: &str = "proxy_";
@@ -170,6 +173,7 @@ impl fmt::Display for SetName {
             SetName::HostFlows(family) => write!(f, "hostflows_{}", family.tag()),
             SetName::Ingress(family) => write!(f, "ingress_{}", family.tag()),
             SetName::Elsewhere(family) => write!(f, "elsewhere_{}", family.tag()),
+            SetName::Containers(family) => write!(f, "containers_{}", family.tag()),
             SetName::IngressFlows(family, role) => write!(f, "inflows_{}_{role}", family.tag()),
             SetName::IngressServices(role) => write!(f, "{INGRESS_SERVICES_PREFIX}{role}"),
         }
@@ -227,6 +231,7 @@ impl FromStr for SetName {
             "hostflows" => SetName::HostFlows(family),
             "ingress" => SetName::Ingress(family),
             "elsewhere" => SetName::Elsewhere(family),
+            "containers" => SetName::Containers(family),
             _ => return Err(unknown()),
         };
         // Only the canonical spelling (no leading zeros, nothing left over) is a name.
@@ -269,6 +274,7 @@ mod tests {
             family().prop_map(SetName::HostFlows),
             family().prop_map(SetName::Ingress),
             family().prop_map(SetName::Elsewhere),
+            family().prop_map(SetName::Containers),
             (family(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
                 .prop_map(|(f, r)| SetName::IngressFlows(f, r)),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(SetName::IngressServices),

@@ -271,6 +271,7 @@ fn verdict_text(verdict: &Verdict) -> String {
         Verdict::Accept => "accept".into(),
         Verdict::Drop => "drop".into(),
         Verdict::Return => "return".into(),
+        Verdict::Continue => "continue".into(),
         Verdict::Jump(chain) => format!("jump {chain}"),
         Verdict::Goto(chain) => format!("goto {chain}"),
     }

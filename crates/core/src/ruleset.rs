@@ -368,6 +368,8 @@ pub enum Verdict {
     Drop,
     /// Return to the calling chain.
     Return,
+    /// Go on with the next rule (a rule that only counts: `continue`).
+    Continue,
     /// Evaluate the named chain, then come back.
     Jump(ChainName),
     /// Evaluate the named chain instead; its end returns to this chain's caller.

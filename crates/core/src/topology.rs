@@ -207,6 +207,7 @@ pub struct Topology {
     members: Vec<Member>,
     roles: BTreeMap<String, Role>,
     elsewhere: BTreeMap<IpAddr, String>,
+    containers: BTreeMap<IpAddr, String>,
     unmanaged_interfaces: BTreeSet<String>,
     skipped_interfaces: BTreeSet<String>,
 }
@@ -311,6 +312,37 @@ impl Topology {
     /// The addresses managed containers hold on networks that are not managed, by address.
     pub fn elsewhere(&self) -> &BTreeMap<IpAddr, String> {
         &self.elsewhere
+    }
+
+    /// Adds the addresses of containers on managed networks, with their names, so that their
+    /// drops are counted per container: Docker's running containers on the enforced networks;
+    /// the proxies and members are added here. Addresses outside every managed subnet are left
+    /// out.
+    pub fn with_containers(mut self, containers: BTreeMap<IpAddr, String>) -> Self {
+        let managed = |a: &IpAddr| {
+            self.networks
+                .iter()
+                .any(|n| n.subnets.iter().any(|s| s.contains(a)))
+        };
+        let mut all: BTreeMap<IpAddr, String> =
+            containers.into_iter().filter(|(a, _)| managed(a)).collect();
+        for proxy in &self.proxies {
+            for address in &proxy.addresses {
+                all.insert(*address, proxy.name.clone());
+            }
+        }
+        for member in &self.members {
+            for address in &member.addresses {
+                all.insert(*address, member.name.clone());
+            }
+        }
+        self.containers = all;
+        self
+    }
+
+    /// The addresses of containers on managed networks, with their names.
+    pub fn containers(&self) -> &BTreeMap<IpAddr, String> {
+        &self.containers
     }
 
     /// Adds the interfaces of networks known to be unmanaged (classified Docker networks whose

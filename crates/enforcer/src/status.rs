@@ -51,6 +51,10 @@ struct Status {
     bridge_table_present: bool,
     networks: BTreeMap<String, Vec<Subnet>>,
     proxies: BTreeMap<String, Vec<IpAddr>>,
+    /// Role name -> its members' addresses, as the kernel's role maps hold them.
+    roles: BTreeMap<String, Vec<IpAddr>>,
+    /// Containers whose denied egress was counted, most packets first.
+    dropping_containers: Vec<ContainerDrops>,
     /// Bound bridge ports, per the state file, with the kernel's counters.
     ports: Vec<Port>,
     /// Frames ports bound to no container sent (all dropped).
@@ -126,6 +130,8 @@ pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
             })
             .collect(),
         proxies: view.proxies.clone(),
+        roles: view.roles.clone(),
+        dropping_containers: dropping(&view),
         ports: bound_ports(state.as_ref(), &view),
         unbound_dropped_packets: view.unbound.packets,
         shared_dropped_packets: view.shared.packets,
@@ -260,6 +266,37 @@ fn port_disagreements(kernel: &KernelView, state: &StateFile) -> Vec<String> {
     out
 }
 
+/// How many of the containers that dropped most the human report lists (JSON has them all).
+const TOP_DROPPERS: usize = 10;
+
+/// A container's denied egress, as its `containers_*` elements counted it.
+#[derive(Debug, serde::Serialize)]
+struct ContainerDrops {
+    container: String,
+    packets: u64,
+    bytes: u64,
+}
+
+/// The containers whose denied egress was counted (not zero), most packets first.
+fn dropping(view: &KernelView) -> Vec<ContainerDrops> {
+    let mut list: Vec<ContainerDrops> = view
+        .containers
+        .iter()
+        .filter(|(_, c)| c.packets > 0)
+        .map(|(name, c)| ContainerDrops {
+            container: name.clone(),
+            packets: c.packets,
+            bytes: c.bytes,
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        b.packets
+            .cmp(&a.packets)
+            .then(a.container.cmp(&b.container))
+    });
+    list
+}
+
 /// The bound ports' table, and the unbound ports' count.
 fn ports_text(out: &mut String, report: &Status) {
     let _ = writeln!(
@@ -353,6 +390,23 @@ fn human(report: &Status) -> String {
     for (name, addresses) in &report.proxies {
         let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
         let _ = writeln!(out, "{name:<24} {}", list.join(" "));
+    }
+    if !report.roles.is_empty() {
+        let _ = writeln!(out, "\n{:<24} MEMBER ADDRESSES", "ROLE");
+        for (name, addresses) in &report.roles {
+            let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+            let _ = writeln!(out, "{name:<24} {}", list.join(" "));
+        }
+    }
+    if !report.dropping_containers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<24} {:>12} {:>14}",
+            "CONTAINER (DENIED EGRESS)", "PACKETS", "BYTES"
+        );
+        for c in report.dropping_containers.iter().take(TOP_DROPPERS) {
+            let _ = writeln!(out, "{:<24} {:>12} {:>14}", c.container, c.packets, c.bytes);
+        }
     }
     ports_text(&mut out, report);
     if report.notes.is_empty() {

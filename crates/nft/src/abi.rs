@@ -138,6 +138,7 @@ pub(crate) const NF_ACCEPT: i32 = 1;
 pub(crate) const NFT_JUMP: i32 = -3;
 pub(crate) const NFT_GOTO: i32 = -4;
 pub(crate) const NFT_RETURN: i32 = -5;
+pub(crate) const NFT_CONTINUE: i32 = -1;
 /// The data type of a verdict map (`NFT_DATA_VERDICT`).
 pub(crate) const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 

@@ -32,6 +32,11 @@ pub struct KernelView {
     pub networks: BTreeMap<String, Vec<CountedSubnet>>,
     /// Proxy name -> its addresses.
     pub proxies: BTreeMap<String, Vec<IpAddr>>,
+    /// Role name -> its members' addresses.
+    pub roles: BTreeMap<String, Vec<IpAddr>>,
+    /// Container name -> what its denied egress counted (packets, bytes), summed over its
+    /// addresses.
+    pub containers: BTreeMap<String, PortCounters>,
     /// Whether the bridge table exists.
     pub bridge_table: bool,
     /// Bound port -> what its chain dropped (forged frames from its container).
@@ -111,9 +116,16 @@ impl KernelView {
         }
     }
 
-    /// Whether the view reads set `name`: the counted egress sets and the proxy maps.
+    /// Whether the view reads set `name`: the counted egress and container sets, the proxy and
+    /// role maps.
     pub(crate) fn reads(name: &str) -> bool {
-        matches!(name.parse(), Ok(SetName::Egress(..) | SetName::Proxies(_)))
+        matches!(
+            name.parse(),
+            Ok(SetName::Egress(..)
+                | SetName::Proxies(_)
+                | SetName::Roles(_)
+                | SetName::Containers(_))
+        )
     }
 
     /// Builds the view from `(set name, element dump)` pairs of the table's sets.
@@ -142,25 +154,42 @@ impl KernelView {
                         bytes,
                     });
                 }
-            } else if let Ok(SetName::Proxies(_)) = name {
+            } else if let Ok(SetName::Proxies(_) | SetName::Roles(_)) = name {
                 for element in elements(dump) {
                     let key = element_key(element).and_then(key_address);
                     let chain = wire::attribute(element, NFTA_SET_ELEM_DATA)
                         .and_then(|d| wire::attribute(d, NFTA_DATA_VERDICT))
                         .and_then(|v| wire::attribute(v, NFTA_VERDICT_CHAIN))
                         .map(wire::string);
-                    if let (Some(address), Some(chain)) = (key, chain) {
-                        if let Ok(ChainName::Proxy(proxy)) = chain.parse() {
-                            view.proxies.entry(proxy).or_default().push(address);
+                    let (Some(address), Some(chain)) = (key, chain) else {
+                        continue;
+                    };
+                    match chain.parse() {
+                        Ok(ChainName::Proxy(proxy)) => {
+                            view.proxies.entry(proxy).or_default().push(address)
                         }
+                        Ok(ChainName::Role(role)) => {
+                            view.roles.entry(role).or_default().push(address)
+                        }
+                        _ => {}
                     }
+                }
+            } else if let Ok(SetName::Containers(_)) = name {
+                for element in elements(dump) {
+                    let container = wire::attribute(element, NFTA_SET_ELEM_USERDATA)
+                        .map(comment_of)
+                        .unwrap_or_default();
+                    let (packets, bytes) = counter(element).unwrap_or((0, 0));
+                    let total = view.containers.entry(container).or_default();
+                    total.packets += packets;
+                    total.bytes += bytes;
                 }
             }
         }
         for subnets in view.networks.values_mut() {
             subnets.sort_by_key(|s| (s.subnet.addr(), s.subnet.prefix_len()));
         }
-        for addresses in view.proxies.values_mut() {
+        for addresses in view.proxies.values_mut().chain(view.roles.values_mut()) {
             addresses.sort();
         }
         view

@@ -274,10 +274,90 @@ pub(crate) fn run(seed: &Seed, version: DockerVersion) {
         report(&after),
         agent.log()
     );
+    expect_counted_per_container(&lab);
+    expect_status(&lab, &policy, agent.state_file());
     eprintln!(
         "{} on Docker {}:\n{}",
         seed.policy,
         lab.docker.server_version(),
         report(&after)
+    );
+}
+
+/// `enforcer status --json` agrees with the kernel, lists every role's members (their first
+/// IPv4 address at least) and names containers whose denied egress it counted.
+fn expect_status(lab: &Lab, policy: &std::path::Path, state: &std::path::Path) {
+    let output = lab
+        .docker
+        .host
+        .command(enforcer_harness::enforcer_bin().to_str().unwrap())
+        .args(["status", "--json", "--config"])
+        .arg(policy)
+        .arg("--state-file")
+        .arg(state)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    for part in lab.seed.parts {
+        let (Some(role), Some((net, host))) = (part.role, part.on.first()) else {
+            continue;
+        };
+        if lab.seed.net(net).flags.is_empty() {
+            continue; // on no managed network: not a member
+        }
+        let address = lab.seed.net(net).address(*host, Family::V4).to_string();
+        let members = report["roles"][role]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            members.iter().any(|a| a.as_str() == Some(address.as_str())),
+            "status does not list {} ({address}) in role {role}: {report:#}",
+            part.name
+        );
+    }
+    let dropping = report["dropping_containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !dropping.is_empty(),
+        "no container's drops in status: {report:#}"
+    );
+}
+
+/// Every container attached to one managed network alone that sent a dropped flow (not toward
+/// the host) has it counted against its own element of `containers_v4`.
+fn expect_counted_per_container(lab: &Lab) {
+    let listing = lab
+        .docker
+        .host
+        .exec_ok("nft", &["list", "set", "inet", "enforcer", "containers_v4"]);
+    let listing = String::from_utf8_lossy(&listing.stdout).replace('\n', " ");
+    let mut checked = 0;
+    for row in lab.seed.matrix.iter().filter(|r| !r.allowed) {
+        let part = lab.seed.part(row.from);
+        let [(net, host)] = part.on else { continue };
+        let managed = !lab.seed.net(net).flags.is_empty();
+        if !managed || matches!(row.to, To::Host(_)) {
+            continue;
+        }
+        let address = lab.seed.net(net).address(*host, Family::V4).to_string();
+        let element = listing
+            .split([',', '{'])
+            .find(|e| e.trim_start().starts_with(&format!("{address} counter")))
+            .unwrap_or_else(|| panic!("no element for {} ({address}) in {listing}", part.name));
+        assert!(
+            !element.contains("packets 0 "),
+            "{}'s dropped flows are not counted against it: {element}",
+            part.name
+        );
+        checked += 1;
+    }
+    assert!(
+        checked > 0,
+        "no dropped flow from a single-homed managed container to check"
     );
 }

@@ -257,7 +257,10 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     let skipped = !topology.skipped_interfaces().is_empty();
     let roles = roles::plan_roles(topology, &prefixes);
     sets.extend(roles.sets);
-    let elsewhere = elsewhere_sets(topology);
+    let elsewhere = counted_sets(topology.elsewhere(), SetName::Elsewhere);
+    let containers = counted_sets(topology.containers(), SetName::Containers);
+    let counted: Vec<Family> = containers.iter().map(|s| s.0).collect();
+    sets.extend(containers.into_iter().map(|s| s.1));
     let dispatch = Dispatch {
         proxies: &proxy_families,
         roles: &roles.dispatch,
@@ -267,7 +270,7 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     let mut chains = vec![
         forward_chain(settings, &prefixes, &dispatch, skipped),
         input_chain(settings, &prefixes, dispatch.elsewhere, skipped),
-        from_managed_chain(&prefixes, &pair_lengths, &roles.ingress),
+        from_managed_chain(&prefixes, &pair_lengths, &roles.ingress, &counted),
         host_chain(&proxy_families, &roles.host),
     ];
     if !prefixes.is_empty() || !dispatch.elsewhere.is_empty() {
@@ -420,11 +423,14 @@ struct Dispatch<'a> {
     elsewhere: &'a [Family],
 }
 
-/// The `elsewhere_*` sets: the addresses managed containers hold on unmanaged networks, per
-/// family, each element counted and naming its container.
-fn elsewhere_sets(topology: &Topology) -> Vec<(Family, Set)> {
+/// Sets named by `name` of container addresses (`elsewhere_*`, `containers_*`), per family,
+/// each element counted and naming its container.
+fn counted_sets(
+    addresses: &BTreeMap<IpAddr, String>,
+    name: fn(Family) -> SetName,
+) -> Vec<(Family, Set)> {
     let mut by_family: BTreeMap<Family, BTreeMap<IpAddr, String>> = BTreeMap::new();
-    for (address, container) in topology.elsewhere() {
+    for (address, container) in addresses {
         by_family
             .entry(Family::of(*address))
             .or_default()
@@ -434,7 +440,7 @@ fn elsewhere_sets(topology: &Topology) -> Vec<(Family, Set)> {
         .into_iter()
         .map(|(family, members)| {
             let set = Set {
-                name: SetName::Elsewhere(family),
+                name: name(family),
                 key: SetKey::Address(family),
                 content: SetContent::Counted(members),
             };
@@ -559,6 +565,7 @@ fn from_managed_chain(
     prefixes: &[(Family, u8)],
     pair_lengths: &[(Family, u8, u8)],
     ingress_families: &[Family],
+    counted: &[Family],
 ) -> Chain {
     let mut rules = vec![replies_rule()];
     rules.extend(pair_lengths.iter().map(|&(family, source, destination)| {
@@ -595,6 +602,16 @@ fn from_managed_chain(
         ));
     }
     rules.extend(ingress_dispatch(ingress_families));
+    rules.extend(counted.iter().map(|&family| {
+        rule(
+            vec![Match::InSet(
+                key(family, Direction::Source, family.bits()),
+                SetName::Containers(family),
+            )],
+            Verdict::Continue,
+            "egress about to be denied: counted against its container, then per subnet below",
+        )
+    }));
     rules.extend(per_prefix(
         prefixes,
         Direction::Source,

@@ -344,6 +344,7 @@ impl Source<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         Topology::with_default_dns(networks, &defaults.dns_servers, proxies)
             .and_then(|topology| topology.with_members(members))
+            .map(|topology| topology.with_containers(Default::default()))
             .map_err(|e| self.error(Some(span_of(raw, e.subject)), e.problem))
     }
 

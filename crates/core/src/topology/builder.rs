@@ -82,6 +82,7 @@ impl From<Topology> for TopologyBuilder {
                 skipped_interfaces: topology.skipped_interfaces,
                 roles: topology.roles,
                 elsewhere: topology.elsewhere,
+                containers: topology.containers,
                 ..Topology::default()
             },
             ..TopologyBuilder::default()

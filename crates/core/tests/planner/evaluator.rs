@@ -158,6 +158,7 @@ fn run(ruleset: &Ruleset, chain: &ChainName, packet: &Packet, depth: usize) -> O
         match verdict {
             Verdict::Accept | Verdict::Drop => return Some(verdict),
             Verdict::Return => return None,
+            Verdict::Continue => {}
             Verdict::Jump(target) => {
                 if let Some(v) = run(ruleset, &target, packet, depth + 1) {
                     return Some(v);

@@ -73,6 +73,7 @@ pub(super) fn verdict_data(data: &mut AttrWriter, verdict: &Verdict) {
         Verdict::Accept => (NF_ACCEPT, None),
         Verdict::Drop => (NF_DROP, None),
         Verdict::Return => (NFT_RETURN, None),
+        Verdict::Continue => (NFT_CONTINUE, None),
         Verdict::Jump(chain) => (NFT_JUMP, Some(chain)),
         Verdict::Goto(chain) => (NFT_GOTO, Some(chain)),
     };
