@@ -424,7 +424,8 @@ struct Dispatch<'a> {
 }
 
 /// Sets named by `name` of container addresses (`elsewhere_*`, `containers_*`), per family,
-/// each element counted and naming its container.
+/// each element counted and naming its container (in a comment nft reads back: Docker's
+/// names may hold anything).
 fn counted_sets(
     addresses: &BTreeMap<IpAddr, String>,
     name: fn(Family) -> SetName,
@@ -434,7 +435,7 @@ fn counted_sets(
         by_family
             .entry(Family::of(*address))
             .or_default()
-            .insert(*address, container.clone());
+            .insert(*address, nft_syntax::comment(container));
     }
     by_family
         .into_iter()
