@@ -83,6 +83,7 @@ const VOCABULARY: &[&str] = &[
     "meta",
     "l4proto",
     "th",
+    "hoplimit",
 ];
 
 /// Words nft 1.0.6 reads as keywords where a table name is expected, so that `table inet WORD`

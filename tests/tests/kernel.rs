@@ -39,6 +39,32 @@ fn mixed_policy() -> TempFile {
     TempFile::new(".toml", &policy)
 }
 
+/// A static policy with every role construct: east-west denied, roles with egress toward a
+/// role, a network, a prefix, the internet and the host, ingress from the internet, a role and
+/// a prefix, members in both families, and a proxy.
+fn roles_policy() -> TempFile {
+    TempFile::new(
+        ".toml",
+        "[[networks]]\nname = \"zone\"\ninterface = \"br-zone\"\n\
+         subnets = [\"172.20.0.0/16\", \"fd00:20::/64\"]\neast_west = \"deny\"\n\
+         [[networks]]\nname = \"data\"\ninterface = \"br-data\"\nsubnets = [\"10.62.0.0/24\"]\n\
+         [[proxies]]\nname = \"proxy\"\naddresses = [\"172.20.0.2\"]\n\
+         [roles.agent]\negress = [\n\
+         { to = \"role:dns\", allow = [\"udp/53\", \"tcp/53\"] },\n\
+         { to = \"network:data\", allow = [\"tcp/6333\", \"icmp\"] },\n\
+         { to = \"198.51.100.0/24\", allow = [\"tcp/8000-8100\"] },\n\
+         { to = \"host\", allow = [\"tcp/9100\"] },\n]\n\
+         ingress = [\n\
+         { from = \"internet\", allow = [\"tcp/8443\"] },\n\
+         { from = \"role:dns\", allow = [\"any\"] },\n\
+         { from = \"192.0.2.0/24\", allow = [\"udp/5000-5100\"] },\n]\n\
+         [roles.dns]\negress = [{ to = \"internet\", allow = [\"udp/53\", \"tcp/53\", \"icmp\"] }]\n\
+         [[members]]\nname = \"agent\"\nrole = \"agent\"\n\
+         addresses = [\"172.20.0.100\", \"fd00:20::64\"]\n\
+         [[members]]\nname = \"dns\"\nrole = \"dns\"\naddresses = [\"172.20.0.3\", \"fd00:20::3\"]\n",
+    )
+}
+
 #[test]
 fn dry_run_scripts_load_in_nft() {
     require_root();
@@ -81,9 +107,16 @@ fn dry_run_scripts_load_in_nft() {
 fn applied_table_is_what_nft_makes_of_the_dry_run_text() {
     require_root();
     let mixed = mixed_policy();
+    let roles = roles_policy();
     // ThreeGate (static, Docker off), a mixed static policy (Docker unreachable, so the
-    // unknown-bridge rules are in), and the embedded default (no file).
-    for config in [threegate(), mixed.path().to_string(), String::new()] {
+    // unknown-bridge rules are in), roles, and the embedded default (no file).
+    let configs = [
+        threegate(),
+        mixed.path().to_string(),
+        roles.path().to_string(),
+        String::new(),
+    ];
+    for config in configs {
         let with_config = |args: &[&'static str]| -> Vec<String> {
             let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
             if !config.is_empty() {
@@ -121,9 +154,17 @@ fn applied_table_is_what_nft_makes_of_the_dry_run_text() {
                 assert!(listing.contains(needle), "missing {needle}:\n{listing}");
             }
         }
-        // The dry-run in the applied namespace now finds nothing to do.
-        let again = run(&applied, &["apply", "--dry-run"]);
-        assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+        // The dry-run in the applied namespace now finds nothing to do; nor in the one nft
+        // loaded the text in: nft wrote the encoder's expressions.
+        for ns in [&applied, &loaded] {
+            let again = run(ns, &["apply", "--dry-run"]);
+            assert_eq!(
+                again.status.code(),
+                Some(0),
+                "{config}: {}",
+                text(&again.stderr)
+            );
+        }
     }
 }
 
@@ -279,52 +320,58 @@ fn flow_sets_apply_over_netlink_as_nft_loads_their_text() {
         protocols: p,
         ports: d,
     };
-    let v4 = disjoint(&[
-        flow(Some(("10.1.0.0", "10.1.0.255")), (6, 6), (443, 443)),
-        flow(Some(("10.1.0.5", "10.1.0.5")), (0, 255), (0, 65535)),
-        flow(Some(("10.2.0.3", "10.2.0.3")), (17, 17), (53, 53)),
-        flow(Some(("10.2.0.4", "10.2.0.4")), (6, 6), (8000, 8100)),
-    ]);
-    let v4_sources = disjoint(&[flow(Some(("10.3.0.7", "10.3.0.7")), (6, 6), (22, 22))]);
-    let v6 = disjoint(&[flow(Some(("fd00::2", "fd00::2")), (58, 58), (0, 65535))]);
-    let services = disjoint(&[
-        flow(None, (6, 6), (443, 443)),
-        flow(None, (17, 17), (53, 53)),
-    ]);
-    let set = |name: &str, family: Option<Family>, flows| Set {
-        name: SetName::RoleFlows(Family::V4, name.into()),
-        key: SetKey::Flows(family),
-        content: SetContent::Flows(flows),
-    };
-    let accept = |address: Option<(Family, Direction)>, name: &str| Rule {
-        matches: vec![Match::FlowInSet(
-            address,
-            SetName::RoleFlows(Family::V4, name.into()),
-        )],
-        counter: false,
-        action: Action::Verdict(Verdict::Accept),
-        comment: format!("flows in {name}"),
-    };
-    let tables = Tables::from(Ruleset {
-        family: TableFamily::Inet,
-        table: "enforcer".into(),
-        sets: vec![
-            set("a_v4", Some(Family::V4), v4),
-            set("a_v6", Some(Family::V6), v6),
-            set("a_out", None, services),
-            set("a_src", Some(Family::V4), v4_sources),
-        ],
-        chains: vec![Chain {
-            name: ChainName::Forward,
-            hook: Some((Hook::Forward, -10)),
-            rules: vec![
-                accept(Some((Family::V4, Direction::Destination)), "a_v4"),
-                accept(Some((Family::V6, Direction::Destination)), "a_v6"),
-                accept(None, "a_out"),
-                accept(Some((Family::V4, Direction::Source)), "a_src"),
+    // The full tables, or (`full` false) with an element gone, a range narrowed and a service
+    // gone.
+    let tables_of = |full: bool| {
+        let last_port = if full { 8100 } else { 8050 };
+        let mut v4 = vec![
+            flow(Some(("10.1.0.0", "10.1.0.255")), (6, 6), (443, 443)),
+            flow(Some(("10.1.0.5", "10.1.0.5")), (0, 255), (0, 65535)),
+            flow(Some(("10.2.0.4", "10.2.0.4")), (6, 6), (8000, last_port)),
+        ];
+        let mut services = vec![flow(None, (6, 6), (443, 443))];
+        if full {
+            v4.push(flow(Some(("10.2.0.3", "10.2.0.3")), (17, 17), (53, 53)));
+            services.push(flow(None, (17, 17), (53, 53)));
+        }
+        let v4_sources = disjoint(&[flow(Some(("10.3.0.7", "10.3.0.7")), (6, 6), (22, 22))]);
+        let v6 = disjoint(&[flow(Some(("fd00::2", "fd00::2")), (58, 58), (0, 65535))]);
+        let set = |name: &str, family: Option<Family>, flows| Set {
+            name: SetName::RoleFlows(Family::V4, name.into()),
+            key: SetKey::Flows(family),
+            content: SetContent::Flows(flows),
+        };
+        let accept = |address: Option<(Family, Direction)>, name: &str| Rule {
+            matches: vec![Match::FlowInSet(
+                address,
+                SetName::RoleFlows(Family::V4, name.into()),
+            )],
+            counter: false,
+            action: Action::Verdict(Verdict::Accept),
+            comment: format!("flows in {name}"),
+        };
+        Tables::from(Ruleset {
+            family: TableFamily::Inet,
+            table: "enforcer".into(),
+            sets: vec![
+                set("a_v4", Some(Family::V4), disjoint(&v4)),
+                set("a_v6", Some(Family::V6), v6),
+                set("a_out", None, disjoint(&services)),
+                set("a_src", Some(Family::V4), v4_sources),
             ],
-        }],
-    });
+            chains: vec![Chain {
+                name: ChainName::Forward,
+                hook: Some((Hook::Forward, -10)),
+                rules: vec![
+                    accept(Some((Family::V4, Direction::Destination)), "a_v4"),
+                    accept(Some((Family::V6, Direction::Destination)), "a_v6"),
+                    accept(None, "a_out"),
+                    accept(Some((Family::V4, Direction::Source)), "a_src"),
+                ],
+            }],
+        })
+    };
+    let tables = tables_of(true);
     let applied = Netns::new("flows");
     let loaded = Netns::new("flowsl");
     let script = tables_script(&tables);
@@ -333,6 +380,14 @@ fn flow_sets_apply_over_netlink_as_nft_loads_their_text() {
         load.status.success(),
         "nft -f: {}\n{script}",
         text(&load.stderr)
+    );
+    // What nft made of the text is, expression for expression, what the encoder writes.
+    let same = tables.clone();
+    let from_text = loaded.enter(move || Nftables::open().unwrap().apply(&same).unwrap());
+    assert_eq!(
+        from_text,
+        ApplyOutcome::Unchanged,
+        "nft -f wrote other expressions"
     );
     let outcomes = applied.enter(move || {
         let mut nft = Nftables::open().unwrap();
@@ -354,6 +409,35 @@ fn flow_sets_apply_over_netlink_as_nft_loads_their_text() {
         listed_table(&applied, "inet", "enforcer"),
         listed_table(&loaded, "inet", "enforcer"),
         "netlink and nft -f differ:\n{script}"
+    );
+
+    // Then elements go away and change (a range narrowed, a service gone): deleted by their
+    // first and last keys, the kernel holds what `nft -f` makes of the new text.
+    let smaller = tables_of(false);
+    let script = tables_script(&smaller);
+    let reloaded = Netns::new("flowsr");
+    let load = reloaded.exec_with_input("nft", &["-f", "-"], script.as_bytes());
+    assert!(load.status.success(), "nft -f: {}", text(&load.stderr));
+    let outcomes = applied.enter(move || {
+        let mut nft = Nftables::open().unwrap();
+        let changed = nft.apply(&smaller).unwrap();
+        let again = Nftables::open().unwrap().apply(&smaller).unwrap();
+        (changed, again)
+    });
+    assert!(
+        matches!(outcomes.0, ApplyOutcome::Applied { .. }),
+        "{:?}",
+        outcomes.0
+    );
+    assert_eq!(
+        outcomes.1,
+        ApplyOutcome::Unchanged,
+        "a fresh read-back differs"
+    );
+    assert_eq!(
+        listed_table(&applied, "inet", "enforcer"),
+        listed_table(&reloaded, "inet", "enforcer"),
+        "after the change, netlink and nft -f differ:\n{script}"
     );
 }
 

@@ -220,6 +220,7 @@ fn match_text(m: &Match) -> String {
              {address}"
         ),
         Match::ArpSenderAddress(address) => format!("arp saddr ip {address}"),
+        Match::HopLimit(limit) => format!("ip6 hoplimit {limit}"),
         Match::EtherType(ether_type) => format!("ether type {}", ether_type.name()),
         Match::NeighbourTarget(address) => {
             format!("@th,64,128 {:#034x}", u128::from_be_bytes(address.octets()))

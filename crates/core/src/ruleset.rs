@@ -311,6 +311,9 @@ pub enum Match {
     /// . th dport @set` with an address of a family (its packets only; the source address for
     /// [`Direction::Source`]), `meta l4proto . th dport @set` without.
     FlowInSet(Option<(Family, Direction)>, SetName),
+    /// An IPv6 packet with this hop limit (`ip6 hoplimit 255`): 255 only on a packet that no
+    /// router has forwarded, as neighbour discovery requires.
+    HopLimit(u8),
 }
 
 /// An Ethernet type a bridge table names.

@@ -185,6 +185,14 @@ pub(crate) const NFTA_BITWISE_XOR: u16 = 5;
 /// Dumped by the kernel even when 0 (the mask-and-xor operation), never written here.
 pub(crate) const NFTA_BITWISE_OP: u16 = 6;
 
+// NFTA_BYTEORDER_* (byteorder expression), NFT_BYTEORDER_* operations.
+pub(crate) const NFTA_BYTEORDER_SREG: u16 = 1;
+pub(crate) const NFTA_BYTEORDER_DREG: u16 = 2;
+pub(crate) const NFTA_BYTEORDER_OP: u16 = 3;
+pub(crate) const NFTA_BYTEORDER_LEN: u16 = 4;
+pub(crate) const NFTA_BYTEORDER_SIZE: u16 = 5;
+pub(crate) const NFT_BYTEORDER_HTON: u32 = 1;
+
 // NFTA_LOOKUP_* (lookup expression), NFT_LOOKUP_F_* flags.
 pub(crate) const NFTA_LOOKUP_SET: u16 = 1;
 pub(crate) const NFTA_LOOKUP_SREG: u16 = 2;

@@ -255,21 +255,27 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     let pair_lengths: Vec<(Family, u8, u8)> = lookups.pairs.keys().copied().collect();
     let proxy_families: Vec<Family> = lookups.proxy_maps.keys().copied().collect();
     let skipped = !topology.skipped_interfaces().is_empty();
-    let roles = roles::plan_roles(topology, &prefixes);
-    sets.extend(roles.sets);
     let elsewhere = counted_sets(topology.elsewhere(), SetName::Elsewhere);
+    let elsewhere_families: Vec<Family> = elsewhere.iter().map(|s| s.0).collect();
+    let internet = Internet {
+        prefixes: &prefixes,
+        elsewhere: &elsewhere_families,
+    };
+    let roles = roles::plan_roles(topology, &internet);
+    sets.extend(roles.sets);
     let containers = counted_sets(topology.containers(), SetName::Containers);
     let counted: Vec<Family> = containers.iter().map(|s| s.0).collect();
     sets.extend(containers.into_iter().map(|s| s.1));
     let dispatch = Dispatch {
         proxies: &proxy_families,
         roles: &roles.dispatch,
-        elsewhere: &elsewhere.iter().map(|s| s.0).collect::<Vec<_>>(),
+        elsewhere: &elsewhere_families,
+        bridged: !networks.is_empty() && networks.iter().all(|n| n.interface.is_some()),
     };
     sets.extend(elsewhere.iter().map(|s| s.1.clone()));
     let mut chains = vec![
         forward_chain(settings, &prefixes, &dispatch, skipped),
-        input_chain(settings, &prefixes, dispatch.elsewhere, skipped),
+        input_chain(settings, &prefixes, &dispatch, skipped),
         from_managed_chain(&prefixes, &pair_lengths, &roles.ingress, &counted),
         host_chain(&proxy_families, &roles.host),
     ];
@@ -282,7 +288,7 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     if !settings.unknown_interface_patterns.is_empty() || skipped {
         chains.push(unknown_bridge_chain());
     }
-    chains.extend(proxies.iter().map(|p| proxy_rules(p, &prefixes)));
+    chains.extend(proxies.iter().map(|p| proxy_rules(p, &internet)));
     chains.extend(roles.chains);
 
     Ruleset {
@@ -421,6 +427,32 @@ struct Dispatch<'a> {
     roles: &'a [Family],
     /// `elsewhere_*` sets.
     elsewhere: &'a [Family],
+    /// Whether every managed network names its bridge: then a managed source entering from
+    /// any other interface is forged, and dropped before any allowance is looked up.
+    bridged: bool,
+}
+
+/// Per managed prefix: a source in it entering from an interface that is not a managed
+/// network's bridge is forged (the bridge table binds ports only on bridges), dropped and
+/// counted before any address-keyed allowance (proxies, roles, the host's) can see it.
+fn forged_managed_sources(prefixes: &[(Family, u8)]) -> impl Iterator<Item = Rule> + '_ {
+    prefixes.iter().map(|&(family, len)| Rule {
+        matches: vec![
+            Match::InSet(
+                key(family, Direction::Source, len),
+                SetName::Managed(family, len),
+            ),
+            Match::InputInterfaceInSet {
+                set: SetName::ManagedInterfaces,
+                negated: true,
+            },
+        ],
+        counter: true,
+        action: Action::Verdict(Verdict::Drop),
+        comment: format!(
+            "a managed /{len} source from outside the managed networks' bridges: forged"
+        ),
+    })
 }
 
 /// Sets named by `name` of container addresses (`elsewhere_*`, `containers_*`), per family,
@@ -479,7 +511,11 @@ fn forward_chain(
     // lookups (the proxy map, and the check that the destination is not managed). Then role
     // members: their chain accepts what their role allows. Then a managed container's
     // addresses on unmanaged networks: it is managed there too.
-    let mut rules: Vec<Rule> = proxy_dispatch(dispatch.proxies).collect();
+    let mut rules: Vec<Rule> = Vec::new();
+    if dispatch.bridged {
+        rules.extend(forged_managed_sources(prefixes));
+    }
+    rules.extend(proxy_dispatch(dispatch.proxies));
     rules.extend(role_dispatch(dispatch.roles));
     rules.extend(elsewhere_rules(
         dispatch.elsewhere,
@@ -584,9 +620,9 @@ fn from_managed_chain(
     // answers, unreachability probes): never routed, and where east-west is denied the pair
     // rule above does not pass them. Who may advertise what is the bridge table's to check.
     rules.push(rule(
-        vec![Match::Icmpv6Type(135, 136)],
+        vec![Match::HopLimit(255), Match::Icmpv6Type(135, 136)],
         Verdict::Accept,
-        "IPv6 neighbour solicitations and advertisements between neighbours",
+        "IPv6 neighbour solicitations and advertisements between neighbours (never routed)",
     ));
     for (multicast, comment) in [
         (
@@ -602,7 +638,25 @@ fn from_managed_chain(
             comment,
         ));
     }
-    rules.extend(ingress_dispatch(ingress_families));
+    // The destination's ingress, for managed sources only: a forged source from a managed
+    // bridge is never the internet an ingress rule admits.
+    for &(family, len) in prefixes
+        .iter()
+        .filter(|(f, _)| ingress_families.contains(f))
+    {
+        rules.push(Rule {
+            matches: vec![Match::InSet(
+                key(family, Direction::Source, len),
+                SetName::Managed(family, len),
+            )],
+            counter: false,
+            action: Action::VerdictMap(
+                MapKey::Address(key(family, Direction::Destination, family.bits())),
+                SetName::Ingress(family),
+            ),
+            comment: format!("from a managed /{len} toward a role member: its role's ingress"),
+        });
+    }
     rules.extend(counted.iter().map(|&family| {
         rule(
             vec![Match::InSet(
@@ -677,7 +731,7 @@ fn from_elsewhere_chain(families: &[Family]) -> Chain {
 fn input_chain(
     settings: &TableSettings,
     prefixes: &[(Family, u8)],
-    elsewhere: &[Family],
+    dispatch: &Dispatch,
     skipped: bool,
 ) -> Chain {
     let mut rules = vec![
@@ -689,6 +743,9 @@ fn input_chain(
         ),
     ];
     rules.extend(unknown_interface_rules(settings, Verdict::Drop));
+    if dispatch.bridged {
+        rules.extend(forged_managed_sources(prefixes));
+    }
     let to_host = Verdict::Jump(ChainName::HostFromManaged);
     rules.extend(per_prefix(
         prefixes,
@@ -702,7 +759,7 @@ fn input_chain(
         "anything else from a managed network's bridge to the host itself",
     ));
     rules.extend(elsewhere_rules(
-        elsewhere,
+        dispatch.elsewhere,
         Direction::Source,
         Verdict::Jump(ChainName::HostFromManaged),
         "a managed container through an unmanaged network to the host itself",
@@ -742,7 +799,42 @@ fn host_chain(proxy_families: &[Family], role_families: &[Family]) -> Chain {
     }
 }
 
-fn proxy_rules(proxy: &Proxy, prefixes: &[(Family, u8)]) -> Chain {
+/// What is not the internet: the managed prefixes, and managed containers' addresses on
+/// unmanaged networks.
+pub(super) struct Internet<'a> {
+    /// The managed (family, prefix length) pairs, each with its `managed_*` set.
+    pub(super) prefixes: &'a [(Family, u8)],
+    /// The families with an `elsewhere_*` set.
+    pub(super) elsewhere: &'a [Family],
+}
+
+impl Internet<'_> {
+    /// The rules that return a packet whose address on `direction`'s side is not the
+    /// internet, each comment saying what it is not (`what`: "proxy egress", ...).
+    pub(super) fn not_it(&self, direction: Direction, what: &str) -> Vec<Rule> {
+        let side = match direction {
+            Direction::Source => "source",
+            Direction::Destination => "destination",
+        };
+        let mut rules: Vec<Rule> = per_prefix(
+            self.prefixes,
+            direction,
+            SetName::Managed,
+            Verdict::Return,
+            |len| format!("a managed /{len} {side} is never {what}"),
+        )
+        .collect();
+        rules.extend(elsewhere_rules(
+            self.elsewhere,
+            direction,
+            Verdict::Return,
+            "a managed container's address on an unmanaged network is not the internet",
+        ));
+        rules
+    }
+}
+
+fn proxy_rules(proxy: &Proxy, internet: &Internet) -> Chain {
     let mut rules = vec![
         replies_rule(),
         rule(
@@ -751,13 +843,7 @@ fn proxy_rules(proxy: &Proxy, prefixes: &[(Family, u8)]) -> Chain {
             "an invalid packet is never proxy egress",
         ),
     ];
-    rules.extend(per_prefix(
-        prefixes,
-        Direction::Destination,
-        SetName::Managed,
-        Verdict::Return,
-        |len| format!("a managed /{len} destination is never proxy egress"),
-    ));
+    rules.extend(internet.not_it(Direction::Destination, "proxy egress"));
     for service in &proxy.services {
         let port = Match::DestinationPort(service.protocol, service.port);
         if service.is_dns() && !proxy.dns_servers.is_empty() {

@@ -233,12 +233,23 @@ fn shared_port_chain(reserved: &Reserved) -> Chain {
         ));
     }
     for &address in &reserved.ipv6 {
-        for kind in [NEIGHBOUR_ADVERTISEMENT, NEIGHBOUR_SOLICITATION] {
-            rules.push(drop(
-                vec![icmpv6(kind), Match::NeighbourTarget(address)],
-                "neighbour discovery for a declared proxy's address",
-            ));
-        }
+        rules.push(drop(
+            vec![
+                icmpv6(NEIGHBOUR_ADVERTISEMENT),
+                Match::NeighbourTarget(address),
+            ],
+            "an advertisement of a declared proxy's address",
+        ));
+        // Duplicate address detection of it (from ::); resolving it, as a neighbour does
+        // before talking to the proxy, passes.
+        rules.push(drop(
+            vec![
+                from(Ipv6Addr::UNSPECIFIED),
+                icmpv6(NEIGHBOUR_SOLICITATION),
+                Match::NeighbourTarget(address),
+            ],
+            "duplicate address detection of a declared proxy's address",
+        ));
         rules.push(drop(vec![from(address)], "a declared proxy's IPv6 address"));
     }
     rules.push(rule(

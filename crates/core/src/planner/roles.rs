@@ -31,7 +31,7 @@ use crate::roles::Target;
 use crate::ruleset::{Chain, CtState, Direction, Family, Match, Set, SetContent, SetKey, Verdict};
 use crate::topology::{ManagedNetwork, Member, Topology};
 
-use super::{per_prefix, replies_rule, rule};
+use super::{replies_rule, rule, Internet};
 
 /// ICMP's protocol number, which only IPv4 flows carry, and ICMPv6's, only IPv6's.
 const ICMP: u8 = 1;
@@ -52,8 +52,8 @@ pub(super) struct RolePlan {
     pub(super) ingress: Vec<Family>,
 }
 
-/// The roles of `topology` that have members, planned against the managed `prefixes`.
-pub(super) fn plan_roles(topology: &Topology, prefixes: &[(Family, u8)]) -> RolePlan {
+/// The roles of `topology` that have members, planned against what is not the `internet`.
+pub(super) fn plan_roles(topology: &Topology, internet: &Internet) -> RolePlan {
     let mut members: BTreeMap<&str, Vec<&Member>> = BTreeMap::new();
     for member in topology.members() {
         if topology.roles().contains_key(&member.role) {
@@ -74,7 +74,7 @@ pub(super) fn plan_roles(topology: &Topology, prefixes: &[(Family, u8)]) -> Role
                     .or_default()
                     .insert(*address, Verdict::Jump(chain.clone()));
             }
-            let (sets, chain) = ingress_chain(topology, &members, name, prefixes);
+            let (sets, chain) = ingress_chain(topology, &members, name, internet);
             plan.sets.extend(sets);
             plan.chains.push(chain);
         }
@@ -129,13 +129,7 @@ pub(super) fn plan_roles(topology: &Topology, prefixes: &[(Family, u8)]) -> Role
             ));
         }
         if !out.is_empty() {
-            rules.extend(per_prefix(
-                prefixes,
-                Direction::Destination,
-                SetName::Managed,
-                Verdict::Return,
-                |len| format!("a managed /{len} destination is not the internet"),
-            ));
+            rules.extend(internet.not_it(Direction::Destination, "the internet"));
             let set = SetName::RoleServices(name.to_string());
             plan.sets.push(flow_set(set.clone(), None, &out));
             rules.push(rule(
@@ -179,14 +173,14 @@ fn ingress_chain(
     topology: &Topology,
     members: &BTreeMap<&str, Vec<&Member>>,
     name: &str,
-    prefixes: &[(Family, u8)],
+    internet: &Internet,
 ) -> (Vec<Set>, Chain) {
     let mut flows: BTreeMap<Family, Vec<FlowRange>> = BTreeMap::new();
-    let mut internet: Vec<FlowRange> = Vec::new();
+    let mut from_internet: Vec<FlowRange> = Vec::new();
     for rule in &topology.roles()[name].ingress {
         let allowed: Vec<FlowRange> = rule.allow.iter().flat_map(|a| a.flows()).collect();
         match &rule.from {
-            Target::Internet => internet.extend(allowed),
+            Target::Internet => from_internet.extend(allowed),
             Target::Host => {} // refused by the policy: the host's own traffic is not filtered
             source => {
                 for range in destinations(topology, members, source) {
@@ -210,16 +204,10 @@ fn ingress_chain(
             format!("role {name}: from the roles, networks and prefixes that may reach it"),
         ));
     }
-    if !internet.is_empty() {
-        rules.extend(per_prefix(
-            prefixes,
-            Direction::Source,
-            SetName::Managed,
-            Verdict::Return,
-            |len| format!("a managed /{len} source is not the internet"),
-        ));
+    if !from_internet.is_empty() {
+        rules.extend(internet.not_it(Direction::Source, "the internet"));
         let set = SetName::IngressServices(name.to_string());
-        sets.push(flow_set(set.clone(), None, &internet));
+        sets.push(flow_set(set.clone(), None, &from_internet));
         rules.push(rule(
             vec![Match::FlowInSet(None, set)],
             Verdict::Accept,

@@ -461,6 +461,15 @@ impl Source<'_> {
                 ),
             ));
         }
+        if raw.addresses.is_empty() {
+            return Err(self.error(
+                Some(raw.name.span()),
+                format!(
+                    "member `{}` has no address: a member is known by its addresses, list them",
+                    shown(raw.name.get_ref())
+                ),
+            ));
+        }
         Ok(Member {
             name: raw.name.get_ref().clone(),
             role: raw.role.get_ref().clone(),

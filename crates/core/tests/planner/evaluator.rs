@@ -84,7 +84,8 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
             })
         }
         Match::CtState(states) => packet.state.is_some_and(|s| states.contains(&s)),
-        Match::Icmpv6Type(..) => false, // the evaluator only models TCP and UDP
+        // The evaluator only models TCP and UDP.
+        Match::Icmpv6Type(..) | Match::HopLimit(_) => false,
         Match::Address(direction, net) => {
             let address = match direction {
                 Direction::Source => packet.src,

@@ -615,6 +615,18 @@ fn a_static_proxy_declaring_its_macs_is_bound_and_no_other_port_may_claim_it() {
         for frame in own_frames(&own) {
             assert!(passes(&table, &frame), "{neighbour}'s own {frame:?}");
         }
+        // Resolving the proxy's address, before talking to it, passes.
+        let resolve = Frame {
+            port: neighbour.into(),
+            source_mac: own.mac,
+            tagged: false,
+            payload: Payload::Ipv6 {
+                source: own.ipv6[1],
+                icmp: Some((135, proxy.ipv6[1])),
+                udp_source: None,
+            },
+        };
+        assert!(passes(&table, &resolve), "{neighbour} resolving the proxy");
         for (frame, what) in forged_frames(&own, proxy) {
             // Shared ports are held to no address of their own: only the proxy's identity,
             // and what no port may send, is refused.

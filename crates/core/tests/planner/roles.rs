@@ -153,3 +153,69 @@ fn ingress_admits_only_what_the_destination_role_allows() {
     reply.state = Some(enforcer_core::ruleset::CtState::Established);
     assert_eq!(fate(&table, Hook::Forward, &reply), Fate::Passed);
 }
+
+/// Attacks on the model, as a container with CAP_NET_RAW would try them: a member's address
+/// forged from outside the managed bridges, an internet source forged from a managed bridge
+/// toward a role's internet ingress, a role's internet allowance aimed at a managed
+/// container's address on an unmanaged network.
+#[test]
+fn forged_sources_and_hidden_managed_destinations_get_nothing() {
+    let mut policy = replicante(0);
+    let text = "[roles.supervisor]\ningress = [{ from = \"internet\", allow = [\"tcp/8443\"] }]\n\
+                [roles.dns]\n";
+    let extra = Policy::parse(text, "extra.toml").unwrap();
+    let mut roles = policy.static_topology.roles().clone();
+    roles.insert(
+        "supervisor".into(),
+        extra.static_topology.roles()["supervisor"].clone(),
+    );
+    let elsewhere = [("172.30.0.9".parse().unwrap(), "monitor".to_string())].into();
+    policy.static_topology = policy
+        .static_topology
+        .clone()
+        .with_roles(roles)
+        .with_elsewhere(elsewhere);
+    let table = plan(&policy.table, &policy.static_topology);
+    let rows = [
+        // The agent's address, forged from an unmanaged bridge toward what the agent may reach.
+        (
+            udp(on("docker0", tcp("172.20.0.100", "172.20.0.3", 53))),
+            Fate::Dropped,
+        ),
+        // The same from the agent's own bridge passes (the bridge table binds it there).
+        (
+            udp(on("br-repl", tcp("172.20.0.100", "172.20.0.3", 53))),
+            Fate::Passed,
+        ),
+        // An internet source forged on a managed bridge toward the internet's ingress.
+        (
+            on("br-repl", tcp("203.0.113.9", "172.20.0.5", 8443)),
+            Fate::Dropped,
+        ),
+        // The real internet gets in.
+        (
+            on("uplink", tcp("203.0.113.9", "172.20.0.5", 8443)),
+            Fate::Passed,
+        ),
+        // The proxy's internet allowance toward a managed container on an unmanaged network.
+        (
+            on("br-repl", tcp("172.20.0.2", "172.30.0.9", 443)),
+            Fate::Dropped,
+        ),
+        // DNS's internet allowance likewise.
+        (
+            udp(on("br-repl", tcp("172.20.0.3", "172.30.0.9", 53))),
+            Fate::Dropped,
+        ),
+        (
+            udp(on("br-repl", tcp("172.20.0.3", "203.0.113.10", 53))),
+            Fate::Passed,
+        ),
+    ];
+    for (packet, expected) in rows {
+        assert_eq!(fate(&table, Hook::Forward, &packet), expected, "{packet:?}");
+    }
+    // Toward the host, a forged member address is dropped before the host's allowances.
+    let forged_to_host = on("docker0", tcp("172.20.0.5", "172.20.0.1", 22));
+    assert_eq!(fate(&table, Hook::Input, &forged_to_host), Fate::Dropped);
+}

@@ -146,6 +146,7 @@ impl Expressions<'_, '_> {
             Match::NeighbourTarget(address) => self.neighbour_target(*address),
             Match::EtherType(ether_type) => self.outer_ether_type(ether_type.number()),
             Match::FlowInSet(address, set) => self.flow_in_set(*address, set),
+            Match::HopLimit(limit) => self.hop_limit(*limit),
         }
     }
 
@@ -243,6 +244,13 @@ impl Expressions<'_, '_> {
         self.cmp(NFT_CMP_EQ, &sender);
     }
 
+    /// `ip6 hoplimit N`.
+    fn hop_limit(&mut self, limit: u8) {
+        self.nfproto(Family::V6);
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 7, 1, NFT_REG_1);
+        self.cmp(NFT_CMP_EQ, &[limit]);
+    }
+
     /// `arp saddr ip A`: the sender protocol address, at its offset for Ethernet and IPv4.
     fn arp_sender_address(&mut self, address: Ipv4Addr) {
         self.ether_type(ETH_P_ARP);
@@ -326,6 +334,10 @@ impl Expressions<'_, '_> {
             words += family.bits() as u32 / 32;
         }
         self.meta_into(NFT_META_L4PROTO, register_at(words));
+        // What nft 1.0.6 writes after `meta l4proto` in a concatenation: a byte-order
+        // conversion of 1 byte in units of 2, which changes nothing; written too so that the
+        // table `nft -f` makes of the dry-run text is this one, expression for expression.
+        self.byteorder(register_at(words), 1, 2);
         self.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, register_at(words + 1));
         self.lookup(set, Lookup::Present);
     }
@@ -363,6 +375,9 @@ impl Expressions<'_, '_> {
     fn nfproto(&mut self, family: Family) {
         match self.family {
             TableFamily::Inet => {
+                if std::mem::replace(&mut self.network_known, true) {
+                    return;
+                }
                 let value = match family {
                     Family::V4 => NFPROTO_IPV4,
                     Family::V6 => NFPROTO_IPV6,
@@ -410,6 +425,19 @@ impl Expressions<'_, '_> {
     /// `meta`: loads `key` into register 1.
     fn meta(&mut self, key: u32) {
         self.meta_into(key, NFT_REG_1);
+    }
+
+    /// `byteorder`: `register` to network order, `len` bytes in units of `size`, in place.
+    fn byteorder(&mut self, register: u32, len: u32, size: u32) {
+        self.add(|e| {
+            named(e, "byteorder", |d| {
+                d.be32(NFTA_BYTEORDER_SREG, register)
+                    .be32(NFTA_BYTEORDER_DREG, register)
+                    .be32(NFTA_BYTEORDER_OP, NFT_BYTEORDER_HTON)
+                    .be32(NFTA_BYTEORDER_LEN, len)
+                    .be32(NFTA_BYTEORDER_SIZE, size);
+            })
+        });
     }
 
     /// `meta`: the packet's `key` into `register`.

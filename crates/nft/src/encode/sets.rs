@@ -145,7 +145,7 @@ pub(super) fn elements(content: &SetContent) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// One encoded `NFTA_LIST_ELEM` of a concatenation of ranges: its first and last key.
-fn range_element(first: &[u8], last: &[u8]) -> Vec<u8> {
+pub(super) fn range_element(first: &[u8], last: &[u8]) -> Vec<u8> {
     let mut list = AttrWriter::new();
     list.nested(NFTA_LIST_ELEM, |elem| {
         elem.nested(NFTA_SET_ELEM_KEY, |k| {

@@ -3,7 +3,7 @@
 
 use enforcer_core::ruleset::TableFamily;
 
-use super::sets::{element, element_messages, ElementChange};
+use super::sets::{element, element_messages, range_element, ElementChange};
 use super::{Part, Parts};
 use crate::abi::*;
 use crate::state::TableState;
@@ -190,9 +190,17 @@ impl<'a> Update<'a> {
         // 2. Remove the elements that go away or change, from sets that stay.
         for set in self.parts.sets.iter().filter(|s| self.kept_set(&s.name)) {
             let (have, want) = (&self.current.sets[&set.name], &self.desired.sets[&set.name]);
+            // A range element (a flow set's) is named by its first and last key, as `nft` does.
             let gone: Vec<Vec<u8>> = have
                 .differing(want)
-                .map(|(key, _)| element(key, None, None))
+                .map(|(key, value)| {
+                    let last = wire::attribute(value, NFTA_SET_ELEM_KEY_END)
+                        .and_then(|end| wire::attribute(end, NFTA_DATA_VALUE));
+                    match last {
+                        Some(last) => range_element(key, last),
+                        None => element(key, None, None),
+                    }
+                })
                 .collect();
             let gone: Vec<&Vec<u8>> = gone.iter().collect();
             parts.extend(element_messages(
