@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use enforcer_harness::fake_docker::{FakeDocker, Hostile};
-use enforcer_harness::{enforcer_bin, require_root, Agent, Netns};
+use enforcer_harness::{enforcer_bin, require_root, wait_until, Agent, Netns};
 
 /// A policy with one static managed network, so that a table with content is in force.
 const POLICY: &str = "[[networks]]\nname = \"static\"\nsubnets = [\"10.50.0.0/24\"]\n";
@@ -76,7 +76,10 @@ fn a_docker_that_trickles_its_answer_is_reported_stalled_and_the_agent_stays_res
         "stalled: no complete answer within 10s",
         Duration::from_secs(20),
     );
-    let state = std::fs::read_to_string(setup.agent.state_file()).unwrap();
+    // The state file says it too (written as the line is logged; read until it is there).
+    let read = || std::fs::read_to_string(setup.agent.state_file()).unwrap_or_default();
+    wait_until(Duration::from_secs(5), || read().contains("stalled"));
+    let state = read();
     assert!(state.contains("\"connected\": false"), "{state}");
     assert!(state.contains("stalled"), "{state}");
     table_holds_static(&setup.ns);

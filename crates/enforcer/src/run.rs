@@ -268,11 +268,12 @@ impl<K: Kernel> Agent<K> {
                 reasons.extend(more);
             }
             DockerUpdate::Lost { error, retry_in } => {
+                // The state file first: whoever reads the log line finds it said there too.
+                self.set_connection(Some(error.clone()));
                 tracing::warn!(
                     retry_in_ms = retry_in.as_millis() as u64,
                     "{error}; the rules in force stay, retrying"
                 );
-                self.set_connection(Some(error));
             }
         }
     }
