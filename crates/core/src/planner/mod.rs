@@ -393,30 +393,29 @@ fn replies_rule() -> Rule {
     )
 }
 
-/// Each member address visits its role's chain and comes back unless accepted there.
-fn role_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
-    families.iter().map(|&family| Rule {
+/// Per family, one verdict-map lookup of the packet's `direction` address in the map `map`
+/// names: its element's chain is visited, and the packet comes back unless accepted there.
+fn address_dispatch<'a>(
+    families: &'a [Family],
+    direction: Direction,
+    map: fn(Family) -> SetName,
+    comment: &'static str,
+) -> impl Iterator<Item = Rule> + 'a {
+    families.iter().map(move |&family| Rule {
         matches: vec![],
         counter: false,
         action: Action::VerdictMap(
-            MapKey::Address(key(family, Direction::Source, family.bits())),
-            SetName::Roles(family),
+            MapKey::Address(key(family, direction, family.bits())),
+            map(family),
         ),
-        comment: "a role member's packets visit its role's chain".into(),
+        comment: comment.into(),
     })
 }
 
-/// Each proxy address visits its proxy's chain and comes back unless accepted there.
+/// Each proxy address visits its proxy's chain.
 fn proxy_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
-    families.iter().map(|&family| Rule {
-        matches: vec![],
-        counter: false,
-        action: Action::VerdictMap(
-            MapKey::Address(key(family, Direction::Source, family.bits())),
-            SetName::Proxies(family),
-        ),
-        comment: "a proxy's packets visit its chain of allowed services".into(),
-    })
+    let comment = "a proxy's packets visit its chain of allowed services";
+    address_dispatch(families, Direction::Source, SetName::Proxies, comment)
 }
 
 /// The families of the address maps and sets `forward` sorts sources by.
@@ -516,7 +515,12 @@ fn forward_chain(
         rules.extend(forged_managed_sources(prefixes));
     }
     rules.extend(proxy_dispatch(dispatch.proxies));
-    rules.extend(role_dispatch(dispatch.roles));
+    rules.extend(address_dispatch(
+        dispatch.roles,
+        Direction::Source,
+        SetName::Roles,
+        "a role member's packets visit its role's chain",
+    ));
     rules.extend(elsewhere_rules(
         dispatch.elsewhere,
         Direction::Source,
@@ -567,17 +571,10 @@ fn forward_chain(
 }
 
 /// Each member address of a role with ingress rules visits its role's ingress chain as a
-/// destination, and comes back unless accepted there.
+/// destination.
 fn ingress_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
-    families.iter().map(|&family| Rule {
-        matches: vec![],
-        counter: false,
-        action: Action::VerdictMap(
-            MapKey::Address(key(family, Direction::Destination, family.bits())),
-            SetName::Ingress(family),
-        ),
-        comment: "toward a role member: what its role's ingress allows".into(),
-    })
+    let comment = "toward a role member: what its role's ingress allows";
+    address_dispatch(families, Direction::Destination, SetName::Ingress, comment)
 }
 
 /// New connections toward a managed network from outside it: replies pass, a role member's

@@ -144,28 +144,30 @@ pub(super) fn plan_roles(topology: &Topology, internet: &Internet) -> RolePlan {
             rules,
         });
     }
-    for (family, map) in maps {
-        plan.dispatch.push(family);
-        plan.sets.push(Set {
-            name: SetName::Roles(family),
-            key: SetKey::Address(family),
-            content: SetContent::VerdictMap(map),
-        });
-    }
+    plan.dispatch = verdict_maps(maps, SetName::Roles, &mut plan.sets);
     for (family, flows) in host {
         plan.host.push(family);
         plan.sets
             .push(flow_set(SetName::HostFlows(family), Some(family), &flows));
     }
-    for (family, map) in ingress_maps {
-        plan.ingress.push(family);
-        plan.sets.push(Set {
-            name: SetName::Ingress(family),
-            key: SetKey::Address(family),
-            content: SetContent::VerdictMap(map),
-        });
-    }
+    plan.ingress = verdict_maps(ingress_maps, SetName::Ingress, &mut plan.sets);
     plan
+}
+
+/// The verdict maps named by `name`, one per family of `maps`, added to `sets`; returns their
+/// families.
+fn verdict_maps(
+    maps: BTreeMap<Family, BTreeMap<IpAddr, Verdict>>,
+    name: fn(Family) -> SetName,
+    sets: &mut Vec<Set>,
+) -> Vec<Family> {
+    let families = maps.keys().copied().collect();
+    sets.extend(maps.into_iter().map(|(family, map)| Set {
+        name: name(family),
+        key: SetKey::Address(family),
+        content: SetContent::VerdictMap(map),
+    }));
+    families
 }
 
 /// The sets and the `ingress_<name>` chain of role `name`, which has ingress rules.
