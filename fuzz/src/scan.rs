@@ -84,6 +84,11 @@ const VOCABULARY: &[&str] = &[
     "l4proto",
     "th",
     "hoplimit",
+    // Quarantine (dynamic sets, the arp table, the output hook).
+    "output",
+    "oifname",
+    "size",
+    "dynamic",
 ];
 
 /// Words nft 1.0.6 reads as keywords where a table name is expected, so that `table inet WORD`
@@ -286,16 +291,22 @@ fn clip(text: &str) -> String {
 /// Checks the rendered `script` of table `table`, planned from `topology`.
 pub fn scan(script: &str, table: &str, topology: &Topology) -> Result<(), String> {
     let tokens = tokens(script)?;
-    let mut previous = Token::Word("");
+    let (mut before_previous, mut previous) = (Token::Word(""), Token::Word(""));
     for (index, token) in tokens.iter().enumerate() {
-        let problem = match (previous, *token) {
-            (Token::Word("comment"), Token::Quoted(text)) => comment(text),
-            (_, Token::Quoted(text)) => interface(text),
-            (Token::Word("inet" | "bridge"), Token::Word(word)) => table_name(word, table),
-            (Token::Word("chain" | "jump" | "goto"), Token::Word(word)) => chain(word, topology),
-            (Token::Word("set" | "map"), Token::Word(word)) => set(word, topology),
-            (_, Token::Word("@th")) => Ok(()),
-            (_, Token::Word(word)) => match word.strip_prefix('@') {
+        let problem = match (before_previous, previous, *token) {
+            (_, Token::Word("comment"), Token::Quoted(text)) => comment(text),
+            (_, _, Token::Quoted(text)) => interface(text),
+            // `arp` is also a bridge table's match keyword: a table name only after `table`.
+            (_, Token::Word("inet" | "bridge"), Token::Word(word))
+            | (Token::Word("table"), Token::Word("arp"), Token::Word(word)) => {
+                table_name(word, table)
+            }
+            (_, Token::Word("chain" | "jump" | "goto"), Token::Word(word)) => {
+                chain(word, topology)
+            }
+            (_, Token::Word("set" | "map"), Token::Word(word)) => set(word, topology),
+            (_, _, Token::Word("@th")) => Ok(()),
+            (_, _, Token::Word(word)) => match word.strip_prefix('@') {
                 Some(name) => set(name, topology),
                 None => bare(word),
             },
@@ -303,6 +314,7 @@ pub fn scan(script: &str, table: &str, topology: &Topology) -> Result<(), String
         if let Err(problem) = problem {
             return Err(format!("token {index} of the rendered script: {problem}"));
         }
+        before_previous = previous;
         previous = *token;
     }
     Ok(())

@@ -109,11 +109,13 @@ fn applied_table_is_what_nft_makes_of_the_dry_run_text() {
     let mixed = mixed_policy();
     let roles = roles_policy();
     // ThreeGate (static, Docker off), a mixed static policy (Docker unreachable, so the
-    // unknown-bridge rules are in), roles, and the embedded default (no file).
+    // unknown-bridge rules are in), roles, IronClaw's quarantine (inet, bridge and arp tables,
+    // dynamic sets), and the embedded default (no file).
     let configs = [
         threegate(),
         mixed.path().to_string(),
         roles.path().to_string(),
+        repo_file("rules/ironclaw.toml").display().to_string(),
         String::new(),
     ];
     for config in configs {
@@ -137,12 +139,29 @@ fn applied_table_is_what_nft_makes_of_the_dry_run_text() {
         let script = run(&loaded, &["apply", "--dry-run"]);
         let load = loaded.exec_with_input("nft", &["-f", "-"], &script.stdout);
         assert!(load.status.success(), "nft -f: {}", text(&load.stderr));
-        let listed = |ns| listed_table(ns, "inet", "enforcer");
-        let (a, b) = (listed(&applied), listed(&loaded));
-        assert_eq!(
-            a, b,
-            "netlink-applied and nft-loaded tables differ for {config}"
-        );
+        for family in ["inet", "bridge", "arp"] {
+            let exists = |ns: &Netns| {
+                let listing = ns.exec("nft", &["list", "table", family, "enforcer"]);
+                listing.status.success().then(|| text(&listing.stdout))
+            };
+            let (a, b) = (exists(&applied), exists(&loaded));
+            assert_eq!(a.is_some(), b.is_some(), "{family} table of {config}");
+            if a.is_some() {
+                let listed = |ns| listed_table(ns, family, "enforcer");
+                assert_eq!(
+                    listed(&applied),
+                    listed(&loaded),
+                    "netlink-applied and nft-loaded {family} tables differ for {config}"
+                );
+            }
+            if config.ends_with("ironclaw.toml") {
+                let listing = a.unwrap_or_default();
+                assert!(
+                    listing.contains("flags dynamic") && listing.contains("jump quarantine_in"),
+                    "{family}: {listing}"
+                );
+            }
+        }
         // And the kernel holds every subnet: spot-check the sets nft lists.
         let listing = text(
             &applied

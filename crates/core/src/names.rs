@@ -16,6 +16,12 @@ pub enum ChainName {
     Forward,
     /// The `input` base chain: packets to the host itself.
     Input,
+    /// The `output` base chain: packets the host itself sends.
+    Output,
+    /// Packets that entered through a quarantined interface: recorded, then dropped.
+    QuarantineIn,
+    /// Packets about to leave through a quarantined interface: recorded, then dropped.
+    QuarantineOut,
     /// Forwarded traffic from managed subnets and bridges that no proxy rule accepted.
     FromManaged,
     /// Managed traffic addressed to the host itself.
@@ -86,6 +92,9 @@ pub enum SetName {
     /// The addresses of one family of containers on managed networks, each counted and naming
     /// its container: what their egress drops count against.
     Containers(Family),
+    /// The quarantined interfaces that sent or were sent a packet, each with its counter:
+    /// filled by the kernel (a dynamic set), never by the planner.
+    Quarantined,
 }
 
 const PROXY_PREFIX: &str = "proxy_";
@@ -100,6 +109,9 @@ impl fmt::Display for ChainName {
         match self {
             ChainName::Forward => f.write_str("forward"),
             ChainName::Input => f.write_str("input"),
+            ChainName::Output => f.write_str("output"),
+            ChainName::QuarantineIn => f.write_str("quarantine_in"),
+            ChainName::QuarantineOut => f.write_str("quarantine_out"),
             ChainName::FromManaged => f.write_str("from_managed"),
             ChainName::HostFromManaged => f.write_str("host_from_managed"),
             ChainName::FromUnknownBridge => f.write_str("from_unknown_bridge"),
@@ -128,6 +140,9 @@ impl FromStr for ChainName {
         Ok(match text {
             "forward" => ChainName::Forward,
             "input" => ChainName::Input,
+            "output" => ChainName::Output,
+            "quarantine_in" => ChainName::QuarantineIn,
+            "quarantine_out" => ChainName::QuarantineOut,
             "from_managed" => ChainName::FromManaged,
             "host_from_managed" => ChainName::HostFromManaged,
             "from_unknown_bridge" => ChainName::FromUnknownBridge,
@@ -174,6 +189,7 @@ impl fmt::Display for SetName {
             SetName::Ingress(family) => write!(f, "ingress_{}", family.tag()),
             SetName::Elsewhere(family) => write!(f, "elsewhere_{}", family.tag()),
             SetName::Containers(family) => write!(f, "containers_{}", family.tag()),
+            SetName::Quarantined => f.write_str("quarantined"),
             SetName::IngressFlows(family, role) => write!(f, "inflows_{}_{role}", family.tag()),
             SetName::IngressServices(role) => write!(f, "{INGRESS_SERVICES_PREFIX}{role}"),
         }
@@ -190,6 +206,7 @@ impl FromStr for SetName {
             "known_interfaces" => return Ok(SetName::KnownInterfaces),
             "skipped_interfaces" => return Ok(SetName::SkippedInterfaces),
             "ports" => return Ok(SetName::Ports),
+            "quarantined" => return Ok(SetName::Quarantined),
             _ => {}
         }
         if let Some(role) = text.strip_prefix(SERVICES_PREFIX).filter(|r| !r.is_empty()) {
@@ -270,6 +287,7 @@ mod tests {
             Just(SetName::KnownInterfaces),
             Just(SetName::SkippedInterfaces),
             Just(SetName::Ports),
+            Just(SetName::Quarantined),
             family().prop_map(SetName::Roles),
             family().prop_map(SetName::HostFlows),
             family().prop_map(SetName::Ingress),
@@ -288,6 +306,9 @@ mod tests {
         prop_oneof![
             Just(ChainName::Forward),
             Just(ChainName::Input),
+            Just(ChainName::Output),
+            Just(ChainName::QuarantineIn),
+            Just(ChainName::QuarantineOut),
             Just(ChainName::FromManaged),
             Just(ChainName::HostFromManaged),
             Just(ChainName::FromUnknownBridge),

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::flows::FlowRange;
 use crate::ruleset::{
     Action, AddressKey, Chain, CtState, Direction, Family, MapKey, Match, Rule, Ruleset, Set,
-    SetContent, SetKey, TableFamily, Tables, Verdict,
+    SetContent, SetKey, Side, TableFamily, Tables, Verdict,
 };
 
 /// The full script: `table`, `delete table`, then the table's definition.
@@ -104,10 +104,14 @@ fn set_text(set: &Set) -> String {
             key_type.to_string(),
             flows.iter().map(flow_text).collect(),
         ),
+        SetContent::Recorded(_) => ("set", key_type.to_string(), Vec::new()),
     };
     let mut out = format!("\t{keyword} {} {{\n\t\ttype {type_line}\n", set.name);
     if matches!(set.content, SetContent::Flows(_)) {
         out.push_str("\t\tflags interval\n");
+    }
+    if let SetContent::Recorded(size) = set.content {
+        let _ = write!(out, "\t\tsize {size}\n\t\tflags dynamic\n");
     }
     if counted {
         out.push_str("\t\tcounter\n");
@@ -166,6 +170,10 @@ pub fn rule_text(rule: &Rule) -> String {
         Action::Verdict(verdict) => verdict_text(verdict),
         Action::VerdictMap(MapKey::Address(key), map) => format!("{} vmap @{map}", key_text(key)),
         Action::VerdictMap(MapKey::InputInterface, map) => format!("iifname vmap @{map}"),
+        Action::RecordInterface(side, set) => {
+            let name = interface_selector(*side);
+            format!("add @{set} {{ {name} counter }}")
+        }
     });
     parts.push(format!("comment \"{}\"", rule.comment.replace('"', "'")));
     parts.join(" ")
@@ -208,6 +216,7 @@ fn match_text(m: &Match) -> String {
         Match::InSet(key, set) => format!("{} @{set}", key_text(key)),
         Match::DestinationPort(protocol, port) => format!("{} dport {port}", protocol.name()),
         Match::InputInterface(name) => format!("iifname \"{name}\""),
+        Match::OutputInterface(name) => format!("oifname \"{name}\""),
         Match::InputInterfaceInSet { set, negated } => {
             format!("iifname {}@{set}", if *negated { "!= " } else { "" })
         }
@@ -225,6 +234,13 @@ fn match_text(m: &Match) -> String {
         Match::NeighbourTarget(address) => {
             format!("@th,64,128 {:#034x}", u128::from_be_bytes(address.octets()))
         }
+    }
+}
+
+fn interface_selector(side: Side) -> &'static str {
+    match side {
+        Side::Input => "iifname",
+        Side::Output => "oifname",
     }
 }
 

@@ -20,22 +20,32 @@ pub struct Tables {
     /// `table inet enforcer`: egress and host access by address (the planner's main table).
     pub inet: Ruleset,
     /// `table bridge enforcer`: what each container's bridge port may send (who may speak as
-    /// which address). `None` when no port is guarded (Docker is not followed): the kernel
-    /// then holds no such table.
+    /// which address), and nothing in or out of a quarantined bridge port. `None` when no port
+    /// is guarded (Docker is not followed) and nothing is quarantined: the kernel then holds
+    /// no such table.
     pub bridge: Option<Ruleset>,
+    /// `table arp enforcer`: no ARP in or out of a quarantined interface. `None` when nothing
+    /// is quarantined.
+    pub arp: Option<Ruleset>,
 }
 
 impl Tables {
     /// The tables that exist, inet first.
     pub fn iter(&self) -> impl Iterator<Item = &Ruleset> {
-        std::iter::once(&self.inet).chain(self.bridge.as_ref())
+        std::iter::once(&self.inet)
+            .chain(self.bridge.as_ref())
+            .chain(self.arp.as_ref())
     }
 }
 
 impl From<Ruleset> for Tables {
     /// The inet table alone (no port is guarded).
     fn from(inet: Ruleset) -> Tables {
-        Tables { inet, bridge: None }
+        Tables {
+            inet,
+            bridge: None,
+            arp: None,
+        }
     }
 }
 
@@ -46,17 +56,20 @@ pub enum TableFamily {
     Inet,
     /// `bridge`: Ethernet frames as bridges switch them, ARP included.
     Bridge,
+    /// `arp`: ARP packets the host itself receives and sends (which no `inet` hook sees).
+    Arp,
 }
 
 impl TableFamily {
     /// Every family enforcer writes a table in.
-    pub const ALL: [TableFamily; 2] = [TableFamily::Inet, TableFamily::Bridge];
+    pub const ALL: [TableFamily; 3] = [TableFamily::Inet, TableFamily::Bridge, TableFamily::Arp];
 
     /// The family's name in `nft` syntax.
     pub fn name(self) -> &'static str {
         match self {
             TableFamily::Inet => "inet",
             TableFamily::Bridge => "bridge",
+            TableFamily::Arp => "arp",
         }
     }
 }
@@ -148,6 +161,10 @@ pub enum SetContent {
     InterfaceNames(BTreeSet<String>),
     /// A verdict map: input interface name to verdict.
     InterfaceVerdictMap(BTreeMap<String, Verdict>),
+    /// Interface names the kernel adds itself (a dynamic set, filled by
+    /// [`Action::RecordInterface`]), each with its own counter, at most this many; the planner
+    /// never lists elements, and a comparison with the kernel ignores them.
+    Recorded(u32),
     /// Disjoint boxes of flows (see [`crate::flows::disjoint`]), with addresses of the set's
     /// family or, for a set keyed without addresses, none.
     Flows(BTreeSet<FlowRange>),
@@ -164,6 +181,7 @@ impl SetContent {
             SetContent::InterfaceNames(n) => n.len(),
             SetContent::InterfaceVerdictMap(m) => m.len(),
             SetContent::Flows(f) => f.len(),
+            SetContent::Recorded(_) => 0,
         }
     }
 
@@ -180,6 +198,9 @@ pub enum Hook {
     Forward,
     /// Packets addressed to the host itself.
     Input,
+    /// Packets the host itself sends (or, in a bridge table, frames the host's bridge device
+    /// sends out of a port).
+    Output,
     /// Every packet (or, in a bridge table, every frame entering from a port) before any
     /// routing or switching decision.
     Prerouting,
@@ -191,6 +212,7 @@ impl Hook {
         match self {
             Hook::Forward => "forward",
             Hook::Input => "input",
+            Hook::Output => "output",
             Hook::Prerouting => "prerouting",
         }
     }
@@ -273,6 +295,9 @@ pub enum Match {
     /// The packet entered through this interface; a trailing `*` matches any suffix
     /// (`iifname "br-*"`).
     InputInterface(String),
+    /// The packet leaves through this interface; a trailing `*` matches any suffix
+    /// (`oifname "tap*"`).
+    OutputInterface(String),
     /// The input interface's name is (or, when `negated`, is not) in the named set
     /// (`iifname != @set`).
     InputInterfaceInSet {
@@ -351,6 +376,19 @@ pub enum Action {
     /// Look the key up in a verdict map and apply the verdict found (no verdict, and
     /// evaluation continues, when it is absent).
     VerdictMap(MapKey, SetName),
+    /// Add the packet's input (or output) interface name to the named [`SetContent::Recorded`]
+    /// set and count the packet against that element: `add @set { iifname counter }`. No
+    /// verdict: evaluation goes on with the next rule, also when the set is full.
+    RecordInterface(Side, SetName),
+}
+
+/// Which of a packet's interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The one it entered through (`iifname`).
+    Input,
+    /// The one it leaves through (`oifname`).
+    Output,
 }
 
 /// What a verdict map is looked up by.

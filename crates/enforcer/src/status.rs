@@ -40,6 +40,14 @@ struct Port {
     dropped_bytes: u64,
 }
 
+/// A quarantined interface and what was dropped in and out of it.
+#[derive(Serialize)]
+struct QuarantinedInterface {
+    interface: String,
+    dropped_packets: u64,
+    dropped_bytes: u64,
+}
+
 /// The report, as `--json` prints it.
 #[derive(Serialize)]
 struct Status {
@@ -61,6 +69,10 @@ struct Status {
     unbound_dropped_packets: u64,
     /// Frames shared ports (of static networks' bridges) sent as a declared proxy (dropped).
     shared_dropped_packets: u64,
+    /// The policy's quarantined interface patterns.
+    quarantine: Vec<String>,
+    /// Quarantined interfaces that sent or were sent a packet (all dropped), most first.
+    quarantined_interfaces: Vec<QuarantinedInterface>,
     state_file: String,
     /// When and why the table was last applied, per the state file.
     last_applied: Option<String>,
@@ -135,6 +147,8 @@ pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
         ports: bound_ports(state.as_ref(), &view),
         unbound_dropped_packets: view.unbound.packets,
         shared_dropped_packets: view.shared.packets,
+        quarantine: policy.table.quarantine.clone(),
+        quarantined_interfaces: quarantined(&view),
         state_file: state_path.display().to_string(),
         last_applied: state.as_ref().map(|s| show_time(s.applied_unix)),
         last_reason: state.as_ref().map(|s| s.reason.clone()),
@@ -297,6 +311,47 @@ fn dropping(view: &KernelView) -> Vec<ContainerDrops> {
     list
 }
 
+/// The interfaces the quarantine recorded, most packets first.
+fn quarantined(view: &KernelView) -> Vec<QuarantinedInterface> {
+    let mut list: Vec<QuarantinedInterface> = view
+        .quarantined
+        .iter()
+        .map(|(interface, counters)| QuarantinedInterface {
+            interface: interface.clone(),
+            dropped_packets: counters.packets,
+            dropped_bytes: counters.bytes,
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        b.dropped_packets
+            .cmp(&a.dropped_packets)
+            .then(a.interface.cmp(&b.interface))
+    });
+    list
+}
+
+/// The quarantined interfaces' table.
+fn quarantine_text(out: &mut String, report: &Status) {
+    if report.quarantine.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:>12} {:>14}   (quarantine: {})",
+        "QUARANTINED INTERFACE",
+        "PACKETS",
+        "BYTES",
+        report.quarantine.join(" ")
+    );
+    for q in &report.quarantined_interfaces {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>12} {:>14}",
+            q.interface, q.dropped_packets, q.dropped_bytes
+        );
+    }
+}
+
 /// The bound ports' table, and the unbound ports' count.
 fn ports_text(out: &mut String, report: &Status) {
     let _ = writeln!(
@@ -409,6 +464,7 @@ fn human(report: &Status) -> String {
         }
     }
     ports_text(&mut out, report);
+    quarantine_text(&mut out, report);
     if report.notes.is_empty() {
         let _ = writeln!(out, "\nkernel and state file agree");
     } else {

@@ -28,6 +28,7 @@ pub(crate) const NFPROTO_UNSPEC: u8 = 0;
 pub(crate) const NFPROTO_INET: u8 = 1;
 pub(crate) const NFPROTO_IPV4: u8 = 2;
 pub(crate) const NFPROTO_BRIDGE: u8 = 7;
+pub(crate) const NFPROTO_ARP: u8 = 3;
 pub(crate) const NFPROTO_IPV6: u8 = 10;
 pub(crate) const IPPROTO_ICMPV6: u8 = 58;
 
@@ -45,6 +46,7 @@ pub(crate) fn nfproto(family: enforcer_core::ruleset::TableFamily) -> u8 {
     match family {
         enforcer_core::ruleset::TableFamily::Inet => NFPROTO_INET,
         enforcer_core::ruleset::TableFamily::Bridge => NFPROTO_BRIDGE,
+        enforcer_core::ruleset::TableFamily::Arp => NFPROTO_ARP,
     }
 }
 
@@ -106,10 +108,25 @@ pub(crate) const NFTA_SET_EXPRESSIONS: u16 = 18;
 /// (`NFTA_SET_DESC_CONCAT`, a list of `NFTA_SET_FIELD_LEN`).
 pub(crate) const NFTA_SET_DESC: u16 = 9;
 pub(crate) const NFTA_SET_DESC_CONCAT: u16 = 2;
+/// A set's most elements (`size N`).
+pub(crate) const NFTA_SET_DESC_SIZE: u16 = 1;
 pub(crate) const NFTA_SET_FIELD_LEN: u16 = 1;
 pub(crate) const NFT_SET_INTERVAL: u32 = 0x4;
 pub(crate) const NFT_SET_MAP: u32 = 0x8;
 pub(crate) const NFT_SET_CONCAT: u32 = 0x80;
+/// A dynamic set: rules add its elements (`flags dynamic`).
+pub(crate) const NFT_SET_EVAL: u32 = 0x20;
+
+// NFTA_DYNSET_* (dynset expression: a rule adds the packet's key to a set).
+pub(crate) const NFTA_DYNSET_SET_NAME: u16 = 1;
+pub(crate) const NFTA_DYNSET_SET_ID: u16 = 2;
+pub(crate) const NFTA_DYNSET_OP: u16 = 3;
+pub(crate) const NFTA_DYNSET_SREG_KEY: u16 = 4;
+pub(crate) const NFTA_DYNSET_TIMEOUT: u16 = 6;
+/// The expression each new element gets (here a counter), evaluated on every later match.
+pub(crate) const NFTA_DYNSET_EXPR: u16 = 7;
+pub(crate) const NFTA_DYNSET_FLAGS: u16 = 9;
+pub(crate) const NFT_DYNSET_OP_ADD: u32 = 0;
 
 // NFTA_SET_ELEM_LIST_*: a batch of elements of one set.
 pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -155,6 +172,7 @@ pub(crate) const NFTA_META_DREG: u16 = 1;
 pub(crate) const NFTA_META_KEY: u16 = 2;
 pub(crate) const NFT_META_PROTOCOL: u32 = 1;
 pub(crate) const NFT_META_IIFNAME: u32 = 6;
+pub(crate) const NFT_META_OIFNAME: u32 = 7;
 pub(crate) const NFT_META_NFPROTO: u32 = 15;
 pub(crate) const NFT_META_L4PROTO: u32 = 16;
 

@@ -42,6 +42,7 @@ pub mod wire;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use enforcer_core::names::SetName;
 use enforcer_core::ruleset::{TableFamily, Tables};
 
 use encode::TableChange;
@@ -232,8 +233,9 @@ impl Nftables {
         self.read_with_generation(name).map(|(_, held)| held)
     }
 
-    /// The networks (with drop counters) and proxies `inet table` holds, and the bound ports
-    /// (with theirs) of `bridge table`; `None` when the inet table does not exist.
+    /// The networks (with drop counters) and proxies `inet table` holds, the bound ports (with
+    /// theirs) of `bridge table`, and the interfaces every table's `quarantined` set recorded;
+    /// `None` when the inet table does not exist.
     pub fn view(&mut self, table: &str) -> Result<Option<KernelView>, NftError> {
         if !self.socket.table_exists(TableFamily::Inet, table)? {
             return Ok(None);
@@ -250,10 +252,24 @@ impl Nftables {
         }
         let mut view =
             KernelView::from_dumps(dumps.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
-        if self.socket.table_exists(TableFamily::Bridge, table)? {
-            let rules = self.socket.dump_objects(TableFamily::Bridge, table)?;
-            view.bridge_table = true;
-            view.read_ports(&rules);
+        for family in [TableFamily::Bridge, TableFamily::Arp] {
+            if !self.socket.table_exists(family, table)? {
+                continue;
+            }
+            let objects = self.socket.dump_objects(family, table)?;
+            if family == TableFamily::Bridge {
+                view.bridge_table = true;
+                view.read_ports(&objects);
+            }
+            let mut state = TableState::default();
+            for message in wire::messages(&objects) {
+                state.absorb(table, &message);
+            }
+            let quarantined = SetName::Quarantined.to_string();
+            if state.sets.contains_key(&quarantined) {
+                let dump = self.socket.dump_elements(family, table, &quarantined)?;
+                view.read_quarantined(&dump);
+            }
         }
         Ok(Some(view))
     }

@@ -78,6 +78,9 @@ pub struct SetState {
     pub counted: bool,
     /// For a concatenation of ranges (interval flag), each field's length; empty otherwise.
     pub range_fields: Vec<u32>,
+    /// Whether rules fill it (`flags dynamic`): its elements are the kernel's, so they are
+    /// never recorded here (nor compared, nor deleted).
+    pub dynamic: bool,
     /// Element key bytes -> canonical element value: its data (verdict maps) and user data
     /// (comment), re-encoded without flags; never its counter values.
     pub elements: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -118,12 +121,14 @@ impl SetState {
             self.data_type,
             self.counted,
             &self.range_fields,
+            self.dynamic,
         ) == (
             other.map,
             other.key,
             other.data_type,
             other.counted,
             &other.range_fields,
+            other.dynamic,
         )
     }
 }
@@ -192,6 +197,7 @@ impl TableState {
                 );
                 set.data_type = number(NFTA_SET_DATA_TYPE);
                 let flags = number(NFTA_SET_FLAGS).unwrap_or(0);
+                set.dynamic = flags & NFT_SET_EVAL != 0;
                 set.range_fields = match flags & NFT_SET_INTERVAL != 0 {
                     false => Vec::new(),
                     true => wire::attribute(attrs, NFTA_SET_DESC)
@@ -219,6 +225,9 @@ impl TableState {
             }
             NFT_MSG_NEWSETELEM if text(NFTA_SET_ELEM_LIST_TABLE) == table => {
                 let set = self.sets.entry(text(NFTA_SET_ELEM_LIST_SET)).or_default();
+                if set.dynamic {
+                    return;
+                }
                 let Some(list) = wire::attribute(attrs, NFTA_SET_ELEM_LIST_ELEMENTS) else {
                     return;
                 };
@@ -244,6 +253,9 @@ fn canonical_expression(payload: &[u8]) -> Expression {
             ("counter", _) => false,                 // packet and byte counts
             ("lookup", NFTA_LOOKUP_SET_ID) => false, // batch-local
             ("lookup", NFTA_LOOKUP_FLAGS) => !zero,  // dumped even when 0
+            ("dynset", NFTA_DYNSET_SET_ID) => false, // batch-local
+            ("dynset", NFTA_DYNSET_FLAGS) => !zero,  // dumped even when 0
+            ("dynset", NFTA_DYNSET_TIMEOUT) => value.iter().any(|b| *b != 0), // likewise
             ("bitwise", NFTA_BITWISE_OP) => !zero,   // dumped even when 0 (mask and xor)
             _ => true,
         };
@@ -260,7 +272,19 @@ fn canonical_expression(payload: &[u8]) -> Expression {
         );
         let value = if nested {
             canonical_data(value)
-        } else if (name.as_str(), ty) == ("lookup", NFTA_LOOKUP_SET) {
+        } else if (name.as_str(), ty) == ("dynset", NFTA_DYNSET_EXPR) {
+            // The expression each element gets: its name and canonical attributes.
+            let (inner, inner_attrs) = canonical_expression(value);
+            let mut out = inner.into_bytes();
+            for (inner_ty, inner_value) in inner_attrs {
+                out.extend_from_slice(&inner_ty.to_be_bytes());
+                out.extend_from_slice(&inner_value);
+            }
+            out
+        } else if matches!(
+            (name.as_str(), ty),
+            ("lookup", NFTA_LOOKUP_SET) | ("dynset", NFTA_DYNSET_SET_NAME)
+        ) {
             wire::string(value).into_bytes()
         } else {
             value.to_vec()

@@ -45,6 +45,9 @@ pub struct KernelView {
     pub unbound: PortCounters,
     /// What shared ports (of static networks' bridges) sent that only a declared proxy may.
     pub shared: PortCounters,
+    /// Quarantined interface -> what was dropped in and out of it, summed over the tables
+    /// (inet, bridge, arp) whose `quarantined` set recorded it.
+    pub quarantined: BTreeMap<String, PortCounters>,
 }
 
 /// Packets and bytes a port's drop rules counted.
@@ -116,15 +119,29 @@ impl KernelView {
         }
     }
 
+    /// Adds the interfaces a table's `quarantined` set recorded, from a dump of its elements.
+    pub(crate) fn read_quarantined(&mut self, dump: &[u8]) {
+        for element in elements(dump) {
+            let Some(name) = element_key(element).map(wire::string) else {
+                continue;
+            };
+            let (packets, bytes) = counter(element).unwrap_or((0, 0));
+            let total = self.quarantined.entry(name).or_default();
+            total.packets += packets;
+            total.bytes += bytes;
+        }
+    }
+
     /// Whether the view reads set `name`: the counted egress and container sets, the proxy and
-    /// role maps.
+    /// role maps, the quarantined interfaces.
     pub(crate) fn reads(name: &str) -> bool {
         matches!(
             name.parse(),
             Ok(SetName::Egress(..)
                 | SetName::Proxies(_)
                 | SetName::Roles(_)
-                | SetName::Containers(_))
+                | SetName::Containers(_)
+                | SetName::Quarantined)
         )
     }
 
@@ -174,6 +191,8 @@ impl KernelView {
                         _ => {}
                     }
                 }
+            } else if let Ok(SetName::Quarantined) = name {
+                view.read_quarantined(dump);
             } else if let Ok(SetName::Containers(_)) = name {
                 for element in elements(dump) {
                     let container = wire::attribute(element, NFTA_SET_ELEM_USERDATA)

@@ -22,9 +22,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 mod ports;
+mod quarantine;
 mod roles;
 
 pub use ports::plan_ports;
+pub use quarantine::RECORDED_INTERFACES;
 
 use crate::binding::{guard_ports, guard_static_ports, guards_static_ports, BoundPort, PortGuard};
 use crate::docker::{Classified, DockerState, Skipped};
@@ -48,6 +50,11 @@ pub struct TableSettings {
     pub forward_priority: i32,
     /// Priority of the `input` base chain.
     pub input_priority: i32,
+    /// Priority of the `output` base chain (there only when an interface is quarantined).
+    pub output_priority: i32,
+    /// Interfaces (a trailing `*` matches any suffix) that have no network at all: every
+    /// packet and frame in or out of them is dropped, in every table, counted per interface.
+    pub quarantine: Vec<String>,
     /// Input interfaces (a trailing `*` matches any suffix) whose traffic is dropped unless the
     /// interface belongs to a classified network: Docker bridges the agent has not seen yet.
     /// Empty: no such rule.
@@ -66,6 +73,8 @@ impl Default for TableSettings {
             name: "enforcer".into(),
             forward_priority: -10,
             input_priority: -10,
+            output_priority: -10,
+            quarantine: Vec::new(),
             unknown_interface_patterns: Vec::new(),
             bridge_priority: -400,
             unknown_port_patterns: vec!["veth*".into()],
@@ -208,9 +217,12 @@ pub fn plan_tables(
     previous: &[BoundPort],
 ) -> (Tables, PortGuard, Vec<Skipped>) {
     let inet = plan(&policy.table, &classified.topology);
+    let arp = quarantine::arp_table(&policy.table);
     let static_guard = guards_static_ports(&policy.static_topology);
     if !policy.docker.enabled && !static_guard {
-        return (Tables::from(inet), PortGuard::default(), Vec::new());
+        let bridge = quarantine::guard_bridge(&policy.table, None);
+        let tables = Tables { inet, bridge, arp };
+        return (tables, PortGuard::default(), Vec::new());
     }
     let (mut guard, mut skipped) = if policy.docker.enabled {
         let patterns = &policy.table.unknown_interface_patterns;
@@ -234,7 +246,8 @@ pub fn plan_tables(
     let bridge = plan_ports(&policy.table, &guard);
     let tables = Tables {
         inet,
-        bridge: Some(bridge),
+        bridge: quarantine::guard_bridge(&policy.table, Some(bridge)),
+        arp,
     };
     (tables, guard, skipped)
 }
@@ -291,12 +304,14 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     chains.extend(proxies.iter().map(|p| proxy_rules(p, &internet)));
     chains.extend(roles.chains);
 
-    Ruleset {
+    let mut inet = Ruleset {
         family: TableFamily::Inet,
         table: settings.name.clone(),
         sets,
         chains,
-    }
+    };
+    quarantine::guard_inet(settings, &mut inet);
+    inet
 }
 
 /// A rule with a verdict; its comment cut to what `nft` reads back (it may name a proxy).

@@ -36,6 +36,15 @@ struct RawPolicy {
     roles: BTreeMap<String, Spanned<RawRole>>,
     #[serde(default)]
     members: Vec<RawMember>,
+    #[serde(default)]
+    quarantine: RawQuarantine,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawQuarantine {
+    #[serde(default)]
+    interfaces: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +84,7 @@ struct RawTable {
     name: Option<Spanned<String>>,
     forward_priority: Option<i32>,
     input_priority: Option<i32>,
+    output_priority: Option<i32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -198,6 +208,12 @@ impl Source<'_> {
             self.error(e.span(), format!("{message} (see docs/policy.md)"))
         })?;
         let mut table = self.table(&raw.table)?;
+        table.quarantine = raw
+            .quarantine
+            .interfaces
+            .iter()
+            .map(|p| self.interface_pattern(p))
+            .collect::<Result<_, _>>()?;
         let docker = self.docker(&raw.docker)?;
         if docker.enabled && docker.unknown_networks == UnknownNetworks::Deny {
             table.unknown_interface_patterns = docker.bridge_patterns.clone();
@@ -247,6 +263,7 @@ impl Source<'_> {
             name,
             forward_priority: raw.forward_priority.unwrap_or(defaults.forward_priority),
             input_priority: raw.input_priority.unwrap_or(defaults.input_priority),
+            output_priority: raw.output_priority.unwrap_or(defaults.output_priority),
             ..defaults
         })
     }

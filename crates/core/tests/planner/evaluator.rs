@@ -22,6 +22,8 @@ pub(crate) struct Packet {
     pub(crate) state: Option<CtState>,
     /// Input interface.
     pub(crate) interface: &'static str,
+    /// Output interface (empty: none yet, or not looked at).
+    pub(crate) out_interface: &'static str,
 }
 
 /// What the table did to a packet.
@@ -107,10 +109,8 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
         Match::DestinationPort(protocol, port) => {
             *protocol == packet.protocol && *port == packet.dport
         }
-        Match::InputInterface(pattern) => match pattern.strip_suffix('*') {
-            Some(stem) => packet.interface.starts_with(stem),
-            None => packet.interface == pattern,
-        },
+        Match::InputInterface(pattern) => name_matches(pattern, packet.interface),
+        Match::OutputInterface(pattern) => name_matches(pattern, packet.out_interface),
         Match::InputInterfaceInSet { set, negated } => {
             match &ruleset
                 .set(set)
@@ -130,6 +130,14 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
     }
 }
 
+/// Whether interface `name` matches `pattern` (a trailing `*` matches any suffix).
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(stem) => name.starts_with(stem),
+        None => name == pattern,
+    }
+}
+
 /// Runs `chain`; returns the final verdict if one was reached (Accept or Drop), None to return.
 fn run(ruleset: &Ruleset, chain: &ChainName, packet: &Packet, depth: usize) -> Option<Verdict> {
     assert!(depth < 16, "chain loop");
@@ -140,6 +148,7 @@ fn run(ruleset: &Ruleset, chain: &ChainName, packet: &Packet, depth: usize) -> O
         }
         let verdict = match &rule.action {
             Action::Verdict(v) => v.clone(),
+            Action::RecordInterface(..) => Verdict::Continue,
             Action::VerdictMap(MapKey::InputInterface, _) => {
                 panic!("a bridge table's port map in the inet table")
             }
@@ -194,6 +203,7 @@ pub(crate) fn tcp(src: &str, dst: &str, port: u16) -> Packet {
         dport: port,
         state: None,
         interface: bridge_of(src),
+        out_interface: "",
     }
 }
 

@@ -6,6 +6,7 @@
 mod evaluator;
 mod ports;
 mod properties;
+mod quarantine;
 mod roles;
 mod threegate;
 

@@ -147,7 +147,7 @@ proptest! {
             for address in &proxy.addresses {
                 let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
                 let service = Service { protocol, port };
-                let mut packet = Packet { src: *address, dst: outside(Family::of(*address)), protocol, dport: port, state: None, interface: "eth0" };
+                let mut packet = Packet { src: *address, dst: outside(Family::of(*address)), protocol, dport: port, state: None, interface: "eth0", out_interface: "" };
                 let allowed = proxy.services.contains(&service)
                     && (proxy.dns_servers.is_empty() || !service.is_dns());
                 let expected = if allowed { Fate::Passed } else { Fate::Dropped };
@@ -245,6 +245,7 @@ fn shape(rs: &Ruleset, family: Family) -> Vec<String> {
                 }
                 Action::VerdictMap(MapKey::InputInterface, m) => format!("vmap iifname {m}"),
                 Action::Verdict(v) => format!("{v:?}"),
+                Action::RecordInterface(side, set) => format!("record {side:?} {set}"),
             };
             lines.push(erase(format!("{matches:?} {} {action}", rule.counter)));
         }

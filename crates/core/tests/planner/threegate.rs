@@ -101,6 +101,7 @@ fn the_spec_matrix_holds_on_the_model() {
             dport: flow.service.port,
             state: None,
             interface: flow.source_network().bridge,
+            out_interface: "",
         };
         let hook = if flow.to_host() {
             Hook::Input
@@ -160,6 +161,7 @@ fn threegate_matrix_on_the_model() {
             dport,
             state,
             interface: bridge_of(src),
+            out_interface: "",
         };
         assert_eq!(fate(&rs, hook, &packet), expected, "{packet:?} at {hook:?}");
     }

@@ -176,13 +176,14 @@ fn table_and_chains(ruleset: &Ruleset) -> ([Part; 2], Vec<Vec<u8>>) {
     let family = match ruleset.family {
         TableFamily::Inet => ProtocolFamily::Inet,
         TableFamily::Bridge => ProtocolFamily::Bridge,
+        TableFamily::Arp => ProtocolFamily::Arp,
     };
     let table = Table::new(family).with_name(name.as_str());
     let mut batch = Batch::new();
     batch.add(&table, MsgType::Add);
     batch.add(&table, MsgType::Del);
     for chain in &ruleset.chains {
-        batch.add(&chain_object(&table, chain), MsgType::Add);
+        batch.add(&chain_object(&table, ruleset.family, chain), MsgType::Add);
     }
     // The content messages of the batch, without its BEGIN and END.
     let bytes = batch.finalize();
@@ -202,14 +203,19 @@ fn table_and_chains(ruleset: &Ruleset) -> ([Part; 2], Vec<Vec<u8>>) {
 }
 
 /// A chain as rustables models it; a base chain always has policy accept and type filter.
-fn chain_object(table: &Table, chain: &ChainDef) -> Chain {
+fn chain_object(table: &Table, family: TableFamily, chain: &ChainDef) -> Chain {
     let object = Chain::new(table).with_name(chain.name.to_string());
     match chain.hook {
         Some((hook, priority)) => {
-            let class = match hook {
-                HookDef::Forward => HookClass::Forward,
-                HookDef::Input => HookClass::In,
-                HookDef::Prerouting => HookClass::PreRouting,
+            // rustables names the inet hook numbers; the arp family numbers its two hooks
+            // from 0 (NF_ARP_IN = 0, NF_ARP_OUT = 1), which are inet's PRE_ROUTING and LOCAL_IN.
+            let class = match (family, hook) {
+                (TableFamily::Arp, HookDef::Input) => HookClass::PreRouting,
+                (TableFamily::Arp, HookDef::Output) => HookClass::In,
+                (_, HookDef::Forward) => HookClass::Forward,
+                (_, HookDef::Input) => HookClass::In,
+                (_, HookDef::Output) => HookClass::Out,
+                (_, HookDef::Prerouting) => HookClass::PreRouting,
             };
             object
                 .with_hook(Hook::new(class, priority))

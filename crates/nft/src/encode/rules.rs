@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use enforcer_core::ports::MacAddr;
 use enforcer_core::ruleset::{
-    Action, AddressKey, CtState, Direction, Family, MapKey, Match, Rule, TableFamily, Verdict,
+    Action, AddressKey, CtState, Direction, Family, MapKey, Match, Rule, Side, TableFamily, Verdict,
 };
 use enforcer_core::topology::Protocol;
 use ipnet::IpNet;
@@ -135,7 +135,8 @@ impl Expressions<'_, '_> {
                 self.pair_in_set(source, destination, set)
             }
             Match::DestinationPort(protocol, port) => self.destination_port(*protocol, *port),
-            Match::InputInterface(pattern) => self.input_interface(pattern),
+            Match::InputInterface(pattern) => self.interface(NFT_META_IIFNAME, pattern),
+            Match::OutputInterface(pattern) => self.interface(NFT_META_OIFNAME, pattern),
             Match::InputInterfaceInSet { set, negated } => {
                 self.input_interface_in_set(set, *negated)
             }
@@ -161,6 +162,13 @@ impl Expressions<'_, '_> {
             Action::VerdictMap(MapKey::InputInterface, map) => {
                 self.meta(NFT_META_IIFNAME);
                 self.lookup(map, Lookup::Verdict);
+            }
+            Action::RecordInterface(side, set) => {
+                self.meta(match side {
+                    Side::Input => NFT_META_IIFNAME,
+                    Side::Output => NFT_META_OIFNAME,
+                });
+                self.add_to_set(set);
             }
         }
     }
@@ -200,7 +208,7 @@ impl Expressions<'_, '_> {
     fn icmpv6_type(&mut self, low: u8, high: u8) {
         match self.family {
             TableFamily::Inet => self.nfproto(Family::V6),
-            TableFamily::Bridge => self.ether_type(ETH_P_IPV6),
+            TableFamily::Bridge | TableFamily::Arp => self.ether_type(ETH_P_IPV6),
         }
         self.l4proto(IPPROTO_ICMPV6);
         self.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
@@ -351,8 +359,8 @@ impl Expressions<'_, '_> {
 
     /// `iifname "br-*"` compares only the name's prefix; `iifname "docker0"` the whole,
     /// NUL-padded name.
-    fn input_interface(&mut self, pattern: &str) {
-        self.meta(NFT_META_IIFNAME);
+    fn interface(&mut self, key: u32, pattern: &str) {
+        self.meta(key);
         match pattern.strip_suffix('*') {
             Some(stem) => self.cmp(NFT_CMP_EQ, stem.as_bytes()),
             None => self.cmp(NFT_CMP_EQ, &interface_bytes(pattern)),
@@ -371,7 +379,8 @@ impl Expressions<'_, '_> {
     }
 
     /// What `nft` puts before an address: `meta nfproto ipv4` (or ipv6) in an inet table, and
-    /// in a bridge table `meta protocol ip` (or ip6), once per rule.
+    /// in a bridge table `meta protocol ip` (or ip6), once per rule. (An arp table's packets
+    /// are all ARP, so there the check never matches, as it should.)
     fn nfproto(&mut self, family: Family) {
         match self.family {
             TableFamily::Inet => {
@@ -385,7 +394,7 @@ impl Expressions<'_, '_> {
                 self.meta(NFT_META_NFPROTO);
                 self.cmp(NFT_CMP_EQ, &[value]);
             }
-            TableFamily::Bridge => {
+            TableFamily::Bridge | TableFamily::Arp => {
                 if !std::mem::replace(&mut self.network_known, true) {
                     let value = match family {
                         Family::V4 => ETH_P_IP,
@@ -491,6 +500,21 @@ impl Expressions<'_, '_> {
     }
 
     /// `lookup` of register 1 in `set`.
+    /// `add @set { <register 1> counter }`: the key in register 1 joins the dynamic set,
+    /// its element counting this packet and every later one.
+    fn add_to_set(&mut self, set: &SetName) {
+        let set_id = (self.set_id)(set);
+        self.add(|e| {
+            named(e, "dynset", |d| {
+                d.be32(NFTA_DYNSET_SREG_KEY, NFT_REG_1)
+                    .be32(NFTA_DYNSET_OP, NFT_DYNSET_OP_ADD)
+                    .string(NFTA_DYNSET_SET_NAME, &set.to_string())
+                    .be32(NFTA_DYNSET_SET_ID, set_id)
+                    .nested(NFTA_DYNSET_EXPR, counter);
+            })
+        });
+    }
+
     fn lookup(&mut self, set: &SetName, lookup: Lookup) {
         let set_id = (self.set_id)(set);
         self.add(|e| {

@@ -33,10 +33,11 @@ pub(super) fn set_message((family, table): (TableFamily, &str), set: &Set, id: u
         set.content,
         SetContent::VerdictMap(_) | SetContent::InterfaceVerdictMap(_)
     );
-    let flags = match (is_map, fields.is_empty()) {
-        (true, _) => NFT_SET_MAP,
-        (false, true) => 0,
-        (false, false) => NFT_SET_INTERVAL | NFT_SET_CONCAT,
+    let flags = match (is_map, fields.is_empty(), &set.content) {
+        (true, _, _) => NFT_SET_MAP,
+        (false, true, SetContent::Recorded(_)) => NFT_SET_EVAL,
+        (false, true, _) => 0,
+        (false, false, _) => NFT_SET_INTERVAL | NFT_SET_CONCAT,
     };
     let mut attrs = AttrWriter::new();
     attrs
@@ -54,6 +55,11 @@ pub(super) fn set_message((family, table): (TableFamily, &str), set: &Set, id: u
                     });
                 }
             });
+        });
+    }
+    if let SetContent::Recorded(size) = set.content {
+        attrs.nested(NFTA_SET_DESC, |desc| {
+            desc.be32(NFTA_SET_DESC_SIZE, size);
         });
     }
     if is_map {
@@ -132,6 +138,7 @@ pub(super) fn elements(content: &SetContent) -> Vec<(Vec<u8>, Vec<u8>)> {
             .iter()
             .map(|(n, verdict)| keyed(interface_bytes(n), Some(verdict), None))
             .collect(),
+        SetContent::Recorded(_) => Vec::new(),
         SetContent::Flows(flows) => flows
             .iter()
             .map(|f| {
