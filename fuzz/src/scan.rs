@@ -89,6 +89,7 @@ const VOCABULARY: &[&str] = &[
     "oifname",
     "size",
     "dynamic",
+    "add",
 ];
 
 /// Words nft 1.0.6 reads as keywords where a table name is expected, so that `table inet WORD`

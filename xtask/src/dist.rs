@@ -203,7 +203,7 @@ fn write_debian_files(stage: &Path, binary: &Path, arch: &str) -> Result<()> {
         b"#!/bin/sh\nset -e\n\
           if [ \"$1\" = remove ] && [ -d /run/systemd/system ]; then\n\
           \tdeb-systemd-invoke stop enforcer.service >/dev/null || true\n\
-          \techo 'enforcer: stopped; its tables stay in the kernel (remove them: nft delete table inet enforcer; nft delete table bridge enforcer)'\n\
+          \techo 'enforcer: stopped; its tables stay in the kernel (remove them: nft delete table inet enforcer; nft delete table bridge enforcer; with a quarantine, nft delete table arp enforcer)'\n\
           fi\n",
         0o755,
     )?;

@@ -345,7 +345,8 @@ fn check_config(file: &Path) -> Result<Done> {
     let roles: Vec<&str> = topology.roles().keys().map(String::as_str).collect();
     println!(
         "{}: valid; table inet {}, {} static network(s) with {subnets} subnet(s), {} static \
-         proxy(ies), {} static member(s), roles: {}; proxies may open {}",
+         proxy(ies), {} static member(s), roles: {}; proxies may open {}; quarantined \
+         interfaces: {}",
         file.display(),
         policy.table.name,
         topology.networks().len(),
@@ -362,7 +363,12 @@ fn check_config(file: &Path) -> Result<Done> {
             .iter()
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        if policy.table.quarantine.is_empty() {
+            "none".to_string()
+        } else {
+            policy.table.quarantine.join(", ")
+        }
     );
     Ok(Done::Clean)
 }

@@ -47,6 +47,48 @@ pub fn policy_text(subnets: usize) -> String {
     text
 }
 
+/// Roles in the roles benchmark, and egress rules per role.
+const ROLES: usize = 100;
+const RULES_PER_ROLE: usize = 10;
+
+/// A policy with `members` static members (an IPv4 and an IPv6 address each) on one managed
+/// network with east-west denied, spread over `roles` roles of `rules` egress rules each: the
+/// internet on tcp/443 and udp/53, and `rules - 1` other roles on a port of their own. Every
+/// role-to-role rule expands to one flow per member of the target role, so the flow sets hold
+/// about `members * (rules - 1)` elements per family.
+pub fn roles_policy_text(members: usize, roles: usize, rules: usize) -> String {
+    let mut text = String::from(
+        "[docker]\nenabled = false\n[[networks]]\nname = \"agents\"\n\
+         subnets = [\"10.0.0.0/16\", \"fd00:a::/64\"]\neast_west = \"deny\"\n",
+    );
+    for role in 0..roles {
+        let mut egress =
+            vec!["{ to = \"internet\", allow = [\"tcp/443\", \"udp/53\"] }".to_string()];
+        egress.extend((1..rules).map(|j| {
+            format!(
+                "{{ to = \"role:r{}\", allow = [\"tcp/{}\"] }}",
+                (role + j) % roles,
+                8000 + j
+            )
+        }));
+        text.push_str(&format!(
+            "[roles.r{role}]\negress = [{}]\n",
+            egress.join(", ")
+        ));
+    }
+    for i in 0..members {
+        text.push_str(&format!(
+            "[[members]]\nname = \"c{i}\"\nrole = \"r{}\"\n\
+             addresses = [\"10.0.{}.{}\", \"fd00:a::{:x}\"]\n",
+            i % roles,
+            i / 250,
+            i % 250 + 2,
+            i + 2
+        ));
+    }
+    text
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -160,7 +202,7 @@ fn line(name: &str, figure: String, met: Option<bool>) {
 }
 
 /// Runs the benchmarks whose names contain `filter` (all when empty): `apply`, `memory`,
-/// `noop`, `throughput`, `docker`, `ports-throughput`, `ports-docker`.
+/// `noop`, `throughput`, `roles`, `docker`, `ports-throughput`, `ports-docker`.
 pub fn run(filter: &str) -> Result<()> {
     require_root();
     let (enforcer, timing) = (release_enforcer(), release_agent_timing());
@@ -171,7 +213,12 @@ pub fn run(filter: &str) -> Result<()> {
     for subnets in [10usize, 1_000, LARGE] {
         let policy = TempFile::new(".toml", &policy_text(subnets));
         if wanted("apply") || (subnets == LARGE && wanted("memory")) {
-            apply::full_apply(&enforcer, &timing, &nft, &policy, subnets)?;
+            let label = format!("N = {subnets} subnets");
+            let size = apply::Size {
+                label: &label,
+                target_mib: (subnets == LARGE).then_some(30),
+            };
+            apply::full_apply(&enforcer, &timing, &nft, &policy, size)?;
         }
         if subnets == LARGE && wanted("noop") {
             apply::no_op(&enforcer, &timing, &policy)?;
@@ -179,6 +226,15 @@ pub fn run(filter: &str) -> Result<()> {
         if subnets == LARGE && wanted("throughput") {
             throughput::throughput(&enforcer, &policy)?;
         }
+    }
+    if wanted("roles") {
+        let policy = TempFile::new(".toml", &roles_policy_text(LARGE, ROLES, RULES_PER_ROLE));
+        let label = format!("{LARGE} members in {ROLES} roles of {RULES_PER_ROLE} rules");
+        let size = apply::Size {
+            label: &label,
+            target_mib: Some(40),
+        };
+        apply::full_apply(&enforcer, &timing, &nft, &policy, size)?;
     }
     if wanted("docker") {
         docker::docker(&enforcer)?;

@@ -16,6 +16,10 @@
 //!   host goes to `host_from_managed`, where only proxies' allowed services pass; anything else
 //!   from an unclassified or skipped bridge is dropped.
 //!
+//! - With `quarantine` patterns, every base chain of every table starts with one rule per
+//!   pattern that sends a quarantined interface's packets to be recorded and dropped
+//!   ([`quarantine`]).
+//!
 //! Each step is a set lookup, so the per-packet cost does not grow with the number of subnets.
 
 use std::collections::{BTreeMap, BTreeSet};
