@@ -14,7 +14,7 @@ use anyhow::{ensure, Result};
 use enforcer_harness::docker::{Agent, Dockerd};
 use enforcer_harness::poll_until;
 
-use super::line;
+use super::{line, resident_kib};
 
 /// Networks created one after another, each timed.
 const SEQUENTIAL: usize = 100;
@@ -239,16 +239,7 @@ fn paused(docker: &Dockerd, agent: &Agent, watch: &ElementWatch) -> Result<()> {
 
 /// The agent's resident memory and its CPU over 10 idle seconds.
 fn resources(agent: &Agent) -> Result<()> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid()))?;
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let (rss, peak) = (field("VmRSS:"), field("VmHWM:"));
+    let (rss, peak) = resident_kib(agent.pid())?;
     line(
         "enforcer run, 500 managed networks: resident memory (peak)",
         format!(

@@ -6,7 +6,9 @@
 //! - [`docker`]: the agent against a private dockerd (event latency, bursts, memory, idle CPU);
 //! - [`ports`]: packets on a managed bridge with 1,000 bound ports, with and without the tables,
 //!   and what binding costs the agent at that size (a fake Docker);
-//! - [`port_binding`]: container start to port bound, against a private dockerd.
+//! - [`port_binding`]: container start to port bound, against a private dockerd;
+//! - [`roles`]: packets of a role member through a table of 10,000 members in 100 roles (its
+//!   full apply and memory are [`apply`]'s).
 //!
 //! [`netlink`] stamps the kernel's link and nftables notifications for the last two.
 
@@ -15,6 +17,7 @@ mod docker;
 mod netlink;
 mod port_binding;
 mod ports;
+mod roles;
 mod throughput;
 
 use std::path::{Path, PathBuf};
@@ -52,14 +55,16 @@ const ROLES: usize = 100;
 const RULES_PER_ROLE: usize = 10;
 
 /// A policy with `members` static members (an IPv4 and an IPv6 address each) on one managed
-/// network with east-west denied, spread over `roles` roles of `rules` egress rules each: the
+/// network with east-west denied, on interface `in0` (the router's side of the throughput
+/// benchmark, so that the check for forged managed sources is in), spread over `roles` roles of `rules` egress rules each: the
 /// internet on tcp/443 and udp/53, and `rules - 1` other roles on a port of their own. Every
 /// role-to-role rule expands to one flow per member of the target role, so the flow sets hold
 /// about `members * (rules - 1)` elements per family.
 pub fn roles_policy_text(members: usize, roles: usize, rules: usize) -> String {
     let mut text = String::from(
         "[docker]\nenabled = false\n[[networks]]\nname = \"agents\"\n\
-         subnets = [\"10.0.0.0/16\", \"fd00:a::/64\"]\neast_west = \"deny\"\n",
+         subnets = [\"10.0.0.0/16\", \"fd00:a::/64\"]\ninterface = \"in0\"\n\
+         east_west = \"deny\"\n",
     );
     for role in 0..roles {
         let mut egress =
@@ -87,6 +92,20 @@ pub fn roles_policy_text(members: usize, roles: usize, rules: usize) -> String {
         ));
     }
     text
+}
+
+/// The resident memory of process `pid` now and at its peak (VmRSS, VmHWM), in KiB.
+fn resident_kib(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -235,6 +254,8 @@ pub fn run(filter: &str) -> Result<()> {
             target_mib: Some(40),
         };
         apply::full_apply(&enforcer, &timing, &nft, &policy, size)?;
+        roles::roles_throughput(&enforcer, &policy, &label)?;
+        roles::agent_memory(&enforcer, &policy, &label)?;
     }
     if wanted("docker") {
         docker::docker(&enforcer)?;

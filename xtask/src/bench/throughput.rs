@@ -23,11 +23,15 @@ const SEND_LIMIT: Duration = Duration::from_secs(300);
 pub(super) const CONTROL_TABLE: &str = "table inet enforcer {\n chain forward {\n  type filter hook forward priority -10; policy accept;\n  ct state established,related accept\n }\n}\n";
 
 /// One sender → router → receiver chain of namespaces for the throughput benchmark.
-struct RouterPath {
+pub(super) struct RouterPath {
     sender: Netns,
-    router: Netns,
+    pub(super) router: Netns,
     receiver: Netns,
 }
+
+/// One network between sender and router: the router's address, the sender's (both with
+/// their prefix length) and the prefix the receiver routes back through the router.
+pub(super) type Inside = (&'static str, &'static str, &'static str);
 
 impl RouterPath {
     /// The router forwards 10.100.0.0/24 (the proxy's network) and 172.30.0.0/24 (unmanaged)
@@ -35,25 +39,37 @@ impl RouterPath {
     /// after its UDP lookup, and its "port unreachable" replies are rate-limited to about one
     /// a second.
     fn new(role: &str) -> RouterPath {
+        let inside = [
+            ("10.100.0.1/24", "10.100.0.2/24", "10.100.0.0/24"),
+            ("172.30.0.1/24", "172.30.0.2/24", "172.30.0.0/24"),
+        ];
+        RouterPath::with(role, &inside)
+    }
+
+    /// The router (`in0`, `out0`) forwards each of `inside` to 203.0.113.0/24; the sender's
+    /// default route is the first one's router address.
+    pub(super) fn with(role: &str, inside: &[Inside]) -> RouterPath {
         let sender = Netns::new(&format!("{role}s"));
         let router = Netns::new(&format!("{role}r"));
         let receiver = Netns::new(&format!("{role}v"));
         router.sysctl("net.ipv4.ip_forward", "1");
         router.veth("in0", &sender, "eth0");
         router.veth("out0", &receiver, "eth0");
-        router.ip(&["addr", "add", "10.100.0.1/24", "dev", "in0"]);
-        router.ip(&["addr", "add", "172.30.0.1/24", "dev", "in0"]);
+        for (router_address, sender_address, _) in inside {
+            router.ip(&["addr", "add", router_address, "dev", "in0"]);
+            sender.ip(&["addr", "add", sender_address, "dev", "eth0"]);
+        }
         router.ip(&["addr", "add", "203.0.113.1/24", "dev", "out0"]);
         router.ip(&["link", "set", "in0", "up"]);
         router.ip(&["link", "set", "out0", "up"]);
-        sender.ip(&["addr", "add", "10.100.0.2/24", "dev", "eth0"]);
-        sender.ip(&["addr", "add", "172.30.0.2/24", "dev", "eth0"]);
         sender.ip(&["link", "set", "eth0", "up"]);
-        sender.ip(&["route", "add", "default", "via", "10.100.0.1"]);
+        let gateway = inside[0].0.split_once('/').map_or(inside[0].0, |(a, _)| a);
+        sender.ip(&["route", "add", "default", "via", gateway]);
         receiver.ip(&["addr", "add", "203.0.113.10/24", "dev", "eth0"]);
         receiver.ip(&["link", "set", "eth0", "up"]);
-        receiver.ip(&["route", "add", "10.100.0.0/24", "via", "203.0.113.1"]);
-        receiver.ip(&["route", "add", "172.30.0.0/24", "via", "203.0.113.1"]);
+        for (_, _, prefix) in inside {
+            receiver.ip(&["route", "add", prefix, "via", "203.0.113.1"]);
+        }
         RouterPath {
             sender,
             router,
@@ -62,12 +78,12 @@ impl RouterPath {
     }
 
     /// A UDP socket in the sender's namespace, bound to `source`.
-    fn socket(&self, source: &'static str) -> Result<UdpSocket> {
+    pub(super) fn socket(&self, source: &'static str) -> Result<UdpSocket> {
         Ok(self.sender.enter(move || UdpSocket::bind((source, 0)))?)
     }
 
     /// Packets that reached the receiver's interface so far.
-    fn delivered(&self) -> Result<u64> {
+    pub(super) fn delivered(&self) -> Result<u64> {
         received_packets(&self.receiver, "eth0")
     }
 }
