@@ -15,7 +15,7 @@ use crate::topology::Protocol;
 
 /// Every table enforcer owns, as one desired state: the kernel is made to hold all of them in
 /// one transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tables {
     /// `table inet enforcer`: egress and host access by address (the planner's main table).
     pub inet: Ruleset,
@@ -75,7 +75,7 @@ impl TableFamily {
 }
 
 /// One table: its sets and maps first, then its chains (base chains first).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Ruleset {
     /// Its family.
     pub family: TableFamily,
@@ -123,7 +123,7 @@ impl Family {
 }
 
 /// What a set's keys are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SetKey {
     /// Addresses of one family (or pairs of them, for [`SetContent::AddressPairs`]).
     Address(Family),
@@ -136,7 +136,7 @@ pub enum SetKey {
 }
 
 /// A named set of addresses or interface names, or a verdict map from addresses to chains.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Set {
     /// Set name.
     pub name: SetName,
@@ -147,7 +147,7 @@ pub struct Set {
 }
 
 /// Elements of a [`Set`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SetContent {
     /// A plain address set.
     Addresses(BTreeSet<IpAddr>),
@@ -192,7 +192,7 @@ impl SetContent {
 }
 
 /// Netfilter hook of a base chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Hook {
     /// Forwarded packets (container to elsewhere, and bridged packets with br_netfilter).
     Forward,
@@ -220,7 +220,7 @@ impl Hook {
 
 /// A chain. Base chains (with a hook) always have policy `accept`: this table only drops what
 /// it must and leaves every other decision to the host's other tables.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Chain {
     /// Chain name.
     pub name: ChainName,
@@ -231,7 +231,7 @@ pub struct Chain {
 }
 
 /// A rule: all matches must hold, then the optional counter counts and the action runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule {
     /// Conditions, all of which must hold.
     pub matches: Vec<Match>,
@@ -244,7 +244,7 @@ pub struct Rule {
 }
 
 /// Source or destination address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// `saddr`.
     Source,
@@ -254,7 +254,7 @@ pub enum Direction {
 
 /// An address taken from the packet, masked to a prefix length: `ip saddr & 255.255.255.0`.
 /// With the full length (32 or 128) no mask is applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AddressKey {
     /// IP version; the rule only matches packets of this version.
     pub family: Family,
@@ -265,7 +265,7 @@ pub struct AddressKey {
 }
 
 /// A connection tracking state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CtState {
     /// `invalid`.
     Invalid,
@@ -276,7 +276,7 @@ pub enum CtState {
 }
 
 /// A condition on a packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Match {
     /// The pair (masked source . masked destination) is an element of the named pair set:
     /// `ip saddr & 255.255.255.0 . ip daddr & 255.255.255.0 @set`. Both keys have the same
@@ -342,7 +342,7 @@ pub enum Match {
 }
 
 /// An Ethernet type a bridge table names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EtherType {
     /// An 802.1Q VLAN tag (`8021q`, 0x8100).
     Vlan,
@@ -369,7 +369,7 @@ impl EtherType {
 }
 
 /// What a rule does to a matching packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {
     /// A plain verdict.
     Verdict(Verdict),
@@ -383,7 +383,7 @@ pub enum Action {
 }
 
 /// Which of a packet's interfaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
     /// The one it entered through (`iifname`).
     Input,
@@ -392,7 +392,7 @@ pub enum Side {
 }
 
 /// What a verdict map is looked up by.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum MapKey {
     /// The packet's (masked) address.
     Address(AddressKey),
@@ -401,7 +401,7 @@ pub enum MapKey {
 }
 
 /// A verdict.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Verdict {
     /// Stop evaluating this chain's hook here (other tables still decide).
     Accept,

@@ -40,6 +40,7 @@ pub mod view;
 pub mod wire;
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;
 
 use enforcer_core::names::SetName;
@@ -163,6 +164,16 @@ impl Desired {
         self.parts.iter().map(encode::Parts::family).zip(states)
     }
 
+    /// The canonical forms, by family, as the kernel holds them once applied.
+    fn into_held(self) -> HeldTables {
+        let states = match self.states.into_inner() {
+            Some(states) => states,
+            None => self.parts.iter().map(encode::Parts::state).collect(),
+        };
+        let families = self.parts.iter().map(encode::Parts::family);
+        families.zip(states).collect()
+    }
+
     /// Whether the kernel's tables (`held`) are exactly the desired ones.
     pub fn is_held(&self, held: &HeldTables) -> bool {
         self.states()
@@ -201,19 +212,27 @@ impl Desired {
     }
 }
 
-/// Tables known to be in the kernel at a given ruleset generation, as planned and in canonical
-/// form. The generation id changes with every commit by anyone, so while it stays the same,
-/// the kernel still holds them and the next apply can diff against them without reading back.
+/// Tables known to be in the kernel at a given ruleset generation: the fingerprint of their
+/// plan and their canonical form. The generation id changes with every commit by anyone, so
+/// while it stays the same, the kernel still holds them and the next apply can diff against
+/// them without reading back.
 struct Verified {
     generation: u32,
-    tables: Tables,
+    plan: Fingerprint,
     held: HeldTables,
 }
+
+/// 128 bits of two SipHash instances with keys drawn at random for this handle: equal for
+/// equal plans, and for different ones with a chance of 2^-128 that no input can be chosen
+/// to raise (the keys are secret). It stands in for a copy of the plan, which for 10,000 role
+/// members is about 15 MiB.
+type Fingerprint = [u64; 2];
 
 /// A connection to the kernel's nftables.
 pub struct Nftables {
     socket: netlink::Socket,
     verified: Option<Verified>,
+    fingerprint_keys: [RandomState; 2],
 }
 
 const READ_ATTEMPTS: usize = 5;
@@ -224,7 +243,15 @@ impl Nftables {
         Ok(Nftables {
             socket: netlink::Socket::open()?,
             verified: None,
+            fingerprint_keys: [RandomState::new(), RandomState::new()],
         })
+    }
+
+    /// The fingerprint of a plan.
+    fn fingerprint(&self, tables: &Tables) -> Fingerprint {
+        self.fingerprint_keys
+            .each_ref()
+            .map(|keys| keys.hash_one(tables))
     }
 
     /// Reads enforcer's tables named `name`, every family, as the kernel holds them,
@@ -323,9 +350,10 @@ impl Nftables {
     /// before.
     pub fn apply(&mut self, tables: &Tables) -> Result<ApplyOutcome, NftError> {
         let mut known = None;
+        let plan = self.fingerprint(tables);
         if let Some(verified) = self.verified.take() {
             if self.socket.generation()? == verified.generation {
-                if verified.tables == *tables {
+                if verified.plan == plan {
                     self.verified = Some(verified);
                     return Ok(ApplyOutcome::Unchanged);
                 }
@@ -343,7 +371,7 @@ impl Nftables {
                 None => self.read_with_generation(&desired.name)?,
             };
             if desired.is_held(&held) {
-                self.verify(generation, tables, &desired);
+                self.verify(generation, plan, desired);
                 return Ok(ApplyOutcome::Unchanged);
             }
             let changes = desired.changes(&held);
@@ -362,7 +390,7 @@ impl Nftables {
             // since the read (the generation moved by exactly one).
             let after = self.socket.generation()?;
             if after == generation.wrapping_add(1) {
-                self.verify(after, tables, &desired);
+                self.verify(after, plan, desired);
             }
             return Ok(ApplyOutcome::Applied {
                 messages,
@@ -372,16 +400,13 @@ impl Nftables {
         }
     }
 
-    /// Records that the kernel holds `desired` (planned as `tables`) at `generation`.
-    fn verify(&mut self, generation: u32, tables: &Tables, desired: &Desired) {
-        let held = desired
-            .states()
-            .map(|(family, state)| (family, state.clone()))
-            .collect();
+    /// Records that the kernel holds `desired` (whose plan has fingerprint `plan`) at
+    /// `generation`.
+    fn verify(&mut self, generation: u32, plan: Fingerprint, desired: Desired) {
         self.verified = Some(Verified {
             generation,
-            tables: tables.clone(),
-            held,
+            plan,
+            held: desired.into_held(),
         });
     }
 

@@ -260,7 +260,10 @@ impl<'a> Update<'a> {
                 let (have, want) = (&self.current.sets[&set.name], &self.desired.sets[&set.name]);
                 set.elements
                     .iter()
-                    .filter(|(key, _)| have.elements.get(key) != want.elements.get(key))
+                    .filter(|(key, _)| {
+                        let key = key.as_slice();
+                        have.elements.get(key) != want.elements.get(key)
+                    })
                     .map(|(_, e)| e)
                     .collect()
             } else {
