@@ -221,7 +221,8 @@ fn line(name: &str, figure: String, met: Option<bool>) {
 }
 
 /// Runs the benchmarks whose names contain `filter` (all when empty): `apply`, `memory`,
-/// `noop`, `throughput`, `roles`, `docker`, `ports-throughput`, `ports-docker`.
+/// `noop`, `throughput`, `roles`, `docker`, `ports-throughput`, `ports-docker`,
+/// `roles-docker`.
 pub fn run(filter: &str) -> Result<()> {
     require_root();
     let (enforcer, timing) = (release_enforcer(), release_agent_timing());
@@ -265,6 +266,9 @@ pub fn run(filter: &str) -> Result<()> {
     }
     if wanted("ports-docker") {
         port_binding::port_binding(&enforcer)?;
+    }
+    if wanted("roles-docker") {
+        port_binding::role_enforcement(&enforcer)?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Kernel notifications of one namespace, stamped as they arrive: a link attached to a bridge
-//! (RTM_NEWLINK carrying IFLA_MASTER), an nftables chain added (NFT_MSG_NEWCHAIN) and the end
-//! of each commit (NFT_MSG_NEWGEN). One thread of ours reads both netlink sockets and stamps
+//! (RTM_NEWLINK carrying IFLA_MASTER), an nftables chain added (NFT_MSG_NEWCHAIN), elements
+//! added to a set (NFT_MSG_NEWSETELEM) and the end of each commit (NFT_MSG_NEWGEN). One thread of ours reads both netlink sockets and stamps
 //! each message when `poll` wakes it, so a latency is the time between two kernel events, not
 //! between the output lines of two tools (`ip monitor`, `nft monitor`) read through pipes.
 
@@ -25,6 +25,13 @@ const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWGEN: u16 = 15;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_DATA_VALUE: u16 = 1;
 /// Size of `struct nfgenmsg`, before an nftables message's attributes.
 const NFGENMSG_LEN: usize = 4;
 /// Multicast groups: RTNLGRP_LINK, NFNLGRP_NFTABLES.
@@ -53,6 +60,15 @@ pub enum Event {
         table: String,
         /// The chain's name.
         chain: String,
+    },
+    /// Elements were added to a set.
+    Elements {
+        /// The table's name.
+        table: String,
+        /// The set's name.
+        set: String,
+        /// Each element's key bytes.
+        keys: Vec<Vec<u8>>,
     },
     /// A commit ended.
     Commit,
@@ -347,6 +363,30 @@ fn event_of(kind: u16, body: &[u8]) -> Option<Event> {
                 chain: named(NFTA_CHAIN_NAME)?,
             })
         }
+        NFT_MSG_NEWSETELEM => {
+            let attributes = attributes(&body[NFGENMSG_LEN..]);
+            let find = |kind| attributes.iter().find(|(t, _)| *t == kind).map(|(_, v)| *v);
+            let keys = self::attributes(find(NFTA_SET_ELEM_LIST_ELEMENTS)?)
+                .into_iter()
+                .filter(|(t, _)| *t == NFTA_LIST_ELEM)
+                .filter_map(|(_, element)| {
+                    let key = self::attributes(element)
+                        .into_iter()
+                        .find(|(t, _)| *t == NFTA_SET_ELEM_KEY)?
+                        .1;
+                    let value = self::attributes(key)
+                        .into_iter()
+                        .find(|(t, _)| *t == NFTA_DATA_VALUE)?
+                        .1;
+                    Some(value.to_vec())
+                })
+                .collect();
+            Some(Event::Elements {
+                table: text(find(NFTA_SET_ELEM_LIST_TABLE)?),
+                set: text(find(NFTA_SET_ELEM_LIST_SET)?),
+                keys,
+            })
+        }
         _ => None,
     }
 }
@@ -395,6 +435,41 @@ mod tests {
         out.extend([0u8; 10]);
         out.extend(body);
         out
+    }
+
+    #[test]
+    fn added_elements_are_read_with_their_keys() {
+        let nested = |t: u16, value: &[u8]| {
+            let mut out = ((value.len() + 4) as u16).to_ne_bytes().to_vec();
+            out.extend(t.to_ne_bytes());
+            out.extend(value);
+            out.resize(align(out.len()), 0);
+            out
+        };
+        let element = |key: &[u8]| {
+            nested(
+                NFTA_LIST_ELEM,
+                &nested(NFTA_SET_ELEM_KEY, &nested(NFTA_DATA_VALUE, key)),
+            )
+        };
+        let list = [element(&[10, 151, 0, 10]), element(&[10, 151, 0, 11])].concat();
+        let datagram = message(
+            NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM,
+            &[1, 0, 0, 0],
+            &[
+                (NFTA_SET_ELEM_LIST_TABLE, b"enforcer\0"),
+                (NFTA_SET_ELEM_LIST_SET, b"roles_v4\0"),
+                (NFTA_SET_ELEM_LIST_ELEMENTS, &list),
+            ],
+        );
+        assert_eq!(
+            parse(&datagram),
+            vec![Event::Elements {
+                table: "enforcer".into(),
+                set: "roles_v4".into(),
+                keys: vec![vec![10, 151, 0, 10], vec![10, 151, 0, 11]],
+            }]
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Container start to port bound, against a private dockerd: containers started one after
 //! another on a managed (internal) network while `enforcer run` follows Docker, each timed from
 //! the kernel's notifications (its veth attached to the bridge, the commit that adds its
-//! `port_<veth>` chain) and from Docker's own `start` event.
+//! `port_<veth>` chain) and from Docker's own `start` event. The same for role members: the
+//! commit that puts a labelled container's address in `roles_v4`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
 use enforcer_harness::docker::{Dockerd, IMAGE};
+use enforcer_harness::TempFile;
 
 use super::netlink::{ifindex, Event, Seen, Watch};
 use super::ports::{applied, attach_and_chain, attach_to_chain, Applied};
@@ -143,6 +145,99 @@ fn sample(seen: &[Seen], port: String, bridge: u32) -> Result<Sample> {
         bound: seen[bound].at,
         commits: commits + 1,
     })
+}
+
+/// Role members started, one after another, and the network they join.
+const MEMBERS: usize = 30;
+const ROLE_NETWORK: &str = "bnrole";
+
+/// Container start to its role enforced: `MEMBERS` containers labelled `enforcer.role=agent`
+/// started one after another on a managed network while `enforcer run` follows Docker with a
+/// policy defining `agent`; each timed from Docker's `start` event to the commit that adds its
+/// address to `roles_v4` (from then on its packets meet its role's chain).
+pub(super) fn role_enforcement(enforcer: &Path) -> Result<()> {
+    let docker = Dockerd::start();
+    docker.docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.151.0.0/24",
+        ROLE_NETWORK,
+    ]);
+    let policy = TempFile::new(
+        ".toml",
+        "[roles.agent]\negress = [{ to = \"internet\", allow = [\"tcp/443\"] }]\n",
+    );
+    let agent = docker.start_agent_binary(
+        enforcer,
+        &["--config", policy.path(), "--log-format", "json"],
+    );
+    ensure!(
+        agent.wait_for_log("Docker connected", Duration::from_secs(20)),
+        "agent did not connect: {}",
+        agent.log()
+    );
+    let watch = Watch::start(&docker.host)?;
+    let since = SystemTime::now();
+    let (mut enforced, mut missed) = (Vec::new(), Vec::new());
+    for i in 0..MEMBERS {
+        let address = [10u8, 151, 0, 10 + i as u8];
+        let mark = watch.len();
+        docker.docker(&[
+            "run",
+            "-d",
+            "--name",
+            &format!("{ROLE_NETWORK}{i}"),
+            "--network",
+            ROLE_NETWORK,
+            "--ip",
+            &format!("10.151.0.{}", address[3]),
+            "--label",
+            "enforcer.role=agent",
+            IMAGE,
+            "sleep",
+            "100000",
+        ]);
+        let found = watch.wait_for(mark, Duration::from_secs(10), |seen| {
+            seen.iter().find_map(|s| match &s.event {
+                Event::Elements { table, set, keys }
+                    if table == "enforcer"
+                        && set == "roles_v4"
+                        && keys.iter().any(|k| *k == address) =>
+                {
+                    Some(s.at)
+                }
+                _ => None,
+            })
+        })?;
+        match found {
+            Some(at) => enforced.push((i, at)),
+            None => missed.push(i),
+        }
+    }
+    let starts = start_events(&docker, since)?;
+    let mut from_start = Vec::new();
+    for (i, at) in &enforced {
+        let start = starts
+            .get(&format!("{ROLE_NETWORK}{i}"))
+            .with_context(|| format!("no start event of {ROLE_NETWORK}{i}"))?;
+        let after = at.duration_since(*start).unwrap_or_default();
+        from_start.push(after.as_secs_f64() * 1e3);
+    }
+    ensure!(!from_start.is_empty(), "no member's role was enforced");
+    let (p50, p99) = (percentile(&from_start, 50), percentile(&from_start, 99));
+    line(
+        &format!(
+            "container start to its role enforced ({MEMBERS} sequential, Docker's start event)"
+        ),
+        format!(
+            "p50 {p50:.1} ms, p99 {p99:.1} ms; {} of {MEMBERS} missed",
+            missed.len()
+        ),
+        Some(p99 <= 20.0 && missed.is_empty()),
+    );
+    Ok(())
 }
 
 /// Docker's `start` events since `since`: container name to event time (`timeNano`).
