@@ -241,40 +241,15 @@ fn arp_replies(vm: &Netns, net: u8) -> u64 {
 /// straight to the neighbour's MAC (no ARP needed), over 600 ms.
 fn forged_frames_to_neighbour(lab: &Lab) -> u64 {
     let listener = forge::Listener::start(&lab.lan, "eth0", 600, &["--contains", "quarantine"]);
-    forge::send(
-        &lab.vm1,
-        &[
+    for (source, tag) in [("10.78.0.99", &["--vlan", "7"][..]), ("10.78.0.2", &[][..])] {
+        let mut args = vec![
             "udp4",
             "--iface",
             "eth0",
             "--eth-dst",
             "02:00:00:00:4e:03",
             "--src",
-            "10.78.0.99",
-            "--dst",
-            "10.78.0.3",
-            "--dport",
-            "9",
-            "--payload",
-            "quarantine",
-            "--vlan",
-            "7",
-            "--count",
-            "2",
-            "--interval-ms",
-            "50",
-        ],
-    );
-    forge::send(
-        &lab.vm1,
-        &[
-            "udp4",
-            "--iface",
-            "eth0",
-            "--eth-dst",
-            "02:00:00:00:4e:03",
-            "--src",
-            "10.78.0.2",
+            source,
             "--dst",
             "10.78.0.3",
             "--dport",
@@ -285,8 +260,10 @@ fn forged_frames_to_neighbour(lab: &Lab) -> u64 {
             "2",
             "--interval-ms",
             "50",
-        ],
-    );
+        ];
+        args.extend_from_slice(tag);
+        forge::send(&lab.vm1, &args);
+    }
     listener.count()
 }
 
