@@ -405,10 +405,10 @@ fn chain(word: &str, topology: &Topology) -> Result<(), String> {
 
 fn set(word: &str, topology: &Topology) -> Result<(), String> {
     match SetName::from_str(word).map_err(|e| e.to_string())? {
-        SetName::RoleFlows(_, name)
-        | SetName::RoleServices(name)
-        | SetName::IngressFlows(_, name)
-        | SetName::IngressServices(name) => role(&name, word, topology),
+        SetName::RoleFlows(_, _, name)
+        | SetName::RoleServices(_, name)
+        | SetName::IngressFlows(_, _, name)
+        | SetName::IngressServices(_, name) => role(&name, word, topology),
         _ => Ok(()),
     }
 }

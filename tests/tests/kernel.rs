@@ -319,13 +319,13 @@ fn successive_applies_by_one_handle_leave_exactly_the_desired_table() {
     });
 }
 
-/// Interval sets keyed by flows (`ip daddr . meta l4proto . th dport`, and `meta l4proto . th
-/// dport` alone), written over netlink, list as `nft -f` makes them of the rendered text, and
+/// Interval sets and hash sets of single flows keyed by flows (`ip daddr . meta l4proto . th
+/// dport`, and `meta l4proto . th dport` alone), written over netlink, list as `nft -f` makes them of the rendered text, and
 /// a second apply of them sends nothing.
 #[test]
 fn flow_sets_apply_over_netlink_as_nft_loads_their_text() {
-    use enforcer_core::flows::{disjoint, FlowRange};
-    use enforcer_core::names::{ChainName, SetName};
+    use enforcer_core::flows::{disjoint, FlowPoint, FlowRange};
+    use enforcer_core::names::{ChainName, SetName, Spread};
     use enforcer_core::render::tables_script;
     use enforcer_core::ruleset::{
         Action, Chain, Direction, Family, Hook, Match, Rule, Ruleset, Set, SetContent, SetKey,
@@ -355,28 +355,46 @@ fn flow_sets_apply_over_netlink_as_nft_loads_their_text() {
         }
         let v4_sources = disjoint(&[flow(Some(("10.3.0.7", "10.3.0.7")), (6, 6), (22, 22))]);
         let v6 = disjoint(&[flow(Some(("fd00::2", "fd00::2")), (58, 58), (0, 65535))]);
-        let set = |name: &str, family: Option<Family>, flows| Set {
-            name: SetName::RoleFlows(Family::V4, name.into()),
-            key: SetKey::Flows(family),
-            content: SetContent::Flows(flows),
+        let point = |address: Option<&str>, protocol, port| FlowPoint {
+            address: address.map(|a| a.parse().unwrap()),
+            protocol,
+            port,
         };
-        let accept = |address: Option<(Family, Direction)>, name: &str| Rule {
-            matches: vec![Match::FlowInSet(
-                address,
-                SetName::RoleFlows(Family::V4, name.into()),
-            )],
+        let mut v4_points = vec![point(Some("10.2.0.9"), 6, 8080)];
+        if full {
+            v4_points.push(point(Some("10.2.0.10"), 17, 53));
+        }
+        let points = |flows: Vec<FlowPoint>| SetContent::FlowPoints(flows.into_iter().collect());
+        // The test's names for points sets start with `p`: a rule's encoding follows its
+        // set's name.
+        let name = |name: &str| {
+            let spread = match name.starts_with('p') {
+                true => Spread::Points,
+                false => Spread::Ranges,
+            };
+            SetName::RoleFlows(Family::V4, spread, name.into())
+        };
+        let set = |set: &str, family: Option<Family>, content| Set {
+            name: name(set),
+            key: SetKey::Flows(family),
+            content,
+        };
+        let accept = |address: Option<(Family, Direction)>, set: &str| Rule {
+            matches: vec![Match::FlowInSet(address, name(set))],
             counter: false,
             action: Action::Verdict(Verdict::Accept),
-            comment: format!("flows in {name}"),
+            comment: format!("flows in {set}"),
         };
         Tables::from(Ruleset {
             family: TableFamily::Inet,
             table: "enforcer".into(),
             sets: vec![
-                set("a_v4", Some(Family::V4), disjoint(&v4)),
-                set("a_v6", Some(Family::V6), v6),
-                set("a_out", None, disjoint(&services)),
-                set("a_src", Some(Family::V4), v4_sources),
+                set("a_v4", Some(Family::V4), SetContent::Flows(disjoint(&v4))),
+                set("a_v6", Some(Family::V6), SetContent::Flows(v6)),
+                set("a_out", None, SetContent::Flows(disjoint(&services))),
+                set("a_src", Some(Family::V4), SetContent::Flows(v4_sources)),
+                set("p_v4", Some(Family::V4), points(v4_points)),
+                set("p_out", None, points(vec![point(None, 6, 80)])),
             ],
             chains: vec![Chain {
                 name: ChainName::Forward,
@@ -386,6 +404,8 @@ fn flow_sets_apply_over_netlink_as_nft_loads_their_text() {
                     accept(Some((Family::V6, Direction::Destination)), "a_v6"),
                     accept(None, "a_out"),
                     accept(Some((Family::V4, Direction::Source)), "a_src"),
+                    accept(Some((Family::V4, Direction::Destination)), "p_v4"),
+                    accept(None, "p_out"),
                 ],
             }],
         })

@@ -20,6 +20,36 @@ pub struct FlowRange {
     pub ports: (u16, u16),
 }
 
+/// One flow: toward `address` (none in a set keyed by `meta l4proto . th dport` alone), with
+/// transport protocol number `protocol`, toward destination port `port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowPoint {
+    /// The destination address, when the set is keyed by one.
+    pub address: Option<IpAddr>,
+    /// The protocol number.
+    pub protocol: u8,
+    /// The destination port.
+    pub port: u16,
+}
+
+impl FlowRange {
+    /// The single flow this box holds, when it holds only one.
+    pub fn point(&self) -> Option<FlowPoint> {
+        let single = |(first, last): (IpAddr, IpAddr)| (first == last).then_some(first);
+        let address = match self.addresses {
+            Some(range) => Some(single(range)?),
+            None => None,
+        };
+        (self.protocols.0 == self.protocols.1 && self.ports.0 == self.ports.1).then_some(
+            FlowPoint {
+                address,
+                protocol: self.protocols.0,
+                port: self.ports.0,
+            },
+        )
+    }
+}
+
 /// An address as a number, so that ranges of both families sort and split alike.
 fn number(address: IpAddr) -> u128 {
     match address {

@@ -73,19 +73,19 @@ pub enum SetName {
     Roles(Family),
     /// What the role with this name may open toward given destinations (roles, networks,
     /// prefixes): flows of one family.
-    RoleFlows(Family, String),
+    RoleFlows(Family, Spread, String),
     /// What the role with this name may open toward the internet: protocols and ports.
-    RoleServices(String),
+    RoleServices(Spread, String),
     /// Member address . protocol . port: what role members of one family may open toward the
     /// host itself.
-    HostFlows(Family),
+    HostFlows(Family, Spread),
     /// The verdict map from members' addresses of one family to their role's ingress chain.
     Ingress(Family),
     /// Who (source . protocol . port) may open connections toward the role with this name:
     /// sources of one family.
-    IngressFlows(Family, String),
+    IngressFlows(Family, Spread, String),
     /// What the internet may open toward the role with this name: protocols and ports.
-    IngressServices(String),
+    IngressServices(Spread, String),
     /// The addresses of one family that managed containers hold on unmanaged networks, each
     /// counted and naming its container.
     Elsewhere(Family),
@@ -97,11 +97,41 @@ pub enum SetName {
     Quarantined,
 }
 
+/// How a flow set holds its flows, which decides the kind of set the kernel builds: a role's
+/// allowances come as one set of each spread that has elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Spread {
+    /// Single flows (one address, one protocol, one port each): a hash set, whose lookup costs
+    /// the same whatever it holds.
+    Points,
+    /// Ranges of addresses, protocols or ports, cut disjoint: an interval set.
+    Ranges,
+}
+
+impl Spread {
+    /// What a flow set's name holds in its kind word: nothing for points, `ranges` for ranges
+    /// (`flows_v4_NAME`, `flowranges_v4_NAME`).
+    fn infix(self) -> &'static str {
+        match self {
+            Spread::Points => "",
+            Spread::Ranges => "ranges",
+        }
+    }
+
+    /// The ending of a flow set's kind word: `flows_v4_NAME`, `flowranges_v4_NAME`.
+    fn plural(self) -> &'static str {
+        match self {
+            Spread::Points => "s",
+            Spread::Ranges => "ranges",
+        }
+    }
+}
+
 const PROXY_PREFIX: &str = "proxy_";
 const ROLE_PREFIX: &str = "role_";
 const INGRESS_PREFIX: &str = "ingress_";
-const INGRESS_SERVICES_PREFIX: &str = "in_";
-const SERVICES_PREFIX: &str = "out_";
+const INGRESS_SERVICES_PREFIX: &str = "in";
+const SERVICES_PREFIX: &str = "out";
 const PORT_PREFIX: &str = "port_";
 
 impl fmt::Display for ChainName {
@@ -169,6 +199,20 @@ impl FromStr for ChainName {
     }
 }
 
+impl SetName {
+    /// How the flow set of this name holds its flows; none for a set of another kind.
+    pub fn spread(&self) -> Option<Spread> {
+        match self {
+            SetName::RoleFlows(_, spread, _)
+            | SetName::RoleServices(spread, _)
+            | SetName::HostFlows(_, spread)
+            | SetName::IngressFlows(_, spread, _)
+            | SetName::IngressServices(spread, _) => Some(*spread),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for SetName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -183,15 +227,25 @@ impl fmt::Display for SetName {
             SetName::SkippedInterfaces => f.write_str("skipped_interfaces"),
             SetName::Ports => f.write_str("ports"),
             SetName::Roles(family) => write!(f, "roles_{}", family.tag()),
-            SetName::RoleFlows(family, role) => write!(f, "flows_{}_{role}", family.tag()),
-            SetName::RoleServices(role) => write!(f, "{SERVICES_PREFIX}{role}"),
-            SetName::HostFlows(family) => write!(f, "hostflows_{}", family.tag()),
+            SetName::RoleFlows(family, spread, role) => {
+                write!(f, "flow{}_{}_{role}", spread.plural(), family.tag())
+            }
+            SetName::RoleServices(spread, role) => {
+                write!(f, "{SERVICES_PREFIX}{}_{role}", spread.infix())
+            }
+            SetName::HostFlows(family, spread) => {
+                write!(f, "hostflow{}_{}", spread.plural(), family.tag())
+            }
             SetName::Ingress(family) => write!(f, "ingress_{}", family.tag()),
             SetName::Elsewhere(family) => write!(f, "elsewhere_{}", family.tag()),
             SetName::Containers(family) => write!(f, "containers_{}", family.tag()),
             SetName::Quarantined => f.write_str("quarantined"),
-            SetName::IngressFlows(family, role) => write!(f, "inflows_{}_{role}", family.tag()),
-            SetName::IngressServices(role) => write!(f, "{INGRESS_SERVICES_PREFIX}{role}"),
+            SetName::IngressFlows(family, spread, role) => {
+                write!(f, "inflow{}_{}_{role}", spread.plural(), family.tag())
+            }
+            SetName::IngressServices(spread, role) => {
+                write!(f, "{INGRESS_SERVICES_PREFIX}{}_{role}", spread.infix())
+            }
         }
     }
 }
@@ -209,23 +263,31 @@ impl FromStr for SetName {
             "quarantined" => return Ok(SetName::Quarantined),
             _ => {}
         }
-        if let Some(role) = text.strip_prefix(SERVICES_PREFIX).filter(|r| !r.is_empty()) {
-            return Ok(SetName::RoleServices(role.to_string()));
-        }
-        if let Some(role) = text
-            .strip_prefix(INGRESS_SERVICES_PREFIX)
-            .filter(|r| !r.is_empty())
-        {
-            return Ok(SetName::IngressServices(role.to_string()));
-        }
-        for family in [Family::V4, Family::V6] {
+        for spread in [Spread::Points, Spread::Ranges] {
             for (kind, named) in [
-                ("flows", SetName::RoleFlows as fn(Family, String) -> SetName),
-                ("inflows", SetName::IngressFlows),
+                (
+                    SERVICES_PREFIX,
+                    SetName::RoleServices as fn(Spread, String) -> SetName,
+                ),
+                (INGRESS_SERVICES_PREFIX, SetName::IngressServices),
             ] {
-                let prefix = format!("{kind}_{}_", family.tag());
+                let prefix = format!("{kind}{}_", spread.infix());
                 if let Some(role) = text.strip_prefix(&prefix).filter(|r| !r.is_empty()) {
-                    return Ok(named(family, role.to_string()));
+                    return Ok(named(spread, role.to_string()));
+                }
+            }
+            for family in [Family::V4, Family::V6] {
+                for (kind, named) in [
+                    (
+                        "flow",
+                        SetName::RoleFlows as fn(Family, Spread, String) -> SetName,
+                    ),
+                    ("inflow", SetName::IngressFlows),
+                ] {
+                    let prefix = format!("{kind}{}_{}_", spread.plural(), family.tag());
+                    if let Some(role) = text.strip_prefix(&prefix).filter(|r| !r.is_empty()) {
+                        return Ok(named(family, spread, role.to_string()));
+                    }
                 }
             }
         }
@@ -245,7 +307,8 @@ impl FromStr for SetName {
             "intra" => SetName::Intra(family, length()?, length()?),
             "proxies" => SetName::Proxies(family),
             "roles" => SetName::Roles(family),
-            "hostflows" => SetName::HostFlows(family),
+            "hostflows" => SetName::HostFlows(family, Spread::Points),
+            "hostflowranges" => SetName::HostFlows(family, Spread::Ranges),
             "ingress" => SetName::Ingress(family),
             "elsewhere" => SetName::Elsewhere(family),
             "containers" => SetName::Containers(family),
@@ -274,6 +337,10 @@ mod tests {
         prop_oneof![Just(Family::V4), Just(Family::V6)]
     }
 
+    fn spread() -> impl Strategy<Value = Spread> {
+        prop_oneof![Just(Spread::Points), Just(Spread::Ranges)]
+    }
+
     fn set_name() -> impl Strategy<Value = SetName> {
         let len = |f: Family| 0..=f.bits();
         prop_oneof![
@@ -289,16 +356,18 @@ mod tests {
             Just(SetName::Ports),
             Just(SetName::Quarantined),
             family().prop_map(SetName::Roles),
-            family().prop_map(SetName::HostFlows),
+            (family(), spread()).prop_map(|(f, s)| SetName::HostFlows(f, s)),
             family().prop_map(SetName::Ingress),
             family().prop_map(SetName::Elsewhere),
             family().prop_map(SetName::Containers),
-            (family(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
-                .prop_map(|(f, r)| SetName::IngressFlows(f, r)),
-            "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(SetName::IngressServices),
-            (family(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
-                .prop_map(|(f, r)| SetName::RoleFlows(f, r)),
-            "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(SetName::RoleServices),
+            (family(), spread(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
+                .prop_map(|(f, s, r)| SetName::IngressFlows(f, s, r)),
+            (spread(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
+                .prop_map(|(s, r)| SetName::IngressServices(s, r)),
+            (family(), spread(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
+                .prop_map(|(f, s, r)| SetName::RoleFlows(f, s, r)),
+            (spread(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
+                .prop_map(|(s, r)| SetName::RoleServices(s, r)),
         ]
     }
 

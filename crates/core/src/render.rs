@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::flows::FlowRange;
+use crate::flows::{FlowPoint, FlowRange};
 use crate::ruleset::{
     Action, AddressKey, Chain, CtState, Direction, Family, MapKey, Match, Rule, Ruleset, Set,
     SetContent, SetKey, Side, TableFamily, Tables, Verdict,
@@ -56,6 +56,8 @@ fn set_text(set: &Set) -> String {
         SetKey::Address(Family::V4) => "ipv4_addr",
         SetKey::Address(Family::V6) => "ipv6_addr",
         SetKey::InterfaceName => "ifname",
+        SetKey::InterfaceAddress(Family::V4) => "ifname . ipv4_addr",
+        SetKey::InterfaceAddress(Family::V6) => "ifname . ipv6_addr",
         SetKey::Flows(Some(Family::V4)) => "ipv4_addr . inet_proto . inet_service",
         SetKey::Flows(Some(Family::V6)) => "ipv6_addr . inet_proto . inet_service",
         SetKey::Flows(None) => "inet_proto . inet_service",
@@ -99,10 +101,22 @@ fn set_text(set: &Set) -> String {
                 .map(|(n, v)| format!("\"{n}\" : {}", verdict_text(v)))
                 .collect(),
         ),
+        SetContent::InterfaceAddressVerdictMap(map) => (
+            "map",
+            format!("{key_type} : verdict"),
+            map.iter()
+                .map(|((n, a), v)| format!("\"{n}\" . {a} : {}", verdict_text(v)))
+                .collect(),
+        ),
         SetContent::Flows(flows) => (
             "set",
             key_type.to_string(),
             flows.iter().map(flow_text).collect(),
+        ),
+        SetContent::FlowPoints(flows) => (
+            "set",
+            key_type.to_string(),
+            flows.iter().map(point_text).collect(),
         ),
         SetContent::Recorded(_) => ("set", key_type.to_string(), Vec::new()),
     };
@@ -144,6 +158,14 @@ fn flow_text(flow: &FlowRange) -> String {
     fields.join(" . ")
 }
 
+/// One element of a set of single flows.
+fn point_text(flow: &FlowPoint) -> String {
+    let mut fields: Vec<String> = flow.address.iter().map(IpAddr::to_string).collect();
+    fields.push(flow.protocol.to_string());
+    fields.push(flow.port.to_string());
+    fields.join(" . ")
+}
+
 fn chain_text(chain: &Chain) -> String {
     let mut out = format!("\tchain {} {{\n", chain.name);
     if let Some((hook, priority)) = chain.hook {
@@ -170,6 +192,10 @@ pub fn rule_text(rule: &Rule) -> String {
         Action::Verdict(verdict) => verdict_text(verdict),
         Action::VerdictMap(MapKey::Address(key), map) => format!("{} vmap @{map}", key_text(key)),
         Action::VerdictMap(MapKey::InputInterface, map) => format!("iifname vmap @{map}"),
+        Action::VerdictMap(MapKey::InputInterfaceAndSource(family), map) => {
+            let source = selector(*family, Direction::Source);
+            format!("iifname . {source} vmap @{map}")
+        }
         Action::RecordInterface(side, set) => {
             let name = interface_selector(*side);
             format!("add @{set} {{ {name} counter }}")

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use crate::flows::FlowRange;
+use crate::flows::{FlowPoint, FlowRange};
 use crate::names::{ChainName, SetName};
 use crate::ports::MacAddr;
 use crate::topology::Protocol;
@@ -129,9 +129,11 @@ pub enum SetKey {
     Address(Family),
     /// Network interface names (`type ifname`).
     InterfaceName,
-    /// Flows, as intervals: `ipv4_addr . inet_proto . inet_service` (destination address,
-    /// protocol number, destination port) for a family, or `inet_proto . inet_service` alone
-    /// for none; for [`SetContent::Flows`].
+    /// An input interface's name and an address of one family (`type ifname . ipv4_addr`).
+    InterfaceAddress(Family),
+    /// Flows: `ipv4_addr . inet_proto . inet_service` (destination address, protocol number,
+    /// destination port) for a family, or `inet_proto . inet_service` alone for none; for
+    /// [`SetContent::FlowPoints`] and (as intervals) [`SetContent::Flows`].
     Flows(Option<Family>),
 }
 
@@ -161,6 +163,8 @@ pub enum SetContent {
     InterfaceNames(BTreeSet<String>),
     /// A verdict map: input interface name to verdict.
     InterfaceVerdictMap(BTreeMap<String, Verdict>),
+    /// A verdict map: (input interface name, source address) to verdict.
+    InterfaceAddressVerdictMap(BTreeMap<(String, IpAddr), Verdict>),
     /// Interface names the kernel adds itself (a dynamic set, filled by
     /// [`Action::RecordInterface`]), each with its own counter, at most this many; the planner
     /// never lists elements, and a comparison with the kernel ignores them.
@@ -168,6 +172,9 @@ pub enum SetContent {
     /// Disjoint boxes of flows (see [`crate::flows::disjoint`]), with addresses of the set's
     /// family or, for a set keyed without addresses, none.
     Flows(BTreeSet<FlowRange>),
+    /// Single flows (a hash set, no interval flag), with addresses of the set's family or,
+    /// for a set keyed without addresses, none.
+    FlowPoints(BTreeSet<FlowPoint>),
 }
 
 impl SetContent {
@@ -180,7 +187,9 @@ impl SetContent {
             SetContent::Counted(c) => c.len(),
             SetContent::InterfaceNames(n) => n.len(),
             SetContent::InterfaceVerdictMap(m) => m.len(),
+            SetContent::InterfaceAddressVerdictMap(m) => m.len(),
             SetContent::Flows(f) => f.len(),
+            SetContent::FlowPoints(f) => f.len(),
             SetContent::Recorded(_) => 0,
         }
     }
@@ -332,7 +341,8 @@ pub enum Match {
     /// address (`@th,64,128 0x…`: `nft` 1.0.6 has no name for the field). Only meaningful after
     /// an [`Match::Icmpv6Type`] of 135 or 136.
     NeighbourTarget(Ipv6Addr),
-    /// The packet's flow is in the named [`SetContent::Flows`] set: `ip daddr . meta l4proto
+    /// The packet's flow is in the named [`SetContent::FlowPoints`] or [`SetContent::Flows`]
+    /// set: `ip daddr . meta l4proto
     /// . th dport @set` with an address of a family (its packets only; the source address for
     /// [`Direction::Source`]), `meta l4proto . th dport @set` without.
     FlowInSet(Option<(Family, Direction)>, SetName),
@@ -398,6 +408,9 @@ pub enum MapKey {
     Address(AddressKey),
     /// The input interface's name (`iifname vmap @map`).
     InputInterface,
+    /// The input interface's name and the source address of this family (`iifname . ip saddr
+    /// vmap @map`): an address that counts only when it enters where it belongs.
+    InputInterfaceAndSource(Family),
 }
 
 /// A verdict.

@@ -338,6 +338,14 @@ fn key_text(key_type: u32, key: &[u8]) -> String {
     if key_type == TYPE_IFNAME {
         return format!("\"{}\"", wire::string(key));
     }
+    // An interface and an address (`ifname . ipv4_addr`).
+    if key_type >> TYPE_BITS == TYPE_IFNAME && key.len() > IFNAME_LEN {
+        let (name, address) = key.split_at(IFNAME_LEN);
+        let address = key_address(address)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        return format!("\"{}\" . {address}", wire::string(name));
+    }
     // A flow (`… . inet_proto . inet_service`, each field padded to 4 bytes): its first key.
     if key_type & ((1 << TYPE_BITS) - 1) == TYPE_INET_SERVICE && key.len() >= 8 {
         let (address, rest) = key.split_at(key.len() - 8);

@@ -173,7 +173,10 @@ impl KernelView {
                 }
             } else if let Ok(SetName::Proxies(_) | SetName::Roles(_)) = name {
                 for element in elements(dump) {
-                    let key = element_key(element).and_then(key_address);
+                    // A role map may be keyed by the bridge's name before the address.
+                    let key = element_key(element).and_then(|key| {
+                        key_address(key).or_else(|| key.get(IFNAME_LEN..).and_then(key_address))
+                    });
                     let chain = wire::attribute(element, NFTA_SET_ELEM_DATA)
                         .and_then(|d| wire::attribute(d, NFTA_DATA_VERDICT))
                         .and_then(|v| wire::attribute(v, NFTA_VERDICT_CHAIN))

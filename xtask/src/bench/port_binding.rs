@@ -154,7 +154,8 @@ const ROLE_NETWORK: &str = "bnrole";
 /// Container start to its role enforced: `MEMBERS` containers labelled `enforcer.role=agent`
 /// started one after another on a managed network while `enforcer run` follows Docker with a
 /// policy defining `agent`; each timed from Docker's `start` event to the commit that adds its
-/// address to `roles_v4` (from then on its packets meet its role's chain).
+/// address (after its bridge's name) to `roles_v4` (from then on its packets meet its role's
+/// chain).
 pub(super) fn role_enforcement(enforcer: &Path) -> Result<()> {
     let docker = Dockerd::start();
     docker.docker(&[
@@ -204,7 +205,7 @@ pub(super) fn role_enforcement(enforcer: &Path) -> Result<()> {
                 Event::Elements { table, set, keys }
                     if table == "enforcer"
                         && set == "roles_v4"
-                        && keys.iter().any(|k| *k == address) =>
+                        && keys.iter().any(|k| k.ends_with(&address)) =>
                 {
                     Some(s.at)
                 }

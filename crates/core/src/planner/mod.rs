@@ -278,7 +278,8 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
         prefixes: &prefixes,
         elsewhere: &elsewhere_families,
     };
-    let roles = roles::plan_roles(topology, &internet);
+    let bridges = roles::Bridges::of(&networks);
+    let roles = roles::plan_roles(topology, &internet, bridges.as_ref());
     sets.extend(roles.sets);
     let containers = counted_sets(topology.containers(), SetName::Containers);
     let counted: Vec<Family> = containers.iter().map(|s| s.0).collect();
@@ -287,7 +288,7 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
         proxies: &proxy_families,
         roles: &roles.dispatch,
         elsewhere: &elsewhere_families,
-        bridged: !networks.is_empty() && networks.iter().all(|n| n.interface.is_some()),
+        bridged: bridges.is_some(),
     };
     sets.extend(elsewhere.iter().map(|s| s.1.clone()));
     let mut chains = vec![
@@ -414,7 +415,7 @@ fn replies_rule() -> Rule {
 
 /// Per family, one verdict-map lookup of the packet's `direction` address in the map `map`
 /// names: its element's chain is visited, and the packet comes back unless accepted there.
-fn address_dispatch<'a>(
+pub(super) fn address_dispatch<'a>(
     families: &'a [Family],
     direction: Direction,
     map: fn(Family) -> SetName,
@@ -441,8 +442,8 @@ fn proxy_dispatch(families: &[Family]) -> impl Iterator<Item = Rule> + '_ {
 struct Dispatch<'a> {
     /// `proxies_*` maps.
     proxies: &'a [Family],
-    /// `roles_*` maps.
-    roles: &'a [Family],
+    /// The lookups of the `roles_*` maps.
+    roles: &'a [Rule],
     /// `elsewhere_*` sets.
     elsewhere: &'a [Family],
     /// Whether every managed network names its bridge: then a managed source entering from
@@ -452,7 +453,8 @@ struct Dispatch<'a> {
 
 /// Per managed prefix: a source in it entering from an interface that is not a managed
 /// network's bridge is forged (the bridge table binds ports only on bridges), dropped and
-/// counted before any address-keyed allowance (proxies, roles, the host's) can see it.
+/// counted before any allowance keyed by the address alone (proxies, the host's) can see it.
+/// Roles come before it in `forward`: their map is keyed by the bridge as well.
 fn forged_managed_sources(prefixes: &[(Family, u8)]) -> impl Iterator<Item = Rule> + '_ {
     prefixes.iter().map(|&(family, len)| Rule {
         matches: vec![
@@ -525,21 +527,21 @@ fn forward_chain(
     dispatch: &Dispatch,
     skipped: bool,
 ) -> Chain {
-    // Proxies first: their allowed egress, the traffic that matters most, then costs two
-    // lookups (the proxy map, and the check that the destination is not managed). Then role
-    // members: their chain accepts what their role allows. Then a managed container's
-    // addresses on unmanaged networks: it is managed there too.
+    // With bridges, role members first: their map is keyed by the bridge as well as the
+    // address, so a forged address meets no role, and a member's packet skips the check for
+    // forged sources. Then proxies: their allowed egress then costs two lookups (the proxy
+    // map, and the check that the destination is not managed). Without bridges, role members
+    // after them. Then a managed container's addresses on unmanaged networks: it is managed
+    // there too.
     let mut rules: Vec<Rule> = Vec::new();
     if dispatch.bridged {
+        rules.extend_from_slice(dispatch.roles);
         rules.extend(forged_managed_sources(prefixes));
     }
     rules.extend(proxy_dispatch(dispatch.proxies));
-    rules.extend(address_dispatch(
-        dispatch.roles,
-        Direction::Source,
-        SetName::Roles,
-        "a role member's packets visit its role's chain",
-    ));
+    if !dispatch.bridged {
+        rules.extend_from_slice(dispatch.roles);
+    }
     rules.extend(elsewhere_rules(
         dispatch.elsewhere,
         Direction::Source,
@@ -790,18 +792,9 @@ fn input_chain(
     }
 }
 
-fn host_chain(proxy_families: &[Family], role_families: &[Family]) -> Chain {
+fn host_chain(proxy_families: &[Family], role_accepts: &[Rule]) -> Chain {
     let mut rules: Vec<Rule> = proxy_dispatch(proxy_families).collect();
-    rules.extend(role_families.iter().map(|&family| {
-        rule(
-            vec![Match::FlowInSet(
-                Some((family, Direction::Source)),
-                SetName::HostFlows(family),
-            )],
-            Verdict::Accept,
-            "a role member may open what its role allows toward the host",
-        )
-    }));
+    rules.extend_from_slice(role_accepts);
     rules.push(Rule {
         matches: vec![],
         counter: true,

@@ -2,10 +2,13 @@
 //!
 //! - `roles_v4` / `roles_v6` (verdict maps): a member's address -> a jump to its role's chain,
 //!   looked up in `forward` right after the proxies' map. A role with no member has no chain.
-//! - `role_<name>`: replies pass; then one lookup per family in `flows_<v4|v6>_<name>`, the
-//!   destinations (members of other roles, managed networks, prefixes) with their protocols
-//!   and ports; then, for the internet, a managed destination returns and `out_<name>` (protocols
-//!   and ports) is looked up. Whatever it does not accept returns to `forward`, where the
+//! - `role_<name>`: replies pass; then, per family, `flows_<v4|v6>_<name>`, the destinations
+//!   (members of other roles, managed networks, prefixes) with their protocols and ports;
+//!   then, for the internet, a managed destination returns and `out_<name>` (protocols and
+//!   ports) is looked up. Each of these is a hash set of single flows, looked up in one step
+//!   whatever it holds, with beside it, when the role allows ranges (of ports, prefixes, or
+//!   `any` protocol), an interval set of them: `flowranges_<v4|v6>_<name>`,
+//!   `outranges_<name>`. Whatever it does not accept returns to `forward`, where the
 //!   managed source meets `from_managed`: same-network traffic where east-west is allowed, and
 //!   a counted drop of the rest.
 //! - `hostflows_<v4|v6>`: member address . protocol . port for each role allowed toward the
@@ -20,18 +23,21 @@
 //! Per packet: one map lookup, then a few set lookups (and, toward the internet, one per
 //! managed prefix length), whatever the number of roles, members or rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::flows::{disjoint, FlowRange};
-use crate::names::{ChainName, SetName};
+use crate::flows::{disjoint, FlowPoint, FlowRange};
+use crate::names::{ChainName, SetName, Spread};
 use crate::roles::Target;
-use crate::ruleset::{Chain, CtState, Direction, Family, Match, Set, SetContent, SetKey, Verdict};
+use crate::ruleset::{
+    Action, Chain, CtState, Direction, Family, MapKey, Match, Rule, Set, SetContent, SetKey,
+    Verdict,
+};
 use crate::topology::{ManagedNetwork, Member, Topology};
 
-use super::{replies_rule, rule, Internet};
+use super::{address_dispatch, replies_rule, rule, Internet};
 
 /// ICMP's protocol number, which only IPv4 flows carry, and ICMPv6's, only IPv6's.
 const ICMP: u8 = 1;
@@ -44,16 +50,54 @@ pub(super) struct RolePlan {
     pub(super) sets: Vec<Set>,
     /// Their chains.
     pub(super) chains: Vec<Chain>,
-    /// The families with members: each has a `roles_*` map for `forward` to look up.
-    pub(super) dispatch: Vec<Family>,
-    /// The families with a `hostflows_*` set for `host_from_managed` to look up.
-    pub(super) host: Vec<Family>,
+    /// The rules of `forward` that send members' packets to their role's chain: one lookup
+    /// per family with members in its `roles_*` map.
+    pub(super) dispatch: Vec<Rule>,
+    /// The rules of `host_from_managed` that accept what roles allow toward the host.
+    pub(super) host: Vec<Rule>,
     /// The families with an `ingress_*` map for `from_managed` and `to_managed` to look up.
     pub(super) ingress: Vec<Family>,
 }
 
+/// The bridge each managed subnet's packets enter from, when every managed network names one.
+pub(super) struct Bridges(BTreeMap<(Family, u8), BTreeMap<IpAddr, String>>);
+
+impl Bridges {
+    /// The bridges of `networks`; none unless each of them names its bridge.
+    pub(super) fn of(networks: &[&ManagedNetwork]) -> Option<Bridges> {
+        let mut bridges: BTreeMap<(Family, u8), BTreeMap<IpAddr, String>> = BTreeMap::new();
+        for network in networks {
+            let interface = network.interface.as_ref()?;
+            for subnet in &network.subnets {
+                bridges
+                    .entry((Family::of(subnet.addr()), subnet.prefix_len()))
+                    .or_default()
+                    .insert(subnet.network(), interface.clone());
+            }
+        }
+        (!networks.is_empty()).then_some(Bridges(bridges))
+    }
+
+    /// The bridge of the managed subnet holding `address`.
+    fn of_address(&self, address: IpAddr) -> Option<&str> {
+        self.0.iter().find_map(|(&(family, len), subnets)| {
+            let subnet = IpNet::new(address, len).ok()?.trunc();
+            (Family::of(address) == family)
+                .then(|| subnets.get(&subnet.network()))
+                .flatten()
+                .map(String::as_str)
+        })
+    }
+}
+
 /// The roles of `topology` that have members, planned against what is not the `internet`.
-pub(super) fn plan_roles(topology: &Topology, internet: &Internet) -> RolePlan {
+/// With `bridges`, a member's address counts only when its packets enter from its network's
+/// bridge (`iifname . ip saddr vmap @roles_v4`): a forged one meets no role at all.
+pub(super) fn plan_roles(
+    topology: &Topology,
+    internet: &Internet,
+    bridges: Option<&Bridges>,
+) -> RolePlan {
     let mut members: BTreeMap<&str, Vec<&Member>> = BTreeMap::new();
     for member in topology.members() {
         if topology.roles().contains_key(&member.role) {
@@ -117,26 +161,25 @@ pub(super) fn plan_roles(topology: &Topology, internet: &Internet) -> RolePlan {
             ),
         ];
         for (family, flows) in flows {
-            let set = SetName::RoleFlows(family, name.to_string());
-            plan.sets.push(flow_set(set.clone(), Some(family), &flows));
-            rules.push(rule(
-                vec![Match::FlowInSet(
-                    Some((family, Direction::Destination)),
-                    set,
-                )],
-                Verdict::Accept,
-                format!("role {name}: toward the roles, networks and prefixes it may reach"),
-            ));
+            let (sets, accepts) = flow_lookups(
+                |spread| SetName::RoleFlows(family, spread, name.to_string()),
+                Some((family, Direction::Destination)),
+                &flows,
+                &format!("role {name}: toward the roles, networks and prefixes it may reach"),
+            );
+            plan.sets.extend(sets);
+            rules.extend(accepts);
         }
         if !out.is_empty() {
             rules.extend(internet.not_it(Direction::Destination, "the internet"));
-            let set = SetName::RoleServices(name.to_string());
-            plan.sets.push(flow_set(set.clone(), None, &out));
-            rules.push(rule(
-                vec![Match::FlowInSet(None, set)],
-                Verdict::Accept,
-                format!("role {name}: what it may open toward the internet"),
-            ));
+            let (sets, accepts) = flow_lookups(
+                |spread| SetName::RoleServices(spread, name.to_string()),
+                None,
+                &out,
+                &format!("role {name}: what it may open toward the internet"),
+            );
+            plan.sets.extend(sets);
+            rules.extend(accepts);
         }
         plan.chains.push(Chain {
             name: chain,
@@ -144,14 +187,62 @@ pub(super) fn plan_roles(topology: &Topology, internet: &Internet) -> RolePlan {
             rules,
         });
     }
-    plan.dispatch = verdict_maps(maps, SetName::Roles, &mut plan.sets);
+    plan.dispatch = match bridges {
+        Some(bridges) => bridged_dispatch(maps, bridges, &mut plan.sets),
+        None => {
+            let families = verdict_maps(maps, SetName::Roles, &mut plan.sets);
+            address_dispatch(&families, Direction::Source, SetName::Roles, DISPATCH).collect()
+        }
+    };
     for (family, flows) in host {
-        plan.host.push(family);
-        plan.sets
-            .push(flow_set(SetName::HostFlows(family), Some(family), &flows));
+        let (sets, accepts) = flow_lookups(
+            |spread| SetName::HostFlows(family, spread),
+            Some((family, Direction::Source)),
+            &flows,
+            "a role member may open what its role allows toward the host",
+        );
+        plan.sets.extend(sets);
+        plan.host.extend(accepts);
     }
     plan.ingress = verdict_maps(ingress_maps, SetName::Ingress, &mut plan.sets);
     plan
+}
+
+const DISPATCH: &str = "a role member's packets visit its role's chain";
+
+/// The `roles_*` maps of `maps` keyed by the bridge each address's packets enter from as well,
+/// added to `sets`, and the rules that look them up. An address outside every bridged subnet
+/// is left out: its packets meet no role.
+fn bridged_dispatch(
+    maps: BTreeMap<Family, BTreeMap<IpAddr, Verdict>>,
+    bridges: &Bridges,
+    sets: &mut Vec<Set>,
+) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for (family, map) in maps {
+        let keyed: BTreeMap<(String, IpAddr), Verdict> = map
+            .into_iter()
+            .filter_map(|(address, verdict)| {
+                let bridge = bridges.of_address(address)?;
+                Some(((bridge.to_string(), address), verdict))
+            })
+            .collect();
+        sets.push(Set {
+            name: SetName::Roles(family),
+            key: SetKey::InterfaceAddress(family),
+            content: SetContent::InterfaceAddressVerdictMap(keyed),
+        });
+        rules.push(Rule {
+            matches: vec![],
+            counter: false,
+            action: Action::VerdictMap(
+                MapKey::InputInterfaceAndSource(family),
+                SetName::Roles(family),
+            ),
+            comment: format!("{DISPATCH}, entering from its network's bridge"),
+        });
+    }
+    rules
 }
 
 /// The verdict maps named by `name`, one per family of `maps`, added to `sets`; returns their
@@ -198,23 +289,25 @@ fn ingress_chain(
     let mut sets = Vec::new();
     let mut rules = Vec::new();
     for (family, flows) in flows {
-        let set = SetName::IngressFlows(family, name.to_string());
-        sets.push(flow_set(set.clone(), Some(family), &flows));
-        rules.push(rule(
-            vec![Match::FlowInSet(Some((family, Direction::Source)), set)],
-            Verdict::Accept,
-            format!("role {name}: from the roles, networks and prefixes that may reach it"),
-        ));
+        let (flow_sets, accepts) = flow_lookups(
+            |spread| SetName::IngressFlows(family, spread, name.to_string()),
+            Some((family, Direction::Source)),
+            &flows,
+            &format!("role {name}: from the roles, networks and prefixes that may reach it"),
+        );
+        sets.extend(flow_sets);
+        rules.extend(accepts);
     }
     if !from_internet.is_empty() {
         rules.extend(internet.not_it(Direction::Source, "the internet"));
-        let set = SetName::IngressServices(name.to_string());
-        sets.push(flow_set(set.clone(), None, &from_internet));
-        rules.push(rule(
-            vec![Match::FlowInSet(None, set)],
-            Verdict::Accept,
-            format!("role {name}: what the internet may open toward it"),
-        ));
+        let (flow_sets, accepts) = flow_lookups(
+            |spread| SetName::IngressServices(spread, name.to_string()),
+            None,
+            &from_internet,
+            &format!("role {name}: what the internet may open toward it"),
+        );
+        sets.extend(flow_sets);
+        rules.extend(accepts);
     }
     let chain = Chain {
         name: ChainName::Ingress(name.to_string()),
@@ -268,11 +361,47 @@ fn addressed(allowed: &[FlowRange], range: (IpAddr, IpAddr)) -> Vec<FlowRange> {
         .collect()
 }
 
-/// An interval set of `flows`, cut into disjoint elements.
-fn flow_set(name: SetName, family: Option<Family>, flows: &[FlowRange]) -> Set {
-    Set {
-        name,
-        key: SetKey::Flows(family),
-        content: SetContent::Flows(disjoint(flows)),
+/// The sets named by `name` that hold `flows`, looked up with the address of `side` (none:
+/// protocol and port alone), and a rule accepting each: the single flows in a hash set (one
+/// lookup, whatever it holds), the ranges cut disjoint in an interval set; each only when it
+/// has elements. A single flow inside a range is in both, which changes nothing.
+fn flow_lookups(
+    name: impl Fn(Spread) -> SetName,
+    side: Option<(Family, Direction)>,
+    flows: &[FlowRange],
+    comment: &str,
+) -> (Vec<Set>, Vec<Rule>) {
+    let points: BTreeSet<FlowPoint> = flows.iter().filter_map(FlowRange::point).collect();
+    let ranges: Vec<FlowRange> = flows
+        .iter()
+        .filter(|f| f.point().is_none())
+        .copied()
+        .collect();
+    let key = SetKey::Flows(side.map(|(family, _)| family));
+    let mut sets = Vec::new();
+    if !points.is_empty() {
+        sets.push(Set {
+            name: name(Spread::Points),
+            key,
+            content: SetContent::FlowPoints(points),
+        });
     }
+    if !ranges.is_empty() {
+        sets.push(Set {
+            name: name(Spread::Ranges),
+            key,
+            content: SetContent::Flows(disjoint(&ranges)),
+        });
+    }
+    let rules = sets
+        .iter()
+        .map(|set| {
+            rule(
+                vec![Match::FlowInSet(side, set.name.clone())],
+                Verdict::Accept,
+                comment,
+            )
+        })
+        .collect();
+    (sets, rules)
 }

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use enforcer_core::flows::FlowPoint;
 use enforcer_core::names::ChainName;
 use enforcer_core::ruleset::{
     Action, AddressKey, CtState, Direction, Family, Hook, MapKey, Match, Ruleset, SetContent,
@@ -72,18 +73,23 @@ fn matches(ruleset: &Ruleset, packet: &Packet, m: &Match) -> bool {
             if side.is_some_and(|(family, side)| Family::of(side) != family) {
                 return false;
             }
-            let SetContent::Flows(flows) = &ruleset.set(set).expect("set exists").content else {
-                panic!("flow lookup in a set of another kind");
-            };
             let protocol = packet.protocol.number();
-            flows.iter().any(|f| {
-                let address = f.addresses.map_or(true, |(first, last)| {
-                    side.is_some_and(|(_, side)| (first..=last).contains(&side))
-                });
-                address
-                    && (f.protocols.0..=f.protocols.1).contains(&protocol)
-                    && (f.ports.0..=f.ports.1).contains(&packet.dport)
-            })
+            match &ruleset.set(set).expect("set exists").content {
+                SetContent::Flows(flows) => flows.iter().any(|f| {
+                    let address = f.addresses.map_or(true, |(first, last)| {
+                        side.is_some_and(|(_, side)| (first..=last).contains(&side))
+                    });
+                    address
+                        && (f.protocols.0..=f.protocols.1).contains(&protocol)
+                        && (f.ports.0..=f.ports.1).contains(&packet.dport)
+                }),
+                SetContent::FlowPoints(flows) => flows.contains(&FlowPoint {
+                    address: side.map(|(_, side)| side),
+                    protocol,
+                    port: packet.dport,
+                }),
+                _ => panic!("flow lookup in a set of another kind"),
+            }
         }
         Match::CtState(states) => packet.state.is_some_and(|s| states.contains(&s)),
         // The evaluator only models TCP and UDP.
@@ -161,6 +167,20 @@ fn run(ruleset: &Ruleset, chain: &ChainName, packet: &Packet, depth: usize) -> O
                         Some(v) => v.clone(),
                         None => continue,
                     },
+                    _ => panic!("vmap on a set of another kind"),
+                }
+            }
+            Action::VerdictMap(MapKey::InputInterfaceAndSource(family), map) => {
+                if Family::of(packet.src) != *family {
+                    continue;
+                }
+                match &ruleset.set(map).expect("map exists").content {
+                    SetContent::InterfaceAddressVerdictMap(m) => {
+                        match m.get(&(packet.interface.to_string(), packet.src)) {
+                            Some(v) => v.clone(),
+                            None => continue,
+                        }
+                    }
                     _ => panic!("vmap on a set of another kind"),
                 }
             }

@@ -244,6 +244,9 @@ fn shape(rs: &Ruleset, family: Family) -> Vec<String> {
                     erase(format!("vmap {:?} {m}", k.direction))
                 }
                 Action::VerdictMap(MapKey::InputInterface, m) => format!("vmap iifname {m}"),
+                Action::VerdictMap(MapKey::InputInterfaceAndSource(_), m) => {
+                    erase(format!("vmap iifname saddr {m}"))
+                }
                 Action::Verdict(v) => format!("{v:?}"),
                 Action::RecordInterface(side, set) => format!("record {side:?} {set}"),
             };

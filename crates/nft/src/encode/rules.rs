@@ -6,7 +6,7 @@
 //! The expressions themselves ([`Expressions::meta`], [`Expressions::cmp`], ...) are each
 //! written once too; a construct only chooses and orders them.
 
-use enforcer_core::names::{ChainName, SetName};
+use enforcer_core::names::{ChainName, SetName, Spread};
 use enforcer_core::render::prefix_mask;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -161,6 +161,18 @@ impl Expressions<'_, '_> {
             }
             Action::VerdictMap(MapKey::InputInterface, map) => {
                 self.meta(NFT_META_IIFNAME);
+                self.lookup(map, Lookup::Verdict);
+            }
+            Action::VerdictMap(MapKey::InputInterfaceAndSource(family), map) => {
+                // nft's order: the family, the name (four words), the address after it.
+                self.nfproto(*family);
+                self.meta(NFT_META_IIFNAME);
+                let key = AddressKey {
+                    family: *family,
+                    direction: Direction::Source,
+                    prefix_len: family.bits(),
+                };
+                self.masked_address(&key, register_at(IFNAME_LEN as u32 / 4));
                 self.lookup(map, Lookup::Verdict);
             }
             Action::RecordInterface(side, set) => {
@@ -342,10 +354,13 @@ impl Expressions<'_, '_> {
             words += family.bits() as u32 / 32;
         }
         self.meta_into(NFT_META_L4PROTO, register_at(words));
-        // What nft 1.0.6 writes after `meta l4proto` in a concatenation: a byte-order
-        // conversion of 1 byte in units of 2, which changes nothing; written too so that the
-        // table `nft -f` makes of the dry-run text is this one, expression for expression.
-        self.byteorder(register_at(words), 1, 2);
+        // What nft 1.0.6 writes after `meta l4proto` in a concatenation of ranges (not of
+        // single values): a byte-order conversion of 1 byte in units of 2, which changes
+        // nothing; written too so that the table `nft -f` makes of the dry-run text is this
+        // one, expression for expression.
+        if set.spread() == Some(Spread::Ranges) {
+            self.byteorder(register_at(words), 1, 2);
+        }
         self.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, register_at(words + 1));
         self.lookup(set, Lookup::Present);
     }

@@ -20,6 +20,16 @@ pub(super) fn set_message((family, table): (TableFamily, &str), set: &Set, id: u
         SetKey::Address(Family::V4) => (TYPE_IPADDR, 4),
         SetKey::Address(Family::V6) => (TYPE_IP6ADDR, 16),
         SetKey::InterfaceName => (TYPE_IFNAME, IFNAME_LEN as u32),
+        SetKey::InterfaceAddress(family) => {
+            let (address_type, len) = match family {
+                Family::V4 => (TYPE_IPADDR, 4),
+                Family::V6 => (TYPE_IP6ADDR, 16),
+            };
+            (
+                (TYPE_IFNAME << TYPE_BITS) | address_type,
+                IFNAME_LEN as u32 + len,
+            )
+        }
         SetKey::Flows(_) => (
             fields.iter().fold(0, |id, (ty, _)| (id << TYPE_BITS) | ty),
             fields.iter().map(|(_, len)| len.next_multiple_of(4)).sum(),
@@ -31,13 +41,17 @@ pub(super) fn set_message((family, table): (TableFamily, &str), set: &Set, id: u
     };
     let is_map = matches!(
         set.content,
-        SetContent::VerdictMap(_) | SetContent::InterfaceVerdictMap(_)
+        SetContent::VerdictMap(_)
+            | SetContent::InterfaceVerdictMap(_)
+            | SetContent::InterfaceAddressVerdictMap(_)
     );
-    let flags = match (is_map, fields.is_empty(), &set.content) {
-        (true, _, _) => NFT_SET_MAP,
-        (false, true, SetContent::Recorded(_)) => NFT_SET_EVAL,
-        (false, true, _) => 0,
-        (false, false, _) => NFT_SET_INTERVAL | NFT_SET_CONCAT,
+    // A concatenation of ranges is the kernel's pipapo set; single flows, like every other
+    // set here, a hash.
+    let flags = match (is_map, &set.content) {
+        (true, _) => NFT_SET_MAP,
+        (false, SetContent::Recorded(_)) => NFT_SET_EVAL,
+        (false, SetContent::Flows(_)) => NFT_SET_INTERVAL | NFT_SET_CONCAT,
+        (false, _) => 0,
     };
     let mut attrs = AttrWriter::new();
     attrs
@@ -46,7 +60,9 @@ pub(super) fn set_message((family, table): (TableFamily, &str), set: &Set, id: u
         .be32(NFTA_SET_FLAGS, flags)
         .be32(NFTA_SET_KEY_TYPE, key_type)
         .be32(NFTA_SET_KEY_LEN, key_len);
-    if !fields.is_empty() {
+    // The kernel takes the fields' lengths only with the concatenation flag, which only sets
+    // of ranges have.
+    if flags & NFT_SET_CONCAT != 0 {
         attrs.nested(NFTA_SET_DESC, |desc| {
             desc.nested(NFTA_SET_DESC_CONCAT, |list| {
                 for (_, len) in &fields {
@@ -138,7 +154,18 @@ pub(super) fn elements(content: &SetContent) -> Vec<(Vec<u8>, Vec<u8>)> {
             .iter()
             .map(|(n, verdict)| keyed(interface_bytes(n), Some(verdict), None))
             .collect(),
+        SetContent::InterfaceAddressVerdictMap(map) => map
+            .iter()
+            .map(|((n, a), verdict)| {
+                let key = [interface_bytes(n), address_bytes(*a)].concat();
+                keyed(key, Some(verdict), None)
+            })
+            .collect(),
         SetContent::Recorded(_) => Vec::new(),
+        SetContent::FlowPoints(flows) => flows
+            .iter()
+            .map(|f| keyed(flow_key(f.address, f.protocol, f.port), None, None))
+            .collect(),
         SetContent::Flows(flows) => flows
             .iter()
             .map(|f| {
