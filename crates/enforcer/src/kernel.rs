@@ -14,6 +14,11 @@ pub trait Kernel {
 
     /// Whether the kernel holds `table inet NAME` at all.
     fn holds_table(&mut self, name: &str) -> Result<bool, NftError>;
+
+    /// How many times [`Kernel::apply`] has read the kernel's tables back (each time a commit
+    /// since the last made it unsure what the kernel holds): a read-back of a large table
+    /// allocates as much as an apply.
+    fn read_backs(&self) -> u64;
 }
 
 impl Kernel for Nftables {
@@ -23,6 +28,10 @@ impl Kernel for Nftables {
 
     fn holds_table(&mut self, name: &str) -> Result<bool, NftError> {
         Ok(self.read(name)?.contains_key(&TableFamily::Inet))
+    }
+
+    fn read_backs(&self) -> u64 {
+        Nftables::read_backs(self)
     }
 }
 
@@ -83,5 +92,10 @@ impl Kernel for FakeKernel {
             .held
             .as_ref()
             .is_some_and(|held| held.inet.table == name))
+    }
+
+    /// The fake compares what it holds with what it is asked for: every apply is a read-back.
+    fn read_backs(&self) -> u64 {
+        self.asked.len() as u64
     }
 }

@@ -33,6 +33,7 @@
 //! list identically, and a second apply must send nothing.
 
 mod abi;
+pub mod elements;
 pub mod encode;
 pub mod netlink;
 pub mod state;
@@ -233,6 +234,8 @@ pub struct Nftables {
     socket: netlink::Socket,
     verified: Option<Verified>,
     fingerprint_keys: [RandomState; 2],
+    /// How many times [`Nftables::apply`] read the tables back.
+    read_backs: u64,
 }
 
 const READ_ATTEMPTS: usize = 5;
@@ -244,7 +247,14 @@ impl Nftables {
             socket: netlink::Socket::open()?,
             verified: None,
             fingerprint_keys: [RandomState::new(), RandomState::new()],
+            read_backs: 0,
         })
+    }
+
+    /// How many times [`Nftables::apply`] has read the kernel's tables back, unsure what they
+    /// held (a commit since the last it verified, or a new handle).
+    pub fn read_backs(&self) -> u64 {
+        self.read_backs
     }
 
     /// The fingerprint of a plan.
@@ -322,6 +332,7 @@ impl Nftables {
                 state.absorb(table, &message);
             }
         }
+        state.seal();
         Ok(Some(state))
     }
 
@@ -368,7 +379,10 @@ impl Nftables {
             // kernel's tables, read back.
             let (generation, held) = match known.take() {
                 Some(known) => known,
-                None => self.read_with_generation(&desired.name)?,
+                None => {
+                    self.read_backs += 1;
+                    self.read_with_generation(&desired.name)?
+                }
             };
             if desired.is_held(&held) {
                 self.verify(generation, plan, desired);

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use enforcer_core::ruleset::TableFamily;
 
 use crate::abi::*;
+use crate::elements::Elements;
 use crate::wire::{self, AttrWriter, Message};
 
 /// A chain's base-chain properties: hook number, priority, policy, type.
@@ -81,17 +82,15 @@ pub struct SetState {
     /// Whether rules fill it (`flags dynamic`): its elements are the kernel's, so they are
     /// never recorded here (nor compared, nor deleted).
     pub dynamic: bool,
-    /// Element key bytes -> canonical element value: its data (verdict maps) and user data
-    /// (comment), re-encoded without flags; never its counter values.
-    /// Boxed slices, each allocated to its length: a held table of 10,000 role members has
-    /// 180,000 of them.
-    pub elements: BTreeMap<Box<[u8]>, Box<[u8]>>,
+    /// Element key bytes -> canonical element value: its data (verdict maps), its last key
+    /// (ranges) and user data (comment), re-encoded without flags; never its counter values.
+    pub elements: Elements,
 }
 
 impl SetState {
     /// Adds one element, given as the payload of an `NFTA_LIST_ELEM` attribute.
     pub fn absorb_element(&mut self, element: &[u8]) {
-        let key: Box<[u8]> = element_key(element).unwrap_or_default().into();
+        let key = element_key(element).unwrap_or_default();
         let mut value = AttrWriter::new();
         if let Some(data) = wire::attribute(element, NFTA_SET_ELEM_DATA) {
             value.bytes(NFTA_SET_ELEM_DATA, &canonical_data(data));
@@ -102,17 +101,17 @@ impl SetState {
         if let Some(userdata) = wire::attribute(element, NFTA_SET_ELEM_USERDATA) {
             value.bytes(NFTA_SET_ELEM_USERDATA, userdata);
         }
-        self.elements.insert(key, value.finish().into_boxed_slice());
+        self.elements.insert(key, &value.finish());
     }
 
     /// The elements of this set that `other` lacks or holds with another value.
     pub fn differing<'a>(
         &'a self,
         other: &'a SetState,
-    ) -> impl Iterator<Item = (&'a Box<[u8]>, &'a Box<[u8]>)> {
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
         self.elements
             .iter()
-            .filter(|(key, value)| other.elements.get(*key) != Some(*value))
+            .filter(|(key, value)| other.elements.get(key) != Some(*value))
     }
 
     /// Whether `other` has the same kind, key and data types.
@@ -145,6 +144,14 @@ pub struct TableState {
 }
 
 impl TableState {
+    /// Sorts every set's elements once all messages are absorbed: lookups are then binary
+    /// searches, and the buffers hold no spare capacity.
+    pub fn seal(&mut self) {
+        for set in self.sets.values_mut() {
+            set.elements.seal();
+        }
+    }
+
     /// Folds one message (NEWCHAIN, NEWRULE, NEWSET or NEWSETELEM; others are ignored) of table
     /// `table` into the state.
     pub fn absorb(&mut self, table: &str, message: &Message<'_>) {
@@ -452,7 +459,7 @@ fn set_changes(lines: &mut Vec<String>, name: &str, have: &SetState, want: &SetS
     }
     let text = |k: &[u8], v: &[u8]| format!("{}{}", key_text(want.key.0, k), data_text(v));
     let (mut added, mut removed) = (Vec::new(), Vec::new());
-    for change in by_key(&have.elements, &want.elements) {
+    for change in by_key(have.elements.iter(), want.elements.iter()) {
         match change {
             Change::Added(k, v) => added.push(text(k, v)),
             Change::Removed(k, v) => removed.push(text(k, v)),

@@ -166,6 +166,7 @@ impl Parts {
                 }
             }
         }
+        state.seal();
         state
     }
 }
