@@ -5,7 +5,11 @@
 //! endpoint on that network, and no other port or endpoint there claims the same MAC. A bound
 //! port may send only as its container: that MAC, the addresses Docker gave the endpoint, and
 //! the IPv6 link-local address derived from the MAC. Every other port of a guarded bridge is
-//! *unbound* and sends nothing. Ports of other bridges are *open*: this table leaves them alone.
+//! *unbound* and sends nothing. A managed container (one with an endpoint on an enforced network)
+//! is bound on the other bridges it is on as well, so that it speaks only as itself there too:
+//! with CAP_NET_RAW it could otherwise send from a free address of an unmanaged network and
+//! pass as that network's traffic. The other ports of those bridges, and every port of other
+//! bridges, are *open*: this table leaves them alone.
 //!
 //! Without Docker there is no endpoint to compare with, but a static proxy may declare the MACs
 //! of its interfaces: then a port of a static network's bridge (one with an `interface`) whose
@@ -151,13 +155,44 @@ pub fn guard_ports(
         unknown_patterns,
     };
     let mut skipped = Vec::new();
-    let endpoints = endpoints_by_bridge(docker, &bridges.enforced, &mut skipped);
+    let mut endpoints = endpoints_by_bridge(docker, &bridges.enforced, None, &mut skipped);
+    // The other Docker bridges, where only managed containers' endpoints are bound.
+    let managed: BTreeSet<&str> = docker
+        .containers
+        .iter()
+        .filter(|(_, c)| {
+            c.endpoints
+                .iter()
+                .any(|e| classified.enforced_networks.contains(&e.network_id))
+        })
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let elsewhere: BTreeMap<String, &str> = docker
+        .networks
+        .iter()
+        .filter_map(|(id, n)| Some((n.bridge()?, id.as_str())))
+        .filter(|(bridge, _)| !bridges.guarded(bridge))
+        .collect();
+    let elsewhere = endpoints_by_bridge(docker, &elsewhere, Some(&managed), &mut skipped);
     let mut guard = PortGuard::default();
     // Per guarded bridge and MAC: the ports whose peer has it.
     let mut candidates: BTreeMap<(&str, MacAddr), Vec<&BridgePort>> = BTreeMap::new();
     for port in ports {
         if !bridges.guarded(&port.bridge) {
-            guard.open.insert(port.name.clone());
+            let managed_peer = port.peer_mac.filter(|mac| {
+                elsewhere
+                    .get(&port.bridge)
+                    .is_some_and(|on| on.iter().any(|e| e.mac == *mac))
+            });
+            match managed_peer {
+                Some(mac) if is_bindable_name(&port.name) => candidates
+                    .entry((&port.bridge, mac))
+                    .or_default()
+                    .push(port),
+                _ => {
+                    guard.open.insert(port.name.clone());
+                }
+            }
             continue;
         }
         if !is_bindable_name(&port.name) {
@@ -181,6 +216,7 @@ pub fn guard_ports(
             }
         }
     }
+    endpoints.extend(elsewhere);
     for ((bridge, mac), found) in candidates {
         let owners: Vec<&Endpoint> = endpoints
             .get(bridge)
@@ -355,17 +391,22 @@ fn bind(
     });
 }
 
-/// The endpoints of running containers on the enforced networks, by bridge. An endpoint whose
-/// MAC or address does not parse is reported; without a MAC it is left out (its port stays
-/// unbound), an odd address is left out of what it may use.
+/// The endpoints on the networks of `bridges` (bridge -> network ID) of running containers
+/// (only those of `only`, by ID, when given), by bridge. An endpoint whose MAC or address does
+/// not parse is reported; without a MAC it is left out (its port stays unbound), an odd address
+/// is left out of what it may use.
 fn endpoints_by_bridge<'a>(
     docker: &'a DockerState,
-    enforced: &BTreeMap<String, &str>,
+    bridges: &BTreeMap<String, &str>,
+    only: Option<&BTreeSet<&str>>,
     skipped: &mut Vec<Skipped>,
 ) -> BTreeMap<String, Vec<Endpoint<'a>>> {
-    let by_id: BTreeMap<&str, &str> = enforced.iter().map(|(b, id)| (*id, b.as_str())).collect();
+    let by_id: BTreeMap<&str, &str> = bridges.iter().map(|(b, id)| (*id, b.as_str())).collect();
     let mut out: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
-    for container in docker.containers.values() {
+    for (id, container) in &docker.containers {
+        if only.is_some_and(|only| !only.contains(id.as_str())) {
+            continue;
+        }
         for endpoint in &container.endpoints {
             let Some(bridge) = by_id.get(endpoint.network_id.as_str()) else {
                 continue;
@@ -376,7 +417,7 @@ fn endpoints_by_bridge<'a>(
                 _ => {
                     let reason = format!(
                         "MAC address `{:.64}` on network {} is not a unicast MAC: its port \
-                         stays unbound and sends nothing",
+                         cannot be bound to it (on a managed network it sends nothing)",
                         endpoint.mac, endpoint.network_id
                     );
                     skipped.push(Skipped::new(&object, &reason));

@@ -198,6 +198,62 @@ impl<'a> Lab<'a> {
         }
     }
 
+    /// Datagrams the internet receives when each container on a managed and an unmanaged
+    /// network sends, with CAP_NET_RAW (Docker's default), UDP from a free address of the
+    /// unmanaged network (host 200) to 203.0.113.10:53 through that network's gateway: a
+    /// managed container passing as unmanaged traffic. None when no container is on both.
+    fn forged_escapes(&self) -> Option<u64> {
+        let mut sent = false;
+        let before = self.docker.internet_received();
+        for part in self.seed.parts {
+            let managed = part
+                .on
+                .iter()
+                .any(|(net, _)| !self.seed.net(net).flags.is_empty());
+            for (index, (net, _)) in part.on.iter().enumerate() {
+                let net = self.seed.net(net);
+                if !managed || !net.flags.is_empty() {
+                    continue;
+                }
+                sent = true;
+                let bridge = self.docker.bridge(net.name);
+                let gateway_mac = self
+                    .docker
+                    .host
+                    .exec_ok("cat", &[&format!("/sys/class/net/{bridge}/address")])
+                    .stdout;
+                let gateway_mac = String::from_utf8_lossy(&gateway_mac);
+                let (iface, source) = (format!("eth{index}"), net.address(200, Family::V4));
+                let source = source.to_string();
+                let destination = internet(Family::V4).to_string();
+                crate::forge::send(
+                    self.namespace(part.name),
+                    &[
+                        "udp4",
+                        "--iface",
+                        &iface,
+                        "--eth-dst",
+                        gateway_mac.trim(),
+                        "--src",
+                        &source,
+                        "--dst",
+                        &destination,
+                        "--dport",
+                        "53",
+                        "--payload",
+                        "forged",
+                        "--count",
+                        "5",
+                        "--interval-ms",
+                        "20",
+                    ],
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        sent.then(|| self.docker.internet_received() - before)
+    }
+
     fn namespace(&self, name: &str) -> &Netns {
         &self.containers.iter().find(|(n, _)| *n == name).unwrap().1
     }
@@ -250,6 +306,12 @@ pub(crate) fn run(seed: &Seed, version: DockerVersion) {
         "without enforcer, {closed} flows were closed:\n{}",
         report(&before)
     );
+    let escapes = lab.forged_escapes();
+    assert_ne!(
+        escapes,
+        Some(0),
+        "without enforcer, no forged datagram from a dual-homed container reached the internet"
+    );
     let policy = repo_file(seed.policy);
     let agent = lab
         .docker
@@ -273,6 +335,13 @@ pub(crate) fn run(seed: &Seed, version: DockerVersion) {
         seed.policy,
         lab.docker.server_version(),
         report(&after),
+        agent.log()
+    );
+    assert!(
+        matches!(lab.forged_escapes(), None | Some(0)),
+        "a managed container's datagrams from a free address of its unmanaged network reached \
+         the internet on Docker {}:\n{}",
+        lab.docker.server_version(),
         agent.log()
     );
     expect_counted_per_container(&lab);

@@ -2,6 +2,10 @@
 //! topology and its policy under `rules/` (see [`lab`]): Replicante (004), Guardrails (003) and
 //! RuVector on bridge networks (000). Without Docker, ingress on a hand-built host.
 
+// The spoofing tests' frame tool, shared; this test uses only its sender.
+#[allow(dead_code)]
+#[path = "../spoofing/forge.rs"]
+mod forge;
 mod lab;
 mod seeds;
 

@@ -508,6 +508,61 @@ proptest! {
     }
 }
 
+/// A managed container that is also on an unmanaged network is bound on that network's bridge
+/// too: it sends there only as itself (not from a free address of that network, which would
+/// pass as unmanaged traffic); its unmanaged neighbour's port stays open.
+#[test]
+fn a_managed_container_is_bound_on_its_unmanaged_networks_too() {
+    let agents = network("agents", true, "br-agents", "10.1.0.0/24");
+    let plain = network("plain", false, "br-plain", "10.2.0.0/24");
+    let mut dual = container("dual", &agents, "10.1.0.2", "02:42:0a:01:00:02");
+    let mut on_plain = container("dual", &plain, "10.2.0.2", "02:42:0a:02:00:02").endpoints;
+    on_plain[0].ipv6 = "fd00:2::2".into();
+    dual.endpoints.extend(on_plain);
+    let neighbour = container("n", &plain, "10.2.0.3", "02:42:0a:02:00:03");
+    let state = DockerState::of([agents, plain], [dual, neighbour]);
+    let policy = Policy::embedded();
+    let classified = classify(&policy, &state);
+    let ports = [
+        port("br-agents", "vetha", Some("02:42:0a:01:00:02")),
+        port("br-plain", "vethd", Some("02:42:0a:02:00:02")),
+        port("br-plain", "vethn", Some("02:42:0a:02:00:03")),
+    ];
+    let patterns = &policy.table.unknown_interface_patterns;
+    let (guard, skipped) = guard_ports(&classified, &state, patterns, &ports, &[]);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let bound: Vec<(&str, &str, &str)> = guard
+        .bound
+        .iter()
+        .map(|b| (b.port.as_str(), b.container.as_str(), b.network.as_str()))
+        .collect();
+    assert_eq!(
+        bound,
+        [("vetha", "dual", "agents"), ("vethd", "dual", "plain")]
+    );
+    assert_eq!(guard.open, ["vethn".to_string()].into());
+    let table = plan_ports(&TableSettings::default(), &guard);
+    let on_plain = guard.bound.iter().find(|b| b.port == "vethd").unwrap();
+    for frame in own_frames(on_plain) {
+        assert!(passes(&table, &frame), "its own {frame:?}");
+    }
+    // A free address of plain, as another container would hold it.
+    let free = BoundPort {
+        port: "vethfree".into(),
+        mac: "02:42:0a:02:00:63".parse().unwrap(),
+        container: "nobody".into(),
+        network: "plain".into(),
+        ipv4: vec![Ipv4Addr::new(10, 2, 0, 99)],
+        ipv6: vec![
+            "fe80::42:aff:fe02:63".parse().unwrap(),
+            "fd00:2::63".parse().unwrap(),
+        ],
+    };
+    for (frame, what) in forged_frames(on_plain, &free) {
+        assert!(!passes(&table, &frame), "{what}: {frame:?}");
+    }
+}
+
 #[test]
 fn a_newcomer_copying_a_bound_mac_does_not_unbind_its_owner() {
     let agents = network("agents", true, "br-agents", "10.1.0.0/24");
