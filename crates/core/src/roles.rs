@@ -18,6 +18,9 @@ pub enum Target {
     Host,
     /// The members of the role with this name.
     Role(String),
+    /// The egress proxies: what `role:NAME` names when NAME is the proxy role (`[docker]
+    /// proxy_role`, `egress-proxy` by default), whose allowance is `[proxy]`, not a role's.
+    Proxies,
     /// The subnets of the managed network with this name.
     Network(String),
     /// A prefix.
@@ -30,6 +33,7 @@ impl fmt::Display for Target {
             Target::Internet => f.write_str("internet"),
             Target::Host => f.write_str("host"),
             Target::Role(name) => write!(f, "role:{name}"),
+            Target::Proxies => f.write_str("the egress proxies"),
             Target::Network(name) => write!(f, "network:{name}"),
             Target::Prefix(net) => write!(f, "{net}"),
         }

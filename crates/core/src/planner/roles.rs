@@ -318,7 +318,7 @@ fn ingress_chain(
 }
 
 /// The inclusive address ranges `target` (a destination, or an ingress source) names: a role's
-/// members, a managed network's subnets, a prefix. A network no managed network has the name
+/// members, the egress proxies, a managed network's subnets, a prefix. A network no managed network has the name
 /// of names nothing.
 fn destinations(
     topology: &Topology,
@@ -338,6 +338,11 @@ fn destinations(
             .iter()
             .filter(|n: &&ManagedNetwork| n.name == *name)
             .flat_map(|n| n.subnets.iter().map(range))
+            .collect(),
+        Target::Proxies => topology
+            .proxies()
+            .iter()
+            .flat_map(|p| p.addresses.iter().map(|a| (*a, *a)))
             .collect(),
         Target::Prefix(net) => vec![range(net)],
         Target::Internet | Target::Host => Vec::new(),

@@ -394,13 +394,13 @@ impl Source<'_> {
             }
             let mut egress = Vec::new();
             for rule in &role.get_ref().egress {
-                let to = self.target(&rule.to, raw, name)?;
+                let to = self.target(&rule.to, raw, (name, &docker.proxy_role))?;
                 let allow = self.allowances(&rule.allow)?;
                 egress.push(EgressRule { to, allow });
             }
             let mut ingress = Vec::new();
             for rule in &role.get_ref().ingress {
-                let from = self.target(&rule.from, raw, name)?;
+                let from = self.target(&rule.from, raw, (name, &docker.proxy_role))?;
                 if from == Target::Host {
                     return Err(self.error(
                         Some(rule.from.span()),
@@ -416,18 +416,22 @@ impl Source<'_> {
         Ok(roles)
     }
 
-    /// A rule's `to` or `from`; a `role:` it names must be defined.
+    /// A rule's `to` or `from` in role `role`'s rules; a `role:` it names must be defined, or
+    /// be `proxy_role` (the egress proxies).
     fn target(
         &self,
         raw: &Spanned<String>,
         policy: &RawPolicy,
-        role: &str,
+        (role, proxy_role): (&str, &str),
     ) -> Result<Target, PolicyError> {
         let target: Target = raw
             .get_ref()
             .parse()
             .map_err(|e: String| self.error(Some(raw.span()), e))?;
         if let Target::Role(other) = &target {
+            if other == proxy_role {
+                return Ok(Target::Proxies);
+            }
             if !policy.roles.contains_key(other) {
                 return Err(self.error(
                     Some(raw.span()),

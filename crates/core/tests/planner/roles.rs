@@ -219,3 +219,30 @@ fn forged_sources_and_hidden_managed_destinations_get_nothing() {
     let forged_to_host = on("docker0", tcp("172.20.0.5", "172.20.0.1", 22));
     assert_eq!(fate(&table, Hook::Input, &forged_to_host), Fate::Dropped);
 }
+
+/// `role:egress-proxy` (the proxy role) names the egress proxies: on a network with east-west
+/// denied, an agent reaches the proxy's port and nothing else of it, and the proxy keeps its
+/// own allowance (`[proxy]`).
+#[test]
+fn the_proxy_role_names_the_egress_proxies() {
+    let text = "[[networks]]\nname = \"zone\"\ninterface = \"br-zone\"\n\
+                subnets = [\"172.20.0.0/16\"]\neast_west = \"deny\"\n\
+                [[proxies]]\nname = \"squid\"\naddresses = [\"172.20.0.2\"]\n\
+                [roles.agent]\negress = [{ to = \"role:egress-proxy\", allow = [\"tcp/3128\"] }]\n\
+                ingress = [{ from = \"role:egress-proxy\", allow = [\"tcp/9000\"] }]\n\
+                [[members]]\nname = \"agent\"\nrole = \"agent\"\naddresses = [\"172.20.0.100\"]\n";
+    let policy = Policy::parse(text, "p.toml").unwrap();
+    let table = plan(&policy.table, &policy.static_topology);
+    let from = |src: &str, dst: &str, port| on("br-zone", tcp(src, dst, port));
+    let rows = [
+        (from("172.20.0.100", "172.20.0.2", 3128), Fate::Passed),
+        (from("172.20.0.100", "172.20.0.2", 22), Fate::Dropped),
+        (from("172.20.0.100", "172.20.0.3", 3128), Fate::Dropped),
+        (from("172.20.0.2", "172.20.0.100", 9000), Fate::Passed),
+        (from("172.20.0.2", "172.20.0.100", 22), Fate::Dropped),
+        (from("172.20.0.2", "203.0.113.10", 443), Fate::Passed),
+    ];
+    for (packet, expected) in rows {
+        assert_eq!(fate(&table, Hook::Forward, &packet), expected, "{packet:?}");
+    }
+}
