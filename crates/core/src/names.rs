@@ -30,8 +30,8 @@ pub enum ChainName {
     FromUnknownBridge,
     /// The allowed services of the proxy with this name.
     Proxy(String),
-    /// What members of the role with this name may open.
-    Role(String),
+    /// What members of the role with this name may open, for their packets of one family.
+    Role(Family, String),
     /// Who may open connections toward members of the role with this name.
     Ingress(String),
     /// Forwarded traffic toward managed subnets from sources outside them.
@@ -146,7 +146,7 @@ impl fmt::Display for ChainName {
             ChainName::HostFromManaged => f.write_str("host_from_managed"),
             ChainName::FromUnknownBridge => f.write_str("from_unknown_bridge"),
             ChainName::Proxy(name) => write!(f, "{PROXY_PREFIX}{name}"),
-            ChainName::Role(name) => write!(f, "{ROLE_PREFIX}{name}"),
+            ChainName::Role(family, name) => write!(f, "{ROLE_PREFIX}{}_{name}", family.tag()),
             ChainName::Ingress(name) => write!(f, "{INGRESS_PREFIX}{name}"),
             ChainName::ToManaged => f.write_str("to_managed"),
             ChainName::FromElsewhere => f.write_str("from_elsewhere"),
@@ -187,8 +187,13 @@ impl FromStr for ChainName {
                     ChainName::Proxy(proxy.to_string())
                 } else if let Some(port) = prefixed(PORT_PREFIX) {
                     ChainName::Port(port.to_string())
-                } else if let Some(role) = prefixed(ROLE_PREFIX) {
-                    ChainName::Role(role.to_string())
+                } else if let Some(rest) = prefixed(ROLE_PREFIX) {
+                    let (tag, role) = rest
+                        .split_once('_')
+                        .filter(|(_, r)| !r.is_empty())
+                        .ok_or_else(|| UnknownName(text.to_string()))?;
+                    let family = family_of_tag(tag).ok_or_else(|| UnknownName(text.to_string()))?;
+                    ChainName::Role(family, role.to_string())
                 } else if let Some(role) = prefixed(INGRESS_PREFIX) {
                     ChainName::Ingress(role.to_string())
                 } else {
@@ -382,7 +387,7 @@ mod tests {
             Just(ChainName::HostFromManaged),
             Just(ChainName::FromUnknownBridge),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Proxy),
-            "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Role),
+            (family(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}").prop_map(|(f, r)| ChainName::Role(f, r)),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}".prop_map(ChainName::Ingress),
             Just(ChainName::ToManaged),
             Just(ChainName::FromElsewhere),

@@ -188,7 +188,7 @@ impl KernelView {
                         Ok(ChainName::Proxy(proxy)) => {
                             view.proxies.entry(proxy).or_default().push(address)
                         }
-                        Ok(ChainName::Role(role)) => {
+                        Ok(ChainName::Role(_, role)) => {
                             view.roles.entry(role).or_default().push(address)
                         }
                         _ => {}

@@ -821,12 +821,35 @@ impl Internet<'_> {
     /// The rules that return a packet whose address on `direction`'s side is not the
     /// internet, each comment saying what it is not (`what`: "proxy egress", ...).
     pub(super) fn not_it(&self, direction: Direction, what: &str) -> Vec<Rule> {
+        self.not_it_in(None, direction, what)
+    }
+
+    /// [`Internet::not_it`], only the rules that packets of `family` (when given) can meet.
+    pub(super) fn not_it_in(
+        &self,
+        family: Option<Family>,
+        direction: Direction,
+        what: &str,
+    ) -> Vec<Rule> {
         let side = match direction {
             Direction::Source => "source",
             Direction::Destination => "destination",
         };
+        let ours = |f: Family| family.map_or(true, |family| family == f);
+        let prefixes: Vec<(Family, u8)> = self
+            .prefixes
+            .iter()
+            .filter(|p| ours(p.0))
+            .copied()
+            .collect();
+        let elsewhere: Vec<Family> = self
+            .elsewhere
+            .iter()
+            .filter(|f| ours(**f))
+            .copied()
+            .collect();
         let mut rules: Vec<Rule> = per_prefix(
-            self.prefixes,
+            &prefixes,
             direction,
             SetName::Managed,
             Verdict::Return,
@@ -834,7 +857,7 @@ impl Internet<'_> {
         )
         .collect();
         rules.extend(elsewhere_rules(
-            self.elsewhere,
+            &elsewhere,
             direction,
             Verdict::Return,
             "a managed container's address on an unmanaged network is not the internet",

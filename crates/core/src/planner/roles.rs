@@ -1,8 +1,8 @@
 //! Roles in the inet table: what each role's members may open.
 //!
-//! - `roles_v4` / `roles_v6` (verdict maps): a member's address -> a jump to its role's chain,
-//!   looked up in `forward` right after the proxies' map. A role with no member has no chain.
-//! - `role_<name>`: replies pass; then, per family, `flows_<v4|v6>_<name>`, the destinations
+//! - `roles_v4` / `roles_v6` (verdict maps): a member's address -> a jump to its role's chain
+//!   of that family, looked up in `forward`. A role has a chain per family its members have.
+//! - `role_<v4|v6>_<name>`: replies pass; then `flows_<v4|v6>_<name>`, the destinations
 //!   (members of other roles, managed networks, prefixes) with their protocols and ports;
 //!   then, for the internet, a managed destination returns and `out_<name>` (protocols and
 //!   ports) is looked up. Each of these is a hash set of single flows, looked up in one step
@@ -122,12 +122,10 @@ pub(super) fn plan_roles(
             plan.sets.extend(sets);
             plan.chains.push(chain);
         }
-        let chain = ChainName::Role(name.to_string());
         for address in holders.iter().flat_map(|m| &m.addresses) {
-            let verdict = Verdict::Jump(chain.clone());
-            maps.entry(Family::of(*address))
-                .or_default()
-                .insert(*address, verdict);
+            let family = Family::of(*address);
+            let verdict = Verdict::Jump(ChainName::Role(family, name.to_string()));
+            maps.entry(family).or_default().insert(*address, verdict);
         }
         let mut flows: BTreeMap<Family, Vec<FlowRange>> = BTreeMap::new();
         let mut out: Vec<FlowRange> = Vec::new();
@@ -152,40 +150,54 @@ pub(super) fn plan_roles(
                 }
             }
         }
-        let mut rules = vec![
-            replies_rule(),
-            rule(
-                vec![Match::CtState(vec![CtState::Invalid])],
-                Verdict::Return,
-                "an invalid packet is never a role's egress",
-            ),
-        ];
-        for (family, flows) in flows {
-            let (sets, accepts) = flow_lookups(
-                |spread| SetName::RoleFlows(family, spread, name.to_string()),
-                Some((family, Direction::Destination)),
-                &flows,
-                &format!("role {name}: toward the roles, networks and prefixes it may reach"),
-            );
-            plan.sets.extend(sets);
-            rules.extend(accepts);
+        // The internet's services, shared by the role's chains of both families.
+        let (out_sets, out_accepts) = flow_lookups(
+            |spread| SetName::RoleServices(spread, name.to_string()),
+            None,
+            &out,
+            &format!("role {name}: what it may open toward the internet"),
+        );
+        plan.sets.extend(out_sets);
+        let families: BTreeSet<Family> = holders
+            .iter()
+            .flat_map(|m| &m.addresses)
+            .map(|a| Family::of(*a))
+            .collect();
+        // One chain per family its members have: a packet meets only its own family's rules.
+        for family in families {
+            let mut rules = vec![
+                replies_rule(),
+                rule(
+                    vec![Match::CtState(vec![CtState::Invalid])],
+                    Verdict::Return,
+                    "an invalid packet is never a role's egress",
+                ),
+            ];
+            if let Some(flows) = flows.get(&family) {
+                let (sets, accepts) = flow_lookups(
+                    |spread| SetName::RoleFlows(family, spread, name.to_string()),
+                    Some((family, Direction::Destination)),
+                    flows,
+                    &format!("role {name}: toward the roles, networks and prefixes it may reach"),
+                );
+                plan.sets.extend(sets);
+                rules.extend(accepts);
+            }
+            if !out_accepts.is_empty() {
+                let not_internet = Some(family);
+                rules.extend(internet.not_it_in(
+                    not_internet,
+                    Direction::Destination,
+                    "the internet",
+                ));
+                rules.extend(out_accepts.iter().cloned());
+            }
+            plan.chains.push(Chain {
+                name: ChainName::Role(family, name.to_string()),
+                hook: None,
+                rules,
+            });
         }
-        if !out.is_empty() {
-            rules.extend(internet.not_it(Direction::Destination, "the internet"));
-            let (sets, accepts) = flow_lookups(
-                |spread| SetName::RoleServices(spread, name.to_string()),
-                None,
-                &out,
-                &format!("role {name}: what it may open toward the internet"),
-            );
-            plan.sets.extend(sets);
-            rules.extend(accepts);
-        }
-        plan.chains.push(Chain {
-            name: chain,
-            hook: None,
-            rules,
-        });
     }
     plan.dispatch = match bridges {
         Some(bridges) => bridged_dispatch(maps, bridges, &mut plan.sets),
