@@ -16,8 +16,8 @@ pub(super) struct Size<'a> {
     /// How the policy is described in each line (`N = 10000 subnets`).
     pub(super) label: &'a str,
     /// Whether the ratio targets apply (the largest size), and then the CLI's peak memory
-    /// target in MiB.
-    pub(super) target_mib: Option<u64>,
+    /// target in MiB, if it has one.
+    pub(super) target_mib: Option<Option<u64>>,
 }
 
 /// A full apply of `policy` by the CLI and by the agent's path, each against `nft -f` loading
@@ -91,7 +91,7 @@ pub(super) fn full_apply(
         line(
             &format!("peak memory of enforcer apply, {label}"),
             format!("{:.1} MiB (max of {REPEATS} runs)", peak as f64 / 1024.0),
-            Some(peak <= target * 1024),
+            target.map(|target| peak <= target * 1024),
         );
     }
     Ok(())
