@@ -19,6 +19,10 @@ pub trait Kernel {
     /// since the last made it unsure what the kernel holds): a read-back of a large table
     /// allocates as much as an apply.
     fn read_backs(&self) -> u64;
+
+    /// Whether no program has committed since the last [`Kernel::apply`] committed or found
+    /// its tables in the kernel (one GETGEN): then the kernel still holds them.
+    fn still_verified(&mut self) -> Result<bool, NftError>;
 }
 
 impl Kernel for Nftables {
@@ -32,6 +36,10 @@ impl Kernel for Nftables {
 
     fn read_backs(&self) -> u64 {
         Nftables::read_backs(self)
+    }
+
+    fn still_verified(&mut self) -> Result<bool, NftError> {
+        Nftables::still_verified(self)
     }
 }
 
@@ -97,5 +105,10 @@ impl Kernel for FakeKernel {
     /// The fake compares what it holds with what it is asked for: every apply is a read-back.
     fn read_backs(&self) -> u64 {
         self.asked.len() as u64
+    }
+
+    /// The fake holds what it last committed (nobody tampered since).
+    fn still_verified(&mut self) -> Result<bool, NftError> {
+        Ok(self.held.is_some() && self.held.as_ref() == self.committed.last())
     }
 }

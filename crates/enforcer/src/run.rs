@@ -83,6 +83,9 @@ struct Agent<K> {
     connection: DockerConnection,
     /// When and why the table was last applied (seconds since the epoch).
     last_applied: (u64, String),
+    /// Whether the kernel was made to hold `desired` (or found holding it) since it was
+    /// computed: then the periodic check only asks whether anyone committed since.
+    desired_enforced: bool,
 }
 
 impl<K: Kernel> Agent<K> {
@@ -125,6 +128,7 @@ impl<K: Kernel> Agent<K> {
             seen,
             state_path,
             last_applied,
+            desired_enforced: false,
         }
     }
 
@@ -140,6 +144,7 @@ impl<K: Kernel> Agent<K> {
         let ports = (self.ports.as_slice(), self.guard.bound.as_slice());
         let (desired, guard, seen) = desired_table(&self.policy, &self.docker, ports, &self.seen);
         self.desired = desired;
+        self.desired_enforced = false;
         self.guard = guard;
         self.seen = seen;
     }
@@ -185,11 +190,17 @@ impl<K: Kernel> Agent<K> {
             release_freed_memory();
         }
         self.enforced = Arc::clone(&self.desired.0);
+        self.desired_enforced = true;
         Ok(())
     }
 
     /// The periodic check: restores the desired table when someone else changed the kernel's.
     fn check(&mut self) -> Result<()> {
+        // Nothing replanned and nobody committed: one GETGEN, not a fingerprint of the tables
+        // (2 ms for 10,000 subnets).
+        if self.desired_enforced && self.kernel.still_verified().unwrap_or(false) {
+            return Ok(());
+        }
         self.enforce("periodic check of the kernel's table")
     }
 

@@ -2,7 +2,9 @@
 //! an apply is plan, encode, read back, commit. Run inside a fresh network namespace.
 //!
 //! `agent_timing apply POLICY REPEATS`: REPEATS full applies, each after deleting the table;
-//! `agent_timing noop POLICY REPEATS`: one apply, then REPEATS applies that must send nothing.
+//! `agent_timing noop POLICY REPEATS`: one apply, then REPEATS applies that must send nothing;
+//! `agent_timing check POLICY REPEATS`: one apply, then REPEATS of the agent's periodic check
+//! with nothing replanned (is the table still the one verified?).
 //! Prints one duration in milliseconds per line.
 
 use std::path::Path;
@@ -17,7 +19,7 @@ use enforcer_nft::{ApplyOutcome, Nftables};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let [_, mode, policy, repeats] = args.as_slice() else {
-        eprintln!("usage: agent_timing apply|noop POLICY REPEATS");
+        eprintln!("usage: agent_timing apply|noop|check POLICY REPEATS");
         return ExitCode::from(2);
     };
     match measure(mode, Path::new(policy), repeats.parse().unwrap_or(1)) {
@@ -72,6 +74,19 @@ fn measure(
                 times.push(start.elapsed().as_secs_f64() * 1e3);
                 if outcome != ApplyOutcome::Unchanged {
                     return Err("a no-op apply sent a transaction".into());
+                }
+            }
+        }
+        "check" => {
+            let ruleset = Tables::from(plan(&policy.table, &policy.static_topology));
+            let mut nft = Nftables::open()?;
+            nft.apply(&ruleset)?;
+            for _ in 0..repeats {
+                let start = Instant::now();
+                let still = nft.still_verified()?;
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+                if !still {
+                    return Err("the table just applied is not verified".into());
                 }
             }
         }

@@ -251,6 +251,16 @@ impl Nftables {
         })
     }
 
+    /// Whether no program has committed since this handle last verified or committed its
+    /// tables (one GETGEN): then the kernel still holds what that [`Nftables::apply`] was
+    /// given, and applying the same tables again would send nothing.
+    pub fn still_verified(&mut self) -> Result<bool, NftError> {
+        match &self.verified {
+            Some(verified) => Ok(self.socket.generation()? == verified.generation),
+            None => Ok(false),
+        }
+    }
+
     /// How many times [`Nftables::apply`] has read the kernel's tables back, unsure what they
     /// held (a commit since the last it verified, or a new handle).
     pub fn read_backs(&self) -> u64 {

@@ -126,6 +126,12 @@ pub(super) fn no_op(enforcer: &Path, timing: &Path, policy: &TempFile) -> Result
         ),
         Some(warm_median <= 0.005),
     );
+    let checks = agent_timing(&ns, timing, "check", policy.path(), NO_OP_REPEATS)?;
+    line(
+        &format!("periodic check, N = {LARGE} (agent: nothing replanned, no commit since)"),
+        format!("{:.3} ms median", median(checks)),
+        None,
+    );
     line(
         &format!("no-op apply, N = {LARGE} (CLI: parse, plan, full read-back)"),
         format!("{:.1} ms", median(cold) * 1e3),
