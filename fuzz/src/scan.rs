@@ -391,7 +391,7 @@ fn chain(word: &str, topology: &Topology) -> Result<(), String> {
             }
             Ok(())
         }
-        Ok(ChainName::Role(name) | ChainName::Ingress(name)) => role(&name, word, topology),
+        Ok(ChainName::Role(_, name) | ChainName::Ingress(name)) => role(&name, word, topology),
         Ok(ChainName::Port(name)) if !enforcer_core::binding::is_bindable_name(&name) => {
             Err(format!(
                 "chain `{}` holds a port name that cannot name a chain",
