@@ -305,11 +305,16 @@ fn successive_applies_by_one_handle_leave_exactly_the_desired_table() {
         // The fresh handles committed nothing, so the generation is this handle's. Another
         // program inserts an accept-all rule the handle never wrote, then a different table is
         // applied: the handle must notice the commit, read back and remove the rule.
+        assert!(
+            nft.still_verified().unwrap(),
+            "no commit since the handle's"
+        );
         let tamper = std::process::Command::new("nft")
             .args(["insert", "rule", "inet", "enforcer", "forward", "accept"])
             .status()
             .unwrap();
         assert!(tamper.success());
+        assert!(!nft.still_verified().unwrap(), "another program committed");
         let outcome = nft.apply(&series[1]).unwrap();
         assert!(
             matches!(outcome, ApplyOutcome::Applied { .. }),

@@ -189,7 +189,16 @@ pub fn guard_ports(
                     .entry((&port.bridge, mac))
                     .or_default()
                     .push(port),
-                _ => {
+                Some(_) => {
+                    skipped.push(Skipped::new(
+                        &format!("port {}", port.name),
+                        "it is a managed container's, but its name has characters other than \
+                         letters, digits, _ . -, so it cannot name a chain: it stays unbound \
+                         and sends nothing",
+                    ));
+                    guard.unbound.insert(port.name.clone());
+                }
+                None => {
                     guard.open.insert(port.name.clone());
                 }
             }

@@ -69,7 +69,8 @@ pub enum SetName {
     SkippedInterfaces,
     /// Bridge table: the verdict map from each known bridge port to what its frames meet.
     Ports,
-    /// The verdict map from role members' addresses of one family to their role's chain.
+    /// The verdict map from role members' addresses of one family (with the bridge each
+    /// enters from, when every managed network names one) to their role's chain.
     Roles(Family),
     /// What the role with this name may open toward given destinations (roles, networks,
     /// prefixes): flows of one family.
@@ -419,11 +420,17 @@ mod tests {
             "intra_v4_24",
             "proxy_",
             "x",
+            "outranges_",
+            "flowranges_v4_",
+            "flowranges_v5_a",
+            "hostflowranges_v4_1",
+            "inranges_",
         ] {
             assert!(text.parse::<SetName>().is_err(), "{text}");
         }
-        assert!("proxy_".parse::<ChainName>().is_err());
-        assert!("port_".parse::<ChainName>().is_err());
+        for text in ["proxy_", "port_", "role_x", "role_v4_", "role_v5_a"] {
+            assert!(text.parse::<ChainName>().is_err(), "{text}");
+        }
         assert_eq!(
             "proxy_forward".parse::<ChainName>(),
             Ok(ChainName::Proxy("forward".into()))

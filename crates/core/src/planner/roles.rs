@@ -1,6 +1,7 @@
 //! Roles in the inet table: what each role's members may open.
 //!
-//! - `roles_v4` / `roles_v6` (verdict maps): a member's address -> a jump to its role's chain
+//! - `roles_v4` / `roles_v6` (verdict maps): a member's address (with its network's bridge,
+//!   when every managed network names one: `iifname . ip saddr`) -> a jump to its role's chain
 //!   of that family, looked up in `forward`. A role has a chain per family its members have.
 //! - `role_<v4|v6>_<name>`: replies pass; then `flows_<v4|v6>_<name>`, the destinations
 //!   (members of other roles, managed networks, prefixes) with their protocols and ports;

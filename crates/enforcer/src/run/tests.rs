@@ -299,6 +299,34 @@ fn sighup_with_new_docker_settings_restarts_the_watcher_with_them() {
     assert_eq!(agent.kernel.committed.len(), commits + 1);
 }
 
+/// With nothing replanned and no commit since, the periodic check only asks whether anyone
+/// committed: it applies after a replan, or when the table was tampered with.
+#[test]
+fn the_periodic_check_applies_only_after_a_replan_or_a_tamper() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, DEFAULTS);
+    let asked = agent.kernel.asked.len();
+    agent.check().unwrap();
+    assert_eq!(
+        agent.kernel.asked.len(),
+        asked,
+        "nothing replanned or committed"
+    );
+    agent.replan();
+    agent.check().unwrap();
+    assert_eq!(agent.kernel.asked.len(), asked + 1, "a replan is applied");
+    agent.check().unwrap();
+    assert_eq!(agent.kernel.asked.len(), asked + 1);
+    agent.kernel.tamper();
+    agent.check().unwrap();
+    assert_eq!(
+        agent.kernel.asked.len(),
+        asked + 2,
+        "a tampered table is restored"
+    );
+    assert_eq!(agent.kernel.committed.len(), 2);
+}
+
 #[test]
 fn the_periodic_check_restores_a_tampered_table_and_is_silent_otherwise() {
     let dir = TempDir::new().unwrap();
