@@ -172,6 +172,9 @@ impl<K: Kernel> Agent<K> {
                 self.policy.table.name
             )
         })?;
+        // An apply or a read-back of a large table leaves freed memory behind.
+        let heavy = matches!(outcome, ApplyOutcome::Applied { .. })
+            || self.kernel.read_backs() != read_backs;
         if let ApplyOutcome::Applied {
             messages, changes, ..
         } = outcome
@@ -185,8 +188,8 @@ impl<K: Kernel> Agent<K> {
             );
             self.last_applied = (now_unix(), reason.to_string());
             self.save();
-            release_freed_memory();
-        } else if self.kernel.read_backs() != read_backs {
+        }
+        if heavy {
             release_freed_memory();
         }
         self.enforced = Arc::clone(&self.desired.0);

@@ -413,6 +413,19 @@ fn replies_rule() -> Rule {
     )
 }
 
+/// The first rules of an egress chain (a proxy's, a role's): replies pass, and an invalid
+/// packet returns, never `what` (its comment: "proxy egress", "a role's egress").
+pub(super) fn egress_chain_start(what: &str) -> Vec<Rule> {
+    vec![
+        replies_rule(),
+        rule(
+            vec![Match::CtState(vec![CtState::Invalid])],
+            Verdict::Return,
+            format!("an invalid packet is never {what}"),
+        ),
+    ]
+}
+
 /// Per family, one verdict-map lookup of the packet's `direction` address in the map `map`
 /// names: its element's chain is visited, and the packet comes back unless accepted there.
 pub(super) fn address_dispatch<'a>(
@@ -867,14 +880,7 @@ impl Internet<'_> {
 }
 
 fn proxy_rules(proxy: &Proxy, internet: &Internet) -> Chain {
-    let mut rules = vec![
-        replies_rule(),
-        rule(
-            vec![Match::CtState(vec![CtState::Invalid])],
-            Verdict::Return,
-            "an invalid packet is never proxy egress",
-        ),
-    ];
+    let mut rules = egress_chain_start("proxy egress");
     rules.extend(internet.not_it(Direction::Destination, "proxy egress"));
     for service in &proxy.services {
         let port = Match::DestinationPort(service.protocol, service.port);

@@ -33,12 +33,11 @@ use crate::flows::{disjoint, FlowPoint, FlowRange};
 use crate::names::{ChainName, SetName, Spread};
 use crate::roles::Target;
 use crate::ruleset::{
-    Action, Chain, CtState, Direction, Family, MapKey, Match, Rule, Set, SetContent, SetKey,
-    Verdict,
+    Action, Chain, Direction, Family, MapKey, Match, Rule, Set, SetContent, SetKey, Verdict,
 };
 use crate::topology::{ManagedNetwork, Member, Topology};
 
-use super::{address_dispatch, replies_rule, rule, Internet};
+use super::{address_dispatch, egress_chain_start, rule, Internet};
 
 /// ICMP's protocol number, which only IPv4 flows carry, and ICMPv6's, only IPv6's.
 const ICMP: u8 = 1;
@@ -166,14 +165,7 @@ pub(super) fn plan_roles(
             .collect();
         // One chain per family its members have: a packet meets only its own family's rules.
         for family in families {
-            let mut rules = vec![
-                replies_rule(),
-                rule(
-                    vec![Match::CtState(vec![CtState::Invalid])],
-                    Verdict::Return,
-                    "an invalid packet is never a role's egress",
-                ),
-            ];
+            let mut rules = egress_chain_start("a role's egress");
             if let Some(flows) = flows.get(&family) {
                 let (sets, accepts) = flow_lookups(
                     |spread| SetName::RoleFlows(family, spread, name.to_string()),
@@ -185,12 +177,8 @@ pub(super) fn plan_roles(
                 rules.extend(accepts);
             }
             if !out_accepts.is_empty() {
-                let not_internet = Some(family);
-                rules.extend(internet.not_it_in(
-                    not_internet,
-                    Direction::Destination,
-                    "the internet",
-                ));
+                let destination = Direction::Destination;
+                rules.extend(internet.not_it_in(Some(family), destination, "the internet"));
                 rules.extend(out_accepts.iter().cloned());
             }
             plan.chains.push(Chain {
