@@ -599,7 +599,7 @@ fn tampering_is_reported_and_repaired() {
     apply_ok(&ns, &["--config", &config]);
     let pristine = listed_table(&ns, "inet", "enforcer");
 
-    let tamperings: [(&[&str], &str); 4] = [
+    let tamperings: [(&[&str], &str); 5] = [
         (
             &[
                 "delete",
@@ -618,6 +618,11 @@ fn tampering_is_reported_and_repaired() {
         (
             &["flush", "chain", "inet", "enforcer", "proxy_proxy"],
             "~ chain proxy_proxy: rules change",
+        ),
+        // Every chain stays, none on its hook.
+        (
+            &["add", "table", "inet", "enforcer", "{ flags dormant; }"],
+            "~ table inet enforcer: flags dormant (want none): its chains were on no hook",
         ),
         (
             &["flush", "ruleset"],

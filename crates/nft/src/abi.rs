@@ -51,6 +51,7 @@ pub(crate) fn nfproto(family: enforcer_core::ruleset::TableFamily) -> u8 {
 }
 
 // NFT_MSG_*: nftables message types (the low byte of nlmsg_type).
+pub(crate) const NFT_MSG_NEWTABLE: u16 = 0;
 pub(crate) const NFT_MSG_GETTABLE: u16 = 1;
 pub(crate) const NFT_MSG_DELTABLE: u16 = 2;
 pub(crate) const NFT_MSG_NEWCHAIN: u16 = 3;
@@ -67,8 +68,11 @@ pub(crate) const NFT_MSG_GETSETELEM: u16 = 13;
 pub(crate) const NFT_MSG_DELSETELEM: u16 = 14;
 pub(crate) const NFT_MSG_GETGEN: u16 = 16;
 
-// NFTA_TABLE_*, NFTA_GEN_*.
+// NFTA_TABLE_*, NFT_TABLE_F_* flags, NFTA_GEN_*.
 pub(crate) const NFTA_TABLE_NAME: u16 = 1;
+pub(crate) const NFTA_TABLE_FLAGS: u16 = 2;
+/// A dormant table keeps its chains but none of them is registered on its hook.
+pub(crate) const NFT_TABLE_F_DORMANT: u32 = 0x1;
 pub(crate) const NFTA_GEN_ID: u16 = 1;
 
 // NFTA_CHAIN_*, and NFTA_HOOK_* inside NFTA_CHAIN_HOOK.

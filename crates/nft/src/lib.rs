@@ -48,7 +48,7 @@ use enforcer_core::names::SetName;
 use enforcer_core::ruleset::{TableFamily, Tables};
 
 use encode::TableChange;
-pub use state::{diff, TableState};
+pub use state::{diff, BaseChain, TableState};
 pub use view::{CountedSubnet, KernelView, PortCounters};
 
 /// Something went wrong talking to nftables. Whatever it is, the rules in force before the call
@@ -128,6 +128,29 @@ pub enum ApplyOutcome {
 /// such table.
 pub type HeldTables = BTreeMap<TableFamily, TableState>;
 
+/// What puts a table's rules on the packet path: whether it is dormant, and its base chains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableHooks {
+    /// Whether the table is dormant: then none of its base chains is registered on its hook.
+    pub dormant: bool,
+    /// Base chain name -> its hook, priority, policy and type.
+    pub chains: BTreeMap<String, BaseChain>,
+}
+
+impl TableHooks {
+    /// The hooks of `state`.
+    pub fn of(state: &TableState) -> TableHooks {
+        TableHooks {
+            dormant: state.dormant(),
+            chains: state
+                .chains
+                .iter()
+                .filter_map(|(name, chain)| Some((name.clone(), chain.base.clone()?)))
+                .collect(),
+        }
+    }
+}
+
 /// The desired tables, encoded once: their messages and (computed on first use) their canonical
 /// forms, and the families whose table must not exist.
 pub struct Desired {
@@ -163,6 +186,13 @@ impl Desired {
             .states
             .get_or_init(|| self.parts.iter().map(encode::Parts::state).collect());
         self.parts.iter().map(encode::Parts::family).zip(states)
+    }
+
+    /// The hooks of each desired table.
+    pub fn hooks(&self) -> BTreeMap<TableFamily, TableHooks> {
+        self.states()
+            .map(|(family, state)| (family, TableHooks::of(state)))
+            .collect()
     }
 
     /// The canonical forms, by family, as the kernel holds them once applied.
@@ -284,7 +314,7 @@ impl Nftables {
     /// theirs) of `bridge table`, and the interfaces every table's `quarantined` set recorded;
     /// `None` when the inet table does not exist.
     pub fn view(&mut self, table: &str) -> Result<Option<KernelView>, NftError> {
-        if !self.socket.table_exists(TableFamily::Inet, table)? {
+        if self.socket.table(TableFamily::Inet, table)?.is_none() {
             return Ok(None);
         }
         // Set names from the object dump; elements only of the sets the view reads.
@@ -300,7 +330,7 @@ impl Nftables {
         let mut view =
             KernelView::from_dumps(dumps.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
         for family in [TableFamily::Bridge, TableFamily::Arp] {
-            if !self.socket.table_exists(family, table)? {
+            if self.socket.table(family, table)?.is_none() {
                 continue;
             }
             let objects = self.socket.dump_objects(family, table)?;
@@ -321,18 +351,37 @@ impl Nftables {
         Ok(Some(view))
     }
 
+    /// The hooks of enforcer's tables named `name` as the kernel holds them, by family (a
+    /// family without an entry has no such table): the tables' flags and base chains, without
+    /// rules or sets.
+    pub fn hooks(&mut self, name: &str) -> Result<BTreeMap<TableFamily, TableHooks>, NftError> {
+        let mut hooks = BTreeMap::new();
+        for family in TableFamily::ALL {
+            let Some(description) = self.socket.table(family, name)? else {
+                continue;
+            };
+            let chains = self.socket.dump_chains(family, name)?;
+            let mut state = TableState::default();
+            for message in wire::messages(&description).chain(wire::messages(&chains)) {
+                state.absorb(name, &message);
+            }
+            hooks.insert(family, TableHooks::of(&state));
+        }
+        Ok(hooks)
+    }
+
     /// One table as the kernel holds it, `None` when it does not exist (not retried).
     fn read_table(
         &mut self,
         family: TableFamily,
         table: &str,
     ) -> Result<Option<TableState>, NftError> {
-        if !self.socket.table_exists(family, table)? {
+        let Some(description) = self.socket.table(family, table)? else {
             return Ok(None);
-        }
+        };
         let mut state = TableState::default();
         let objects = self.socket.dump_objects(family, table)?;
-        for message in wire::messages(&objects) {
+        for message in wire::messages(&description).chain(wire::messages(&objects)) {
             state.absorb(table, &message);
         }
         let names: Vec<String> = state.sets.keys().cloned().collect();

@@ -118,8 +118,9 @@ impl Socket {
         id.ok_or_else(|| NftError::Malformed("no generation id in the kernel's reply".into()))
     }
 
-    /// Whether table `family name` exists.
-    pub fn table_exists(&mut self, family: TableFamily, name: &str) -> Result<bool, NftError> {
+    /// Table `family name` as the kernel describes it (one NEWTABLE message, with its flags),
+    /// `None` when it does not exist.
+    pub fn table(&mut self, family: TableFamily, name: &str) -> Result<Option<Vec<u8>>, NftError> {
         let mut attrs = AttrWriter::new();
         attrs.string(NFTA_TABLE_NAME, name);
         match self.request(
@@ -128,25 +129,40 @@ impl Socket {
             nfproto(family),
             &attrs.finish(),
         ) {
-            Ok(_) => Ok(true),
-            Err(NftError::Rejected { errno, .. }) if errno == libc::ENOENT => Ok(false),
+            Ok(reply) => Ok(Some(reply)),
+            Err(NftError::Rejected { errno, .. }) if errno == libc::ENOENT => Ok(None),
             Err(other) => Err(other),
         }
     }
 
     /// Dumps the chains, rules and sets of `family table` (raw reply messages, concatenated).
     pub fn dump_objects(&mut self, family: TableFamily, table: &str) -> Result<Vec<u8>, NftError> {
-        let mut out = Vec::new();
+        let mut out = self.dump_chains(family, table)?;
         for (kind, table_attr) in [
-            (NFT_MSG_GETCHAIN, NFTA_CHAIN_TABLE),
             (NFT_MSG_GETSET, NFTA_SET_TABLE),
             (NFT_MSG_GETRULE, NFTA_RULE_TABLE),
         ] {
-            let mut attrs = AttrWriter::new();
-            attrs.string(table_attr, table);
-            out.extend(self.request(kind, NLM_F_DUMP, nfproto(family), &attrs.finish())?);
+            out.extend(self.dump_of_table(kind, table_attr, family, table)?);
         }
         Ok(out)
+    }
+
+    /// Dumps the chains of `family table`, without their rules.
+    pub fn dump_chains(&mut self, family: TableFamily, table: &str) -> Result<Vec<u8>, NftError> {
+        self.dump_of_table(NFT_MSG_GETCHAIN, NFTA_CHAIN_TABLE, family, table)
+    }
+
+    /// Dumps the objects of one kind (`kind`, filtered by table attribute `table_attr`).
+    fn dump_of_table(
+        &mut self,
+        kind: u16,
+        table_attr: u16,
+        family: TableFamily,
+        table: &str,
+    ) -> Result<Vec<u8>, NftError> {
+        let mut attrs = AttrWriter::new();
+        attrs.string(table_attr, table);
+        self.request(kind, NLM_F_DUMP, nfproto(family), &attrs.finish())
     }
 
     /// Dumps the elements of set `set` of `family table`.

@@ -137,6 +137,9 @@ impl SetState {
 /// A whole table in canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TableState {
+    /// The table's flags (`NFT_TABLE_F_*`): enforcer's tables have none. A dormant table keeps
+    /// its chains, but none is registered on its hook: nothing it holds is enforced.
+    pub flags: u32,
     /// Chains by name.
     pub chains: BTreeMap<String, ChainState>,
     /// Sets by name.
@@ -152,8 +155,13 @@ impl TableState {
         }
     }
 
-    /// Folds one message (NEWCHAIN, NEWRULE, NEWSET or NEWSETELEM; others are ignored) of table
-    /// `table` into the state.
+    /// Whether the table is dormant: its chains are registered on no hook.
+    pub fn dormant(&self) -> bool {
+        self.flags & NFT_TABLE_F_DORMANT != 0
+    }
+
+    /// Folds one message (NEWTABLE, NEWCHAIN, NEWRULE, NEWSET or NEWSETELEM; others are ignored)
+    /// of table `table` into the state.
     pub fn absorb(&mut self, table: &str, message: &Message<'_>) {
         let attrs = message.attributes();
         let text = |ty| {
@@ -162,6 +170,11 @@ impl TableState {
                 .unwrap_or_default()
         };
         match message.kind & 0xff {
+            NFT_MSG_NEWTABLE if text(NFTA_TABLE_NAME) == table => {
+                self.flags = wire::attribute(attrs, NFTA_TABLE_FLAGS)
+                    .and_then(wire::be32)
+                    .unwrap_or(0);
+            }
             NFT_MSG_NEWCHAIN if text(NFTA_CHAIN_TABLE) == table => {
                 let base = wire::attribute(attrs, NFTA_CHAIN_HOOK).map(|hook| BaseChain {
                     hook: wire::attribute(hook, NFTA_HOOK_HOOKNUM)
@@ -426,6 +439,18 @@ pub fn diff(
             &empty
         }
     };
+    if current.flags != desired.flags {
+        lines.push(format!(
+            "~ table {} {table}: flags {} (want {}){}",
+            family.name(),
+            flags_text(current.flags),
+            flags_text(desired.flags),
+            match current.dormant() && !desired.dormant() {
+                true => ": its chains were on no hook, nothing was enforced",
+                false => "",
+            }
+        ));
+    }
     for change in removals_first(by_name(&current.sets, &desired.sets)) {
         match change {
             Change::Removed(name, set) => {
@@ -449,6 +474,19 @@ pub fn diff(
         }
     }
     lines
+}
+
+/// Table flags as `nft` names them (`dormant`), or `none`.
+fn flags_text(flags: u32) -> String {
+    match (
+        flags & NFT_TABLE_F_DORMANT != 0,
+        flags & !NFT_TABLE_F_DORMANT,
+    ) {
+        (false, 0) => "none".to_string(),
+        (true, 0) => "dormant".to_string(),
+        (false, other) => format!("{other:#x}"),
+        (true, other) => format!("dormant {other:#x}"),
+    }
 }
 
 /// The [`diff`] lines of set `name`, held as `have` and wanted as `want`.

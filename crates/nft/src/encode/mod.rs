@@ -148,12 +148,16 @@ impl Parts {
     /// exactly as of the kernel's dump once they are applied.
     pub fn state(&self) -> TableState {
         let mut state = TableState::default();
+        let [create_table, _] = &self.table_messages;
         let chain_messages = self
             .chains
             .iter()
             .flat_map(|c| std::iter::once(&c.create).chain(&c.rules));
         let set_messages = self.sets.iter().map(|s| &s.create);
-        for (message, _) in chain_messages.chain(set_messages) {
+        let messages = std::iter::once(create_table)
+            .chain(chain_messages)
+            .chain(set_messages);
+        for (message, _) in messages {
             for parsed in wire::messages(message) {
                 state.absorb(&self.table, &parsed);
             }
@@ -179,7 +183,9 @@ fn table_and_chains(ruleset: &Ruleset) -> ([Part; 2], Vec<Vec<u8>>) {
         TableFamily::Bridge => ProtocolFamily::Bridge,
         TableFamily::Arp => ProtocolFamily::Arp,
     };
-    let table = Table::new(family).with_name(name.as_str());
+    // Flags written as none: an update clears what another program set (`flags dormant`
+    // unhooks every chain of the table).
+    let table = Table::new(family).with_name(name.as_str()).with_flags(0u32);
     let mut batch = Batch::new();
     batch.add(&table, MsgType::Add);
     batch.add(&table, MsgType::Del);
