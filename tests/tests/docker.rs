@@ -346,7 +346,7 @@ fn sighup_reloads_the_policy_and_a_tampered_table_is_restored() {
         table(&docker)
     );
 
-    // Someone deletes the table (or flushes the ruleset): the periodic check restores it.
+    // Someone deletes the table (or flushes the ruleset): the agent restores it at once.
     let applied = agent.log().matches("applied:").count();
     docker
         .host

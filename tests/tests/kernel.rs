@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use enforcer_harness::{
     apply_ok, enforcer, enforcer_bin, listed_table, object_handles, repo_file, require_root,
-    wait_until, Monitor, Netns, TempFile,
+    wait_until, Agent, Monitor, Netns, TempDir, TempFile,
 };
 
 fn text(bytes: &[u8]) -> String {
@@ -650,6 +650,111 @@ fn tampering_is_reported_and_repaired() {
         .exec("nft", &["list", "table", "inet", "neighbour"])
         .status
         .success());
+}
+
+/// The running agent undoes another program's change as soon as nftables' monitor reports it,
+/// and says what was changed: every kind of tampering, each restored to the table `nft` listed
+/// before, by the monitor's path (the periodic check never had anything to restore).
+#[test]
+fn the_running_agent_undoes_each_tampering_at_once_and_names_it() {
+    require_root();
+    let ns = Netns::new("heal");
+    let dir = TempDir::new("heal");
+    let config = threegate();
+    let agent = Agent::start(
+        &ns,
+        dir.path(),
+        &enforcer_bin(),
+        &["--config", &config],
+        &[],
+    );
+    agent.expect_log("enforcing;", Duration::from_secs(10));
+    // A chain re-created comes last in `nft`'s listing: objects are compared in any order.
+    let listed = || {
+        let json = listed_table(&ns, "inet", "enforcer");
+        let mut objects: Vec<String> = json["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|object| object.to_string())
+            .collect();
+        objects.sort();
+        objects
+    };
+    let pristine = listed();
+    let tamperings: [(&str, &str); 7] = [
+        (
+            "delete element inet enforcer egress_v4_24 { 10.100.0.0 }",
+            "delete element inet enforcer egress_v4_24",
+        ),
+        (
+            "add rule inet enforcer forward accept",
+            "add rule inet enforcer forward",
+        ),
+        (
+            "flush chain inet enforcer proxy_proxy",
+            "delete rule inet enforcer proxy_proxy",
+        ),
+        (
+            "add table inet enforcer { flags dormant; }",
+            "add table inet enforcer",
+        ),
+        // The forward hook moved behind everyone else's (priority 100 instead of 0).
+        (
+            "flush chain inet enforcer forward\ndelete chain inet enforcer forward\n\
+             add chain inet enforcer forward { type filter hook forward priority 100; policy \
+             accept; }",
+            "delete chain inet enforcer forward",
+        ),
+        ("delete table inet enforcer", "delete table inet enforcer"),
+        ("flush ruleset", "delete table inet enforcer"),
+    ];
+    for (round, (script, named)) in tamperings.into_iter().enumerate() {
+        let output = ns.exec_with_input("nft", &["-f", "-"], script.as_bytes());
+        assert!(
+            output.status.success(),
+            "{script}: {}",
+            text(&output.stderr)
+        );
+        let restored = || {
+            agent
+                .log()
+                .matches("another program changed table enforcer")
+                .count()
+                > round
+                && listed() == pristine
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), restored),
+            "{script} was not undone:\n{}",
+            agent.log()
+        );
+        let log = agent.log();
+        let warning = log
+            .lines()
+            .filter(|l| l.contains("another program changed table enforcer"))
+            .nth(round)
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            warning.contains("nft (pid ") && warning.contains(named),
+            "{script}: the warning names nft and `{named}`: {warning}"
+        );
+    }
+    assert_eq!(
+        agent
+            .log()
+            .matches("reason=\"restoring what another program changed\"")
+            .count(),
+        7,
+        "{}",
+        agent.log()
+    );
+    assert!(
+        !agent.log().contains("reason=\"periodic check"),
+        "the periodic check had to restore something: {}",
+        agent.log()
+    );
 }
 
 /// Under the systemd unit, root's capabilities are cut to CAP_NET_ADMIN by the bounding set,

@@ -23,6 +23,10 @@ pub trait Kernel {
     /// Whether no program has committed since the last [`Kernel::apply`] committed or found
     /// its tables in the kernel (one GETGEN): then the kernel still holds them.
     fn still_verified(&mut self) -> Result<bool, NftError>;
+
+    /// The netlink port id [`Kernel::apply`] commits from: the nftables monitor names it as the
+    /// sender of our own commits.
+    fn port_id(&self) -> u32;
 }
 
 impl Kernel for Nftables {
@@ -40,6 +44,10 @@ impl Kernel for Nftables {
 
     fn still_verified(&mut self) -> Result<bool, NftError> {
         Nftables::still_verified(self)
+    }
+
+    fn port_id(&self) -> u32 {
+        Nftables::port_id(self)
     }
 }
 
@@ -60,6 +68,9 @@ pub struct FakeKernel {
 
 #[cfg(test)]
 impl FakeKernel {
+    /// The port id the fake commits from.
+    pub const PORT_ID: u32 = 4242;
+
     /// Someone else deleted the table (`nft delete table`, a flushed ruleset).
     pub fn tamper(&mut self) {
         self.held = None;
@@ -110,5 +121,9 @@ impl Kernel for FakeKernel {
     /// The fake holds what it last committed (nobody tampered since).
     fn still_verified(&mut self) -> Result<bool, NftError> {
         Ok(self.held.is_some() && self.held.as_ref() == self.committed.last())
+    }
+
+    fn port_id(&self) -> u32 {
+        FakeKernel::PORT_ID
     }
 }

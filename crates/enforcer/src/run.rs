@@ -2,7 +2,8 @@
 //! denied until classified), then follows Docker: a snapshot, then the event stream, each batch
 //! of events giving one recomputed table, applied only when it differs. Losing Docker changes
 //! nothing in the kernel; the Docker task reconnects with capped backoff and resynchronises from
-//! a fresh snapshot. A periodic check restores the table when someone else changed it.
+//! a fresh snapshot. Another program's change to the tables is undone as soon as nftables'
+//! monitor reports it, and a periodic check restores them should a report be lost.
 //!
 //! SIGTERM and SIGINT end the process and leave the rules in place (fail-closed); SIGHUP
 //! reloads the policy file, keeping the old policy when the new one is invalid.
@@ -34,7 +35,10 @@ use enforcer_core::policy::{DockerSettings, Policy};
 use enforcer_core::ports::BridgePort;
 use enforcer_core::ruleset::Tables;
 use enforcer_core::topology::{self, Topology};
-use enforcer_nft::{ApplyOutcome, Nftables};
+use enforcer_nft::monitor::{Monitor, MonitorEvent};
+use enforcer_nft::{ApplyOutcome, NftError, Nftables};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -199,12 +203,47 @@ impl<K: Kernel> Agent<K> {
 
     /// The periodic check: restores the desired table when someone else changed the kernel's.
     fn check(&mut self) -> Result<()> {
+        self.check_because("periodic check of the kernel's table")
+    }
+
+    /// Restores the desired table if anyone committed since it was last enforced; `reason` is
+    /// logged when something had to be restored.
+    fn check_because(&mut self, reason: &str) -> Result<()> {
         // Nothing replanned and nobody committed: one GETGEN, not a fingerprint of the tables
         // (2 ms for 10,000 subnets).
         if self.desired_enforced && self.kernel.still_verified().unwrap_or(false) {
             return Ok(());
         }
-        self.enforce("periodic check of the kernel's table")
+        self.enforce(reason)
+    }
+
+    /// Takes what the nftables monitor saw. A commit by another program that changed a table
+    /// named like ours is undone at once, in one transaction, and logged at WARN with what it
+    /// did; our own commits and other tables' are ignored. Lost notifications (an overflow)
+    /// may hide a commit: then the kernel's tables are checked as the periodic check does.
+    fn take_commits(&mut self, events: Vec<MonitorEvent>) -> Result<()> {
+        let own = self.kernel.port_id();
+        let table = &self.policy.table.name;
+        let foreign: Vec<String> = events
+            .iter()
+            .filter_map(|event| match event {
+                MonitorEvent::Committed(commit) if commit.port != own && commit.touches(table) => {
+                    Some(commit.describe())
+                }
+                _ => None,
+            })
+            .collect();
+        if !foreign.is_empty() {
+            tracing::warn!(
+                "another program changed table {table}: {}; restoring it",
+                foreign.join(" | ")
+            );
+            return self.enforce("restoring what another program changed");
+        }
+        if events.contains(&MonitorEvent::Overflowed) {
+            return self.check_because("nftables notifications were lost; checking the table");
+        }
+        Ok(())
     }
 
     /// SIGHUP: reads the policy file again and enforces it; when it is invalid, logs why and
@@ -508,6 +547,7 @@ async fn main_loop<K: Kernel>(
     verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (sender, mut updates) = mpsc::unbounded_channel();
     let mut watcher = spawn_watcher(&agent.policy.docker, sender.clone());
+    let mut monitor = open_monitor();
 
     loop {
         tokio::select! {
@@ -521,6 +561,19 @@ async fn main_loop<K: Kernel>(
                     watcher = spawn_watcher(settings, sender.clone());
                 }));
             }
+            events = commits(&mut monitor) => match events {
+                Ok(events) => {
+                    report(agent.take_commits(events));
+                }
+                Err(error) => {
+                    tracing::error!(
+                        "nftables monitor failed: {error}; changes by other programs are now \
+                         undone only by the periodic check (every {} s)",
+                        VERIFY_PERIOD.as_secs()
+                    );
+                    monitor = None;
+                }
+            },
             _ = verify.tick() => {
                 // The watchdog hears only from an agent whose table is in the kernel as planned.
                 if report(agent.check()) && watchdog.is_some() {
@@ -537,6 +590,44 @@ async fn main_loop<K: Kernel>(
                 }
                 report(agent.take_ports(latest));
             }
+        }
+    }
+}
+
+/// Subscribes to nftables' notifications; without them (logged), the periodic check alone
+/// undoes other programs' changes.
+fn open_monitor() -> Option<AsyncFd<Monitor>> {
+    let registered = Monitor::open().and_then(|monitor| {
+        // SAFETY: the monitor owns its socket for as long as it lives, and `as_raw_fd` always
+        // returns that socket's descriptor.
+        unsafe { AsyncFd::register_with_interest(monitor, Interest::READABLE) }
+            .map_err(|e| NftError::Socket(e.into_parts().1))
+    });
+    match registered {
+        Ok(monitor) => Some(monitor),
+        Err(error) => {
+            tracing::error!(
+                "cannot follow nftables' notifications: {error}; changes by other programs are \
+                 undone only by the periodic check (every {} s)",
+                VERIFY_PERIOD.as_secs()
+            );
+            None
+        }
+    }
+}
+
+/// The next commits (or overflows) the monitor reports; never, without a monitor.
+async fn commits(monitor: &mut Option<AsyncFd<Monitor>>) -> Result<Vec<MonitorEvent>, NftError> {
+    let Some(monitor) = monitor else {
+        return std::future::pending().await;
+    };
+    loop {
+        let mut ready = monitor.readable_mut().await.map_err(NftError::Socket)?;
+        // `read` drains the socket: it is not readable again until the kernel queues more.
+        let events = ready.get_inner_mut().read()?;
+        ready.clear_ready();
+        if !events.is_empty() {
+            return Ok(events);
         }
     }
 }

@@ -29,6 +29,7 @@ pub(crate) const NFPROTO_INET: u8 = 1;
 pub(crate) const NFPROTO_IPV4: u8 = 2;
 pub(crate) const NFPROTO_BRIDGE: u8 = 7;
 pub(crate) const NFPROTO_ARP: u8 = 3;
+pub(crate) const NFPROTO_NETDEV: u8 = 5;
 pub(crate) const NFPROTO_IPV6: u8 = 10;
 pub(crate) const IPPROTO_ICMPV6: u8 = 58;
 
@@ -66,7 +67,13 @@ pub(crate) const NFT_MSG_DELSET: u16 = 11;
 pub(crate) const NFT_MSG_NEWSETELEM: u16 = 12;
 pub(crate) const NFT_MSG_GETSETELEM: u16 = 13;
 pub(crate) const NFT_MSG_DELSETELEM: u16 = 14;
+/// Ends each transaction's notifications; also the reply to GETGEN.
+pub(crate) const NFT_MSG_NEWGEN: u16 = 15;
 pub(crate) const NFT_MSG_GETGEN: u16 = 16;
+pub(crate) const NFT_MSG_NEWOBJ: u16 = 18;
+pub(crate) const NFT_MSG_DELOBJ: u16 = 20;
+pub(crate) const NFT_MSG_NEWFLOWTABLE: u16 = 22;
+pub(crate) const NFT_MSG_DELFLOWTABLE: u16 = 24;
 
 // NFTA_TABLE_*, NFT_TABLE_F_* flags, NFTA_GEN_*.
 pub(crate) const NFTA_TABLE_NAME: u16 = 1;
@@ -74,6 +81,11 @@ pub(crate) const NFTA_TABLE_FLAGS: u16 = 2;
 /// A dormant table keeps its chains but none of them is registered on its hook.
 pub(crate) const NFT_TABLE_F_DORMANT: u32 = 0x1;
 pub(crate) const NFTA_GEN_ID: u16 = 1;
+pub(crate) const NFTA_GEN_PROC_PID: u16 = 2;
+pub(crate) const NFTA_GEN_PROC_NAME: u16 = 3;
+// NFTA_OBJ_NAME, NFTA_FLOWTABLE_NAME (each object's table is attribute 1, as for every kind).
+pub(crate) const NFTA_OBJ_NAME: u16 = 2;
+pub(crate) const NFTA_FLOWTABLE_NAME: u16 = 2;
 
 // NFTA_CHAIN_*, and NFTA_HOOK_* inside NFTA_CHAIN_HOOK.
 pub(crate) const NFTA_CHAIN_TABLE: u16 = 1;

@@ -11,6 +11,7 @@
 //!   diffed: the desired table is what the reader makes of the messages we would send.
 //! - [`view`] reads the kernel's table back for people (`enforcer status`).
 //! - [`netlink`] talks to the kernel (neli socket); the ABI's numbers are named in one module.
+//! - [`monitor`] follows every commit, by anyone, through nftables' notifications.
 //!
 //! # Adding a kernel construct
 //!
@@ -35,6 +36,7 @@
 mod abi;
 pub mod elements;
 pub mod encode;
+pub mod monitor;
 pub mod netlink;
 pub mod state;
 pub mod view;
@@ -289,6 +291,12 @@ impl Nftables {
             Some(verified) => Ok(self.socket.generation()? == verified.generation),
             None => Ok(false),
         }
+    }
+
+    /// The netlink port id of the socket this handle commits with: the [`monitor`] names it
+    /// as the sender of our own commits.
+    pub fn port_id(&self) -> u32 {
+        self.socket.port_id()
     }
 
     /// How many times [`Nftables::apply`] has read the kernel's tables back, unsure what they

@@ -23,6 +23,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// An open nftables netlink socket.
 pub struct Socket {
     socket: NlSocket,
+    /// The port id the kernel gave the socket: the monitor sees it on our own commits.
+    port_id: u32,
     seq: u32,
     buffer: Vec<u8>,
 }
@@ -43,11 +45,18 @@ impl Socket {
         // Extended acks carry the kernel's own words on what it rejected.
         let _ = socket.enable_ext_ack(true);
         set_timeout(&socket, REPLY_TIMEOUT).map_err(NftError::Socket)?;
+        let port_id = socket.pid().map_err(NftError::Socket)?;
         Ok(Socket {
             socket,
+            port_id,
             seq: seed(),
             buffer: vec![0; RECEIVE_BUFFER],
         })
+    }
+
+    /// The socket's netlink port id.
+    pub fn port_id(&self) -> u32 {
+        self.port_id
     }
 
     /// The next sequence number this socket will use.
@@ -294,7 +303,7 @@ fn parse_error(message: &wire::Message<'_>) -> (i32, Option<String>) {
     (errno, text)
 }
 
-fn set_buffer(socket: &NlSocket, option: i32, size: usize) -> io::Result<()> {
+pub(crate) fn set_buffer(socket: &NlSocket, option: i32, size: usize) -> io::Result<()> {
     set_option(
         socket,
         option,

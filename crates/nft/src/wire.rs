@@ -116,6 +116,8 @@ pub struct Message<'a> {
     pub flags: u16,
     /// `nlmsg_seq`.
     pub seq: u32,
+    /// `nlmsg_pid`: in a notification, the port id of the socket whose request caused it.
+    pub port: u32,
     /// Everything after the netlink header.
     pub payload: &'a [u8],
     /// The whole message as read: header, payload and padding.
@@ -152,6 +154,7 @@ pub fn messages(buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
             kind: u16::from_ne_bytes([rest[4], rest[5]]),
             flags: u16::from_ne_bytes([rest[6], rest[7]]),
             seq: u32::from_ne_bytes(rest[8..12].try_into().ok()?),
+            port: u32::from_ne_bytes(rest[12..16].try_into().ok()?),
             payload: &rest[NLMSG_HDRLEN..len],
             raw: &rest[..align(len).min(rest.len())],
         };

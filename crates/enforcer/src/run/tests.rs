@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use enforcer_core::docker::{DockerContainer, DockerEndpoint, DockerNetwork, DockerState};
 use enforcer_core::render;
+use enforcer_nft::monitor::{Commit, MonitorEvent};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
@@ -352,6 +353,75 @@ fn the_periodic_check_restores_a_tampered_table_and_is_silent_otherwise() {
     );
     let saved = StateFile::load(&agent.state_path).unwrap().unwrap();
     assert_eq!(saved.reason, "periodic check of the kernel's table");
+}
+
+/// A commit as the nftables monitor reports it: from port `port`, changing `tables`.
+fn commit(port: u32, tables: &[&str], change: &str) -> MonitorEvent {
+    let mut commit = Commit::default();
+    commit.port = port;
+    commit.generation = 7;
+    commit.process = Some((5063, "nft".into()));
+    commit.tables = tables.iter().map(|t| t.to_string()).collect();
+    commit.changes = vec![(change.to_string(), 1)];
+    commit.change_count = 1;
+    MonitorEvent::Committed(commit)
+}
+
+#[test]
+fn another_programs_change_to_our_table_is_undone_at_once_and_our_own_commits_are_not() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, DEFAULTS);
+    let held = agent.kernel.held.clone();
+    let asked = agent.kernel.asked.len();
+    // Our own commit, and another program's to another table: nothing to do, not even a check.
+    let quiet = vec![
+        commit(
+            FakeKernel::PORT_ID,
+            &["enforcer"],
+            "add table inet enforcer",
+        ),
+        commit(99, &["filter"], "add table ip filter"),
+    ];
+    agent.take_commits(quiet).unwrap();
+    assert_eq!(agent.kernel.asked.len(), asked);
+
+    agent.kernel.tamper();
+    let tamper = commit(99, &["enforcer"], "delete table inet enforcer");
+    let (result, log) = logged(|| agent.take_commits(vec![tamper]));
+    result.unwrap();
+    assert_eq!(agent.kernel.held, held, "restored");
+    assert_eq!(agent.kernel.committed.len(), 2);
+    assert!(
+        log.contains(
+            "WARN enforcer::run: another program changed table enforcer: nft (pid 5063): delete \
+             table inet enforcer; restoring it"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("reason=\"restoring what another program changed\""),
+        "{log}"
+    );
+}
+
+#[test]
+fn lost_notifications_check_the_table() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, DEFAULTS);
+    let asked = agent.kernel.asked.len();
+    agent.take_commits(vec![MonitorEvent::Overflowed]).unwrap();
+    assert_eq!(
+        agent.kernel.asked.len(),
+        asked,
+        "nobody committed: one GETGEN"
+    );
+    agent.kernel.tamper();
+    agent.take_commits(vec![MonitorEvent::Overflowed]).unwrap();
+    assert_eq!(
+        agent.kernel.committed.len(),
+        2,
+        "the unseen change is undone"
+    );
 }
 
 #[test]
