@@ -757,6 +757,52 @@ fn the_running_agent_undoes_each_tampering_at_once_and_names_it() {
     );
 }
 
+/// A tampering hidden in one transaction with 100,000 other changes, committed while the agent
+/// is stopped: more notifications than its socket queues, so the tampering's are lost with
+/// the overflow. Resumed, the agent sees the loss and undoes the tampering at once.
+#[test]
+fn a_tampering_drowned_in_a_flood_of_notifications_is_still_undone() {
+    require_root();
+    let ns = Netns::new("flood");
+    let dir = TempDir::new("flood");
+    let config = threegate();
+    let agent = Agent::start(
+        &ns,
+        dir.path(),
+        &enforcer_bin(),
+        &["--config", &config],
+        &[],
+    );
+    agent.expect_log("enforcing;", Duration::from_secs(10));
+    let pristine = listed_table(&ns, "inet", "enforcer");
+    let elements: Vec<String> = (0..100_000u32)
+        .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string())
+        .collect();
+    let script = format!(
+        "delete element inet enforcer egress_v4_24 {{ 10.100.0.0 }}\n\
+         add table ip flood\nadd set ip flood s {{ type ipv4_addr; }}\n\
+         add element ip flood s {{ {} }}\n",
+        elements.join(", ")
+    );
+    agent.signal(libc::SIGSTOP);
+    let output = ns.exec_with_input("nft", &["-f", "-"], script.as_bytes());
+    agent.signal(libc::SIGCONT);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        wait_until(Duration::from_secs(20), || listed_table(
+            &ns, "inet", "enforcer"
+        ) == pristine),
+        "not undone:\n{}",
+        agent.log()
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("reason=\"nftables notifications were lost; checking the table\""),
+        "{log}"
+    );
+    assert!(!log.contains("reason=\"periodic check"), "{log}");
+}
+
 /// Under the systemd unit, root's capabilities are cut to CAP_NET_ADMIN by the bounding set,
 /// and the unit's syscall filter forbids `capset`. The agent must then run without calling it.
 #[test]

@@ -241,6 +241,10 @@ impl<K: Kernel> Agent<K> {
             return self.enforce("restoring what another program changed");
         }
         if events.contains(&MonitorEvent::Overflowed) {
+            tracing::info!(
+                "nftables notifications were lost (the monitor's queue overflowed); checking the \
+                 table"
+            );
             return self.check_because("nftables notifications were lost; checking the table");
         }
         Ok(())
@@ -551,6 +555,9 @@ async fn main_loop<K: Kernel>(
 
     loop {
         tokio::select! {
+            // In this order when several are ready: another program's change to the tables is
+            // undone before the periodic check or Docker's next update is looked at.
+            biased;
             _ = signals.terminate.recv() => return stop("SIGTERM"),
             _ = signals.interrupt.recv() => return stop("SIGINT"),
             _ = signals.hangup.recv() => {
