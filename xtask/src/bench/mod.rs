@@ -8,12 +8,14 @@
 //!   and what binding costs the agent at that size (a fake Docker);
 //! - [`port_binding`]: container start to port bound, against a private dockerd;
 //! - [`roles`]: packets of a role member through a table of 10,000 members in 100 roles (its
-//!   full apply and memory are [`apply`]'s).
+//!   full apply and memory are [`apply`]'s);
+//! - [`heal`]: another program's change to the table -> the agent's restoring commit.
 //!
 //! [`netlink`] stamps the kernel's link and nftables notifications for the last two.
 
 mod apply;
 mod docker;
+mod heal;
 mod netlink;
 mod port_binding;
 mod ports;
@@ -222,7 +224,7 @@ fn line(name: &str, figure: String, met: Option<bool>) {
 
 /// Runs the benchmarks whose names contain `filter` (all when empty): `apply`, `memory`,
 /// `noop`, `throughput`, `roles`, `docker`, `ports-throughput`, `ports-docker`,
-/// `roles-docker`.
+/// `roles-docker`, `heal`.
 pub fn run(filter: &str) -> Result<()> {
     require_root();
     let (enforcer, timing) = (release_enforcer(), release_agent_timing());
@@ -271,6 +273,9 @@ pub fn run(filter: &str) -> Result<()> {
     }
     if wanted("roles-docker") {
         port_binding::role_enforcement(&enforcer)?;
+    }
+    if wanted("heal") {
+        heal::heal(&enforcer)?;
     }
     Ok(())
 }

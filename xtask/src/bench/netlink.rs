@@ -1,6 +1,7 @@
 //! Kernel notifications of one namespace, stamped as they arrive: a link attached to a bridge
 //! (RTM_NEWLINK carrying IFLA_MASTER), an nftables chain added (NFT_MSG_NEWCHAIN), elements
-//! added to a set (NFT_MSG_NEWSETELEM) and the end of each commit (NFT_MSG_NEWGEN). One thread of ours reads both netlink sockets and stamps
+//! added to a set (NFT_MSG_NEWSETELEM) and the end of each commit (NFT_MSG_NEWGEN, with the
+//! committing process's name). One thread of ours reads both netlink sockets and stamps
 //! each message when `poll` wakes it, so a latency is the time between two kernel events, not
 //! between the output lines of two tools (`ip monitor`, `nft monitor`) read through pipes.
 
@@ -23,6 +24,7 @@ const IFINFOMSG_LEN: usize = 16;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWGEN: u16 = 15;
+const NFTA_GEN_PROC_NAME: u16 = 3;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFT_MSG_NEWSETELEM: u16 = 12;
@@ -71,7 +73,10 @@ pub enum Event {
         keys: Vec<Vec<u8>>,
     },
     /// A commit ended.
-    Commit,
+    Commit {
+        /// The committing process's command name (`nft`, `enforcer`).
+        process: String,
+    },
 }
 
 /// A notification and when it arrived.
@@ -348,7 +353,16 @@ fn event_of(kind: u16, body: &[u8]) -> Option<Event> {
         return None;
     }
     match kind & 0xff {
-        NFT_MSG_NEWGEN => Some(Event::Commit),
+        NFT_MSG_NEWGEN => {
+            let attributes = attributes(&body[NFGENMSG_LEN..]);
+            let process = attributes
+                .iter()
+                .find(|(t, _)| *t == NFTA_GEN_PROC_NAME)
+                .map(|(_, v)| text(v));
+            Some(Event::Commit {
+                process: process.unwrap_or_default(),
+            })
+        }
         NFT_MSG_NEWCHAIN => {
             let attributes = attributes(&body[NFGENMSG_LEN..]);
             let named = |kind| {
@@ -498,7 +512,7 @@ mod tests {
         datagram.extend(message(
             NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN,
             &[0; 4],
-            &[],
+            &[(NFTA_GEN_PROC_NAME, b"nft\0")],
         ));
         assert_eq!(
             parse(&datagram),
@@ -512,7 +526,9 @@ mod tests {
                     table: "enforcer".into(),
                     chain: "port_veth12ab".into()
                 },
-                Event::Commit,
+                Event::Commit {
+                    process: "nft".into()
+                },
             ]
         );
     }

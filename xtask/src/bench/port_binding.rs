@@ -137,7 +137,7 @@ fn sample(seen: &[Seen], port: String, bridge: u32) -> Result<Sample> {
         attach_and_chain(seen, &port, bridge).context("the attachment or chain went missing")?;
     let commits = seen[attached..bound]
         .iter()
-        .filter(|s| s.event == Event::Commit)
+        .filter(|s| matches!(s.event, Event::Commit { .. }))
         .count();
     Ok(Sample {
         port,
