@@ -699,7 +699,7 @@ fn the_running_agent_undoes_each_tampering_at_once_and_names_it() {
             "add table inet enforcer { flags dormant; }",
             "add table inet enforcer",
         ),
-        // The forward hook moved behind everyone else's (priority 100 instead of 0).
+        // The forward hook moved behind everyone else's (priority 100 instead of -10).
         (
             "flush chain inet enforcer forward\ndelete chain inet enforcer forward\n\
              add chain inet enforcer forward { type filter hook forward priority 100; policy \
@@ -755,6 +755,96 @@ fn the_running_agent_undoes_each_tampering_at_once_and_names_it() {
         "the periodic check had to restore something: {}",
         agent.log()
     );
+}
+
+/// `enforcer status` checks that each base chain is on its hook with the planned priority and
+/// policy: a dormant table (present, every chain kept, none hooked) or a chain moved to another
+/// priority is an error (exit 1), named; once the agent has restored the table, status agrees
+/// again.
+#[test]
+fn status_checks_every_base_chain_is_on_its_hook() {
+    require_root();
+    let ns = Netns::new("hooks");
+    let dir = TempDir::new("hooks");
+    let config = threegate();
+    let agent = Agent::start(
+        &ns,
+        dir.path(),
+        &enforcer_bin(),
+        &["--config", &config],
+        &[],
+    );
+    agent.expect_log("enforcing;", Duration::from_secs(10));
+    let state = agent.state_file().to_str().unwrap().to_string();
+    let status = || {
+        let output = enforcer(
+            &ns,
+            &[
+                "status",
+                "--json",
+                "--config",
+                &config,
+                "--state-file",
+                &state,
+            ],
+        );
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", text(&output.stdout)));
+        (output.status.code(), report)
+    };
+    let (code, report) = status();
+    assert_eq!(code, Some(0), "{report:#}");
+    let hooks = report["hooks"].as_array().unwrap();
+    let forward = hooks
+        .iter()
+        .find(|h| h["table"] == "table inet enforcer" && h["chain"] == "forward")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(
+        (&forward["hook"], &forward["priority"], &forward["policy"]),
+        (&"forward".into(), &(-10).into(), &"accept".into())
+    );
+    assert!(hooks.iter().all(|h| h["registered"] == true), "{report:#}");
+
+    // The agent stopped, so that it does not restore what status must see.
+    agent.signal(libc::SIGSTOP);
+    let tamperings: [(&str, &str); 2] = [
+        (
+            "add table inet enforcer { flags dormant; }",
+            "table inet enforcer is dormant: it holds its chains but none is on its hook",
+        ),
+        (
+            "flush chain inet enforcer forward\ndelete chain inet enforcer forward\n\
+             add chain inet enforcer forward { type filter hook forward priority 100; policy \
+             accept; }",
+            "chain forward of table inet enforcer is on hook forward priority 100 policy accept \
+             (type filter), not on hook forward priority -10 policy accept (type filter)",
+        ),
+    ];
+    for (script, note) in tamperings {
+        let output = ns.exec_with_input("nft", &["-f", "-"], script.as_bytes());
+        assert!(
+            output.status.success(),
+            "{script}: {}",
+            text(&output.stderr)
+        );
+        let (code, report) = status();
+        assert_eq!(code, Some(1), "{script}: {report:#}");
+        let notes = report["notes"].to_string();
+        assert!(notes.contains(note), "{script}: {notes}");
+        assert!(
+            report["hooks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["chain"] == "forward" && h["registered"] == false),
+            "{report:#}"
+        );
+        // Undone by hand (the agent is stopped): re-hooked, at the planned priority.
+        apply_ok(&ns, &["--config", &config]);
+    }
+    agent.signal(libc::SIGCONT);
+    let (code, report) = status();
+    assert_eq!(code, Some(0), "{report:#}");
 }
 
 /// A tampering hidden in one transaction with 100,000 other changes, committed while the agent

@@ -10,9 +10,11 @@ use std::path::Path;
 
 use anyhow::Result;
 use enforcer_core::diff::{additions_last, diff, Change};
-use enforcer_core::docker::classify_after;
+use enforcer_core::docker::{classify_after, DockerState};
+use enforcer_core::planner::plan_tables;
 use enforcer_core::policy::Policy;
-use enforcer_nft::{KernelView, NftError, Nftables};
+use enforcer_core::ruleset::TableFamily;
+use enforcer_nft::{Desired, KernelView, NftError, Nftables, TableHooks};
 use serde::Serialize;
 
 use crate::state_file::{show_time, DockerConnection, StateFile};
@@ -48,6 +50,20 @@ struct QuarantinedInterface {
     dropped_bytes: u64,
 }
 
+/// A base chain the policy calls for, and whether the kernel has it on its hook as planned.
+#[derive(Serialize)]
+struct Hook {
+    /// `table FAMILY NAME`.
+    table: String,
+    chain: String,
+    hook: &'static str,
+    priority: i32,
+    policy: &'static str,
+    /// Whether the kernel holds the chain with this hook, priority and policy, in a table that
+    /// is not dormant: then netfilter runs it.
+    registered: bool,
+}
+
 /// The report, as `--json` prints it.
 #[derive(Serialize)]
 struct Status {
@@ -57,6 +73,8 @@ struct Status {
     table_present: bool,
     /// Whether `table bridge NAME` (per-port anti-spoofing) is there.
     bridge_table_present: bool,
+    /// Every base chain the policy calls for, checked against the kernel's.
+    hooks: Vec<Hook>,
     networks: BTreeMap<String, Vec<Subnet>>,
     proxies: BTreeMap<String, Vec<IpAddr>>,
     /// Role name -> its members' addresses, as the kernel's role maps hold them.
@@ -87,13 +105,14 @@ struct Status {
 pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
     let table = policy.table.name.clone();
     let mut notes = Vec::new();
-    let (kernel, readable) = match Nftables::open().and_then(|mut nft| nft.view(&table)) {
-        Ok(view) => (view, true),
+    let read = Nftables::open().and_then(|mut nft| Ok((nft.view(&table)?, nft.hooks(&table)?)));
+    let (kernel, held_hooks, readable) = match read {
+        Ok((view, hooks)) => (view, Some(hooks), true),
         Err(NftError::PermissionDenied { .. }) => {
             notes.push(
                 "cannot read the kernel's tables without CAP_NET_ADMIN: run as root".to_string(),
             );
-            (None, false)
+            (None, None, false)
         }
         Err(other) => return Err(other.into()),
     };
@@ -120,12 +139,21 @@ pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
     if let (Some(view), Some(state)) = (&kernel, &state) {
         notes.extend(disagreements(policy, view, state));
     }
+    let hooks = match &held_hooks {
+        Some(held) => {
+            let (hooks, problems) = check_hooks(policy, state.as_ref(), held);
+            notes.extend(problems);
+            hooks
+        }
+        None => Vec::new(),
+    };
     let view = kernel.clone().unwrap_or_default();
     let report = Status {
         table: table.clone(),
         kernel_readable: readable,
         table_present: kernel.is_some(),
         bridge_table_present: view.bridge_table,
+        hooks,
         networks: view
             .networks
             .iter()
@@ -162,6 +190,84 @@ pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
         print!("{}", human(&report));
     }
     Ok(report.agree)
+}
+
+/// The base chains `policy` calls for (with the state file's Docker state, if any), each
+/// checked against the kernel's `held` tables, and a note for each that netfilter does not run
+/// as planned: a table missing (a missing inet table is noted elsewhere, as is a missing bridge
+/// table when ports are bound) or dormant, a chain missing or on another hook, priority or
+/// policy.
+fn check_hooks(
+    policy: &Policy,
+    state: Option<&StateFile>,
+    held: &BTreeMap<TableFamily, TableHooks>,
+) -> (Vec<Hook>, Vec<String>) {
+    let none = DockerState::default();
+    let docker = state.map_or(&none, |s| &s.docker);
+    let enforced = state
+        .map(|s| s.enforced_networks.clone())
+        .unwrap_or_default();
+    let bound = state.map_or(&[][..], |s| s.bound_ports.as_slice());
+    let classified = classify_after(policy, docker, &enforced);
+    let (tables, _, _) = plan_tables(policy, &classified, docker, &[], bound);
+    let name = &policy.table.name;
+    let (mut hooks, mut notes) = (Vec::new(), Vec::new());
+    for (family, expected) in Desired::new(&tables).hooks() {
+        let table = format!("table {} {name}", family.name());
+        let kernel = held.get(&family);
+        match kernel {
+            None if family == TableFamily::Inet => {}
+            None if family == TableFamily::Bridge && !bound.is_empty() => {}
+            None => notes.push(format!(
+                "{table} is not in the kernel: none of its chains ({}) is on its hook",
+                expected
+                    .chains
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some(kernel) if kernel.dormant => notes.push(format!(
+                "{table} is dormant: it holds its chains but none is on its hook, nothing in it \
+                 is enforced (the running agent restores it; `enforcer apply` does too)"
+            )),
+            Some(_) => {}
+        }
+        for (chain, want) in &expected.chains {
+            let have = kernel.and_then(|k| k.chains.get(chain));
+            let registered = have == Some(want) && kernel.is_some_and(|k| !k.dormant);
+            let planned = format!(
+                "hook {} priority {} policy {}",
+                want.hook_name(family),
+                want.priority,
+                want.policy_name()
+            );
+            match have {
+                None if kernel.is_some() => notes.push(format!(
+                    "{table} has no chain {chain}: nothing runs on {planned}"
+                )),
+                Some(have) if have != want => notes.push(format!(
+                    "chain {chain} of {table} is on hook {} priority {} policy {} (type {}), \
+                     not on {planned} (type {})",
+                    have.hook_name(family),
+                    have.priority,
+                    have.policy_name(),
+                    have.kind,
+                    want.kind
+                )),
+                _ => {}
+            }
+            hooks.push(Hook {
+                table: table.clone(),
+                chain: chain.clone(),
+                hook: want.hook_name(family),
+                priority: want.priority,
+                policy: want.policy_name(),
+                registered,
+            });
+        }
+    }
+    (hooks, notes)
 }
 
 /// The ports the state file binds, with what the kernel's chain for each counted.
@@ -330,6 +436,27 @@ fn quarantined(view: &KernelView) -> Vec<QuarantinedInterface> {
     list
 }
 
+/// The base chains' table: each with its hook and whether netfilter runs it.
+fn hooks_text(out: &mut String, report: &Status) {
+    let _ = writeln!(
+        out,
+        "{:<24} {:<24} {:<12} {:>9} {:<7} STATE",
+        "TABLE", "BASE CHAIN", "HOOK", "PRIORITY", "POLICY"
+    );
+    for hook in &report.hooks {
+        let state = match hook.registered {
+            true => "on its hook",
+            false => "NOT ON ITS HOOK",
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<24} {:<12} {:>9} {:<7} {state}",
+            hook.table, hook.chain, hook.hook, hook.priority, hook.policy
+        );
+    }
+    let _ = writeln!(out);
+}
+
 /// The quarantined interfaces' table.
 fn quarantine_text(out: &mut String, report: &Status) {
     if report.quarantine.is_empty() {
@@ -427,6 +554,9 @@ fn human(report: &Status) -> String {
         );
     }
     let _ = writeln!(out, "state file: {}\n", report.state_file);
+    if report.kernel_readable {
+        hooks_text(&mut out, report);
+    }
     let _ = writeln!(
         out,
         "{:<24} {:<20} {:>12} {:>14}",

@@ -28,6 +28,29 @@ pub struct BaseChain {
     pub kind: String,
 }
 
+impl BaseChain {
+    /// The hook's name as `nft` writes it, for a chain of a table of `family` (the arp family
+    /// numbers its hooks from 0: input, output).
+    pub fn hook_name(&self, family: TableFamily) -> &'static str {
+        let names: &[&'static str] = match family {
+            TableFamily::Arp => &["input", "output", "forward"],
+            TableFamily::Inet | TableFamily::Bridge => {
+                &["prerouting", "input", "forward", "output", "postrouting"]
+            }
+        };
+        names.get(self.hook as usize).copied().unwrap_or("?")
+    }
+
+    /// The policy as `nft` writes it.
+    pub fn policy_name(&self) -> &'static str {
+        match self.policy {
+            Some(1) | None => "accept",
+            Some(0) => "drop",
+            Some(_) => "?",
+        }
+    }
+}
+
 /// One expression: its name and canonical attributes.
 pub type Expression = (String, Vec<(u16, Vec<u8>)>);
 

@@ -26,7 +26,10 @@ const KINDS: [(&str, &str); 7] = [
     ),
     ("a rule added", "add rule inet enforcer forward accept"),
     ("a chain flushed", "flush chain inet enforcer proxy_proxy"),
-    ("the table dormant", "add table inet enforcer { flags dormant; }"),
+    (
+        "the table dormant",
+        "add table inet enforcer { flags dormant; }",
+    ),
     (
         "the forward hook's priority changed",
         "flush chain inet enforcer forward\ndelete chain inet enforcer forward\n\
@@ -62,7 +65,10 @@ pub fn heal(enforcer: &Path) -> Result<()> {
             );
             let restored = watch.wait_for(from, RESTORE_LIMIT, restore_latency)?;
             let latency = restored.with_context(|| {
-                format!("{kind}: not restored within {RESTORE_LIMIT:?}:\n{}", agent.log())
+                format!(
+                    "{kind}: not restored within {RESTORE_LIMIT:?}:\n{}",
+                    agent.log()
+                )
             })?;
             latencies.push(latency.as_secs_f64() * 1000.0);
         }
@@ -85,9 +91,7 @@ pub fn heal(enforcer: &Path) -> Result<()> {
 
 /// The time from the first commit by `nft` to the agent's next commit, once both are seen.
 fn restore_latency(seen: &[Seen]) -> Option<Duration> {
-    let by = |name: &'static str| {
-        move |s: &&Seen| matches!(&s.event, Event::Commit { process } if process == name)
-    };
+    let by = |name: &'static str| move |s: &&Seen| matches!(&s.event, Event::Commit { process } if process == name);
     let tamper = seen.iter().position(|s| by("nft")(&s))?;
     let restore = seen[tamper..].iter().find(by("enforcer"))?;
     restore.at.duration_since(seen[tamper].at).ok()
