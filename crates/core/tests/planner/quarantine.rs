@@ -19,7 +19,7 @@ fn tables(text: &str) -> Tables {
     plan_tables(&policy, &classify(&policy, &none), &none, &[], &[]).0
 }
 
-fn leaving(interface: &'static str, mut packet: Packet) -> Packet {
+fn leaving(interface: &'static str, mut packet: Packet<'static>) -> Packet<'static> {
     packet.out_interface = interface;
     packet
 }
