@@ -4,6 +4,7 @@
 //! unit tests, without root.
 
 use enforcer_core::ruleset::{TableFamily, Tables};
+use enforcer_nft::conntrack::Connection;
 use enforcer_nft::{ApplyOutcome, NftError, Nftables};
 
 /// What the daemon needs from the kernel.
@@ -27,6 +28,15 @@ pub trait Kernel {
     /// The netlink port id [`Kernel::apply`] commits from: the nftables monitor names it as the
     /// sender of our own commits.
     fn port_id(&self) -> u32;
+
+    /// The tracked TCP and UDP connections `select` picks, as the kernel lists them.
+    fn connections(
+        &mut self,
+        select: &mut dyn FnMut(&Connection) -> bool,
+    ) -> Result<Vec<Connection>, NftError>;
+
+    /// Deletes tracked connections; returns how many were deleted.
+    fn forget(&mut self, connections: &[Connection]) -> Result<usize, NftError>;
 }
 
 impl Kernel for Nftables {
@@ -49,6 +59,17 @@ impl Kernel for Nftables {
     fn port_id(&self) -> u32 {
         Nftables::port_id(self)
     }
+
+    fn connections(
+        &mut self,
+        select: &mut dyn FnMut(&Connection) -> bool,
+    ) -> Result<Vec<Connection>, NftError> {
+        Nftables::connections(self, select)
+    }
+
+    fn forget(&mut self, connections: &[Connection]) -> Result<usize, NftError> {
+        Nftables::forget(self, connections)
+    }
 }
 
 /// A kernel in memory for unit tests: it records every set of tables it is asked to apply, and
@@ -64,6 +85,8 @@ pub struct FakeKernel {
     pub held: Option<Tables>,
     /// While set, every transaction is refused as the kernel would refuse it without memory.
     pub failing: bool,
+    /// The connections the fake kernel tracks.
+    pub tracked: Vec<Connection>,
 }
 
 #[cfg(test)]
@@ -125,5 +148,18 @@ impl Kernel for FakeKernel {
 
     fn port_id(&self) -> u32 {
         FakeKernel::PORT_ID
+    }
+
+    fn connections(
+        &mut self,
+        select: &mut dyn FnMut(&Connection) -> bool,
+    ) -> Result<Vec<Connection>, NftError> {
+        Ok(self.tracked.iter().filter(|c| select(c)).copied().collect())
+    }
+
+    fn forget(&mut self, connections: &[Connection]) -> Result<usize, NftError> {
+        let before = self.tracked.len();
+        self.tracked.retain(|c| !connections.contains(c));
+        Ok(before - self.tracked.len())
     }
 }

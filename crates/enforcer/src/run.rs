@@ -17,6 +17,7 @@
 //! main loop here only wires signals, the timer and the Docker task (`run/docker_watch.rs`) to
 //! it.
 
+mod cut;
 mod docker_watch;
 mod port_watch;
 mod start;
@@ -90,6 +91,11 @@ struct Agent<K> {
     /// Whether the kernel was made to hold `desired` (or found holding it) since it was
     /// computed: then the periodic check only asks whether anyone committed since.
     desired_enforced: bool,
+    /// Whether the tracked connections were judged by a table this agent enforced (after the
+    /// first apply of the process, and after each apply that changed the table).
+    connections_judged: bool,
+    /// Whether the last attempt to cut refused connections failed (logged once at ERROR).
+    cut_failing: bool,
 }
 
 impl<K: Kernel> Agent<K> {
@@ -133,6 +139,8 @@ impl<K: Kernel> Agent<K> {
             state_path,
             last_applied,
             desired_enforced: false,
+            connections_judged: false,
+            cut_failing: false,
         }
     }
 
@@ -183,6 +191,7 @@ impl<K: Kernel> Agent<K> {
             messages, changes, ..
         } = outcome
         {
+            self.connections_judged = false;
             tracing::info!(
                 reason,
                 messages,
@@ -198,7 +207,66 @@ impl<K: Kernel> Agent<K> {
         }
         self.enforced = Arc::clone(&self.desired.0);
         self.desired_enforced = true;
+        if !self.connections_judged {
+            self.cut_refused();
+            self.connections_judged = true;
+        }
         Ok(())
+    }
+
+    /// Deletes the tracked connections the table just enforced refuses, so that their next
+    /// packet meets it as a new one; logs what was cut. A failure is logged: the table is in
+    /// force either way.
+    fn cut_refused(&mut self) {
+        let (topology, tables) = &self.desired;
+        let interfaces = cut::Interfaces::of(topology, &self.docker);
+        let local = cut::local_addresses();
+        let judge = cut::Judge {
+            inet: &tables.inet,
+            interfaces: &interfaces,
+            local: &local,
+        };
+        let started = Instant::now();
+        let cut = self
+            .kernel
+            .connections(&mut |c| judge.refuses(c).is_some())
+            .and_then(|refused| Ok((self.kernel.forget(&refused)?, refused)));
+        if cut.is_ok() && self.cut_failing {
+            tracing::info!("tracked connections can be cut again");
+        }
+        match cut {
+            Ok((0, _)) => self.cut_failing = false,
+            Ok((deleted, refused)) => {
+                self.cut_failing = false;
+                let shown: Vec<String> = refused
+                    .iter()
+                    .take(REASONS_SHOWN)
+                    .map(|c| {
+                        let rule = judge.refuses(c).unwrap_or_default();
+                        format!("{} (\"{rule}\")", cut::describe(c))
+                    })
+                    .collect();
+                let more = match refused.len().saturating_sub(REASONS_SHOWN) {
+                    0 => String::new(),
+                    more => format!(" and {more} more"),
+                };
+                tracing::info!(
+                    deleted,
+                    micros = started.elapsed().as_micros() as u64,
+                    "cut connections the table now refuses: {}{more}",
+                    shown.join(", ")
+                );
+            }
+            Err(error) if self.cut_failing => tracing::debug!("cutting still fails: {error}"),
+            Err(error) => {
+                self.cut_failing = true;
+                tracing::error!(
+                    "could not cut the tracked connections the table now refuses ({error}); \
+                     they stay open until they end, new ones are refused (logged once until it \
+                     works again)"
+                );
+            }
+        }
     }
 
     /// The periodic check: restores the desired table when someone else changed the kernel's.

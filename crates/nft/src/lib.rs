@@ -12,6 +12,7 @@
 //! - [`view`] reads the kernel's table back for people (`enforcer status`).
 //! - [`netlink`] talks to the kernel (neli socket); the ABI's numbers are named in one module.
 //! - [`monitor`] follows every commit, by anyone, through nftables' notifications.
+//! - [`conntrack`] lists and deletes tracked connections (ctnetlink, on the same socket).
 //!
 //! # Adding a kernel construct
 //!
@@ -34,6 +35,7 @@
 //! list identically, and a second apply must send nothing.
 
 mod abi;
+pub mod conntrack;
 pub mod elements;
 pub mod encode;
 pub mod monitor;
@@ -291,6 +293,20 @@ impl Nftables {
             Some(verified) => Ok(self.socket.generation()? == verified.generation),
             None => Ok(false),
         }
+    }
+
+    /// Every tracked TCP and UDP connection, each handed to `select` as the kernel lists them;
+    /// returns those it selected.
+    pub fn connections(
+        &mut self,
+        select: impl FnMut(&conntrack::Connection) -> bool,
+    ) -> Result<Vec<conntrack::Connection>, NftError> {
+        self.socket.connections(select)
+    }
+
+    /// Deletes tracked connections; returns how many were deleted (not those that had ended).
+    pub fn forget(&mut self, connections: &[conntrack::Connection]) -> Result<usize, NftError> {
+        self.socket.forget(connections)
     }
 
     /// The netlink port id of the socket this handle commits with: the [`monitor`] names it

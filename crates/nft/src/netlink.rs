@@ -203,10 +203,26 @@ impl Socket {
     ) -> Result<Vec<u8>, NftError> {
         let seq = self.take_seq();
         let bytes = wire::request(msg, flags, seq, family, attrs);
-        self.socket
-            .send(&bytes, Msg::empty())
-            .map_err(NftError::Socket)?;
         let mut data = Vec::new();
+        let what = format!("reading table objects (request {msg})");
+        self.exchange(&bytes, seq, &what, |message| {
+            data.extend(message.to_bytes())
+        })?;
+        Ok(data)
+    }
+
+    /// Sends one request (`bytes`, numbered `seq`) and hands each data reply to `each` until
+    /// the dump ends or the ack arrives; `what` names the request in errors.
+    pub(crate) fn exchange(
+        &mut self,
+        bytes: &[u8],
+        seq: u32,
+        what: &str,
+        mut each: impl FnMut(&wire::Message<'_>),
+    ) -> Result<(), NftError> {
+        self.socket
+            .send(bytes, Msg::empty())
+            .map_err(NftError::Socket)?;
         loop {
             let buf_len = self.recv_into_buffer()?;
             let mut finished = false;
@@ -216,18 +232,51 @@ impl Socket {
                     NLMSG_ERROR => {
                         let (errno, text) = parse_error(&message);
                         if errno != 0 {
-                            let what = format!("reading table objects (request {msg})");
-                            return Err(NftError::rejected(-errno, text, what));
+                            return Err(NftError::rejected(-errno, text, what.to_string()));
                         }
                         finished = true;
                     }
-                    _ => data.extend(message.to_bytes()),
+                    _ => each(&message),
                 }
             }
             if finished {
-                return Ok(data);
+                return Ok(());
             }
         }
+    }
+
+    /// Sends `messages` (each a request numbered from `first_seq` on, one after the other, each
+    /// asking for an ack) in as few datagrams as fit, and returns each one's errno (0 for
+    /// success), in order.
+    pub(crate) fn acknowledged(
+        &mut self,
+        messages: &[Vec<u8>],
+        first_seq: u32,
+    ) -> Result<Vec<i32>, NftError> {
+        let mut outcomes = vec![None; messages.len()];
+        let mut sent = 0;
+        while sent < messages.len() {
+            // A datagram of at most 32 KiB of requests; its acks fit the receive buffer.
+            let mut datagram = Vec::new();
+            let start = sent;
+            while sent < messages.len() && datagram.len() + messages[sent].len() <= 32 * 1024 {
+                datagram.extend_from_slice(&messages[sent]);
+                sent += 1;
+            }
+            self.socket
+                .send(&datagram, Msg::empty())
+                .map_err(NftError::Socket)?;
+            while outcomes[start..sent].iter().any(Option::is_none) {
+                let buf_len = self.recv_into_buffer()?;
+                for message in wire::messages(&self.buffer[..buf_len]) {
+                    let index = message.seq.wrapping_sub(first_seq) as usize;
+                    if message.kind == NLMSG_ERROR && (start..sent).contains(&index) {
+                        outcomes[index] = Some(parse_error(&message).0);
+                    }
+                }
+            }
+        }
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or(0)).collect())
     }
 
     fn recv_into_buffer(&mut self) -> Result<usize, NftError> {

@@ -168,7 +168,19 @@ pub fn messages(buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
 /// A message that goes into a batch gets its final flags and sequence number there
 /// ([`set_flags_and_seq`]).
 pub fn request(msg: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
-    let kind = (NFNL_SUBSYS_NFTABLES << 8) | msg;
+    subsystem_request(NFNL_SUBSYS_NFTABLES, msg, flags, seq, family, attrs)
+}
+
+/// Like [`request`], for message `msg` of nfnetlink subsystem `subsystem` (conntrack's, say).
+pub fn subsystem_request(
+    subsystem: u16,
+    msg: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    attrs: &[u8],
+) -> Vec<u8> {
+    let kind = (subsystem << 8) | msg;
     message(kind, NLM_F_REQUEST | flags, seq, family, 0, attrs)
 }
 

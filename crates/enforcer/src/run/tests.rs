@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use enforcer_core::docker::{DockerContainer, DockerEndpoint, DockerNetwork, DockerState};
 use enforcer_core::render;
+use enforcer_nft::conntrack::{Connection, Tuple};
 use enforcer_nft::monitor::{Commit, MonitorEvent};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -402,6 +403,73 @@ fn another_programs_change_to_our_table_is_undone_at_once_and_our_own_commits_ar
         log.contains("reason=\"restoring what another program changed\""),
         "{log}"
     );
+}
+
+/// A tracked TCP connection from `source` to `destination` (no NAT).
+fn tcp_connection(source: &str, destination: &str) -> Connection {
+    let original = Tuple {
+        protocol: 6,
+        source: source.parse().unwrap(),
+        destination: destination.parse().unwrap(),
+    };
+    let reply = Tuple {
+        protocol: 6,
+        source: original.destination,
+        destination: original.source,
+    };
+    Connection {
+        original,
+        reply,
+        zone: 0,
+    }
+}
+
+#[test]
+fn connections_the_new_table_refuses_are_cut_and_allowed_ones_stay() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, "[proxy]\nallow = [\"tcp/443\"]\n");
+    let container = tcp_connection("10.110.0.5:40000", "203.0.113.10:443");
+    let from_proxy = tcp_connection("10.110.0.2:40001", "203.0.113.10:443");
+    let elsewhere = tcp_connection("192.0.2.5:1000", "198.51.100.7:80");
+    agent.kernel.tracked = vec![container, from_proxy, elsewhere];
+
+    let net = managed_network(NET_ID, "newnet", "10.110.0.0/24");
+    let state = docker(&[&net], &[proxy(NET_ID, "10.110.0.2")]);
+    let (result, log) =
+        logged(|| absorb_queued(&mut agent, vec![changed(state, "network create")]));
+    result.unwrap();
+    assert_eq!(agent.kernel.tracked, vec![from_proxy, elsewhere]);
+    assert!(
+        log.contains(
+            "cut connections the table now refuses: tcp 10.110.0.5:40000 -> 203.0.113.10:443 \
+             (\"any other egress from a managed /24: denied, counted per subnet\")"
+        ),
+        "{log}"
+    );
+    // Nothing changed: nothing is judged again.
+    agent.kernel.tracked.push(container);
+    agent.check().unwrap();
+    assert_eq!(agent.kernel.tracked.len(), 3);
+}
+
+#[test]
+fn at_start_connections_the_table_refuses_are_cut() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("policy.toml");
+    let policy = "[docker]\nenabled = false\n[[networks]]\nname = \"agents\"\n\
+                  subnets = [\"10.50.0.0/24\"]\ninterface = \"br-agents\"\n";
+    std::fs::write(&config, policy).unwrap();
+    let policy = crate::read_policy(Some(&config)).unwrap();
+    let refused = tcp_connection("10.50.0.5:40000", "203.0.113.10:443");
+    let inside = tcp_connection("10.50.0.5:40001", "10.50.0.6:80");
+    let kernel = FakeKernel {
+        tracked: vec![refused, inside],
+        ..FakeKernel::default()
+    };
+    let state_path = dir.path().join("state.json");
+    let mut agent = Agent::new(Some(config), policy, kernel, state_path, None);
+    agent.enforce("start, before reading Docker").unwrap();
+    assert_eq!(agent.kernel.tracked, vec![inside]);
 }
 
 #[test]

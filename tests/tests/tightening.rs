@@ -1,0 +1,134 @@
+//! A tightening cuts what it takes away: established connections the new table refuses are
+//! deleted from conntrack, so they stop; allowed ones survive. On ThreeGate's Docker-like host.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use enforcer_harness::host::DockerLikeHost;
+use enforcer_harness::{apply_ok, enforcer_bin, repo_file, Agent, TempDir, TempFile};
+
+/// The echo server's address: a second address of the internet host, so that its port 443
+/// is free of the spec's responders.
+const ECHO: &str = "203.0.113.11:443";
+/// How long a line may take to come back before the connection counts as stopped.
+const ECHO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// ThreeGate's policy without llmnet: its containers are unmanaged and reach the internet.
+fn without_llmnet() -> String {
+    let full = std::fs::read_to_string(repo_file("rules/threegate.toml")).unwrap();
+    let start = full.find("[[networks]]\nname = \"llmnet\"").unwrap();
+    let end = start + full[start..].find("\n\n").unwrap();
+    format!("{}{}", &full[..start], &full[end..])
+}
+
+/// Serves up to `connections` connections, each echoing lines, for at most 60 s.
+fn echo_server(host: &DockerLikeHost, connections: usize) {
+    host.internet
+        .ip(&["addr", "add", "203.0.113.11/24", "dev", "eth0"]);
+    let listener = host
+        .internet
+        .enter(|| TcpListener::bind(ECHO).expect("bind the echo server"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections).flatten() {
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+                let mut writer = stream.try_clone().unwrap();
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if writeln!(writer, "{line}").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// A long-lived connection from a container to the echo server.
+struct Session {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Session {
+    fn open(host: &DockerLikeHost, container: &str) -> Session {
+        let ns = host.containers[container].borrowed();
+        let target: SocketAddr = ECHO.parse().unwrap();
+        let stream = ns
+            .enter(move || TcpStream::connect_timeout(&target, ECHO_TIMEOUT))
+            .unwrap_or_else(|e| panic!("{container} cannot reach the echo server: {e}"));
+        stream.set_read_timeout(Some(ECHO_TIMEOUT)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Session { stream, reader }
+    }
+
+    /// Whether a line sent comes back within [`ECHO_TIMEOUT`].
+    fn echoes(&mut self, text: &str) -> bool {
+        if writeln!(self.stream, "{text}").is_err() {
+            return false;
+        }
+        let mut line = String::new();
+        matches!(self.reader.read_line(&mut line), Ok(n) if n > 0) && line.trim_end() == text
+    }
+}
+
+#[test]
+fn a_network_that_becomes_managed_loses_its_open_connections_and_the_proxy_keeps_its_own() {
+    let host = DockerLikeHost::threegate();
+    echo_server(&host, 2);
+    let policy = TempFile::new(".toml", &without_llmnet());
+    let dir = TempDir::new("tightening");
+    let agent = Agent::start(
+        &host.host,
+        dir.path(),
+        &enforcer_bin(),
+        &["--config", policy.path()],
+        &[],
+    );
+    agent.expect_log("enforcing;", Duration::from_secs(10));
+
+    // core (llmnet, unmanaged here) and the proxy each hold a connection to the internet.
+    let mut core = Session::open(&host, "core");
+    let mut proxy = Session::open(&host, "proxy");
+    assert!(core.echoes("core 1") && proxy.echoes("proxy 1"));
+
+    // The control: ThreeGate's full table alone (the agent stopped, the CLI applying it)
+    // refuses core's new connections but lets its established one go on.
+    let threegate = repo_file("rules/threegate.toml");
+    let threegate = threegate.to_str().unwrap();
+    agent.signal(libc::SIGSTOP);
+    apply_ok(&host.host, &["--config", threegate]);
+    assert!(core.echoes("core 2"), "the table alone already cut core");
+    agent.signal(libc::SIGCONT);
+    agent.expect_log(
+        "reason=\"restoring what another program changed\"",
+        Duration::from_secs(10),
+    );
+
+    // The agent's policy becomes ThreeGate's: llmnet is managed, core's connection is cut.
+    std::fs::write(policy.path(), std::fs::read_to_string(threegate).unwrap()).unwrap();
+    let reloaded = Instant::now();
+    agent.signal(libc::SIGHUP);
+    agent.expect_log("policy reloaded", Duration::from_secs(10));
+    agent.expect_log(
+        "cut connections the table now refuses: tcp 10.100.0.10:",
+        Duration::from_secs(10),
+    );
+    assert!(!core.echoes("core 3"), "{}", agent.log());
+    assert!(
+        proxy.echoes("proxy 2"),
+        "the proxy's allowed connection was cut"
+    );
+    let log = agent.log();
+    eprintln!(
+        "stopped within {:?} of the reload (the echo waits {ECHO_TIMEOUT:?}): {}",
+        reloaded.elapsed(),
+        log.lines()
+            .find(|l| l.contains("cut connections"))
+            .unwrap_or_default()
+    );
+    assert!(
+        !log.contains("10.101.0.2:") && !log.contains("10.102.0.2:"),
+        "the proxy's connection was judged refused: {log}"
+    );
+}
