@@ -43,6 +43,21 @@ fn add_address(ns: &Netns, address: IpAddr, prefix_len: u8, device: &str) {
     ns.ip(&args);
 }
 
+/// ThreeGate's policy (`rules/threegate.toml`) without network `name`: its containers are
+/// unmanaged and reach the internet.
+pub fn threegate_policy_without(name: &str) -> String {
+    let full = std::fs::read_to_string(crate::repo_file("rules/threegate.toml"))
+        .expect("rules/threegate.toml");
+    let start = full
+        .find(&format!("[[networks]]\nname = \"{name}\""))
+        .unwrap_or_else(|| panic!("rules/threegate.toml has no network {name}"));
+    let end = start
+        + full[start..]
+            .find("\n\n")
+            .expect("a blank line after the network");
+    format!("{}{}", &full[..start], &full[end..])
+}
+
 /// Links a Docker host namespace to the internet namespace: the host's uplink with its default
 /// routes via the internet host, both families. Forwarding is turned on in the host.
 pub fn connect_internet(host: &Netns, internet_ns: &Netns) {

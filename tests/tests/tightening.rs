@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use enforcer_harness::host::DockerLikeHost;
+use enforcer_harness::host::{threegate_policy_without, DockerLikeHost};
 use enforcer_harness::{apply_ok, enforcer_bin, repo_file, Agent, TempDir, TempFile};
 
 /// The echo server's address: a second address of the internet host, so that its port 443
@@ -13,14 +13,6 @@ use enforcer_harness::{apply_ok, enforcer_bin, repo_file, Agent, TempDir, TempFi
 const ECHO: &str = "203.0.113.11:443";
 /// How long a line may take to come back before the connection counts as stopped.
 const ECHO_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// ThreeGate's policy without llmnet: its containers are unmanaged and reach the internet.
-fn without_llmnet() -> String {
-    let full = std::fs::read_to_string(repo_file("rules/threegate.toml")).unwrap();
-    let start = full.find("[[networks]]\nname = \"llmnet\"").unwrap();
-    let end = start + full[start..].find("\n\n").unwrap();
-    format!("{}{}", &full[..start], &full[end..])
-}
 
 /// Serves up to `connections` connections, each echoing lines, for at most 60 s.
 fn echo_server(host: &DockerLikeHost, connections: usize) {
@@ -76,7 +68,7 @@ impl Session {
 fn a_network_that_becomes_managed_loses_its_open_connections_and_the_proxy_keeps_its_own() {
     let host = DockerLikeHost::threegate();
     echo_server(&host, 2);
-    let policy = TempFile::new(".toml", &without_llmnet());
+    let policy = TempFile::new(".toml", &threegate_policy_without("llmnet"));
     let dir = TempDir::new("tightening");
     let agent = Agent::start(
         &host.host,

@@ -19,6 +19,9 @@ use crate::NftError;
 /// A dump reply is at most 32 KiB; a batch's error replies are small.
 const RECEIVE_BUFFER: usize = 64 * 1024;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests sent in one datagram when each is acknowledged: their acks fit the default
+/// receive buffer (212 KiB) with room to spare.
+const ACKS_QUEUED: usize = 64;
 
 /// An open nftables netlink socket.
 pub struct Socket {
@@ -80,10 +83,7 @@ impl Socket {
     pub fn commit(&mut self, transaction: &Transaction) -> Result<(), NftError> {
         // The whole batch must fit in one datagram; growing the buffer past the system limit
         // needs CAP_NET_ADMIN, which committing needs anyway.
-        let size = transaction.bytes.len() + 4096;
-        set_buffer(&self.socket, libc::SO_SNDBUFFORCE, size)
-            .or_else(|_| set_buffer(&self.socket, libc::SO_SNDBUF, size))
-            .map_err(NftError::Socket)?;
+        self.fit_send_buffer(transaction.bytes.len())?;
         let sent = self
             .socket
             .send(&transaction.bytes, Msg::empty())
@@ -117,6 +117,15 @@ impl Socket {
                 transaction.describe(seq),
             )),
         }
+    }
+
+    /// Sizes the send buffer for one datagram of `len` bytes (the kernel refuses a datagram
+    /// larger than the buffer).
+    fn fit_send_buffer(&self, len: usize) -> Result<(), NftError> {
+        let size = len + 4096;
+        set_buffer(&self.socket, libc::SO_SNDBUFFORCE, size)
+            .or_else(|_| set_buffer(&self.socket, libc::SO_SNDBUF, size))
+            .map_err(NftError::Socket)
     }
 
     /// The ruleset generation id: it changes with every committed transaction.
@@ -256,13 +265,15 @@ impl Socket {
         let mut outcomes = vec![None; messages.len()];
         let mut sent = 0;
         while sent < messages.len() {
-            // A datagram of at most 32 KiB of requests; its acks fit the receive buffer.
+            // At most ACKS_QUEUED requests per datagram: each ack is a buffer of its own in
+            // the receive queue (about 1 KiB with its overhead), which must not overflow.
             let mut datagram = Vec::new();
             let start = sent;
-            while sent < messages.len() && datagram.len() + messages[sent].len() <= 32 * 1024 {
+            while sent < messages.len() && sent - start < ACKS_QUEUED {
                 datagram.extend_from_slice(&messages[sent]);
                 sent += 1;
             }
+            self.fit_send_buffer(datagram.len())?;
             self.socket
                 .send(&datagram, Msg::empty())
                 .map_err(NftError::Socket)?;

@@ -9,11 +9,13 @@
 //! - [`port_binding`]: container start to port bound, against a private dockerd;
 //! - [`roles`]: packets of a role member through a table of 10,000 members in 100 roles (its
 //!   full apply and memory are [`apply`]'s);
-//! - [`heal`]: another program's change to the table -> the agent's restoring commit.
+//! - [`heal`]: another program's change to the table -> the agent's restoring commit;
+//! - [`cut`]: a tightening -> the tracked connections it refuses deleted.
 //!
 //! [`netlink`] stamps the kernel's link and nftables notifications for the last two.
 
 mod apply;
+mod cut;
 mod docker;
 mod heal;
 mod netlink;
@@ -224,7 +226,7 @@ fn line(name: &str, figure: String, met: Option<bool>) {
 
 /// Runs the benchmarks whose names contain `filter` (all when empty): `apply`, `memory`,
 /// `noop`, `throughput`, `roles`, `docker`, `ports-throughput`, `ports-docker`,
-/// `roles-docker`, `heal`.
+/// `roles-docker`, `heal`, `cut`.
 pub fn run(filter: &str) -> Result<()> {
     require_root();
     let (enforcer, timing) = (release_enforcer(), release_agent_timing());
@@ -276,6 +278,9 @@ pub fn run(filter: &str) -> Result<()> {
     }
     if wanted("heal") {
         heal::heal(&enforcer)?;
+    }
+    if wanted("cut") {
+        cut::cut(&enforcer)?;
     }
     Ok(())
 }
