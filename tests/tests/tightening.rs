@@ -2,7 +2,7 @@
 //! deleted from conntrack, so they stop; allowed ones survive. On ThreeGate's Docker-like host.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use enforcer_harness::host::{threegate_policy_without, DockerLikeHost};
@@ -83,6 +83,15 @@ fn a_network_that_becomes_managed_loses_its_open_connections_and_the_proxy_keeps
     let mut core = Session::open(&host, "core");
     let mut proxy = Session::open(&host, "proxy");
     assert!(core.echoes("core 1") && proxy.echoes("proxy 1"));
+    // And core sends to the internet's resolver from 300 ports: more deletes than one
+    // datagram carries.
+    let resolver: SocketAddr = "203.0.113.10:53".parse().unwrap();
+    host.containers["core"].borrowed().enter(move || {
+        for port in 20_000..20_300u16 {
+            let socket = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+            socket.send_to(b"flow", resolver).unwrap();
+        }
+    });
 
     // The control: ThreeGate's full table alone (the agent stopped, the CLI applying it)
     // refuses core's new connections but lets its established one go on.
@@ -103,7 +112,7 @@ fn a_network_that_becomes_managed_loses_its_open_connections_and_the_proxy_keeps
     agent.signal(libc::SIGHUP);
     agent.expect_log("policy reloaded", Duration::from_secs(10));
     agent.expect_log(
-        "cut connections the table now refuses: tcp 10.100.0.10:",
+        "cut connections the table now refuses: ",
         Duration::from_secs(10),
     );
     assert!(!core.echoes("core 3"), "{}", agent.log());
@@ -112,15 +121,24 @@ fn a_network_that_becomes_managed_loses_its_open_connections_and_the_proxy_keeps
         "the proxy's allowed connection was cut"
     );
     let log = agent.log();
+    let cut = log
+        .lines()
+        .find(|l| l.contains("cut connections"))
+        .unwrap_or_default();
     eprintln!(
-        "stopped within {:?} of the reload (the echo waits {ECHO_TIMEOUT:?}): {}",
-        reloaded.elapsed(),
-        log.lines()
-            .find(|l| l.contains("cut connections"))
-            .unwrap_or_default()
+        "stopped within {:?} of the reload (the echo waits {ECHO_TIMEOUT:?}): {cut}",
+        reloaded.elapsed()
     );
+    let deleted: usize = cut
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("deleted="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(deleted > 300, "core's TCP and 300 UDP flows: {cut}");
     assert!(
-        !log.contains("10.101.0.2:") && !log.contains("10.102.0.2:"),
+        cut.contains("10.100.0.10:")
+            && !log.contains("10.101.0.2:")
+            && !log.contains("10.102.0.2:"),
         "the proxy's connection was judged refused: {log}"
     );
 }
