@@ -83,6 +83,20 @@ impl DockerVersion {
         }
     }
 }
+/// Whether Docker writes its own firewall rules, as `ENFORCER_TEST_DOCKER_FIREWALL` says: `on`
+/// (or unset) runs dockerd with `--iptables=true`, `off` with `--iptables=false` (and
+/// `--ip6tables=false` where the Engine has the flag outside experimental mode, 28.5), where
+/// every guarantee comes from enforcer alone. Without Docker's rules nothing turns on
+/// br_netfilter's sysctls; the Docker host then sets them itself, as an operator must for
+/// east-west rules to see bridged traffic.
+pub fn docker_firewall_from_env() -> bool {
+    match std::env::var("ENFORCER_TEST_DOCKER_FIREWALL").as_deref() {
+        Err(_) | Ok("") | Ok("on") => true,
+        Ok("off") => false,
+        Ok(other) => panic!("ENFORCER_TEST_DOCKER_FIREWALL={other}: say on or off"),
+    }
+}
+
 /// How long dockerd may take to answer after start.
 const DOCKERD_START: Duration = Duration::from_secs(60);
 
@@ -95,6 +109,8 @@ pub struct Dockerd {
     dir: PathBuf,
     daemon: Option<Child>,
     version: DockerVersion,
+    /// Whether dockerd writes its firewall rules ([`docker_firewall_from_env`]).
+    firewall: bool,
     internet_responders: Responders,
 }
 
@@ -112,16 +128,27 @@ impl Dockerd {
     /// Like [`Dockerd::start`], with the given Docker Engine; checks that the daemon is that
     /// version.
     pub fn start_with(version: DockerVersion) -> Dockerd {
+        Dockerd::start_configured(version, docker_firewall_from_env())
+    }
+
+    /// Like [`Dockerd::start_with`], with Docker's own firewall rules on or off.
+    pub fn start_configured(version: DockerVersion, firewall: bool) -> Dockerd {
         crate::require_root();
         let host = Netns::new("dhost");
         let internet = Netns::new("dinet");
         connect_internet(&host, &internet);
-        // No NAT on internal networks or IPv6: the internet routes the test ranges back.
+        // No NAT on internal networks or IPv6, nor anywhere without Docker's firewall: the
+        // internet routes the test ranges back (othernet is 172.30.0.0/24).
         let (via_v4, via_v6) = (host_uplink(Family::V4), host_uplink(Family::V6));
         internet.ip(&["route", "add", "10.0.0.0/8", "via", &via_v4.to_string()]);
+        internet.ip(&["route", "add", "172.16.0.0/12", "via", &via_v4.to_string()]);
         internet.ip(&["-6", "route", "add", "fd00::/8", "via", &via_v6.to_string()]);
 
         let internet_responders = Responders::start(&internet, &internet_endpoints());
+        if !firewall {
+            host.sysctl("net.bridge.bridge-nf-call-iptables", "1");
+            host.sysctl("net.bridge.bridge-nf-call-ip6tables", "1");
+        }
 
         let dir = std::env::temp_dir().join(format!("enforcer-dockerd-{}", host.name()));
         std::fs::create_dir_all(&dir).expect("create dockerd directory");
@@ -131,6 +158,7 @@ impl Dockerd {
             dir,
             daemon: None,
             version,
+            firewall,
             internet_responders,
         };
         dockerd.start_daemon();
@@ -147,6 +175,11 @@ impl Dockerd {
     /// Which Docker Engine this is.
     pub fn version(&self) -> DockerVersion {
         self.version
+    }
+
+    /// Whether Docker writes its own firewall rules here.
+    pub fn firewall(&self) -> bool {
+        self.firewall
     }
 
     /// The version the daemon reports (`20.10.24+dfsg1`, `28.5.2+dfsg4`).
@@ -195,7 +228,12 @@ impl Dockerd {
             .arg(self.dir.join("dockerd.pid"))
             .arg("-H")
             .arg(self.docker_host())
-            .args(["--bridge=none", "--iptables=true", "--userland-proxy=false"])
+            .args(["--bridge=none", "--userland-proxy=false"])
+            .args(match (self.firewall, self.version) {
+                (true, _) => &["--iptables=true"][..],
+                (false, DockerVersion::Bookworm) => &["--iptables=false"][..],
+                (false, DockerVersion::Sid) => &["--iptables=false", "--ip6tables=false"][..],
+            })
             .env("PATH", path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -442,8 +480,11 @@ impl ThreeGate {
     /// Flushes Docker's isolation chains in the Docker host, as a Docker bug or an
     /// `iptables -F` would: from then on only the enforcer stands between the networks and
     /// the internet. IPv6's too where Docker wrote them (28.5 does, by default; 20.10 writes
-    /// no ip6tables rules unless told to).
+    /// no ip6tables rules unless told to). Nothing to flush when Docker writes no rules.
     pub fn flush_docker_isolation(docker: &Dockerd) {
+        if !docker.firewall {
+            return;
+        }
         for chain in ["DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2"] {
             docker.host.exec_ok("iptables", &["-F", chain]);
             if docker

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use enforcer_harness::docker::{Dockerd, ThreeGate, IMAGE};
+use enforcer_harness::docker::{DockerVersion, Dockerd, ThreeGate, IMAGE};
 use enforcer_harness::host::Containers;
 use enforcer_harness::matrix::{measure, mismatches, report, threegate_matrix};
 use enforcer_harness::spec::{Family, NETWORKS, OTHERNET};
@@ -361,6 +361,31 @@ fn sighup_reloads_the_policy_and_a_tampered_table_is_restored() {
         table(&docker).contains("chain proxy_proxy"),
         "{}",
         table(&docker)
+    );
+}
+
+/// The control for the matrix above: Docker told to write no firewall rules and no enforcer,
+/// every flow of the matrix is open, the forbidden ones included; so each flow the matrix
+/// finds blocked is enforcer's doing.
+#[test]
+fn without_enforcer_and_dockers_firewall_every_flow_of_the_matrix_is_open() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let docker = Dockerd::start_configured(DockerVersion::from_env(), false);
+    let gate = ThreeGate::create(&docker);
+    for v6 in [false, true] {
+        assert!(gate.wait_open("outsider", internet(80, v6), CONVERGE));
+    }
+    let results = measure(&gate, &threegate_matrix());
+    let closed: Vec<_> = results.iter().filter(|(_, open)| !open).collect();
+    assert!(
+        closed.is_empty(),
+        "{} flows were closed without enforcer and Docker's firewall:\n{}",
+        closed.len(),
+        report(&results)
+    );
+    assert!(
+        results.iter().any(|(flow, _)| !flow.allowed),
+        "the matrix has forbidden flows"
     );
 }
 
