@@ -19,12 +19,16 @@
 #   strace         shows the agent makes no capset call under the unit's capabilities
 #   debian-archive-keyring
 #                  checks the signature of sid's lists, for the second Docker (below)
+#   systemd-container, debootstrap
+#                  tests/systemd-boot.sh: a Debian root booted with systemd as PID 1
+#                  (systemd-nspawn), the .deb installed in it
 # Then tests/docker28.sh unpacks Debian sid's dockerd (Engine 28.5) into
 # /var/cache/enforcer-tests/docker28, for the tests that run against a second Docker; it leaves
 # the machine's apt configuration alone and installs nothing.
 set -euo pipefail
 packages=(libclang-dev nftables iproute2 procps util-linux coreutils docker.io iptables busybox-static tar
-          systemd init-system-helpers binutils gzip strace debian-archive-keyring)
+          systemd init-system-helpers binutils gzip strace debian-archive-keyring
+          systemd-container debootstrap)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
