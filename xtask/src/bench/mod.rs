@@ -10,7 +10,8 @@
 //! - [`roles`]: packets of a role member through a table of 10,000 members in 100 roles (its
 //!   full apply and memory are [`apply`]'s);
 //! - [`heal`]: another program's change to the table -> the agent's restoring commit;
-//! - [`cut`]: a tightening -> the tracked connections it refuses deleted.
+//! - [`cut`]: a tightening -> the tracked connections it refuses deleted;
+//! - [`soak`]: network and container churn against a private dockerd: memory drift, leftovers.
 //!
 //! [`netlink`] stamps the kernel's link and nftables notifications for the last two.
 
@@ -22,6 +23,7 @@ mod netlink;
 mod port_binding;
 mod ports;
 mod roles;
+mod soak;
 mod throughput;
 
 use std::path::{Path, PathBuf};
@@ -226,7 +228,7 @@ fn line(name: &str, figure: String, met: Option<bool>) {
 
 /// Runs the benchmarks whose names contain `filter` (all when empty): `apply`, `memory`,
 /// `noop`, `throughput`, `roles`, `docker`, `ports-throughput`, `ports-docker`,
-/// `roles-docker`, `heal`, `cut`.
+/// `roles-docker`, `heal`, `cut`, `soak`.
 pub fn run(filter: &str) -> Result<()> {
     require_root();
     let (enforcer, timing) = (release_enforcer(), release_agent_timing());
@@ -281,6 +283,9 @@ pub fn run(filter: &str) -> Result<()> {
     }
     if wanted("cut") {
         cut::cut(&enforcer)?;
+    }
+    if wanted("soak") {
+        soak::soak(&enforcer)?;
     }
     Ok(())
 }
