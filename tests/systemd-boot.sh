@@ -68,10 +68,15 @@ ExecStart=/usr/local/bin/verify-enforcer
 WantedBy=multi-user.target
 UNIT
 "${nspawn[@]}" systemctl enable docker.service verify-enforcer.service
-timeout 180 "${nspawn[@]}" --boot --private-network > "$root.console" 2>&1 || true
+console="$root/var/log/boot-console"
+timeout 180 "${nspawn[@]}" --boot --private-network > "$console" 2>&1 || true
 log="$root/var/log/verify.log"
+if [ ! -f "$log" ]; then
+    cat "$console"
+    echo "systemd boot check: the verifying unit left no log (the console is above)"
+    exit 1
+fi
 cat "$log"
-rm -f "$root.console"
 
 fail() { echo "systemd boot check: $*"; exit 1; }
 grep -q '^active: active$' "$log" || fail "the unit is not active"

@@ -36,7 +36,7 @@ pub use binary::{
 pub use files::{TempDir, TempFile};
 pub use flow::{probe_here, Responders, PROBE_TIMEOUT};
 pub use netns::Netns;
-pub use nft::{listed_table, object_handles, set_elements, Monitor};
+pub use nft::{listed_objects, listed_table, object_handles, set_elements, Monitor};
 pub use threegate_spec as spec;
 pub use threegate_spec::Proto;
 

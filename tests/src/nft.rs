@@ -57,6 +57,20 @@ pub fn listed_table(ns: &Netns, family: &str, name: &str) -> serde_json::Value {
     json
 }
 
+/// The objects of [`listed_table`], each as its JSON text, sorted: two tables compare equal
+/// when they hold the same objects in any order (a chain re-created is listed last).
+pub fn listed_objects(ns: &Netns, family: &str, name: &str) -> Vec<String> {
+    let json = listed_table(ns, family, name);
+    let mut objects: Vec<String> = json["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|object| object.to_string())
+        .collect();
+    objects.sort();
+    objects
+}
+
 /// `nft monitor` running in a namespace: an independent witness of every transaction the
 /// kernel commits there.
 pub struct Monitor {

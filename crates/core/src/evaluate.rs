@@ -172,8 +172,9 @@ fn side(packet: &Packet<'_>, direction: Direction) -> IpAddr {
     }
 }
 
-/// Whether match `m` of a rule of `ruleset` holds for `packet`. A lookup in a set the table
-/// lacks, or of another kind, does not match (the planner writes neither).
+/// Whether match `m` of a rule of `ruleset` holds for `packet`. A set the table lacks, or of
+/// another kind, counts as empty: a lookup in it does not match, a negated one does (the
+/// planner writes neither).
 fn matches(ruleset: &Ruleset, packet: &Packet<'_>, m: &Match) -> bool {
     let content = |set| ruleset.set(set).map(|s| &s.content);
     match m {

@@ -58,6 +58,9 @@ const VERIFY_PERIOD: Duration = Duration::from_secs(5);
 const REASONS_SHOWN: usize = 5;
 /// How long the start waits for the first report of the bridge ports.
 const FIRST_PORTS_WITHIN: Duration = Duration::from_secs(2);
+/// Restores the monitor's reports may cause in one second; past that, the periodic check
+/// restores (another writer fighting over the table must not make the agent spin).
+const RESTORES_PER_SECOND: usize = 10;
 /// Changes named in one `applied:` line; the rest are counted (20,000 networks must not make
 /// one line of a megabyte).
 const CHANGES_SHOWN: usize = 50;
@@ -96,6 +99,8 @@ struct Agent<K> {
     connections_judged: bool,
     /// Whether the last attempt to cut refused connections failed (logged once at ERROR).
     cut_failing: bool,
+    /// When the monitor's reports last made the agent restore its tables (the last second's).
+    restores: Vec<Instant>,
 }
 
 impl<K: Kernel> Agent<K> {
@@ -141,6 +146,7 @@ impl<K: Kernel> Agent<K> {
             desired_enforced: false,
             connections_judged: false,
             cut_failing: false,
+            restores: Vec::new(),
         }
     }
 
@@ -208,19 +214,24 @@ impl<K: Kernel> Agent<K> {
         self.enforced = Arc::clone(&self.desired.0);
         self.desired_enforced = true;
         if !self.connections_judged {
-            self.cut_refused();
-            self.connections_judged = true;
+            self.connections_judged = self.cut_refused();
         }
         Ok(())
     }
 
     /// Deletes the tracked connections the table just enforced refuses, so that their next
-    /// packet meets it as a new one; logs what was cut. A failure is logged: the table is in
-    /// force either way.
-    fn cut_refused(&mut self) {
+    /// packet meets it as a new one; logs what was cut. Whether that worked: a failure is
+    /// logged (the table is in force either way), and the periodic check tries again.
+    fn cut_refused(&mut self) -> bool {
         let (topology, tables) = &self.desired;
         let interfaces = cut::Interfaces::of(topology, &self.docker);
-        let local = cut::local_addresses();
+        let local = match cut::local_addresses() {
+            Ok(local) => local,
+            Err(error) => {
+                self.cut_failed(&format!("the host's addresses cannot be read: {error}"));
+                return false;
+            }
+        };
         let judge = cut::Judge {
             inet: &tables.inet,
             interfaces: &interfaces,
@@ -257,16 +268,26 @@ impl<K: Kernel> Agent<K> {
                     shown.join(", ")
                 );
             }
-            Err(error) if self.cut_failing => tracing::debug!("cutting still fails: {error}"),
             Err(error) => {
-                self.cut_failing = true;
-                tracing::error!(
-                    "could not cut the tracked connections the table now refuses ({error}); \
-                     they stay open until they end, new ones are refused (logged once until it \
-                     works again)"
-                );
+                self.cut_failed(&error.to_string());
+                return false;
             }
         }
+        true
+    }
+
+    /// Logs a failed cut: at ERROR the first time, then at DEBUG until one works again.
+    fn cut_failed(&mut self, error: &str) {
+        if self.cut_failing {
+            tracing::debug!("cutting refused connections still fails: {error}");
+            return;
+        }
+        self.cut_failing = true;
+        tracing::error!(
+            "could not cut the tracked connections the table now refuses ({error}); they stay \
+             open until they end or a later check cuts them, new ones are refused (logged once \
+             until it works again)"
+        );
     }
 
     /// The periodic check: restores the desired table when someone else changed the kernel's.
@@ -280,6 +301,9 @@ impl<K: Kernel> Agent<K> {
         // Nothing replanned and nobody committed: one GETGEN, not a fingerprint of the tables
         // (2 ms for 10,000 subnets).
         if self.desired_enforced && self.kernel.still_verified().unwrap_or(false) {
+            if !self.connections_judged {
+                self.connections_judged = self.cut_refused();
+            }
             return Ok(());
         }
         self.enforce(reason)
@@ -302,6 +326,19 @@ impl<K: Kernel> Agent<K> {
             })
             .collect();
         if !foreign.is_empty() {
+            let now = Instant::now();
+            self.restores
+                .retain(|at| now.duration_since(*at) < Duration::from_secs(1));
+            if self.restores.len() >= RESTORES_PER_SECOND {
+                // Two writers undoing each other must not spin: the periodic check restores.
+                tracing::warn!(
+                    "another program changed table {table} again: {}; {RESTORES_PER_SECOND} \
+                     restores in the last second, the next at the periodic check",
+                    foreign.join(" | ")
+                );
+                return Ok(());
+            }
+            self.restores.push(now);
             tracing::warn!(
                 "another program changed table {table}: {}; restoring it",
                 foreign.join(" | ")
@@ -619,13 +656,10 @@ async fn main_loop<K: Kernel>(
     verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (sender, mut updates) = mpsc::unbounded_channel();
     let mut watcher = spawn_watcher(&agent.policy.docker, sender.clone());
-    let mut monitor = open_monitor();
+    let mut monitor = open_monitor(true);
 
     loop {
         tokio::select! {
-            // In this order when several are ready: another program's change to the tables is
-            // undone before the periodic check or Docker's next update is looked at.
-            biased;
             _ = signals.terminate.recv() => return stop("SIGTERM"),
             _ = signals.interrupt.recv() => return stop("SIGINT"),
             _ = signals.hangup.recv() => {
@@ -642,14 +676,17 @@ async fn main_loop<K: Kernel>(
                 }
                 Err(error) => {
                     tracing::error!(
-                        "nftables monitor failed: {error}; changes by other programs are now \
-                         undone only by the periodic check (every {} s)",
-                        VERIFY_PERIOD.as_secs()
+                        "nftables monitor failed: {error}; checking the table now, and \
+                         subscribing again at the next periodic check"
                     );
                     monitor = None;
+                    report(agent.take_commits(vec![MonitorEvent::Overflowed]));
                 }
             },
             _ = verify.tick() => {
+                if monitor.is_none() {
+                    monitor = open_monitor(false);
+                }
                 // The watchdog hears only from an agent whose table is in the kernel as planned.
                 if report(agent.check()) && watchdog.is_some() {
                     notify(&[sd_notify::NotifyState::Watchdog]);
@@ -669,9 +706,9 @@ async fn main_loop<K: Kernel>(
     }
 }
 
-/// Subscribes to nftables' notifications; without them (logged), the periodic check alone
-/// undoes other programs' changes.
-fn open_monitor() -> Option<AsyncFd<Monitor>> {
+/// Subscribes to nftables' notifications; without them, the periodic check alone undoes other
+/// programs' changes. A failure is logged at ERROR the `first` time, at DEBUG on later tries.
+fn open_monitor(first: bool) -> Option<AsyncFd<Monitor>> {
     let registered = Monitor::open().and_then(|monitor| {
         // SAFETY: the monitor owns its socket for as long as it lives, and `as_raw_fd` always
         // returns that socket's descriptor.
@@ -679,13 +716,22 @@ fn open_monitor() -> Option<AsyncFd<Monitor>> {
             .map_err(|e| NftError::Socket(e.into_parts().1))
     });
     match registered {
-        Ok(monitor) => Some(monitor),
-        Err(error) => {
+        Ok(monitor) => {
+            if !first {
+                tracing::info!("following nftables' notifications again");
+            }
+            Some(monitor)
+        }
+        Err(error) if first => {
             tracing::error!(
                 "cannot follow nftables' notifications: {error}; changes by other programs are \
-                 undone only by the periodic check (every {} s)",
+                 undone only by the periodic check (every {} s), which tries again",
                 VERIFY_PERIOD.as_secs()
             );
+            None
+        }
+        Err(error) => {
+            tracing::debug!("still cannot follow nftables' notifications: {error}");
             None
         }
     }

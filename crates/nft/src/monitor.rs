@@ -114,9 +114,7 @@ impl Commit {
 
     /// Records that the commit changed table `table`.
     fn note_table(&mut self, table: String) {
-        if !self.tables.contains(&table) {
-            self.tables.insert(table);
-        }
+        self.tables.insert(table);
     }
 }
 
@@ -174,12 +172,16 @@ impl Monitor {
                 Ok((len, _)) => len,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(events),
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    // What was arriving is incomplete now: its end may be among the lost.
+                    // Notifications were dropped, which ones is unknown: the commit being
+                    // assembled may never be whole, so it is let go; the read-back that an
+                    // overflow calls for sees whatever it did.
                     self.commits.open = None;
                     events.push(MonitorEvent::Overflowed);
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // What was read stays reported; the error comes with the next read.
+                Err(_) if !events.is_empty() => return Ok(events),
                 Err(e) => return Err(NftError::Socket(e)),
             };
             events.extend(self.commits.absorb(&self.buffer[..len]));

@@ -103,6 +103,8 @@ impl Socket {
                 match reply {
                     Reply::Error(0, _, seq) if seq == transaction.last_seq() => acknowledged = true,
                     Reply::Error(0, _, _) | Reply::Data => {}
+                    // A late reply to an earlier request (one that failed midway) is not ours.
+                    Reply::Error(_, _, seq) if !transaction.numbers(seq) => {}
                     Reply::Error(errno, message, seq) => {
                         first_error.get_or_insert((errno, message, seq));
                     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use enforcer_harness::{listed_table, repo_file, Agent, Netns, TempDir};
+use enforcer_harness::{listed_objects, repo_file, Agent, Netns, TempDir};
 
 use super::netlink::{Event, Seen, Watch};
 use super::{line, percentile};
@@ -99,13 +99,5 @@ fn restore_latency(seen: &[Seen]) -> Option<Duration> {
 
 /// The table's objects as `nft` lists them, in any order (a chain re-created is listed last).
 fn objects(ns: &Netns) -> Vec<String> {
-    let json = listed_table(ns, "inet", "enforcer");
-    let mut objects: Vec<String> = json["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|object| object.to_string())
-        .collect();
-    objects.sort();
-    objects
+    listed_objects(ns, "inet", "enforcer")
 }

@@ -13,7 +13,8 @@
 //! - [`cut`]: a tightening -> the tracked connections it refuses deleted;
 //! - [`soak`]: network and container churn against a private dockerd: memory drift, leftovers.
 //!
-//! [`netlink`] stamps the kernel's link and nftables notifications for the last two.
+//! [`netlink`] stamps the kernel's link and nftables notifications for [`ports`],
+//! [`port_binding`] and [`heal`].
 
 mod apply;
 mod cut;

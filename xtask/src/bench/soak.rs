@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use enforcer_harness::docker::{Dockerd, IMAGE};
 use enforcer_harness::wait_until;
 
@@ -115,7 +115,8 @@ pub fn soak(enforcer: &Path) -> Result<()> {
     }
     let container_time = started.elapsed();
     let end = resident_kib(agent.pid())?.0;
-    let baseline = baseline.unwrap_or(end);
+    let baseline = baseline
+        .with_context(|| format!("fewer than {WARM_UP} cycles: no memory sample to compare"))?;
     let drift = end as i64 - baseline as i64;
 
     // Nothing left: a plan from Docker's state now is what the kernel holds.

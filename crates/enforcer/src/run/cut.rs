@@ -85,11 +85,7 @@ impl Judge<'_> {
     /// table would let it through. It is judged as its first packet passes the hook: from its
     /// original source to its reply's source (where a DNAT sent it), toward that port.
     pub fn refuses(&self, connection: &Connection) -> Option<&str> {
-        let protocol = match connection.original.protocol {
-            6 => Protocol::Tcp,
-            17 => Protocol::Udp,
-            _ => return None,
-        };
+        let protocol = protocol_of(connection)?;
         let source = connection.original.source.ip();
         let target = connection.reply.source;
         let hook = if self.local.contains(&source) {
@@ -120,26 +116,29 @@ impl Judge<'_> {
     }
 }
 
+/// The transport of a connection, of those the table distinguishes.
+fn protocol_of(connection: &Connection) -> Option<Protocol> {
+    [Protocol::Tcp, Protocol::Udp]
+        .into_iter()
+        .find(|p| p.number() == connection.original.protocol)
+}
+
 /// A connection for a log line: `tcp 10.0.0.5:40000 -> 203.0.113.10:443`.
 pub fn describe(connection: &Connection) -> String {
-    let protocol = match connection.original.protocol {
-        6 => "tcp",
-        17 => "udp",
-        _ => "?",
-    };
+    let protocol = protocol_of(connection).map_or("?", Protocol::name);
     format!(
         "{protocol} {} -> {}",
         connection.original.source, connection.reply.source
     )
 }
 
-/// The host's own addresses (every interface's), read now; empty if they cannot be read.
-pub fn local_addresses() -> BTreeSet<IpAddr> {
+/// The host's own addresses (every interface's), read now.
+pub fn local_addresses() -> std::io::Result<BTreeSet<IpAddr>> {
     let mut addresses = BTreeSet::new();
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `list` with a linked list it allocates, freed below.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return addresses;
+        return Err(std::io::Error::last_os_error());
     }
     let mut entry = list;
     while !entry.is_null() {
@@ -166,5 +165,5 @@ pub fn local_addresses() -> BTreeSet<IpAddr> {
     }
     // SAFETY: frees the list getifaddrs allocated, once.
     unsafe { libc::freeifaddrs(list) };
-    addresses
+    Ok(addresses)
 }

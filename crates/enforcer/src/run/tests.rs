@@ -473,6 +473,24 @@ fn at_start_connections_the_table_refuses_are_cut() {
 }
 
 #[test]
+fn a_program_that_keeps_changing_the_table_gets_ten_restores_a_second_then_the_periodic_check() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, DEFAULTS);
+    for _ in 0..12 {
+        agent.kernel.tamper();
+        let tamper = commit(99, &["enforcer"], "delete table inet enforcer");
+        agent.take_commits(vec![tamper]).unwrap();
+    }
+    assert_eq!(agent.kernel.committed.len(), 1 + 10);
+    agent.check().unwrap();
+    assert_eq!(
+        agent.kernel.committed.len(),
+        1 + 11,
+        "the periodic check restores"
+    );
+}
+
+#[test]
 fn lost_notifications_check_the_table() {
     let dir = TempDir::new().unwrap();
     let mut agent = started(&dir, DEFAULTS);

@@ -25,6 +25,11 @@ impl Transaction {
         self.first_seq + self.descriptions.len() as u32 - 1
     }
 
+    /// Whether `seq` numbers one of its messages (or its batch delimiters).
+    pub fn numbers(&self, seq: u32) -> bool {
+        seq.wrapping_sub(self.first_seq.wrapping_sub(1)) <= self.descriptions.len() as u32 + 1
+    }
+
     /// What the message with sequence number `seq` did.
     pub fn describe(&self, seq: u32) -> String {
         seq.checked_sub(self.first_seq)
