@@ -652,14 +652,12 @@ fn tampering_is_reported_and_repaired() {
         .success());
 }
 
-/// The running agent undoes another program's change as soon as nftables' monitor reports it,
-/// and says what was changed: every kind of tampering, each restored to the table `nft` listed
-/// before, by the monitor's path (the periodic check never had anything to restore).
-#[test]
-fn the_running_agent_undoes_each_tampering_at_once_and_names_it() {
+/// `enforcer run` on ThreeGate's policy in a namespace of its own (named after `role`), once it
+/// enforces; the directory holds its log and state file.
+fn running_agent(role: &str) -> (Netns, TempDir, Agent) {
     require_root();
-    let ns = Netns::new("heal");
-    let dir = TempDir::new("heal");
+    let ns = Netns::new(role);
+    let dir = TempDir::new(role);
     let config = threegate();
     let agent = Agent::start(
         &ns,
@@ -669,6 +667,15 @@ fn the_running_agent_undoes_each_tampering_at_once_and_names_it() {
         &[],
     );
     agent.expect_log("enforcing;", Duration::from_secs(10));
+    (ns, dir, agent)
+}
+
+/// The running agent undoes another program's change as soon as nftables' monitor reports it,
+/// and says what was changed: every kind of tampering, each restored to the table `nft` listed
+/// before, by the monitor's path (the periodic check never had anything to restore).
+#[test]
+fn the_running_agent_undoes_each_tampering_at_once_and_names_it() {
+    let (ns, _dir, agent) = running_agent("heal");
     // A chain re-created comes last in `nft`'s listing: objects are compared in any order.
     let listed = || listed_objects(&ns, "inet", "enforcer");
     let pristine = listed();
@@ -753,18 +760,8 @@ fn the_running_agent_undoes_each_tampering_at_once_and_names_it() {
 /// again.
 #[test]
 fn status_checks_every_base_chain_is_on_its_hook() {
-    require_root();
-    let ns = Netns::new("hooks");
-    let dir = TempDir::new("hooks");
+    let (ns, _dir, agent) = running_agent("hooks");
     let config = threegate();
-    let agent = Agent::start(
-        &ns,
-        dir.path(),
-        &enforcer_bin(),
-        &["--config", &config],
-        &[],
-    );
-    agent.expect_log("enforcing;", Duration::from_secs(10));
     let state = agent.state_file().to_str().unwrap().to_string();
     let status = || {
         let output = enforcer(
@@ -843,18 +840,7 @@ fn status_checks_every_base_chain_is_on_its_hook() {
 /// the loss calls for, or by the periodic check should its tick come first).
 #[test]
 fn a_tampering_drowned_in_a_flood_of_notifications_is_still_undone() {
-    require_root();
-    let ns = Netns::new("flood");
-    let dir = TempDir::new("flood");
-    let config = threegate();
-    let agent = Agent::start(
-        &ns,
-        dir.path(),
-        &enforcer_bin(),
-        &["--config", &config],
-        &[],
-    );
-    agent.expect_log("enforcing;", Duration::from_secs(10));
+    let (ns, _dir, agent) = running_agent("flood");
     let pristine = listed_table(&ns, "inet", "enforcer");
     let elements: Vec<String> = (0..100_000u32)
         .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string())
