@@ -372,8 +372,10 @@ fn without_enforcer_and_dockers_firewall_every_flow_of_the_matrix_is_open() {
     let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
     let docker = Dockerd::start_configured(DockerVersion::from_env(), false);
     let gate = ThreeGate::create(&docker);
+    // Addresses come up a moment after the containers (IPv6 ones after duplicate detection).
     for v6 in [false, true] {
         assert!(gate.wait_open("outsider", internet(80, v6), CONVERGE));
+        assert!(gate.wait_open("proxy", internet(443, v6), CONVERGE));
     }
     let results = measure(&gate, &threegate_matrix());
     let closed: Vec<_> = results.iter().filter(|(_, open)| !open).collect();
