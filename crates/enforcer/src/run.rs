@@ -20,6 +20,7 @@
 mod cut;
 mod docker_watch;
 mod port_watch;
+mod restore_budget;
 mod start;
 #[cfg(test)]
 mod tests;
@@ -49,6 +50,7 @@ use crate::read_policy;
 use crate::state_file::{now_unix, DockerConnection, StateFile};
 use docker_watch::{watch_docker, DockerUpdate};
 use port_watch::watch_ports;
+use restore_budget::RestoreBudget;
 use start::{enforce_fallback, last_known_state};
 
 /// How often the kernel's table is checked against the desired one (one GETGEN when nothing
@@ -58,9 +60,6 @@ const VERIFY_PERIOD: Duration = Duration::from_secs(5);
 const REASONS_SHOWN: usize = 5;
 /// How long the start waits for the first report of the bridge ports.
 const FIRST_PORTS_WITHIN: Duration = Duration::from_secs(2);
-/// Restores the monitor's reports may cause in one second; past that, the periodic check
-/// restores (another writer fighting over the table must not make the agent spin).
-const RESTORES_PER_SECOND: usize = 10;
 /// Changes named in one `applied:` line; the rest are counted (20,000 networks must not make
 /// one line of a megabyte).
 const CHANGES_SHOWN: usize = 50;
@@ -99,8 +98,11 @@ struct Agent<K> {
     connections_judged: bool,
     /// Whether the last attempt to cut refused connections failed (logged once at ERROR).
     cut_failing: bool,
-    /// When the monitor's reports last made the agent restore its tables (the last second's).
-    restores: Vec<Instant>,
+    /// How many more restores the monitor's reports may cause at once (another writer
+    /// fighting over the table must not make the agent spin).
+    restores: RestoreBudget,
+    /// A restore held back by `restores`: when it is due, and the changes it undoes.
+    deferred_restore: Option<(Instant, Vec<String>)>,
 }
 
 impl<K: Kernel> Agent<K> {
@@ -146,7 +148,8 @@ impl<K: Kernel> Agent<K> {
             desired_enforced: false,
             connections_judged: false,
             cut_failing: false,
-            restores: Vec::new(),
+            restores: RestoreBudget::new(Instant::now()),
+            deferred_restore: None,
         }
     }
 
@@ -309,11 +312,13 @@ impl<K: Kernel> Agent<K> {
         self.enforce(reason)
     }
 
-    /// Takes what the nftables monitor saw. A commit by another program that changed a table
-    /// named like ours is undone at once, in one transaction, and logged at WARN with what it
-    /// did; our own commits and other tables' are ignored. Lost notifications (an overflow)
-    /// may hide a commit: then the kernel's tables are checked as the periodic check does.
-    fn take_commits(&mut self, events: Vec<MonitorEvent>) -> Result<()> {
+    /// Takes what the nftables monitor saw at `now`. A commit by another program that changed
+    /// a table named like ours is undone at once, in one transaction, and logged at WARN with
+    /// what it did; past the restore budget, the restore waits until the budget allows it (see
+    /// [`Agent::deferred_restore_due`]). Our own commits and other tables' are ignored. Lost
+    /// notifications (an overflow) may hide a commit: then the kernel's tables are checked as
+    /// the periodic check does.
+    fn take_commits(&mut self, events: Vec<MonitorEvent>, now: Instant) -> Result<()> {
         let own = self.kernel.port_id();
         let table = &self.policy.table.name;
         let foreign: Vec<String> = events
@@ -326,19 +331,19 @@ impl<K: Kernel> Agent<K> {
             })
             .collect();
         if !foreign.is_empty() {
-            let now = Instant::now();
-            self.restores
-                .retain(|at| now.duration_since(*at) < Duration::from_secs(1));
-            if self.restores.len() >= RESTORES_PER_SECOND {
-                // Two writers undoing each other must not spin: the periodic check restores.
-                tracing::warn!(
-                    "another program changed table {table} again: {}; {RESTORES_PER_SECOND} \
-                     restores in the last second, the next at the periodic check",
-                    foreign.join(" | ")
-                );
+            if let Some((_, held)) = &mut self.deferred_restore {
+                held.extend(foreign);
                 return Ok(());
             }
-            self.restores.push(now);
+            if let Err(wait) = self.restores.spend(now) {
+                tracing::debug!(
+                    "another program changed table {table}: {}; restoring it in {} ms (restore                      budget spent)",
+                    foreign.join(" | "),
+                    wait.as_millis()
+                );
+                self.deferred_restore = Some((now + wait, foreign));
+                return Ok(());
+            }
             tracing::warn!(
                 "another program changed table {table}: {}; restoring it",
                 foreign.join(" | ")
@@ -353,6 +358,33 @@ impl<K: Kernel> Agent<K> {
             return self.check_because("nftables notifications were lost; checking the table");
         }
         Ok(())
+    }
+
+    /// When the restore the budget held back is due, if one is.
+    fn deferred_restore_due(&self) -> Option<Instant> {
+        self.deferred_restore.as_ref().map(|(due, _)| *due)
+    }
+
+    /// Undoes, at `now`, the changes whose restore the budget held back, in one transaction,
+    /// with one WARN line for all of them.
+    fn restore_deferred(&mut self, now: Instant) -> Result<()> {
+        let Some((due, held)) = self.deferred_restore.take() else {
+            return Ok(());
+        };
+        if let Err(wait) = self.restores.spend(now) {
+            self.deferred_restore = Some((due.max(now + wait), held));
+            return Ok(());
+        }
+        tracing::warn!(
+            "another program changed table {} {} times while restores were held back (at most \
+             {} at once, then one every {} ms): {}; restoring it",
+            self.policy.table.name,
+            held.len(),
+            RestoreBudget::BURST,
+            RestoreBudget::INTERVAL.as_millis(),
+            summarise(&held, " | ", "changes"),
+        );
+        self.enforce("restoring what another program changed")
     }
 
     /// SIGHUP: reads the policy file again and enforces it; when it is invalid, logs why and
@@ -407,7 +439,7 @@ impl<K: Kernel> Agent<K> {
         if reasons.is_empty() {
             return Ok(());
         }
-        self.recompute(&summarise(&reasons))
+        self.recompute(&summarise(&reasons, ", ", "events"))
     }
 
     /// Takes one update from the Docker task into the agent's state, adding to `reasons` what
@@ -549,18 +581,13 @@ fn desired_table(
     ((topology, tables), guard, classified)
 }
 
-/// At most [`REASONS_SHOWN`] reasons, then how many more.
-fn summarise(reasons: &[String]) -> String {
-    let mut text = reasons
-        .iter()
-        .take(REASONS_SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if reasons.len() > REASONS_SHOWN {
+/// At most [`REASONS_SHOWN`] items joined by `separator`, then how many more `things`.
+fn summarise(items: &[String], separator: &str, things: &str) -> String {
+    let mut text = items[..items.len().min(REASONS_SHOWN)].join(separator);
+    if items.len() > REASONS_SHOWN {
         text.push_str(&format!(
-            " and {} more events",
-            reasons.len() - REASONS_SHOWN
+            " and {} more {things}",
+            items.len() - REASONS_SHOWN
         ));
     }
     text
@@ -672,7 +699,7 @@ async fn main_loop<K: Kernel>(
             }
             events = commits(&mut monitor) => match events {
                 Ok(events) => {
-                    report(agent.take_commits(events));
+                    report(agent.take_commits(events, Instant::now()));
                 }
                 Err(error) => {
                     tracing::error!(
@@ -680,9 +707,12 @@ async fn main_loop<K: Kernel>(
                          subscribing again at the next periodic check"
                     );
                     monitor = None;
-                    report(agent.take_commits(vec![MonitorEvent::Overflowed]));
+                    report(agent.take_commits(vec![MonitorEvent::Overflowed], Instant::now()));
                 }
             },
+            _ = until(agent.deferred_restore_due()) => {
+                report(agent.restore_deferred(Instant::now()));
+            }
             _ = verify.tick() => {
                 if monitor.is_none() {
                     monitor = open_monitor(false);
@@ -750,6 +780,14 @@ async fn commits(monitor: &mut Option<AsyncFd<Monitor>>) -> Result<Vec<MonitorEv
         if !events.is_empty() {
             return Ok(events);
         }
+    }
+}
+
+/// Sleeps until `due`; never, without one.
+async fn until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,9 +1,14 @@
 //! Tamper -> restored: another program (`nft`) changes the agent's table and the agent undoes
 //! it. Each latency is between two kernel events that [`netlink::Watch`] stamps: the end of
 //! the tampering commit (by `nft`) and the end of the agent's restoring commit.
+//!
+//! Two regimes. Single tamperings, each a [`SPACING`] after the last restore, so that every one
+//! meets an unspent restore budget (the agent restores 10 at once, then one every 100 ms). And a
+//! fight: `nft` changing the table as fast as it can for [`FIGHT`], where the budget bounds the
+//! agent's transactions and each change waits at most one interval.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use enforcer_harness::{listed_objects, repo_file, Agent, Netns, TempDir};
@@ -17,6 +22,18 @@ const TAMPERS: usize = 100;
 const TARGET_P99_MS: f64 = 50.0;
 /// The longest one restore may take before the benchmark gives up.
 const RESTORE_LIMIT: Duration = Duration::from_secs(5);
+/// The pause after each restore before the next single tampering (the agent's sustained
+/// restore rate is one per 100 ms).
+const SPACING: Duration = Duration::from_millis(100);
+/// How long the fight lasts.
+const FIGHT: Duration = Duration::from_secs(3);
+/// The agent's restore budget: restores at once, then one per interval.
+const BURST: usize = 10;
+const INTERVAL: Duration = Duration::from_millis(100);
+/// The goal for the fight's 99th percentile: one interval plus the single tampering's goal.
+const FIGHT_TARGET_P99_MS: f64 = 150.0;
+/// The tampering of the fight (valid whether or not the last one was undone yet).
+const FIGHT_SCRIPT: &str = "add rule inet enforcer forward accept";
 
 /// Each kind of tampering, as an `nft -f` script against ThreeGate's table.
 const KINDS: [(&str, &str); 7] = [
@@ -71,6 +88,7 @@ pub fn heal(enforcer: &Path) -> Result<()> {
                 )
             })?;
             latencies.push(latency.as_secs_f64() * 1000.0);
+            std::thread::sleep(SPACING);
         }
         ensure!(
             objects(&ns) == pristine,
@@ -86,14 +104,85 @@ pub fn heal(enforcer: &Path) -> Result<()> {
             Some(p99 <= TARGET_P99_MS),
         );
     }
+    fight(&ns, &watch, &pristine)
+}
+
+/// `nft` tampers as fast as it can for [`FIGHT`]; reports each tampering's wait for the next
+/// restore, and the agent's transactions against its budget.
+fn fight(ns: &Netns, watch: &Watch, pristine: &[String]) -> Result<()> {
+    let from = watch.len();
+    let started = Instant::now();
+    let mut tamperings = 0;
+    while started.elapsed() < FIGHT && tamperings < 10_000 {
+        let output = ns.exec_with_input("nft", &["-f", "-"], FIGHT_SCRIPT.as_bytes());
+        ensure!(
+            output.status.success(),
+            "fight: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        tamperings += 1;
+    }
+    let lasted = started.elapsed();
+    // The last tampering is undone within an interval (the budget may have been spent).
+    let last_restored = watch.wait_for(from, RESTORE_LIMIT, |seen| {
+        let tampered = seen.iter().filter(|s| committed_by(s, "nft")).count();
+        let last = seen.iter().rposition(|s| committed_by(s, "nft"))?;
+        let restored = seen[last..].iter().any(|s| committed_by(s, "enforcer"));
+        (tampered == tamperings && restored).then_some(())
+    })?;
+    ensure!(
+        last_restored.is_some(),
+        "fight: the last tampering was not undone"
+    );
+    ensure!(
+        objects(ns) == pristine,
+        "fight: the table is not the one the agent applied"
+    );
+    let seen = watch.since(from);
+    let mut waits = Vec::new();
+    for (i, tamper) in seen.iter().enumerate() {
+        if !committed_by(tamper, "nft") {
+            continue;
+        }
+        let restore = seen[i..].iter().find(|s| committed_by(s, "enforcer"));
+        if let Some(wait) = restore.and_then(|r| r.at.duration_since(tamper.at).ok()) {
+            waits.push(wait.as_secs_f64() * 1000.0);
+        }
+    }
+    let restores = seen.iter().filter(|s| committed_by(s, "enforcer")).count();
+    // Up to the end of the last restore: the lasted fight plus one interval.
+    let allowed = BURST + ((lasted + INTERVAL).as_secs_f64() / INTERVAL.as_secs_f64()) as usize;
+    line(
+        &format!(
+            "fight: {tamperings} tamperings in {:.1} s",
+            lasted.as_secs_f64()
+        ),
+        format!("{restores} restores (budget {allowed})"),
+        Some(restores <= allowed),
+    );
+    let p99 = percentile(&waits, 99);
+    line(
+        "fight: tampering -> next restore",
+        format!(
+            "p50 {:.1} ms, p99 {p99:.1} ms (goal p99 <= {FIGHT_TARGET_P99_MS} ms)",
+            percentile(&waits, 50)
+        ),
+        Some(p99 <= FIGHT_TARGET_P99_MS),
+    );
     Ok(())
+}
+
+/// Whether `seen` is a commit by the process named `name`.
+fn committed_by(seen: &Seen, name: &str) -> bool {
+    matches!(&seen.event, Event::Commit { process } if process == name)
 }
 
 /// The time from the first commit by `nft` to the agent's next commit, once both are seen.
 fn restore_latency(seen: &[Seen]) -> Option<Duration> {
-    let by = |name: &'static str| move |s: &&Seen| matches!(&s.event, Event::Commit { process } if process == name);
-    let tamper = seen.iter().position(|s| by("nft")(&s))?;
-    let restore = seen[tamper..].iter().find(by("enforcer"))?;
+    let tamper = seen.iter().position(|s| committed_by(s, "nft"))?;
+    let restore = seen[tamper..]
+        .iter()
+        .find(|s| committed_by(s, "enforcer"))?;
     restore.at.duration_since(seen[tamper].at).ok()
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use enforcer_core::docker::{DockerContainer, DockerEndpoint, DockerNetwork, DockerState};
 use enforcer_core::render;
@@ -187,12 +187,18 @@ fn a_burst_of_queued_docker_updates_folds_into_one_transaction() {
 fn change_summaries_name_five_events_and_count_the_rest() {
     let reasons: Vec<String> = (1..=7).map(|i| format!("network create n{i}")).collect();
     assert_eq!(
-        summarise(&reasons),
+        summarise(&reasons, ", ", "events"),
         "network create n1, network create n2, network create n3, network create n4, network \
          create n5 and 2 more events"
     );
-    assert_eq!(summarise(&reasons[..5]), reasons[..5].join(", "));
-    assert_eq!(summarise(&reasons[..1]), "network create n1");
+    assert_eq!(
+        summarise(&reasons[..5], ", ", "events"),
+        reasons[..5].join(", ")
+    );
+    assert_eq!(
+        summarise(&reasons[..1], ", ", "events"),
+        "network create n1"
+    );
 }
 
 #[test]
@@ -383,12 +389,12 @@ fn another_programs_change_to_our_table_is_undone_at_once_and_our_own_commits_ar
         ),
         commit(99, &["filter"], "add table ip filter"),
     ];
-    agent.take_commits(quiet).unwrap();
+    agent.take_commits(quiet, Instant::now()).unwrap();
     assert_eq!(agent.kernel.asked.len(), asked);
 
     agent.kernel.tamper();
     let tamper = commit(99, &["enforcer"], "delete table inet enforcer");
-    let (result, log) = logged(|| agent.take_commits(vec![tamper]));
+    let (result, log) = logged(|| agent.take_commits(vec![tamper], Instant::now()));
     result.unwrap();
     assert_eq!(agent.kernel.held, held, "restored");
     assert_eq!(agent.kernel.committed.len(), 2);
@@ -473,21 +479,37 @@ fn at_start_connections_the_table_refuses_are_cut() {
 }
 
 #[test]
-fn a_program_that_keeps_changing_the_table_gets_ten_restores_a_second_then_the_periodic_check() {
+fn a_program_that_keeps_changing_the_table_gets_ten_restores_at_once_then_one_every_100_ms() {
     let dir = TempDir::new().unwrap();
     let mut agent = started(&dir, DEFAULTS);
-    for _ in 0..12 {
+    let start = Instant::now();
+    let tamper = |agent: &mut Agent<FakeKernel>, at| {
         agent.kernel.tamper();
-        let tamper = commit(99, &["enforcer"], "delete table inet enforcer");
-        agent.take_commits(vec![tamper]).unwrap();
+        let commit = commit(99, &["enforcer"], "delete table inet enforcer");
+        agent.take_commits(vec![commit], at).unwrap();
+    };
+    for _ in 0..12 {
+        tamper(&mut agent, start);
     }
+    assert_eq!(agent.kernel.committed.len(), 1 + 10, "a burst of ten");
+    let due = agent.deferred_restore_due().expect("the rest is held back");
+    assert_eq!(due - start, Duration::from_millis(100));
+    // Early, it waits; when due, one transaction undoes both held changes.
+    agent
+        .restore_deferred(start + Duration::from_millis(50))
+        .unwrap();
     assert_eq!(agent.kernel.committed.len(), 1 + 10);
-    agent.check().unwrap();
-    assert_eq!(
-        agent.kernel.committed.len(),
-        1 + 11,
-        "the periodic check restores"
+    let (result, log) = logged(|| agent.restore_deferred(due));
+    result.unwrap();
+    assert_eq!(agent.kernel.committed.len(), 1 + 11);
+    assert_eq!(agent.deferred_restore_due(), None);
+    assert!(
+        log.contains("changed table enforcer 2 times while restores were held back"),
+        "{log}"
     );
+    // Sustained, one restore every 100 ms.
+    tamper(&mut agent, due + Duration::from_millis(100));
+    assert_eq!(agent.kernel.committed.len(), 1 + 12);
 }
 
 #[test]
@@ -495,14 +517,18 @@ fn lost_notifications_check_the_table() {
     let dir = TempDir::new().unwrap();
     let mut agent = started(&dir, DEFAULTS);
     let asked = agent.kernel.asked.len();
-    agent.take_commits(vec![MonitorEvent::Overflowed]).unwrap();
+    agent
+        .take_commits(vec![MonitorEvent::Overflowed], Instant::now())
+        .unwrap();
     assert_eq!(
         agent.kernel.asked.len(),
         asked,
         "nobody committed: one GETGEN"
     );
     agent.kernel.tamper();
-    agent.take_commits(vec![MonitorEvent::Overflowed]).unwrap();
+    agent
+        .take_commits(vec![MonitorEvent::Overflowed], Instant::now())
+        .unwrap();
     assert_eq!(
         agent.kernel.committed.len(),
         2,
