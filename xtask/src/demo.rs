@@ -30,7 +30,11 @@ pub fn run() -> Result<()> {
     println!("== creating ThreeGate through Docker: llmnet, fetchnet (internal), egressnet (label enforcer.managed=true), othernet (unmanaged)");
     let gate = ThreeGate::create(&docker);
     ThreeGate::flush_docker_isolation(&docker);
-    println!("== Docker's DOCKER-ISOLATION chains flushed: only the enforcer stands between the networks and the internet");
+    if docker.firewall() {
+        println!("== Docker's DOCKER-ISOLATION chains flushed: only the enforcer stands between the networks and the internet");
+    } else {
+        println!("== dockerd runs with --iptables=false: Docker wrote no firewall rules, only the enforcer stands between the networks and the internet");
+    }
     println!(
         "== running {} run (embedded default policy)",
         binary.display()
