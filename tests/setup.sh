@@ -20,8 +20,8 @@
 #   debian-archive-keyring
 #                  checks the signature of sid's lists, for the second Docker (below)
 #   systemd-container, debootstrap
-#                  tests/systemd-boot.sh: a Debian root booted with systemd as PID 1
-#                  (systemd-nspawn), the .deb installed in it
+#                  tests/systemd-boot.sh: a Debian root with docker.io booted with
+#                  systemd as PID 1 (systemd-nspawn), the .deb installed in it
 # Then tests/docker28.sh unpacks Debian sid's dockerd (Engine 28.5) into
 # /var/cache/enforcer-tests/docker28, for the tests that run against a second Docker; it leaves
 # the machine's apt configuration alone and installs nothing.
