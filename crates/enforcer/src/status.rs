@@ -14,7 +14,7 @@ use enforcer_core::docker::{classify_after, DockerState};
 use enforcer_core::planner::plan_tables;
 use enforcer_core::policy::Policy;
 use enforcer_core::ruleset::TableFamily;
-use enforcer_nft::{Desired, KernelView, NftError, Nftables, TableHooks};
+use enforcer_nft::{KernelView, NftError, Nftables, TableHooks};
 use serde::Serialize;
 
 use crate::state_file::{show_time, DockerConnection, StateFile};
@@ -212,7 +212,7 @@ fn check_hooks(
     let (tables, _, _) = plan_tables(policy, &classified, docker, &[], bound);
     let name = &policy.table.name;
     let (mut hooks, mut notes) = (Vec::new(), Vec::new());
-    for (family, expected) in Desired::new(&tables).hooks() {
+    for (family, expected) in TableHooks::planned(&tables) {
         let table = format!("table {} {name}", family.name());
         let kernel = held.get(&family);
         match kernel {

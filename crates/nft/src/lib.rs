@@ -142,6 +142,25 @@ pub struct TableHooks {
 }
 
 impl TableHooks {
+    /// The hooks the planned `tables` register once applied, by family (never dormant);
+    /// computed from the base chains alone, without encoding the tables.
+    pub fn planned(tables: &Tables) -> BTreeMap<TableFamily, TableHooks> {
+        tables
+            .iter()
+            .map(|ruleset| {
+                let chains = ruleset.chains.iter().filter_map(|chain| {
+                    let base = encode::base_chain(ruleset.family, chain)?;
+                    Some((chain.name.to_string(), base))
+                });
+                let hooks = TableHooks {
+                    dormant: false,
+                    chains: chains.collect(),
+                };
+                (ruleset.family, hooks)
+            })
+            .collect()
+    }
+
     /// The hooks of `state`.
     pub fn of(state: &TableState) -> TableHooks {
         TableHooks {
@@ -190,13 +209,6 @@ impl Desired {
             .states
             .get_or_init(|| self.parts.iter().map(encode::Parts::state).collect());
         self.parts.iter().map(encode::Parts::family).zip(states)
-    }
-
-    /// The hooks of each desired table.
-    pub fn hooks(&self) -> BTreeMap<TableFamily, TableHooks> {
-        self.states()
-            .map(|(family, state)| (family, TableHooks::of(state)))
-            .collect()
     }
 
     /// The canonical forms, by family, as the kernel holds them once applied.

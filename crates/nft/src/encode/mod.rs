@@ -28,7 +28,7 @@ use rustables::{
 };
 
 use crate::abi::{IFNAME_LEN, NFTNL_UDATA_COMMENT};
-use crate::state::TableState;
+use crate::state::{BaseChain, TableState};
 use crate::wire;
 
 pub use transaction::{transaction, TableChange, Transaction};
@@ -213,24 +213,38 @@ fn table_and_chains(ruleset: &Ruleset) -> ([Part; 2], Vec<Vec<u8>>) {
 fn chain_object(table: &Table, family: TableFamily, chain: &ChainDef) -> Chain {
     let object = Chain::new(table).with_name(chain.name.to_string());
     match chain.hook {
-        Some((hook, priority)) => {
-            // rustables names the inet hook numbers; the arp family numbers its two hooks
-            // from 0 (NF_ARP_IN = 0, NF_ARP_OUT = 1), which are inet's PRE_ROUTING and LOCAL_IN.
-            let class = match (family, hook) {
-                (TableFamily::Arp, HookDef::Input) => HookClass::PreRouting,
-                (TableFamily::Arp, HookDef::Output) => HookClass::In,
-                (_, HookDef::Forward) => HookClass::Forward,
-                (_, HookDef::Input) => HookClass::In,
-                (_, HookDef::Output) => HookClass::Out,
-                (_, HookDef::Prerouting) => HookClass::PreRouting,
-            };
-            object
-                .with_hook(Hook::new(class, priority))
-                .with_policy(ChainPolicy::Accept)
-                .with_type(ChainType::Filter)
-        }
+        Some((hook, priority)) => object
+            .with_hook(Hook::new(hook_class(family, hook), priority))
+            .with_policy(ChainPolicy::Accept)
+            .with_type(ChainType::Filter),
         None => object,
     }
+}
+
+/// The hook a base chain of a `family` table registers on. rustables names the inet hook
+/// numbers; the arp family numbers its two hooks from 0 (NF_ARP_IN = 0, NF_ARP_OUT = 1), which
+/// are inet's PRE_ROUTING and LOCAL_IN.
+fn hook_class(family: TableFamily, hook: HookDef) -> HookClass {
+    match (family, hook) {
+        (TableFamily::Arp, HookDef::Input) => HookClass::PreRouting,
+        (TableFamily::Arp, HookDef::Output) => HookClass::In,
+        (_, HookDef::Forward) => HookClass::Forward,
+        (_, HookDef::Input) => HookClass::In,
+        (_, HookDef::Output) => HookClass::Out,
+        (_, HookDef::Prerouting) => HookClass::PreRouting,
+    }
+}
+
+/// The base chain `chain` of a `family` table registers, as the kernel reports it once
+/// applied (type filter, policy accept); `None` for a regular chain. Nothing is encoded.
+pub fn base_chain(family: TableFamily, chain: &ChainDef) -> Option<BaseChain> {
+    let (hook, priority) = chain.hook?;
+    Some(BaseChain {
+        hook: hook_class(family, hook) as u32,
+        priority,
+        policy: Some(libc::NF_ACCEPT as u32),
+        kind: "filter".to_string(),
+    })
 }
 
 /// An address as key or compare bytes (network order).

@@ -195,3 +195,34 @@ fn every_message_is_a_request_of_the_nftables_subsystem_in_the_inet_family() {
         ]
     );
 }
+
+#[test]
+fn planned_base_chains_are_what_the_kernel_reports_once_encoded() {
+    let hooks = [Hook::Prerouting, Hook::Input, Hook::Forward, Hook::Output];
+    for family in [TableFamily::Inet, TableFamily::Bridge, TableFamily::Arp] {
+        let hooks: &[Hook] = match family {
+            TableFamily::Arp => &[Hook::Input, Hook::Output],
+            _ => &hooks,
+        };
+        let chains = hooks.iter().enumerate().map(|(i, hook)| Chain {
+            name: ChainName::Port(format!("c{i}")),
+            hook: Some((*hook, i as i32 * 10 - 5)),
+            rules: vec![],
+        });
+        let table = Ruleset {
+            family,
+            table: "t".into(),
+            sets: vec![],
+            chains: chains.collect(),
+        };
+        let decoded = encode(&table, 1).state();
+        for chain in &table.chains {
+            let kernel = decoded.chains[&chain.name.to_string()].base.clone();
+            assert_eq!(
+                super::base_chain(family, chain),
+                kernel,
+                "{family:?} {chain:?}"
+            );
+        }
+    }
+}
