@@ -59,6 +59,8 @@ pub struct Decision<'r> {
     pub fate: Fate,
     /// The rule whose verdict it was.
     pub rule: Option<&'r Rule>,
+    /// The chain holding that rule.
+    pub chain: Option<&'r ChainName>,
 }
 
 /// What `ruleset` does to `packet` at `hook`, and which rule decides.
@@ -67,25 +69,15 @@ pub fn decide<'r>(ruleset: &'r Ruleset, hook: Hook, packet: &Packet<'_>) -> Deci
         .chains
         .iter()
         .find(|c| c.hook.map(|(h, _)| h) == Some(hook));
-    let Some(base) = base else {
-        return Decision {
-            fate: Fate::Passed,
-            rule: None,
-        };
+    let (fate, decided) = match base.and_then(|base| run(ruleset, &base.name, packet, 0)) {
+        Some((Verdict::Drop, decided)) => (Fate::Dropped, decided),
+        Some((_, decided)) => (Fate::Passed, decided),
+        None => (Fate::Passed, None),
     };
-    match run(ruleset, &base.name, packet, 0) {
-        Some((Verdict::Drop, rule)) => Decision {
-            fate: Fate::Dropped,
-            rule,
-        },
-        Some((_, rule)) => Decision {
-            fate: Fate::Passed,
-            rule,
-        },
-        None => Decision {
-            fate: Fate::Passed,
-            rule: None,
-        },
+    Decision {
+        fate,
+        rule: decided.map(|(_, rule)| rule),
+        chain: decided.map(|(chain, _)| chain),
     }
 }
 
@@ -94,15 +86,15 @@ pub fn fate(ruleset: &Ruleset, hook: Hook, packet: &Packet<'_>) -> Fate {
     decide(ruleset, hook, packet).fate
 }
 
-/// Runs `chain`: the final verdict (accept or drop) and its rule if one was reached, `None` to
-/// return to the caller. Past [`MAX_DEPTH`] jumps the packet is dropped (the kernel would have
-/// refused such a table).
+/// Runs `chain`: the final verdict (accept or drop) and its rule (with the rule's chain) if
+/// one was reached, `None` to return to the caller. Past [`MAX_DEPTH`] jumps the packet is
+/// dropped (the kernel would have refused such a table).
 fn run<'r>(
     ruleset: &'r Ruleset,
     chain: &ChainName,
     packet: &Packet<'_>,
     depth: usize,
-) -> Option<(Verdict, Option<&'r Rule>)> {
+) -> Option<(Verdict, Option<(&'r ChainName, &'r Rule)>)> {
     if depth >= MAX_DEPTH {
         return Some((Verdict::Drop, None));
     }
@@ -115,7 +107,7 @@ fn run<'r>(
             continue;
         };
         match verdict {
-            Verdict::Accept | Verdict::Drop => return Some((verdict, Some(rule))),
+            Verdict::Accept | Verdict::Drop => return Some((verdict, Some((&chain.name, rule)))),
             Verdict::Return => return None,
             Verdict::Continue => {}
             Verdict::Jump(target) => {

@@ -10,6 +10,7 @@ pub mod binding;
 pub mod diff;
 pub mod docker;
 pub mod evaluate;
+pub mod explain;
 pub mod flows;
 pub mod names;
 pub mod nft_syntax;

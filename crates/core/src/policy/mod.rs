@@ -68,6 +68,8 @@ pub struct Policy {
     /// Networks, proxies and members declared in the file, and the roles; enforced with or
     /// without Docker.
     pub static_topology: Topology,
+    /// Where the file writes each named entry.
+    pub entries: Entries,
 }
 
 /// A policy that cannot be used; nothing is applied when one is reported.
@@ -95,11 +97,13 @@ pub enum PolicyError {
     },
 }
 
+mod entries;
 mod file;
 mod raw;
 #[cfg(test)]
 mod tests;
 
+pub use entries::{Entries, Location};
 use raw::Source;
 
 impl Policy {

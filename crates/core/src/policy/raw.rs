@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::entries::Entries;
 use super::{DockerSettings, Policy, PolicyError, ProxyDefaults, UnknownNetworks};
 use crate::nft_syntax;
 use crate::planner::TableSettings;
@@ -135,15 +136,25 @@ pub(super) struct Source<'a> {
 }
 
 impl Source<'_> {
+    /// The 1-based line and column where `span` starts (the file's start without one).
+    fn position(&self, span: Option<Range<usize>>) -> (usize, usize) {
+        let offset = span.map(|s| s.start).unwrap_or(0).min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+        (line, column)
+    }
+
+    fn line(&self, span: Range<usize>) -> usize {
+        self.position(Some(span)).0
+    }
+
     pub(super) fn error(
         &self,
         span: Option<Range<usize>>,
         message: impl Into<String>,
     ) -> PolicyError {
-        let offset = span.map(|s| s.start).unwrap_or(0).min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+        let (line, column) = self.position(span);
         PolicyError::Invalid {
             path: self.path.to_string(),
             line,
@@ -228,7 +239,41 @@ impl Source<'_> {
             docker,
             proxy_defaults,
             static_topology,
+            entries: self.entries(&raw),
         })
+    }
+
+    /// The line of each named entry of `raw`.
+    fn entries(&self, raw: &RawPolicy) -> Entries {
+        let mut entries = Entries {
+            path: self.path.to_string(),
+            proxy_allow: raw.proxy.allow.as_ref().map(|a| self.line(a.span())),
+            ..Entries::default()
+        };
+        for network in &raw.networks {
+            let line = self.line(network.name.span());
+            entries
+                .networks
+                .insert(network.name.get_ref().clone(), line);
+        }
+        for proxy in &raw.proxies {
+            let at = match &proxy.allow {
+                Some(allow) => (self.line(allow.span()), true),
+                None => (self.line(proxy.name.span()), false),
+            };
+            entries.proxies.insert(proxy.name.get_ref().clone(), at);
+        }
+        for (name, role) in &raw.roles {
+            for (index, rule) in role.get_ref().egress.iter().enumerate() {
+                let line = self.line(rule.to.span());
+                entries.egress.insert((name.clone(), index), line);
+            }
+            for (index, rule) in role.get_ref().ingress.iter().enumerate() {
+                let line = self.line(rule.from.span());
+                entries.ingress.insert((name.clone(), index), line);
+            }
+        }
+        entries
     }
 
     /// `[table]`: its name and hook priorities (the unknown-interface patterns come from
