@@ -1,7 +1,7 @@
 //! The reachability matrix measured: [`crate::spec::matrix`]'s flows turned into probes, run
 //! all at once from the containers of a built ThreeGate, and reported.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::host::Containers;
 use crate::spec::matrix::flows;
@@ -12,6 +12,8 @@ use crate::{probe_here, Proto, PROBE_TIMEOUT};
 pub struct Flow {
     /// Source container.
     pub from: &'static str,
+    /// The source address the kernel picks.
+    pub source: IpAddr,
     /// Transport.
     pub proto: Proto,
     /// Destination.
@@ -28,6 +30,7 @@ pub fn threegate_matrix() -> Vec<Flow> {
         .iter()
         .map(|flow| Flow {
             from: flow.from.name,
+            source: flow.source(),
             proto: flow.service.proto,
             target: SocketAddr::new(flow.destination(), flow.service.port),
             allowed: flow.allowed(),

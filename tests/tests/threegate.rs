@@ -3,7 +3,7 @@
 use enforcer_harness::host::DockerLikeHost;
 use enforcer_harness::matrix::{measure, mismatches, report, threegate_matrix};
 use enforcer_harness::spec::{EGRESSNET, LLMNET};
-use enforcer_harness::{apply_ok, repo_file};
+use enforcer_harness::{apply_ok, enforcer, repo_file, Proto};
 
 #[test]
 fn enforced_host_matches_the_threegate_matrix() {
@@ -57,5 +57,75 @@ fn without_the_table_every_forbidden_flow_leaks() {
     assert!(
         results.iter().any(|(flow, _)| !flow.allowed),
         "the matrix has forbidden flows"
+    );
+}
+
+/// `enforcer explain` answers, for every flow of the matrix, what the kernel did to its real
+/// packets, and names the policy entry (with its line) behind each drop.
+#[test]
+fn explain_answers_what_the_kernel_does_for_every_flow_of_the_matrix() {
+    let host = DockerLikeHost::threegate();
+    let config = repo_file("rules/threegate.toml");
+    let config = config.to_str().unwrap();
+    apply_ok(&host.host, &["--config", config]);
+    let results = measure(&host, &threegate_matrix());
+    let mut wrong = Vec::new();
+    for (flow, open) in &results {
+        let service = match flow.proto {
+            Proto::Tcp => format!("tcp/{}", flow.target.port()),
+            Proto::Udp => format!("udp/{}", flow.target.port()),
+        };
+        let (src, dst) = (flow.source.to_string(), flow.target.ip().to_string());
+        let output = enforcer(
+            &host.host,
+            &[
+                "explain",
+                "--config",
+                config,
+                "--state-file",
+                "/nonexistent",
+                "--json",
+                &src,
+                &dst,
+                &service,
+            ],
+        );
+        let answer: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}: {}",
+                    flow.what,
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+        let allowed = answer["verdict"] == "allowed";
+        assert_eq!(
+            output.status.code(),
+            Some(if allowed { 0 } else { 1 }),
+            "{}: exit code against {answer}",
+            flow.what
+        );
+        if allowed != *open {
+            wrong.push(format!(
+                "{}: kernel {}, explain {answer}",
+                flow.what,
+                if *open { "open" } else { "closed" }
+            ));
+        }
+        if !allowed {
+            let at = answer["location"].as_str().unwrap_or_default();
+            assert!(
+                at.starts_with(&format!("{config}:")),
+                "{}: a drop without its policy line: {answer}",
+                flow.what
+            );
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} flows differ:\n{}",
+        wrong.len(),
+        results.len(),
+        wrong.join("\n")
     );
 }

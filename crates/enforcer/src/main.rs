@@ -1,6 +1,8 @@
 //! `enforcer`: the command line. Exit status: 0 done (or, with `--dry-run`, nothing would
 //! change), 1 changes pending (`--dry-run`), 2 error (nothing in the kernel changed).
 
+mod explain;
+mod judge;
 mod kernel;
 mod privileges;
 mod run;
@@ -84,6 +86,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Say whether the table planned from the policy and the Docker state last enforced (the
+    /// state file's) lets a new connection through, the rule that decides and the policy
+    /// entry behind it (file:line). Evaluated on the model: reads neither the kernel nor
+    /// Docker. Exit 0: allowed, 1: dropped.
+    Explain {
+        /// Source: an address, or the name of a container (state file), proxy or member.
+        src: String,
+        /// Destination: an address or a name, as for the source.
+        dst: String,
+        /// The service, like tcp/443 or udp/53.
+        service: String,
+        /// Policy file (TOML); without it, the embedded default policy.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// State file; default as for `run`.
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -109,9 +132,9 @@ enum LogFormat {
 
 /// The outcome of a command that did not fail.
 enum Done {
-    /// Success, or nothing to change.
+    /// Success, or nothing to change (exit 0).
     Clean,
-    /// `--dry-run` found changes.
+    /// `--dry-run` found changes, `status` disagreements, `explain` a drop (exit 1).
     Pending,
 }
 
@@ -135,6 +158,23 @@ fn main() -> ExitCode {
             let path = state_file.unwrap_or_else(state_file::default_path);
             status::status(&policy, &path, json).map(|agree| {
                 if agree {
+                    Done::Clean
+                } else {
+                    Done::Pending
+                }
+            })
+        }),
+        Command::Explain {
+            src,
+            dst,
+            service,
+            config,
+            state_file,
+            json,
+        } => load_policy(config.as_ref()).and_then(|policy| {
+            let path = state_file.unwrap_or_else(state_file::default_path);
+            explain::explain(&policy, &path, (&src, &dst, &service), json).map(|allowed| {
+                if allowed {
                     Done::Clean
                 } else {
                     Done::Pending

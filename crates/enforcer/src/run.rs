@@ -45,6 +45,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::judge;
 use crate::kernel::Kernel;
 use crate::read_policy;
 use crate::state_file::{now_unix, DockerConnection, StateFile};
@@ -227,15 +228,15 @@ impl<K: Kernel> Agent<K> {
     /// logged (the table is in force either way), and the periodic check tries again.
     fn cut_refused(&mut self) -> bool {
         let (topology, tables) = &self.desired;
-        let interfaces = cut::Interfaces::of(topology, &self.docker);
-        let local = match cut::local_addresses() {
+        let interfaces = judge::Interfaces::of(topology, &self.docker);
+        let local = match judge::local_addresses() {
             Ok(local) => local,
             Err(error) => {
                 self.cut_failed(&format!("the host's addresses cannot be read: {error}"));
                 return false;
             }
         };
-        let judge = cut::Judge {
+        let judge = judge::Judge {
             inet: &tables.inet,
             interfaces: &interfaces,
             local: &local,
@@ -243,7 +244,7 @@ impl<K: Kernel> Agent<K> {
         let started = Instant::now();
         let cut = self
             .kernel
-            .connections(&mut |c| judge.refuses(c).is_some())
+            .connections(&mut |c| cut::refuses(&judge, c).is_some())
             .and_then(|refused| Ok((self.kernel.forget(&refused)?, refused)));
         if cut.is_ok() && self.cut_failing {
             tracing::info!("tracked connections can be cut again");
@@ -256,7 +257,7 @@ impl<K: Kernel> Agent<K> {
                     .iter()
                     .take(REASONS_SHOWN)
                     .map(|c| {
-                        let rule = judge.refuses(c).unwrap_or_default();
+                        let rule = cut::refuses(&judge, c).unwrap_or_default();
                         format!("{} (\"{rule}\")", cut::describe(c))
                     })
                     .collect();
