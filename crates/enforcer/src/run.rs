@@ -217,6 +217,16 @@ impl<K: Kernel> Agent<K> {
         }
         self.enforced = Arc::clone(&self.desired.0);
         self.desired_enforced = true;
+        if let Some((_, held)) = self.deferred_restore.take() {
+            // This apply undid what the held-back restore was for.
+            tracing::warn!(
+                "another program changed table {} {} times while restores were held back: {}; \
+                 undone by this apply ({reason})",
+                self.policy.table.name,
+                held.len(),
+                summarise(&held, " | ", "changes"),
+            );
+        }
         if !self.connections_judged {
             self.connections_judged = self.cut_refused();
         }
@@ -338,7 +348,8 @@ impl<K: Kernel> Agent<K> {
             }
             if let Err(wait) = self.restores.spend(now) {
                 tracing::debug!(
-                    "another program changed table {table}: {}; restoring it in {} ms (restore                      budget spent)",
+                    "another program changed table {table}: {}; restoring it in {} ms (restore \
+                     budget spent)",
                     foreign.join(" | "),
                     wait.as_millis()
                 );
@@ -367,7 +378,7 @@ impl<K: Kernel> Agent<K> {
     }
 
     /// Undoes, at `now`, the changes whose restore the budget held back, in one transaction,
-    /// with one WARN line for all of them.
+    /// with one WARN line for all of them. A failure is left to the periodic check.
     fn restore_deferred(&mut self, now: Instant) -> Result<()> {
         let Some((due, held)) = self.deferred_restore.take() else {
             return Ok(());

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use enforcer_core::docker::{DockerContainer, DockerEndpoint, DockerNetwork, DockerState};
@@ -20,29 +19,40 @@ use crate::state_file::StateFile;
 const NET_ID: &str = "731774d4dc98aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const OTHER_ID: &str = "5c0ffee5c0ffbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
-/// Log lines written while the closure runs, without colours or timestamps.
+/// Log lines written while the closure runs on this thread, without colours or timestamps.
+/// One global subscriber writes every thread's events into that thread's capture (tests run
+/// in parallel; a subscriber per test would race tracing's cached interest of each call site).
 fn logged<T>(run: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buffer {
+    thread_local! {
+        static CAPTURE: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+    }
+    struct ThisThread;
+    impl Write for ThisThread {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
+            CAPTURE.with(|c| {
+                if let Some(buffer) = c.borrow_mut().as_mut() {
+                    buffer.extend_from_slice(bytes);
+                }
+            });
             Ok(bytes.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .without_time()
-        .finish();
-    let result = tracing::subscriber::with_default(subscriber, run);
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    (result, text)
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| ThisThread)
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    });
+    CAPTURE.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    let result = run();
+    let bytes = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    (result, String::from_utf8(bytes).unwrap())
 }
 
 /// A policy file that takes every default (an empty one is refused as a truncated write).
@@ -510,6 +520,39 @@ fn a_program_that_keeps_changing_the_table_gets_ten_restores_at_once_then_one_ev
     // Sustained, one restore every 100 ms.
     tamper(&mut agent, due + Duration::from_millis(100));
     assert_eq!(agent.kernel.committed.len(), 1 + 12);
+}
+
+#[test]
+fn a_held_back_restore_that_another_apply_did_is_not_done_again() {
+    let dir = TempDir::new().unwrap();
+    let mut agent = started(&dir, DEFAULTS);
+    let start = Instant::now();
+    for _ in 0..11 {
+        agent.kernel.tamper();
+        let commit = commit(99, &["enforcer"], "delete table inet enforcer");
+        agent.take_commits(vec![commit], start).unwrap();
+    }
+    let due = agent
+        .deferred_restore_due()
+        .expect("the eleventh is held back");
+    let (result, log) = logged(|| agent.check());
+    result.unwrap();
+    assert_eq!(
+        agent.kernel.committed.len(),
+        1 + 11,
+        "the periodic check restored"
+    );
+    assert!(
+        log.contains("changed table enforcer 1 times while restores were held back"),
+        "{log}"
+    );
+    assert_eq!(agent.deferred_restore_due(), None);
+    agent.restore_deferred(due).unwrap();
+    assert_eq!(
+        agent.kernel.committed.len(),
+        1 + 11,
+        "nothing left to restore"
+    );
 }
 
 #[test]
