@@ -64,6 +64,9 @@ for i in $(seq 1 50); do
 done
 echo "subnet in the table: $(nft list table inet enforcer | grep -c '10.77.0.0')"
 echo "box's address in the table: $(nft list ruleset | grep -c "$address")"
+# dockerd frozen: the restarted agent cannot read Docker, only its state file.
+dockerd=$(systemctl show -p MainPID --value docker)
+kill -STOP "$dockerd"
 old=$(systemctl show -p MainPID --value enforcer)
 kill -9 "$old"
 for i in 1 2 3 4 5 6 7 8 9 10; do
@@ -72,10 +75,12 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
     [ "$new" != 0 ] && [ "$new" != "$old" ] && [ "$(systemctl is-active enforcer)" = active ] && break
 done
 echo "restarted: $old -> $new, $(systemctl show -p NRestarts enforcer)"
+sleep 1
+echo "box's address in the table, dockerd frozen: $(nft list ruleset | grep -c "$address")"
+kill -CONT "$dockerd"
 systemctl reload enforcer
 sleep 2
 echo "table: $(nft list tables | tr '\n' ' ')"
-echo "box's address in the table after the restart: $(nft list ruleset | grep -c "$address")"
 docker rm -f box >/dev/null
 echo "--- journal"
 journalctl -b -o short-monotonic --no-pager | grep -E 'enforcer|docker|Docker' | grep -v 'dockerd.*level=info'
@@ -113,8 +118,10 @@ grep -q '^dockerd: 20\.10' "$log" || fail "Debian's dockerd did not answer"
 grep -q '^box: running at 10\.77\.0\.' "$log" || fail "the container did not run"
 grep -q '^subnet in the table: [1-9]' "$log" || fail "the agent did not enforce Docker's network"
 grep -q "^box's address in the table: [1-9]" "$log" || fail "the agent did not enforce the container"
-grep -q "^box's address in the table after the restart: [1-9]" "$log" ||
-    fail "the restarted agent lost the container"
+grep -q "^box's address in the table, dockerd frozen: [1-9]" "$log" ||
+    fail "the restarted agent did not re-enforce the container from its state file"
+grep -q 're-enforcing the Docker state last applied' "$log" ||
+    fail "the restarted agent did not read its state file"
 grep -Eq '^restarted: [0-9]+ -> [0-9]+, NRestarts=1$' "$log" || fail "not restarted once after kill -9"
 grep -q 'table: table inet enforcer' "$log" || fail "no table after the restart"
 grep -q 'policy reloaded' "$log" || fail "systemctl reload did not reload the policy"

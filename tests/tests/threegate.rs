@@ -112,6 +112,13 @@ fn explain_answers_what_the_kernel_does_for_every_flow_of_the_matrix() {
                 if *open { "open" } else { "closed" }
             ));
         }
+        if allowed && answer["rule"].is_string() {
+            assert_ne!(
+                answer["entry"], "the table's own structure (see the rule)",
+                "{}: an allowance without its entry",
+                flow.what
+            );
+        }
         if !allowed {
             let at = answer["location"].as_str().unwrap_or_default();
             assert!(
@@ -128,4 +135,32 @@ fn explain_answers_what_the_kernel_does_for_every_flow_of_the_matrix() {
         results.len(),
         wrong.join("\n")
     );
+    // The proxy by its name, in both families: what its flows to the internet got.
+    for (flow, open) in results
+        .iter()
+        .filter(|(f, _)| f.from == "proxy" && f.what.contains("internet"))
+    {
+        let service = match flow.proto {
+            Proto::Tcp => format!("tcp/{}", flow.target.port()),
+            Proto::Udp => format!("udp/{}", flow.target.port()),
+        };
+        let dst = flow.target.ip().to_string();
+        let args = [
+            "explain",
+            "--config",
+            config,
+            "--state-file",
+            "/nonexistent",
+            "proxy",
+            &dst,
+            &service,
+        ];
+        let output = enforcer(&host.host, &args);
+        assert_eq!(
+            output.status.code(),
+            Some(if *open { 0 } else { 1 }),
+            "{}",
+            flow.what
+        );
+    }
 }

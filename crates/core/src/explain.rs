@@ -10,7 +10,8 @@ use crate::evaluate::{Decision, Fate, Packet};
 use crate::names::ChainName;
 use crate::policy::{Entries, Location};
 use crate::roles::{Allowance, Target};
-use crate::topology::{ManagedNetwork, Service, Topology};
+use crate::ruleset::Hook;
+use crate::topology::{EastWest, ManagedNetwork, Service, Topology};
 
 /// The policy entry behind a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub enum Entry {
     /// No rule of enforcer's decided: the packet neither comes from nor goes to a managed
     /// network (the base chain's policy accepts it).
     Unmanaged,
+    /// The host's own traffic: the output hook drops only what leaves through a quarantined
+    /// interface.
+    HostTraffic,
     /// A managed network's rules, for its traffic: `part` says which.
     Network {
         /// The network.
@@ -56,6 +60,8 @@ pub enum Entry {
 pub enum NetworkPart {
     /// Its traffic stays inside it (east-west allowed).
     Inside,
+    /// Its containers reach each other only as their roles allow (east-west denied).
+    EastWest,
     /// What no rule allows leaves it dropped.
     Egress,
     /// It must not reach the host's services.
@@ -64,12 +70,19 @@ pub enum NetworkPart {
     Inbound,
 }
 
-/// The entry behind `decision`, the fate of `packet` in a table planned from `topology`.
-pub fn entry(topology: &Topology, decision: &Decision<'_>, packet: &Packet<'_>) -> Entry {
+/// The entry behind `decision`, the fate of `packet` at `hook` in a table planned from
+/// `topology`.
+pub fn entry(
+    topology: &Topology,
+    hook: Hook,
+    decision: &Decision<'_>,
+    packet: &Packet<'_>,
+) -> Entry {
     let Some(chain) = decision.chain else {
-        return match decision.fate {
-            Fate::Passed => Entry::Unmanaged,
-            Fate::Dropped => Entry::Structure,
+        return match (decision.fate, hook) {
+            (Fate::Passed, Hook::Output) => Entry::HostTraffic,
+            (Fate::Passed, _) => Entry::Unmanaged,
+            (Fate::Dropped, _) => Entry::Structure,
         };
     };
     let network = |address: IpAddr, part| {
@@ -111,7 +124,15 @@ pub fn entry(topology: &Topology, decision: &Decision<'_>, packet: &Packet<'_>) 
             })
         }
         (ChainName::FromManaged, Fate::Passed) => network(packet.src, NetworkPart::Inside),
-        (ChainName::FromManaged, Fate::Dropped) => network(packet.src, NetworkPart::Egress),
+        (ChainName::FromManaged, Fate::Dropped) => {
+            let inside = network_of(topology, packet.src).filter(|n| {
+                n.east_west == EastWest::Deny && n.subnets.iter().any(|s| s.contains(&packet.dst))
+            });
+            match inside {
+                Some(_) => network(packet.src, NetworkPart::EastWest),
+                None => network(packet.src, NetworkPart::Egress),
+            }
+        }
         (ChainName::HostFromManaged, Fate::Dropped) => network(packet.src, NetworkPart::Host),
         (ChainName::ToManaged, Fate::Dropped) => network(packet.dst, NetworkPart::Inbound),
         _ => Entry::Structure,
@@ -157,7 +178,9 @@ fn holds(topology: &Topology, target: &Target, address: IpAddr, to_host: bool) -
     match target {
         Target::Host => to_host,
         _ if to_host => false,
-        Target::Internet => network_of(topology, address).is_none(),
+        Target::Internet => {
+            network_of(topology, address).is_none() && !topology.elsewhere().contains_key(&address)
+        }
         Target::Role(role) => topology
             .members()
             .iter()
@@ -188,7 +211,7 @@ impl Entry {
                 .or_else(|| entries.proxy(name).map(|(at, _)| at)),
             Entry::Egress { role, index } => entries.egress(role, *index),
             Entry::Ingress { role, index } => entries.ingress(role, *index),
-            Entry::Unmanaged | Entry::Structure => None,
+            Entry::Unmanaged | Entry::HostTraffic | Entry::Structure => None,
         }
     }
 }
@@ -197,9 +220,17 @@ impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Entry::Unmanaged => f.write_str("no managed network is involved: enforcer lets it be"),
+            Entry::HostTraffic => f.write_str(
+                "the host's own traffic: enforcer drops only what leaves through a quarantined \
+                 interface",
+            ),
             Entry::Network { name, part } => {
                 let what = match part {
                     NetworkPart::Inside => "its traffic may stay inside it",
+                    NetworkPart::EastWest => {
+                        "east-west is denied: its containers reach each other only as their roles \
+                         allow"
+                    }
                     NetworkPart::Egress => "what no rule allows does not leave it",
                     NetworkPart::Host => "it must not reach the host's services",
                     NetworkPart::Inbound => "no new connection reaches it from outside",
@@ -225,7 +256,6 @@ mod tests {
     use crate::evaluate::decide;
     use crate::planner::plan_tables;
     use crate::policy::Policy;
-    use crate::ruleset::Hook;
     use crate::topology::Protocol;
 
     const POLICY: &str = r#"
@@ -283,7 +313,7 @@ addresses = ["10.50.0.53"]
             out_interface: "",
         };
         let decision = decide(&tables.inet, Hook::Forward, &packet);
-        let found = entry(&classified.topology, &decision, &packet);
+        let found = entry(&classified.topology, Hook::Forward, &decision, &packet);
         let line = found.location(&policy.entries).map(|at| at.line);
         (decision.fate, found, line)
     }

@@ -48,6 +48,13 @@ pub fn explain(
         .parse()
         .map_err(|e: String| anyhow::anyhow!("service `{service}`: {e}"))?;
     let state = StateFile::load(state_path)?;
+    if state.is_none() && policy.docker.enabled {
+        eprintln!(
+            "enforcer: no state file at {}: explaining from the static policy alone, as if Docker \
+             had no networks (give --state-file, or run it where the daemon runs)",
+            state_path.display()
+        );
+    }
     let none = Default::default();
     let docker = state.as_ref().map_or(&none, |s| &s.docker);
     let enforced = state
@@ -59,8 +66,7 @@ pub fn explain(
     let (tables, _, _) = plan_tables(policy, &classified, docker, &[], bound);
     let topology = &classified.topology;
     let names = Names::of(topology, docker);
-    let (dst_address, dst_name) = names.resolve(dst, None)?;
-    let (src_address, src_name) = names.resolve(src, Some(dst_address))?;
+    let ((src_address, src_name), (dst_address, dst_name)) = names.pair(src, dst)?;
     let interfaces = Interfaces::of(topology, docker);
     let local = local_addresses().context("reading the host's addresses")?;
     let judge = Judge {
@@ -70,7 +76,7 @@ pub fn explain(
     };
     let target = SocketAddr::new(dst_address, service.port);
     let judged = judge.judge(src_address, target, service.protocol);
-    let decided_by = entry(topology, &judged.decision, &judged.packet);
+    let decided_by = entry(topology, judged.hook, &judged.decision, &judged.packet);
     let passed = judged.decision.fate == Fate::Passed;
     let answer = Answer {
         src: src_address,
@@ -149,37 +155,54 @@ impl Names {
         Names(names)
     }
 
-    /// `text` as an address (with the name that holds it, if any), or the address of the
-    /// name `text`: the one of `toward`'s family that shares the most leading bits with it
-    /// (its address on the same network), its first IPv4 one without `toward`.
-    fn resolve(&self, text: &str, toward: Option<IpAddr>) -> Result<(IpAddr, Option<String>)> {
+    /// The addresses `text` stands for: itself, or the addresses of the name `text`; with the
+    /// name that holds them, if any.
+    fn candidates(&self, text: &str) -> Result<(Vec<IpAddr>, Option<String>)> {
         if let Ok(address) = text.parse::<IpAddr>() {
             let name = self
                 .0
                 .iter()
                 .find(|(_, addresses)| addresses.contains(&address))
                 .map(|(name, _)| name.clone());
-            return Ok((address, name));
+            return Ok((vec![address], name));
         }
-        let Some((name, addresses)) = self.0.iter().find(|(name, _)| name == text) else {
-            bail!(
+        match self.0.iter().find(|(name, _)| name == text) {
+            Some((name, addresses)) if !addresses.is_empty() => {
+                Ok((addresses.clone(), Some(name.clone())))
+            }
+            Some(_) => bail!("`{text}` has no address"),
+            None => bail!(
                 "`{text}` is neither an address nor the name of a container (in the state file), \
                  proxy or member (in the policy)"
-            );
-        };
-        let chosen = match toward {
-            Some(toward) => addresses
-                .iter()
-                .filter(|a| a.is_ipv4() == toward.is_ipv4())
-                .max_by_key(|a| shared_bits(**a, toward)),
-            None => addresses.iter().find(|a| a.is_ipv4()).or(addresses.first()),
-        };
-        match chosen {
-            Some(address) => Ok((*address, Some(name.clone()))),
-            None => bail!("`{text}` has no address of the other side's family"),
+            ),
         }
     }
+
+    /// The source and destination `src` and `dst` stand for (each an address, with the name
+    /// that holds it, if any): of one family, and of the candidates of a name the pair that
+    /// shares the most leading bits (a name's address on the other side's network), IPv4 pairs
+    /// first, ties in the order the names list their addresses.
+    fn pair(&self, src: &str, dst: &str) -> Result<(Named, Named)> {
+        let (sources, src_name) = self.candidates(src)?;
+        let (targets, dst_name) = self.candidates(dst)?;
+        // The first pair that is IPv4 if any is, then shares the most leading bits.
+        let best = sources
+            .iter()
+            .flat_map(|&s| targets.iter().map(move |&d| (s, d)))
+            .filter(|(s, d)| s.is_ipv4() == d.is_ipv4())
+            .min_by_key(|&(s, d)| std::cmp::Reverse((s.is_ipv4(), shared_bits(s, d))));
+        let Some((s, d)) = best else {
+            bail!(
+                "`{src}` and `{dst}` have no addresses of one family: a packet is IPv4 or IPv6 on \
+                 both sides"
+            );
+        };
+        Ok(((s, src_name), (d, dst_name)))
+    }
 }
+
+/// An address and the name that holds it.
+type Named = (IpAddr, Option<String>);
 
 /// How many leading bits two addresses of one family share.
 fn shared_bits(a: IpAddr, b: IpAddr) -> u32 {
@@ -205,32 +228,26 @@ mod tests {
     #[test]
     fn a_name_gives_its_address_on_the_other_sides_network_and_family() {
         let names = names();
-        let resolved = |text, toward: Option<&str>| {
-            let toward = toward.map(|t| t.parse().unwrap());
-            names.resolve(text, toward).map(|(a, n)| (a.to_string(), n))
+        let pair = |src, dst| {
+            names
+                .pair(src, dst)
+                .map(|((s, sn), (d, dn))| (s.to_string(), sn, d.to_string(), dn))
         };
         let proxy = Some("proxy".to_string());
+        let (s, sn, d, dn) = pair("10.102.0.9", "proxy").unwrap();
         assert_eq!(
-            resolved("proxy", Some("10.102.0.9")).unwrap(),
-            ("10.102.0.2".to_string(), proxy.clone())
+            (s.as_str(), sn, d.as_str(), dn),
+            ("10.102.0.9", None, "10.102.0.2", proxy.clone())
         );
-        assert_eq!(
-            resolved("proxy", Some("fd00:101::5")).unwrap(),
-            ("fd00:101::2".to_string(), proxy.clone())
-        );
-        assert_eq!(
-            resolved("proxy", None).unwrap(),
-            ("10.101.0.2".to_string(), proxy.clone())
-        );
-        assert_eq!(
-            resolved("10.102.0.2", None).unwrap(),
-            ("10.102.0.2".to_string(), proxy)
-        );
-        assert_eq!(
-            resolved("192.0.2.1", None).unwrap(),
-            ("192.0.2.1".to_string(), None)
-        );
-        let unknown = resolved("nobody", None).unwrap_err().to_string();
+        let (_, _, d, _) = pair("fd00:101::5", "proxy").unwrap();
+        assert_eq!(d, "fd00:101::2", "the other side's family");
+        let (s, _, _, _) = pair("proxy", "203.0.113.10").unwrap();
+        assert_eq!(s, "10.101.0.2", "a tie: the first listed");
+        let (s, sn, _, _) = pair("10.102.0.2", "192.0.2.1").unwrap();
+        assert_eq!((s.as_str(), sn), ("10.102.0.2", proxy));
+        let mixed = pair("fd00:101::5", "192.0.2.1").unwrap_err().to_string();
+        assert!(mixed.contains("no addresses of one family"), "{mixed}");
+        let unknown = pair("nobody", "192.0.2.1").unwrap_err().to_string();
         assert!(
             unknown.contains("`nobody` is neither an address nor the name"),
             "{unknown}"

@@ -66,7 +66,7 @@ impl Interfaces {
     }
 }
 
-/// Judges tracked connections by a planned inet table.
+/// Judges new packets by a planned inet table, as this host would meet them.
 pub struct Judge<'a> {
     /// The table just applied.
     pub inet: &'a Ruleset,
