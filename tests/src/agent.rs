@@ -83,6 +83,36 @@ impl Agent {
         );
     }
 
+    /// The lines of the log so far that hold `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        let log = self.log();
+        log.lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits (bounded) until the log holds more than `seen` lines with `needle`; returns the
+    /// first new one.
+    pub fn next_line_with(&self, needle: &str, seen: usize, limit: Duration) -> Option<String> {
+        let mut found = None;
+        wait_until(limit, || {
+            found = self.lines_with(needle).into_iter().nth(seen);
+            found.is_some()
+        });
+        found
+    }
+
+    /// Writes `policy` to the policy file at `path`, sends SIGHUP and waits (bounded) until a
+    /// new `policy reloaded` line is logged; whether it was.
+    pub fn reload_with(&self, path: &Path, policy: &str, limit: Duration) -> bool {
+        let seen = self.lines_with("policy reloaded").len();
+        std::fs::write(path, policy).expect("write the policy file");
+        self.signal(libc::SIGHUP);
+        self.next_line_with("policy reloaded", seen, limit)
+            .is_some()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("agent runs").id()

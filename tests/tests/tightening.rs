@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use enforcer_harness::host::{threegate_policy_without, DockerLikeHost};
-use enforcer_harness::{apply_ok, enforcer_bin, repo_file, wait_until, Agent, TempDir, TempFile};
+use enforcer_harness::{apply_ok, enforcer_bin, repo_file, Agent, TempDir, TempFile};
 
 /// The echo server's address: a second address of the internet host, so that its port 443
 /// is free of the spec's responders.
@@ -107,31 +107,26 @@ fn a_network_that_becomes_managed_loses_its_open_connections_and_the_proxy_keeps
     );
 
     // The agent's policy becomes ThreeGate's: llmnet is managed, core's connection is cut.
-    std::fs::write(policy.path(), std::fs::read_to_string(threegate).unwrap()).unwrap();
-    let cuts_before = agent.log().matches("cut connections").count();
+    let cuts_before = agent.lines_with("cut connections").len();
     let reloaded = Instant::now();
-    agent.signal(libc::SIGHUP);
-    agent.expect_log("policy reloaded", Duration::from_secs(10));
+    let tight = std::fs::read_to_string(threegate).unwrap();
     assert!(
-        wait_until(Duration::from_secs(10), || agent
-            .log()
-            .matches("cut connections")
-            .count()
-            > cuts_before),
-        "no cut after the reload: {}",
+        agent.reload_with(
+            std::path::Path::new(policy.path()),
+            &tight,
+            Duration::from_secs(10)
+        ),
+        "{}",
         agent.log()
     );
+    let cut = agent
+        .next_line_with("cut connections", cuts_before, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no cut after the reload: {}", agent.log()));
     assert!(!core.echoes("core 3"), "{}", agent.log());
     assert!(
         proxy.echoes("proxy 2"),
         "the proxy's allowed connection was cut"
     );
-    let log = agent.log();
-    let cut = log
-        .lines()
-        .filter(|l| l.contains("cut connections"))
-        .nth(cuts_before)
-        .unwrap_or_default();
     eprintln!(
         "stopped within {:?} of the reload (the echo waits {ECHO_TIMEOUT:?}): {cut}",
         reloaded.elapsed()
@@ -142,6 +137,7 @@ fn a_network_that_becomes_managed_loses_its_open_connections_and_the_proxy_keeps
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(deleted > 300, "core's TCP and 300 UDP flows: {cut}");
+    let log = agent.log();
     assert!(
         cut.contains("10.100.0.10:")
             && !log.contains("10.101.0.2:")

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use enforcer_harness::host::{threegate_policy_without, DockerLikeHost};
-use enforcer_harness::{repo_file, wait_until, Agent, TempDir, TempFile};
+use enforcer_harness::{repo_file, Agent, TempDir, TempFile};
 
 use super::line;
 
@@ -44,23 +44,11 @@ pub fn cut(enforcer: &Path) -> Result<()> {
         for container in ["core", "outsider"] {
             open_flows(&host, container, flows)?;
         }
-        let cuts = agent.log().matches("cut connections").count();
+        let cuts = agent.lines_with("cut connections").len();
         reload(&agent, policy.path(), &tight)?;
-        ensure!(
-            wait_until(Duration::from_secs(30), || agent
-                .log()
-                .matches("cut connections")
-                .count()
-                > cuts),
-            "no cut logged: {}",
-            agent.log()
-        );
-        let log = agent.log();
-        let cut_line = log
-            .lines()
-            .filter(|l| l.contains("cut connections"))
-            .nth(cuts)
-            .context("the cut's log line")?;
+        let cut_line = agent
+            .next_line_with("cut connections", cuts, Duration::from_secs(30))
+            .with_context(|| format!("no cut logged: {}", agent.log()))?;
         let field = |name: &str| -> Result<u64> {
             let value = cut_line
                 .split_whitespace()
@@ -84,15 +72,8 @@ pub fn cut(enforcer: &Path) -> Result<()> {
 
 /// Writes `text` as the policy and reloads the agent; waits for the reload.
 fn reload(agent: &Agent, path: &str, text: &str) -> Result<()> {
-    let reloads = agent.log().matches("policy reloaded").count();
-    std::fs::write(path, text)?;
-    agent.signal(libc::SIGHUP);
     ensure!(
-        wait_until(Duration::from_secs(30), || agent
-            .log()
-            .matches("policy reloaded")
-            .count()
-            > reloads),
+        agent.reload_with(Path::new(path), text, Duration::from_secs(30)),
         "the reload was not logged: {}",
         agent.log()
     );
