@@ -120,12 +120,14 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// The `p`-th percentile of `values` (not empty): the value at rank `len * p / 100`, so the
-/// 99th of fewer than 100 values is the largest.
+/// The `p`-th percentile of `values` (not empty), by nearest rank: the smallest value that at
+/// least `p` percent of them do not exceed (of 100 values, the 99th is the second largest;
+/// of fewer than 100, the largest; the 100th is the largest).
 fn percentile(values: &[f64], p: usize) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+    let rank = (sorted.len() * p).div_ceil(100).max(1);
+    sorted[rank.min(sorted.len()) - 1]
 }
 
 /// What one child process cost.
@@ -289,4 +291,21 @@ pub fn run(filter: &str) -> Result<()> {
         soak::soak(&enforcer)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_are_by_nearest_rank() {
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&hundred, 50), 50.0);
+        assert_eq!(percentile(&hundred, 99), 99.0);
+        assert_eq!(percentile(&hundred, 100), 100.0);
+        let ten: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(percentile(&ten, 50), 5.0);
+        assert_eq!(percentile(&ten, 99), 10.0);
+        assert_eq!(percentile(&[7.0], 1), 7.0);
+    }
 }
