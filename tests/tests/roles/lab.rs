@@ -110,6 +110,20 @@ impl Seed {
         };
         SocketAddr::new(ip, row.service.1)
     }
+
+    /// The source address the kernel picks for `row`: the source's address on the target's
+    /// network when it is attached there, on its default route's network otherwise.
+    fn source(&self, row: &Row, family: Family) -> IpAddr {
+        let part = self.part(row.from);
+        let shared = match row.to {
+            To::Part(_, net) | To::Host(net) => part.on.iter().find(|(n, _)| *n == net),
+            To::Internet => None,
+        };
+        let (net, host) = shared
+            .or_else(|| part.on.iter().find(|(n, _)| *n == part.route))
+            .expect("the source is attached to its route's network");
+        self.net(net).address(*host, family)
+    }
 }
 
 /// The seed built through Docker, with its responders.
@@ -346,6 +360,7 @@ pub(crate) fn run(seed: &Seed, version: DockerVersion) {
     );
     expect_counted_per_container(&lab);
     expect_status(&lab, &policy, agent.state_file());
+    expect_explained(&lab, &policy, agent.state_file(), &after);
     eprintln!(
         "{} on Docker {}:\n{}",
         seed.policy,
@@ -396,6 +411,68 @@ fn expect_status(lab: &Lab, policy: &std::path::Path, state: &std::path::Path) {
         !dropping.is_empty(),
         "no container's drops in status: {report:#}"
     );
+}
+
+/// `enforcer explain` answers, for every flow measured, what the kernel did to its packets,
+/// from the policy and the agent's state file; a role's allowance names its rule's line.
+fn expect_explained(
+    lab: &Lab,
+    policy: &std::path::Path,
+    state: &std::path::Path,
+    measured: &[(&Row, SocketAddr, bool)],
+) {
+    let mut wrong = Vec::new();
+    for (row, target, open) in measured {
+        let family = if target.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        let service = format!("{}/{}", proto_name(row.service.0), row.service.1);
+        let output = lab
+            .docker
+            .host
+            .command(enforcer_harness::enforcer_bin().to_str().unwrap())
+            .args(["explain", "--json", "--config"])
+            .arg(policy)
+            .arg("--state-file")
+            .arg(state)
+            .arg(lab.seed.source(row, family).to_string())
+            .arg(target.ip().to_string())
+            .arg(&service)
+            .output()
+            .unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+        let allowed = answer["verdict"] == "allowed";
+        if allowed != *open {
+            wrong.push(format!(
+                "{} -> {target} {service}: kernel open {open}, {answer}",
+                row.from
+            ));
+        }
+        let by_role = answer["chain"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("role_"));
+        assert!(
+            !by_role || answer["location"].is_string(),
+            "a role's allowance without its line: {answer}"
+        );
+    }
+    assert!(
+        wrong.is_empty(),
+        "explain differs from the kernel on {} of {} flows:\n{}",
+        wrong.len(),
+        measured.len(),
+        wrong.join("\n")
+    );
+}
+
+fn proto_name(proto: Proto) -> &'static str {
+    match proto {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    }
 }
 
 /// Every container attached to one managed network alone that sent a dropped flow (not toward
