@@ -1,9 +1,9 @@
 //! ThreeGate's topology on a sealed Docker-like host: real flows against the enforced table.
 
 use enforcer_harness::host::DockerLikeHost;
-use enforcer_harness::matrix::{measure, mismatches, report, threegate_matrix};
+use enforcer_harness::matrix::{measure, mismatches, report, threegate_matrix, Flow};
 use enforcer_harness::spec::{EGRESSNET, LLMNET};
-use enforcer_harness::{apply_ok, enforcer, repo_file, Proto};
+use enforcer_harness::{apply_ok, enforcer, repo_file};
 
 #[test]
 fn enforced_host_matches_the_threegate_matrix() {
@@ -69,27 +69,25 @@ fn explain_answers_what_the_kernel_does_for_every_flow_of_the_matrix() {
     let config = config.to_str().unwrap();
     apply_ok(&host.host, &["--config", config]);
     let results = measure(&host, &threegate_matrix());
+    let explain = |src: &str, flow: &Flow| {
+        let service = format!("{}/{}", flow.proto.name(), flow.target.port());
+        let dst = flow.target.ip().to_string();
+        let args = [
+            "explain",
+            "--config",
+            config,
+            "--state-file",
+            "/nonexistent",
+            "--json",
+            src,
+            &dst,
+            &service,
+        ];
+        enforcer(&host.host, &args)
+    };
     let mut wrong = Vec::new();
     for (flow, open) in &results {
-        let service = match flow.proto {
-            Proto::Tcp => format!("tcp/{}", flow.target.port()),
-            Proto::Udp => format!("udp/{}", flow.target.port()),
-        };
-        let (src, dst) = (flow.source.to_string(), flow.target.ip().to_string());
-        let output = enforcer(
-            &host.host,
-            &[
-                "explain",
-                "--config",
-                config,
-                "--state-file",
-                "/nonexistent",
-                "--json",
-                &src,
-                &dst,
-                &service,
-            ],
-        );
+        let output = explain(&flow.source.to_string(), flow);
         let answer: serde_json::Value =
             serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
                 panic!(
@@ -140,22 +138,7 @@ fn explain_answers_what_the_kernel_does_for_every_flow_of_the_matrix() {
         .iter()
         .filter(|(f, _)| f.from == "proxy" && f.what.contains("internet"))
     {
-        let service = match flow.proto {
-            Proto::Tcp => format!("tcp/{}", flow.target.port()),
-            Proto::Udp => format!("udp/{}", flow.target.port()),
-        };
-        let dst = flow.target.ip().to_string();
-        let args = [
-            "explain",
-            "--config",
-            config,
-            "--state-file",
-            "/nonexistent",
-            "proxy",
-            &dst,
-            &service,
-        ];
-        let output = enforcer(&host.host, &args);
+        let output = explain("proxy", flow);
         assert_eq!(
             output.status.code(),
             Some(if *open { 0 } else { 1 }),

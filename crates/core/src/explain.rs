@@ -115,13 +115,14 @@ pub fn entry(
                 .roles()
                 .get(role)
                 .map_or(&[][..], |r| &r.ingress[..]);
-            let covering = rules.iter().position(|r| {
-                holds(topology, &r.from, packet.src, false) && covers(&r.allow, packet)
-            });
-            covering.map_or(Entry::Structure, |index| Entry::Ingress {
-                role: role.clone(),
-                index,
-            })
+            let from = rules.iter().map(|r| (&r.from, &r.allow[..]));
+            covering(topology, from, (packet.src, false), packet).map_or(
+                Entry::Structure,
+                |index| Entry::Ingress {
+                    role: role.clone(),
+                    index,
+                },
+            )
         }
         (ChainName::FromManaged, Fate::Passed) => network(packet.src, NetworkPart::Inside),
         (ChainName::FromManaged, Fate::Dropped) => {
@@ -147,20 +148,32 @@ fn network_of(topology: &Topology, address: IpAddr) -> Option<&ManagedNetwork> {
         .find(|n| n.subnets.iter().any(|s| s.contains(&address)))
 }
 
-/// The first of `role`'s egress rules whose target holds the packet's destination (the host,
-/// when `to_host`) and whose allowance covers its protocol and port.
+/// The entry of the first of `role`'s egress rules whose target holds the packet's destination
+/// (the host, when `to_host`) and whose allowance covers its protocol and port.
 fn egress(topology: &Topology, role: &str, packet: &Packet<'_>, to_host: bool) -> Entry {
     let rules = topology
         .roles()
         .get(role)
         .map_or(&[][..], |r| &r.egress[..]);
-    let covering = rules
-        .iter()
-        .position(|r| holds(topology, &r.to, packet.dst, to_host) && covers(&r.allow, packet));
-    covering.map_or(Entry::Structure, |index| Entry::Egress {
-        role: role.to_string(),
-        index,
+    let to = rules.iter().map(|r| (&r.to, &r.allow[..]));
+    covering(topology, to, (packet.dst, to_host), packet).map_or(Entry::Structure, |index| {
+        Entry::Egress {
+            role: role.to_string(),
+            index,
+        }
     })
+}
+
+/// The index of the first of `rules` (target, allowance) whose target holds `peer` (with its
+/// `to_host`, as [`holds`] takes it) and whose allowance covers the packet.
+fn covering<'a>(
+    topology: &Topology,
+    mut rules: impl Iterator<Item = (&'a Target, &'a [Allowance])>,
+    (peer, to_host): (IpAddr, bool),
+    packet: &Packet<'_>,
+) -> Option<usize> {
+    rules
+        .position(|(target, allow)| holds(topology, target, peer, to_host) && covers(allow, packet))
 }
 
 /// Whether one of `allow` covers the packet's protocol and destination port.

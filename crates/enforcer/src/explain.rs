@@ -9,10 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use enforcer_core::docker::classify_after;
 use enforcer_core::evaluate::Fate;
 use enforcer_core::explain::entry;
-use enforcer_core::planner::plan_tables;
 use enforcer_core::policy::Policy;
 use enforcer_core::topology::{Service, Topology};
 use serde::Serialize;
@@ -55,15 +53,9 @@ pub fn explain(
             state_path.display()
         );
     }
+    let (classified, tables) = StateFile::planned(policy, state.as_ref());
     let none = Default::default();
     let docker = state.as_ref().map_or(&none, |s| &s.docker);
-    let enforced = state
-        .as_ref()
-        .map(|s| s.enforced_networks.clone())
-        .unwrap_or_default();
-    let bound = state.as_ref().map_or(&[][..], |s| s.bound_ports.as_slice());
-    let classified = classify_after(policy, docker, &enforced);
-    let (tables, _, _) = plan_tables(policy, &classified, docker, &[], bound);
     let topology = &classified.topology;
     let names = Names::of(topology, docker);
     let ((src_address, src_name), (dst_address, dst_name)) = names.pair(src, dst)?;

@@ -76,15 +76,8 @@ enum Command {
     /// the table was last applied, Docker's connection, and whether the kernel and the state
     /// file agree. Reads only; works whether the daemon runs or not.
     Status {
-        /// Policy file (TOML); without it, the embedded default policy.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// State file; default as for `run`.
-        #[arg(long)]
-        state_file: Option<PathBuf>,
-        /// Print JSON instead of tables.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        reading: Reading,
     },
     /// Say whether the table planned from the policy and the Docker state last enforced (the
     /// state file's) lets a new connection through, the rule that decides and the policy
@@ -97,15 +90,8 @@ enum Command {
         dst: String,
         /// The service, like tcp/443 or udp/53.
         service: String,
-        /// Policy file (TOML); without it, the embedded default policy.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// State file; default as for `run`.
-        #[arg(long)]
-        state_file: Option<PathBuf>,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        reading: Reading,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -119,6 +105,29 @@ enum Command {
         /// Policy file (TOML).
         file: PathBuf,
     },
+}
+
+/// What `status` and `explain` read, and how they answer.
+#[derive(clap::Args)]
+struct Reading {
+    /// Policy file (TOML); without it, the embedded default policy.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// State file; default as for `run`.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Reading {
+    /// The policy, and the state file's path.
+    fn open(self) -> Result<(Policy, PathBuf, bool)> {
+        let policy = load_policy(self.config.as_ref())?;
+        let path = self.state_file.unwrap_or_else(state_file::default_path);
+        Ok((policy, path, self.json))
+    }
 }
 
 /// Log line format of `enforcer run`.
@@ -138,6 +147,17 @@ enum Done {
     Pending,
 }
 
+impl Done {
+    /// Clean when `clean`, else pending.
+    fn clean_if(clean: bool) -> Done {
+        if clean {
+            Done::Clean
+        } else {
+            Done::Pending
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -150,36 +170,16 @@ fn main() -> ExitCode {
             init_logging(log_format);
             run::run(config, state_file).map(|()| Done::Clean)
         }
-        Command::Status {
-            config,
-            state_file,
-            json,
-        } => load_policy(config.as_ref()).and_then(|policy| {
-            let path = state_file.unwrap_or_else(state_file::default_path);
-            status::status(&policy, &path, json).map(|agree| {
-                if agree {
-                    Done::Clean
-                } else {
-                    Done::Pending
-                }
-            })
+        Command::Status { reading } => reading.open().and_then(|(policy, path, json)| {
+            status::status(&policy, &path, json).map(Done::clean_if)
         }),
         Command::Explain {
             src,
             dst,
             service,
-            config,
-            state_file,
-            json,
-        } => load_policy(config.as_ref()).and_then(|policy| {
-            let path = state_file.unwrap_or_else(state_file::default_path);
-            explain::explain(&policy, &path, (&src, &dst, &service), json).map(|allowed| {
-                if allowed {
-                    Done::Clean
-                } else {
-                    Done::Pending
-                }
-            })
+            reading,
+        } => reading.open().and_then(|(policy, path, json)| {
+            explain::explain(&policy, &path, (&src, &dst, &service), json).map(Done::clean_if)
         }),
         Command::Completions { shell } => {
             let mut command = Cli::command();

@@ -8,7 +8,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use enforcer_core::docker::DockerState;
+use enforcer_core::docker::{classify_after, Classified, DockerState};
+use enforcer_core::planner::plan_tables;
+use enforcer_core::policy::Policy;
+use enforcer_core::ruleset::Tables;
 use serde::{Deserialize, Serialize};
 
 /// Where the state file lives without `--state-file`: under systemd's `StateDirectory`
@@ -104,12 +107,27 @@ impl StateFile {
 
     /// The Docker state it records, and the networks enforced under it as a classification
     /// to continue from (they keep winning conflicts).
-    pub fn enforced(self) -> (DockerState, enforcer_core::docker::Classified) {
-        let known = enforcer_core::docker::Classified {
+    pub fn enforced(self) -> (DockerState, Classified) {
+        let known = Classified {
             enforced_networks: self.enforced_networks,
             ..Default::default()
         };
         (self.docker, known)
+    }
+
+    /// The classification and tables `policy` plans from `state`'s Docker state (the static
+    /// policy alone without one), as the daemon that wrote it last enforced them, bound ports
+    /// included; no bridge ports are read.
+    pub fn planned(policy: &Policy, state: Option<&StateFile>) -> (Classified, Tables) {
+        let none = DockerState::default();
+        let docker = state.map_or(&none, |s| &s.docker);
+        let enforced = state
+            .map(|s| s.enforced_networks.clone())
+            .unwrap_or_default();
+        let bound = state.map_or(&[][..], |s| s.bound_ports.as_slice());
+        let classified = classify_after(policy, docker, &enforced);
+        let (tables, _, _) = plan_tables(policy, &classified, docker, &[], bound);
+        (classified, tables)
     }
 
     /// Reads the state file; `Ok(None)` when it does not exist.

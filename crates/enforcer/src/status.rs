@@ -10,8 +10,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use enforcer_core::diff::{additions_last, diff, Change};
-use enforcer_core::docker::{classify_after, DockerState};
-use enforcer_core::planner::plan_tables;
+use enforcer_core::docker::classify_after;
 use enforcer_core::policy::Policy;
 use enforcer_core::ruleset::TableFamily;
 use enforcer_nft::{KernelView, NftError, Nftables, TableHooks};
@@ -202,14 +201,8 @@ fn check_hooks(
     state: Option<&StateFile>,
     held: &BTreeMap<TableFamily, TableHooks>,
 ) -> (Vec<Hook>, Vec<String>) {
-    let none = DockerState::default();
-    let docker = state.map_or(&none, |s| &s.docker);
-    let enforced = state
-        .map(|s| s.enforced_networks.clone())
-        .unwrap_or_default();
     let bound = state.map_or(&[][..], |s| s.bound_ports.as_slice());
-    let classified = classify_after(policy, docker, &enforced);
-    let (tables, _, _) = plan_tables(policy, &classified, docker, &[], bound);
+    let (_, tables) = StateFile::planned(policy, state);
     let name = &policy.table.name;
     let (mut hooks, mut notes) = (Vec::new(), Vec::new());
     for (family, expected) in TableHooks::planned(&tables) {

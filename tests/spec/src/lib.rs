@@ -63,6 +63,16 @@ pub enum Proto {
     Udp,
 }
 
+impl Proto {
+    /// "tcp" or "udp", as `enforcer explain` and the policy write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
 /// A transport and destination port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Service {

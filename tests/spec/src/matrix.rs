@@ -152,10 +152,7 @@ impl Flow {
 
 impl fmt::Display for Flow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = match self.service.proto {
-            crate::Proto::Tcp => "tcp",
-            crate::Proto::Udp => "udp",
-        };
+        let proto = self.service.proto.name();
         let to = match self.to {
             Target::Internet => "internet".to_string(),
             Target::Container(name, network) => format!("{name} on {}", network.name),

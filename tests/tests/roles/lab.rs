@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use enforcer_harness::docker::{DockerVersion, Dockerd, ThreeGate, IMAGE};
 use enforcer_harness::spec::{internet, Family};
-use enforcer_harness::{probe_here, repo_file, Netns, Proto, Responders, PROBE_TIMEOUT};
+use enforcer_harness::{enforcer, probe_here, repo_file, Netns, Proto, Responders, PROBE_TIMEOUT};
 
 /// One dockerd at a time.
 static DOCKERD: Mutex<()> = Mutex::new(());
@@ -359,8 +359,12 @@ pub(crate) fn run(seed: &Seed, version: DockerVersion) {
         agent.log()
     );
     expect_counted_per_container(&lab);
-    expect_status(&lab, &policy, agent.state_file());
-    expect_explained(&lab, &policy, agent.state_file(), &after);
+    let (policy, state) = (
+        policy.to_str().unwrap(),
+        agent.state_file().to_str().unwrap(),
+    );
+    expect_status(&lab, policy, state);
+    expect_explained(&lab, policy, state, &after);
     eprintln!(
         "{} on Docker {}:\n{}",
         seed.policy,
@@ -371,17 +375,18 @@ pub(crate) fn run(seed: &Seed, version: DockerVersion) {
 
 /// `enforcer status --json` agrees with the kernel, lists every role's members (their first
 /// IPv4 address at least) and names containers whose denied egress it counted.
-fn expect_status(lab: &Lab, policy: &std::path::Path, state: &std::path::Path) {
-    let output = lab
-        .docker
-        .host
-        .command(enforcer_harness::enforcer_bin().to_str().unwrap())
-        .args(["status", "--json", "--config"])
-        .arg(policy)
-        .arg("--state-file")
-        .arg(state)
-        .output()
-        .unwrap();
+fn expect_status(lab: &Lab, policy: &str, state: &str) {
+    let output = enforcer(
+        &lab.docker.host,
+        &[
+            "status",
+            "--json",
+            "--config",
+            policy,
+            "--state-file",
+            state,
+        ],
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
     assert_eq!(output.status.code(), Some(0), "{report:#}");
@@ -415,12 +420,7 @@ fn expect_status(lab: &Lab, policy: &std::path::Path, state: &std::path::Path) {
 
 /// `enforcer explain` answers, for every flow measured, what the kernel did to its packets,
 /// from the policy and the agent's state file; a role's allowance names its rule's line.
-fn expect_explained(
-    lab: &Lab,
-    policy: &std::path::Path,
-    state: &std::path::Path,
-    measured: &[(&Row, SocketAddr, bool)],
-) {
+fn expect_explained(lab: &Lab, policy: &str, state: &str, measured: &[(&Row, SocketAddr, bool)]) {
     let mut wrong = Vec::new();
     for (row, target, open) in measured {
         let family = if target.is_ipv4() {
@@ -428,20 +428,25 @@ fn expect_explained(
         } else {
             Family::V6
         };
-        let service = format!("{}/{}", proto_name(row.service.0), row.service.1);
-        let output = lab
-            .docker
-            .host
-            .command(enforcer_harness::enforcer_bin().to_str().unwrap())
-            .args(["explain", "--json", "--config"])
-            .arg(policy)
-            .arg("--state-file")
-            .arg(state)
-            .arg(lab.seed.source(row, family).to_string())
-            .arg(target.ip().to_string())
-            .arg(&service)
-            .output()
-            .unwrap();
+        let service = format!("{}/{}", row.service.0.name(), row.service.1);
+        let (src, dst) = (
+            lab.seed.source(row, family).to_string(),
+            target.ip().to_string(),
+        );
+        let output = enforcer(
+            &lab.docker.host,
+            &[
+                "explain",
+                "--json",
+                "--config",
+                policy,
+                "--state-file",
+                state,
+                &src,
+                &dst,
+                &service,
+            ],
+        );
         let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
         let allowed = answer["verdict"] == "allowed";
@@ -466,13 +471,6 @@ fn expect_explained(
         measured.len(),
         wrong.join("\n")
     );
-}
-
-fn proto_name(proto: Proto) -> &'static str {
-    match proto {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-    }
 }
 
 /// Every container attached to one managed network alone that sent a dropped flow (not toward
