@@ -108,6 +108,8 @@ fn run<'r>(
         };
         match verdict {
             Verdict::Accept | Verdict::Drop => return Some((verdict, Some((&chain.name, rule)))),
+            // The audit chain logs (or not, over its rate) and drops: the denying rule decides.
+            Verdict::Deny(_) => return Some((Verdict::Drop, Some((&chain.name, rule)))),
             Verdict::Return => return None,
             Verdict::Continue => {}
             Verdict::Jump(target) => {
@@ -127,7 +129,7 @@ fn action_verdict(ruleset: &Ruleset, packet: &Packet<'_>, action: &Action) -> Op
     let content = |map| ruleset.set(map).map(|s| &s.content);
     match action {
         Action::Verdict(verdict) => Some(verdict.clone()),
-        Action::RecordInterface(..) => Some(Verdict::Continue),
+        Action::RecordInterface(..) | Action::Log { .. } => Some(Verdict::Continue),
         Action::VerdictMap(MapKey::Address(key), map) => match content(map)? {
             SetContent::VerdictMap(entries) => entries.get(&key_of(packet, key)?).cloned(),
             _ => None,
@@ -170,6 +172,8 @@ fn side(packet: &Packet<'_>, direction: Direction) -> IpAddr {
 fn matches(ruleset: &Ruleset, packet: &Packet<'_>, m: &Match) -> bool {
     let content = |set| ruleset.set(set).map(|s| &s.content);
     match m {
+        // Only a log rule carries it, and a log rule decides nothing.
+        Match::Limit { .. } => true,
         Match::PairInSet(source, destination, set) => {
             let (Some(s), Some(d)) = (key_of(packet, source), key_of(packet, destination)) else {
                 return false;

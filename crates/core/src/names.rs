@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ruleset::Family;
+use crate::ruleset::{DropReason, Family};
 
 /// A chain of enforcer's table.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -47,6 +47,8 @@ pub enum ChainName {
     /// Bridge table: frames from a port of a static network's bridge that no declared proxy
     /// owns (anything but a declared proxy's identity).
     SharedPort,
+    /// Where the drops of one reason go: logged through NFLOG at a bounded rate, then dropped.
+    Audit(DropReason),
 }
 
 /// A set or verdict map of enforcer's table.
@@ -134,6 +136,7 @@ const INGRESS_PREFIX: &str = "ingress_";
 const INGRESS_SERVICES_PREFIX: &str = "in";
 const SERVICES_PREFIX: &str = "out";
 const PORT_PREFIX: &str = "port_";
+const AUDIT_PREFIX: &str = "audit_";
 
 impl fmt::Display for ChainName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -155,6 +158,7 @@ impl fmt::Display for ChainName {
             ChainName::Port(name) => write!(f, "{PORT_PREFIX}{name}"),
             ChainName::UnboundPort => f.write_str("unbound_port"),
             ChainName::SharedPort => f.write_str("shared_port"),
+            ChainName::Audit(reason) => write!(f, "{AUDIT_PREFIX}{}", reason.name()),
         }
     }
 }
@@ -184,7 +188,9 @@ impl FromStr for ChainName {
             "from_elsewhere" => ChainName::FromElsewhere,
             _ => {
                 let prefixed = |prefix| text.strip_prefix(prefix).filter(|rest| !rest.is_empty());
-                if let Some(proxy) = prefixed(PROXY_PREFIX) {
+                if let Some(reason) = prefixed(AUDIT_PREFIX).and_then(DropReason::named) {
+                    ChainName::Audit(reason)
+                } else if let Some(proxy) = prefixed(PROXY_PREFIX) {
                     ChainName::Proxy(proxy.to_string())
                 } else if let Some(port) = prefixed(PORT_PREFIX) {
                     ChainName::Port(port.to_string())
@@ -396,6 +402,7 @@ mod tests {
             Just(ChainName::UnboundPort),
             Just(ChainName::SharedPort),
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,14}".prop_map(ChainName::Port),
+            proptest::sample::select(DropReason::ALL.to_vec()).prop_map(ChainName::Audit),
         ]
     }
 
@@ -428,7 +435,15 @@ mod tests {
         ] {
             assert!(text.parse::<SetName>().is_err(), "{text}");
         }
-        for text in ["proxy_", "port_", "role_x", "role_v4_", "role_v5_a"] {
+        for text in [
+            "proxy_",
+            "port_",
+            "role_x",
+            "role_v4_",
+            "role_v5_a",
+            "audit_",
+            "audit_x",
+        ] {
             assert!(text.parse::<ChainName>().is_err(), "{text}");
         }
         assert_eq!(

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::flows::{FlowPoint, FlowRange};
+use crate::names::ChainName;
 use crate::ruleset::{
     Action, AddressKey, Chain, CtState, Direction, Family, MapKey, Match, Rule, Ruleset, Set,
     SetContent, SetKey, Side, TableFamily, Tables, Verdict,
@@ -200,6 +201,7 @@ pub fn rule_text(rule: &Rule) -> String {
             let name = interface_selector(*side);
             format!("add @{set} {{ {name} counter }}")
         }
+        Action::Log { group, prefix } => format!("log prefix \"{prefix}\" group {group}"),
     });
     parts.push(format!("comment \"{}\"", rule.comment.replace('"', "'")));
     parts.join(" ")
@@ -207,6 +209,9 @@ pub fn rule_text(rule: &Rule) -> String {
 
 fn match_text(m: &Match) -> String {
     match m {
+        Match::Limit { per_second, burst } => {
+            format!("limit rate {per_second}/second burst {burst} packets")
+        }
         Match::FlowInSet(address, set) => {
             let address = match address {
                 Some((family, direction)) => format!("{} . ", selector(*family, *direction)),
@@ -317,6 +322,7 @@ fn verdict_text(verdict: &Verdict) -> String {
         Verdict::Continue => "continue".into(),
         Verdict::Jump(chain) => format!("jump {chain}"),
         Verdict::Goto(chain) => format!("goto {chain}"),
+        Verdict::Deny(reason) => format!("goto {}", ChainName::Audit(*reason)),
     }
 }
 

@@ -349,6 +349,15 @@ pub enum Match {
     /// An IPv6 packet with this hop limit (`ip6 hoplimit 255`): 255 only on a packet that no
     /// router has forwarded, as neighbour discovery requires.
     HopLimit(u8),
+    /// At most this many packets per second, after a burst (`limit rate 100/second burst 100
+    /// packets`): a token bucket the rule keeps in the kernel, so a packet over the rate does
+    /// not match. Never decides a verdict here: only a [`Action::Log`] rule carries it.
+    Limit {
+        /// Packets per second.
+        per_second: u32,
+        /// Packets let through at once before the rate applies.
+        burst: u32,
+    },
 }
 
 /// An Ethernet type a bridge table names.
@@ -386,6 +395,15 @@ pub enum Action {
     /// Look the key up in a verdict map and apply the verdict found (no verdict, and
     /// evaluation continues, when it is absent).
     VerdictMap(MapKey, SetName),
+    /// Send the packet to userspace through NFLOG (`log prefix "enforcer egress " group 7`):
+    /// the agent's drop audit reads the group. No verdict: evaluation goes on with the next
+    /// rule.
+    Log {
+        /// The NFLOG group.
+        group: u16,
+        /// The prefix the message carries (it names the drop's reason).
+        prefix: String,
+    },
     /// Add the packet's input (or output) interface name to the named [`SetContent::Recorded`]
     /// set and count the packet against that element: `add @set { iifname counter }`. No
     /// verdict: evaluation goes on with the next rule, also when the set is full.
@@ -420,6 +438,9 @@ pub enum Verdict {
     Accept,
     /// Drop the packet; final.
     Drop,
+    /// Drop the packet for this reason, through the table's audit chain for it (`goto
+    /// audit_<reason>`, which logs at a bounded rate and drops); final.
+    Deny(DropReason),
     /// Return to the calling chain.
     Return,
     /// Go on with the next rule (a rule that only counts: `continue`).
@@ -428,6 +449,59 @@ pub enum Verdict {
     Jump(ChainName),
     /// Evaluate the named chain instead; its end returns to this chain's caller.
     Goto(ChainName),
+}
+
+/// Why a table drops a packet: the audit chain it goes to, and the `reason` of the drop
+/// audit's log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// A managed source opening something its policy does not allow, outside its network (the
+    /// agent reports one toward another managed address as [`DropReason::EastWest`]).
+    Egress,
+    /// A new connection toward a managed container that its role's ingress does not admit.
+    Ingress,
+    /// Between managed containers (never written in a table: the agent tells an egress drop
+    /// toward a managed address by its destination).
+    EastWest,
+    /// A forged identity: a source address, MAC or ARP/ND claim not the sender's own.
+    Spoofing,
+    /// A bridge, or a bridge port, the agent has not classified yet.
+    UnknownBridge,
+    /// A managed container toward the host itself.
+    Host,
+    /// In or out of a quarantined interface.
+    Quarantine,
+}
+
+impl DropReason {
+    /// Every reason.
+    pub const ALL: [DropReason; 7] = [
+        DropReason::Egress,
+        DropReason::Ingress,
+        DropReason::EastWest,
+        DropReason::Spoofing,
+        DropReason::UnknownBridge,
+        DropReason::Host,
+        DropReason::Quarantine,
+    ];
+
+    /// Its name, as chain names (`audit_unknown_bridge`), NFLOG prefixes and log lines write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Egress => "egress",
+            DropReason::Ingress => "ingress",
+            DropReason::EastWest => "east_west",
+            DropReason::Spoofing => "spoofing",
+            DropReason::UnknownBridge => "unknown_bridge",
+            DropReason::Host => "host",
+            DropReason::Quarantine => "quarantine",
+        }
+    }
+
+    /// The reason of this name (as [`DropReason::name`] writes it).
+    pub fn named(name: &str) -> Option<DropReason> {
+        DropReason::ALL.into_iter().find(|r| r.name() == name)
+    }
 }
 
 impl Ruleset {

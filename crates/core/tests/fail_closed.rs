@@ -11,7 +11,7 @@ use enforcer_core::names::{ChainName, SetName};
 use enforcer_core::planner::plan;
 use enforcer_core::policy::Policy;
 use enforcer_core::render::script;
-use enforcer_core::ruleset::{Action, Match, Ruleset, SetContent, Verdict};
+use enforcer_core::ruleset::{Action, DropReason, Match, Ruleset, SetContent, Verdict};
 use enforcer_core::topology::changes;
 
 /// A bridge network with a 64-character ID made of `id` (padded with zeros).
@@ -108,7 +108,7 @@ fn a_skipped_network_on_a_custom_bridge_stays_denied() {
         );
         assert_eq!(
             skipped_bridge_rules(&ruleset, &ChainName::Input),
-            [&Action::Verdict(Verdict::Drop)],
+            [&Action::Verdict(Verdict::Deny(DropReason::UnknownBridge))],
             "{text}"
         );
         // The jump target exists even when unknown networks are allowed.
@@ -119,7 +119,7 @@ fn a_skipped_network_on_a_custom_bridge_stays_denied() {
             "{text}"
         );
         assert!(
-            text.contains("iifname @skipped_interfaces counter drop"),
+            text.contains("iifname @skipped_interfaces counter goto audit_unknown_bridge"),
             "{text}"
         );
         assert!(text.contains("\"agents0\""), "{text}");

@@ -245,6 +245,17 @@ pub(crate) const NF_CT_STATE_INVALID_BIT: u32 = 1;
 pub(crate) const NF_CT_STATE_ESTABLISHED_BIT: u32 = 2;
 pub(crate) const NF_CT_STATE_RELATED_BIT: u32 = 4;
 
+// NFTA_LIMIT_* (limit expression) and its packet type.
+pub(crate) const NFTA_LIMIT_RATE: u16 = 1;
+pub(crate) const NFTA_LIMIT_UNIT: u16 = 2;
+pub(crate) const NFTA_LIMIT_BURST: u16 = 3;
+pub(crate) const NFTA_LIMIT_TYPE: u16 = 4;
+pub(crate) const NFTA_LIMIT_FLAGS: u16 = 5;
+pub(crate) const NFT_LIMIT_PKTS: u32 = 0;
+// NFTA_LOG_* (log expression).
+pub(crate) const NFTA_LOG_GROUP: u16 = 1;
+pub(crate) const NFTA_LOG_PREFIX: u16 = 2;
+
 // NFTA_COUNTER_* (counter expression, in rules, in a set's template and in elements).
 pub(crate) const NFTA_COUNTER_BYTES: u16 = 1;
 pub(crate) const NFTA_COUNTER_PACKETS: u16 = 2;

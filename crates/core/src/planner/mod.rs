@@ -25,10 +25,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+mod audit;
 mod ports;
 mod quarantine;
 mod roles;
 
+pub use audit::{log_prefix, logged_reason, AuditSettings};
 pub use ports::plan_ports;
 pub use quarantine::RECORDED_INTERFACES;
 
@@ -40,8 +42,8 @@ use crate::ports::BridgePort;
 use crate::names::{ChainName, SetName};
 use crate::nft_syntax;
 use crate::ruleset::{
-    Action, AddressKey, Chain, CtState, Direction, Family, Hook, MapKey, Match, Rule, Ruleset, Set,
-    SetContent, SetKey, TableFamily, Tables, Verdict,
+    Action, AddressKey, Chain, CtState, Direction, DropReason, Family, Hook, MapKey, Match, Rule,
+    Ruleset, Set, SetContent, SetKey, TableFamily, Tables, Verdict,
 };
 use crate::topology::{EastWest, ManagedNetwork, Proxy, Topology};
 
@@ -69,6 +71,8 @@ pub struct TableSettings {
     /// Bridge ports (a trailing `*` matches any suffix) that send nothing until the agent has
     /// sorted them: the host side of a container's veth that appeared a moment ago.
     pub unknown_port_patterns: Vec<String>,
+    /// How every table's drops reach the agent's drop audit.
+    pub audit: AuditSettings,
 }
 
 impl Default for TableSettings {
@@ -82,6 +86,7 @@ impl Default for TableSettings {
             unknown_interface_patterns: Vec::new(),
             bridge_priority: -400,
             unknown_port_patterns: vec!["veth*".into()],
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -316,6 +321,7 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
         chains,
     };
     quarantine::guard_inet(settings, &mut inet);
+    audit::attach(&settings.audit, &mut inet);
     inet
 }
 
@@ -372,7 +378,7 @@ fn unknown_interface_rules(
                     negated: true,
                 },
             ],
-            counter: matches!(verdict, Verdict::Drop),
+            counter: matches!(verdict, Verdict::Deny(_)),
             action: Action::Verdict(verdict.clone()),
             comment: "a Docker bridge enforcer has not classified yet: denied until it has".into(),
         })
@@ -387,7 +393,7 @@ fn skipped_interface_rule(verdict: Verdict) -> Rule {
             set: SetName::SkippedInterfaces,
             negated: false,
         }],
-        counter: matches!(verdict, Verdict::Drop),
+        counter: matches!(verdict, Verdict::Deny(_)),
         action: Action::Verdict(verdict),
         comment: "the bridge of a managed network enforcer skipped (see its log): denied".into(),
     }
@@ -481,7 +487,7 @@ fn forged_managed_sources(prefixes: &[(Family, u8)]) -> impl Iterator<Item = Rul
             },
         ],
         counter: true,
-        action: Action::Verdict(Verdict::Drop),
+        action: Action::Verdict(Verdict::Deny(DropReason::Spoofing)),
         comment: format!(
             "a managed /{len} source from outside the managed networks' bridges: forged"
         ),
@@ -619,7 +625,7 @@ fn to_managed_chain(ingress_families: &[Family]) -> Chain {
     rules.push(Rule {
         matches: vec![],
         counter: true,
-        action: Action::Verdict(Verdict::Drop),
+        action: Action::Verdict(Verdict::Deny(DropReason::Ingress)),
         comment: "a new connection toward a managed network from outside it: denied".into(),
     });
     Chain {
@@ -702,13 +708,13 @@ fn from_managed_chain(
         prefixes,
         Direction::Source,
         SetName::Egress,
-        Verdict::Drop,
+        Verdict::Deny(DropReason::Egress),
         |len| format!("any other egress from a managed /{len}: denied, counted per subnet"),
     ));
     rules.push(Rule {
         matches: vec![],
         counter: true,
-        action: Action::Verdict(Verdict::Drop),
+        action: Action::Verdict(Verdict::Deny(DropReason::Spoofing)),
         comment: "from a managed network's bridge with a source outside its subnets: denied".into(),
     });
     Chain {
@@ -727,7 +733,7 @@ fn unknown_bridge_chain() -> Chain {
             Rule {
                 matches: vec![],
                 counter: true,
-                action: Action::Verdict(Verdict::Drop),
+                action: Action::Verdict(Verdict::Deny(DropReason::UnknownBridge)),
                 comment: "a Docker bridge enforcer has not classified yet: denied until it has"
                     .into(),
             },
@@ -746,7 +752,7 @@ fn from_elsewhere_chain(families: &[Family]) -> Chain {
                 SetName::Elsewhere(family),
             )],
             counter: false,
-            action: Action::Verdict(Verdict::Drop),
+            action: Action::Verdict(Verdict::Deny(DropReason::Egress)),
             comment: "a managed container opens nothing through an unmanaged network: denied, \
                   counted per container"
                 .into(),
@@ -773,7 +779,10 @@ fn input_chain(
             "IPv6 neighbour discovery with the host",
         ),
     ];
-    rules.extend(unknown_interface_rules(settings, Verdict::Drop));
+    rules.extend(unknown_interface_rules(
+        settings,
+        Verdict::Deny(DropReason::UnknownBridge),
+    ));
     if dispatch.bridged {
         rules.extend(forged_managed_sources(prefixes));
     }
@@ -796,7 +805,9 @@ fn input_chain(
         "a managed container through an unmanaged network to the host itself",
     ));
     if skipped {
-        rules.push(skipped_interface_rule(Verdict::Drop));
+        rules.push(skipped_interface_rule(Verdict::Deny(
+            DropReason::UnknownBridge,
+        )));
     }
     Chain {
         name: ChainName::Input,
@@ -811,7 +822,7 @@ fn host_chain(proxy_families: &[Family], role_accepts: &[Rule]) -> Chain {
     rules.push(Rule {
         matches: vec![],
         counter: true,
-        action: Action::Verdict(Verdict::Drop),
+        action: Action::Verdict(Verdict::Deny(DropReason::Host)),
         comment: "managed networks must not reach host services".into(),
     });
     Chain {

@@ -30,8 +30,8 @@ use crate::binding::{BoundPort, PortGuard, Reserved};
 use crate::names::{ChainName, SetName};
 use crate::nft_syntax;
 use crate::ruleset::{
-    Action, Chain, Direction, EtherType, Hook, MapKey, Match, Rule, Ruleset, Set, SetContent,
-    SetKey, TableFamily, Verdict,
+    Action, Chain, Direction, DropReason, EtherType, Hook, MapKey, Match, Rule, Ruleset, Set,
+    SetContent, SetKey, TableFamily, Verdict,
 };
 use crate::topology::Protocol;
 
@@ -100,7 +100,7 @@ pub fn plan_ports(settings: &TableSettings, guard: &PortGuard) -> Ruleset {
             rules: vec![Rule {
                 matches: vec![],
                 counter: true,
-                action: Action::Verdict(Verdict::Drop),
+                action: Action::Verdict(Verdict::Deny(DropReason::UnknownBridge)),
                 comment: "a port of a guarded bridge bound to no container: it sends nothing"
                     .into(),
             }],
@@ -110,7 +110,7 @@ pub fn plan_ports(settings: &TableSettings, guard: &PortGuard) -> Ruleset {
         chains.push(shared_port_chain(&guard.reserved));
     }
     chains.extend(bound.iter().map(|b| port_chain(b)));
-    Ruleset {
+    let mut table = Ruleset {
         family: TableFamily::Bridge,
         table: settings.name.clone(),
         sets: vec![Set {
@@ -119,7 +119,9 @@ pub fn plan_ports(settings: &TableSettings, guard: &PortGuard) -> Ruleset {
             content: SetContent::InterfaceVerdictMap(verdicts),
         }],
         chains,
-    }
+    };
+    super::audit::attach(&settings.audit, &mut table);
+    table
 }
 
 /// The packet's source is exactly `address`.
@@ -132,7 +134,7 @@ fn dropped(port: &BoundPort, matches: Vec<Match>, what: &str) -> Rule {
     Rule {
         matches,
         counter: true,
-        action: Action::Verdict(Verdict::Drop),
+        action: Action::Verdict(Verdict::Deny(DropReason::Spoofing)),
         comment: nft_syntax::comment(&format!("{}: {what}", port.container)),
     }
 }
@@ -205,7 +207,7 @@ fn shared_port_chain(reserved: &Reserved) -> Chain {
     let drop = |matches: Vec<Match>, what: &str| Rule {
         matches,
         counter: true,
-        action: Action::Verdict(Verdict::Drop),
+        action: Action::Verdict(Verdict::Deny(DropReason::Spoofing)),
         comment: format!("a port no declared proxy owns: {what}"),
     };
     let mut rules: Vec<Rule> = reserved

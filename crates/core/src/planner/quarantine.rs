@@ -9,7 +9,8 @@
 
 use crate::names::{ChainName, SetName};
 use crate::ruleset::{
-    Action, Chain, Hook, Match, Rule, Ruleset, Set, SetContent, SetKey, Side, TableFamily, Verdict,
+    Action, Chain, DropReason, Hook, Match, Rule, Ruleset, Set, SetContent, SetKey, Side,
+    TableFamily, Verdict,
 };
 
 use super::{rule, TableSettings};
@@ -82,6 +83,7 @@ pub(super) fn guard_bridge(settings: &TableSettings, bridge: Option<Ruleset>) ->
     ];
     table.chains.splice(bases..bases, more);
     append_objects(patterns, &mut table);
+    super::audit::attach(&settings.audit, &mut table);
     Some(table)
 }
 
@@ -104,6 +106,7 @@ pub(super) fn arp_table(settings: &TableSettings) -> Option<Ruleset> {
         ],
     };
     append_objects(patterns, &mut table);
+    super::audit::attach(&settings.audit, &mut table);
     Some(table)
 }
 
@@ -172,7 +175,7 @@ fn objects(patterns: &[String]) -> (Vec<Set>, Vec<Chain>) {
             Rule {
                 matches: vec![],
                 counter: true,
-                action: Action::Verdict(Verdict::Drop),
+                action: Action::Verdict(Verdict::Deny(DropReason::Quarantine)),
                 comment: "a quarantined interface has no network at all".into(),
             },
         ],

@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::entries::Entries;
 use super::{DockerSettings, Policy, PolicyError, ProxyDefaults, UnknownNetworks};
 use crate::nft_syntax;
-use crate::planner::TableSettings;
+use crate::planner::{AuditSettings, TableSettings};
 use crate::ports::MacAddr;
 use crate::roles::{Allowance, EgressRule, IngressRule, Role, Target};
 use crate::topology::{
@@ -39,6 +39,18 @@ struct RawPolicy {
     members: Vec<RawMember>,
     #[serde(default)]
     quarantine: RawQuarantine,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+/// The most log messages a second an audit chain may send to the agent.
+const MAX_AUDIT_RATE: u32 = 10_000;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    nflog_group: Option<Spanned<u16>>,
+    per_second: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -219,6 +231,7 @@ impl Source<'_> {
             self.error(e.span(), format!("{message} (see docs/policy.md)"))
         })?;
         let mut table = self.table(&raw.table)?;
+        table.audit = self.audit(&raw.audit)?;
         table.quarantine = raw
             .quarantine
             .interfaces
@@ -310,6 +323,32 @@ impl Source<'_> {
             input_priority: raw.input_priority.unwrap_or(defaults.input_priority),
             output_priority: raw.output_priority.unwrap_or(defaults.output_priority),
             ..defaults
+        })
+    }
+
+    /// `[audit]`: the NFLOG group the drop audit uses, and its rate per reason.
+    fn audit(&self, raw: &RawAudit) -> Result<AuditSettings, PolicyError> {
+        let defaults = AuditSettings::default();
+        let per_second = match &raw.per_second {
+            None => defaults.per_second,
+            Some(rate) if (1..=MAX_AUDIT_RATE).contains(rate.get_ref()) => *rate.get_ref(),
+            Some(rate) => {
+                return Err(self.error(
+                    Some(rate.span()),
+                    format!(
+                        "per_second = {}: use 1 to {MAX_AUDIT_RATE} (log lines a second per \
+                         reason, before the agent's summaries)",
+                        rate.get_ref()
+                    ),
+                ))
+            }
+        };
+        Ok(AuditSettings {
+            group: raw
+                .nflog_group
+                .as_ref()
+                .map_or(defaults.group, |g| *g.get_ref()),
+            per_second,
         })
     }
 

@@ -88,6 +88,8 @@ fn holds(frame: &Frame, m: &Match) -> bool {
             Some(stem) => frame.port.starts_with(stem),
             None => frame.port == *pattern,
         },
+        // The audit chain's rate: whether the frame is logged, never whether it passes.
+        Match::Limit { .. } => true,
         other => panic!("{other:?} is not a bridge table's match"),
     }
 }
@@ -115,11 +117,15 @@ fn run(ruleset: &Ruleset, chain: &ChainName, frame: &Frame, depth: usize) -> Opt
                     _ => panic!("vmap on a set of another kind"),
                 }
             }
+            Action::Log { .. } => continue,
             other => panic!("{other:?} in a bridge table"),
         };
         match verdict {
             Verdict::Accept | Verdict::Drop => return Some(verdict),
             Verdict::Goto(target) => return run(ruleset, &target, frame, depth + 1),
+            Verdict::Deny(reason) => {
+                return run(ruleset, &ChainName::Audit(reason), frame, depth + 1)
+            }
             other => panic!("{other:?} in a bridge table"),
         }
     }

@@ -249,6 +249,7 @@ fn shape(rs: &Ruleset, family: Family) -> Vec<String> {
                 }
                 Action::Verdict(v) => format!("{v:?}"),
                 Action::RecordInterface(side, set) => format!("record {side:?} {set}"),
+                Action::Log { group, prefix } => format!("log {group} {prefix}"),
             };
             lines.push(erase(format!("{matches:?} {} {action}", rule.counter)));
         }

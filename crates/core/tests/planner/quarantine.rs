@@ -6,7 +6,7 @@ use enforcer_core::names::ChainName;
 use enforcer_core::planner::{plan_tables, RECORDED_INTERFACES};
 use enforcer_core::policy::Policy;
 use enforcer_core::ruleset::{
-    Action, CtState, Hook, Match, Ruleset, SetContent, TableFamily, Tables, Verdict,
+    Action, CtState, DropReason, Hook, Match, Ruleset, SetContent, TableFamily, Tables, Verdict,
 };
 
 use crate::evaluator::{fate, on, tcp, Fate, Packet};
@@ -118,8 +118,15 @@ fn quarantine_chains_record_then_drop_whatever_the_set_does(table: &Ruleset) {
         assert!(matches!(chain.rules[0].action, Action::RecordInterface(..)));
         let last = &chain.rules[1];
         assert!(last.matches.is_empty() && last.counter, "{name}: {last:?}");
-        assert_eq!(last.action, Action::Verdict(Verdict::Drop));
+        assert_eq!(
+            last.action,
+            Action::Verdict(Verdict::Deny(DropReason::Quarantine))
+        );
     }
+    let audit = table.chain(&ChainName::Audit(DropReason::Quarantine));
+    let drops = audit.expect("audit chain").rules.last().expect("its drop");
+    assert!(drops.matches.is_empty(), "{drops:?}");
+    assert_eq!(drops.action, Action::Verdict(Verdict::Drop));
     let set = table
         .sets
         .iter()

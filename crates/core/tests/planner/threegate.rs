@@ -174,12 +174,13 @@ fn threegate_script_reads_like_the_readme() {
     assert!(text.starts_with("table inet enforcer\ndelete table inet enforcer\n"));
     for needle in [
         "type filter hook forward priority -10; policy accept;",
-                "ip6 saddr & ffff:ffff:ffff:ffff:: @egress_v6_64 drop",
+                "ip6 saddr & ffff:ffff:ffff:ffff:: @egress_v6_64 goto audit_egress",
         "10.101.0.0 comment \"fetchnet\"",
         "10.102.0.2 : jump proxy_proxy",
         "tcp dport 443 accept comment \"proxy proxy may reach tcp/443 outside the managed networks\"",
         "ip saddr & 255.255.255.0 . ip daddr & 255.255.255.0 @intra_v4_24_24 accept",
-        "ip saddr & 255.255.255.0 @egress_v4_24 drop",
+        "ip saddr & 255.255.255.0 @egress_v4_24 goto audit_egress",
+        "limit rate 100/second burst 100 packets log prefix \"enforcer:egress\" group 7",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in\n{text}");
     }

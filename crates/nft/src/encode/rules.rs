@@ -74,8 +74,9 @@ pub(super) fn verdict_data(data: &mut AttrWriter, verdict: &Verdict) {
         Verdict::Drop => (NF_DROP, None),
         Verdict::Return => (NFT_RETURN, None),
         Verdict::Continue => (NFT_CONTINUE, None),
-        Verdict::Jump(chain) => (NFT_JUMP, Some(chain)),
-        Verdict::Goto(chain) => (NFT_GOTO, Some(chain)),
+        Verdict::Jump(chain) => (NFT_JUMP, Some(chain.clone())),
+        Verdict::Goto(chain) => (NFT_GOTO, Some(chain.clone())),
+        Verdict::Deny(reason) => (NFT_GOTO, Some(ChainName::Audit(*reason))),
     };
     data.nested(NFTA_DATA_VERDICT, |v| {
         v.be32(NFTA_VERDICT_CODE, code as u32);
@@ -148,6 +149,7 @@ impl Expressions<'_, '_> {
             Match::EtherType(ether_type) => self.outer_ether_type(ether_type.number()),
             Match::FlowInSet(address, set) => self.flow_in_set(*address, set),
             Match::HopLimit(limit) => self.hop_limit(*limit),
+            Match::Limit { per_second, burst } => self.limit(*per_second, *burst),
         }
     }
 
@@ -182,7 +184,31 @@ impl Expressions<'_, '_> {
                 });
                 self.add_to_set(set);
             }
+            Action::Log { group, prefix } => self.log(*group, prefix),
         }
+    }
+
+    /// `limit rate N/second burst B packets`.
+    fn limit(&mut self, per_second: u32, burst: u32) {
+        self.add(|e| {
+            named(e, "limit", |d| {
+                d.bytes(NFTA_LIMIT_RATE, &u64::from(per_second).to_be_bytes())
+                    .bytes(NFTA_LIMIT_UNIT, &1u64.to_be_bytes())
+                    .be32(NFTA_LIMIT_BURST, burst)
+                    .be32(NFTA_LIMIT_TYPE, NFT_LIMIT_PKTS)
+                    .be32(NFTA_LIMIT_FLAGS, 0);
+            })
+        });
+    }
+
+    /// `log prefix "P" group G`: to NFLOG, with the copy range the group's reader asks for.
+    fn log(&mut self, group: u16, prefix: &str) {
+        self.add(|e| {
+            named(e, "log", |d| {
+                d.string(NFTA_LOG_PREFIX, prefix)
+                    .bytes(NFTA_LOG_GROUP, &group.to_be_bytes());
+            })
+        });
     }
 
     /// `accept`, `jump chain`, ...: an immediate verdict.

@@ -1,0 +1,158 @@
+//! The drop audit: every drop of enforcer's tables is a `goto audit_<reason>` (a
+//! [`Verdict::Deny`]), and each table holds one such chain per reason it uses. The chain sends
+//! the packet to userspace through NFLOG, at most [`AuditSettings::per_second`] packets a
+//! second (a token bucket the kernel keeps per chain, so a flood of one reason never crowds
+//! out another's, nor costs the host more than that many messages), then drops it. The drop
+//! is a rule of its own: a packet over the rate is dropped all the same.
+
+use crate::names::ChainName;
+use crate::ruleset::{Action, Chain, DropReason, Match, Rule, Ruleset, SetContent, Verdict};
+
+use super::rule;
+
+/// How drops reach the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The NFLOG group the audit chains log to (and the agent reads).
+    pub group: u16,
+    /// Packets per second each audit chain logs at most (also its burst).
+    pub per_second: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            group: 7,
+            per_second: 100,
+        }
+    }
+}
+
+/// The prefix an audit chain's NFLOG messages carry: `enforcer:<reason>`.
+pub fn log_prefix(reason: DropReason) -> String {
+    format!("{LOG_PREFIX}{}", reason.name())
+}
+
+/// The reason an NFLOG prefix names, when an audit chain wrote it.
+pub fn logged_reason(prefix: &str) -> Option<DropReason> {
+    prefix
+        .strip_prefix(LOG_PREFIX)
+        .and_then(|reason| DropReason::named(reason.trim_end_matches('\0')))
+}
+
+const LOG_PREFIX: &str = "enforcer:";
+
+/// Appends to `table` the audit chain of every reason its rules and maps deny for that it
+/// does not hold yet.
+pub(super) fn attach(settings: &AuditSettings, table: &mut Ruleset) {
+    let mut used: Vec<DropReason> = Vec::new();
+    let mut note = |verdict: &Verdict| {
+        if let Verdict::Deny(reason) = verdict {
+            used.push(*reason);
+        }
+    };
+    for rule in table.chains.iter().flat_map(|c| &c.rules) {
+        if let Action::Verdict(verdict) = &rule.action {
+            note(verdict);
+        }
+    }
+    for set in &table.sets {
+        match &set.content {
+            SetContent::VerdictMap(map) => map.values().for_each(&mut note),
+            SetContent::InterfaceVerdictMap(map) => map.values().for_each(&mut note),
+            SetContent::InterfaceAddressVerdictMap(map) => map.values().for_each(&mut note),
+            _ => {}
+        }
+    }
+    used.sort();
+    used.dedup();
+    for reason in used {
+        let name = ChainName::Audit(reason);
+        if table.chain(&name).is_none() {
+            table.chains.push(audit_chain(settings, reason));
+        }
+    }
+}
+
+fn audit_chain(settings: &AuditSettings, reason: DropReason) -> Chain {
+    let rate = settings.per_second;
+    Chain {
+        name: ChainName::Audit(reason),
+        hook: None,
+        rules: vec![
+            Rule {
+                matches: vec![Match::Limit {
+                    per_second: rate,
+                    burst: rate,
+                }],
+                counter: false,
+                action: Action::Log {
+                    group: settings.group,
+                    prefix: log_prefix(reason),
+                },
+                comment: format!("to the drop audit, at most {rate} a second"),
+            },
+            rule(vec![], Verdict::Drop, "dropped, logged or not"),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::TableFamily;
+
+    fn table(rules: Vec<Rule>) -> Ruleset {
+        Ruleset {
+            family: TableFamily::Inet,
+            table: "t".into(),
+            sets: vec![],
+            chains: vec![Chain {
+                name: ChainName::Forward,
+                hook: None,
+                rules,
+            }],
+        }
+    }
+
+    #[test]
+    fn each_reason_denied_gets_one_chain_once() {
+        let deny = |reason| rule(vec![], Verdict::Deny(reason), "");
+        let mut t = table(vec![
+            deny(DropReason::Host),
+            deny(DropReason::Egress),
+            deny(DropReason::Host),
+        ]);
+        let settings = AuditSettings::default();
+        attach(&settings, &mut t);
+        attach(&settings, &mut t);
+        let names: Vec<String> = t.chains.iter().map(|c| c.name.to_string()).collect();
+        assert_eq!(names, ["forward", "audit_egress", "audit_host"]);
+        let audit = t.chain(&ChainName::Audit(DropReason::Host)).unwrap();
+        assert_eq!(
+            audit.rules[0].action,
+            Action::Log {
+                group: 7,
+                prefix: "enforcer:host".into()
+            }
+        );
+        assert_eq!(audit.rules[1].action, Action::Verdict(Verdict::Drop));
+    }
+
+    #[test]
+    fn a_table_that_denies_nothing_has_no_audit_chain() {
+        let mut t = table(vec![rule(vec![], Verdict::Accept, "")]);
+        attach(&AuditSettings::default(), &mut t);
+        assert_eq!(t.chains.len(), 1);
+    }
+
+    #[test]
+    fn prefixes_name_their_reason_and_nothing_else_is_one() {
+        for reason in DropReason::ALL {
+            assert_eq!(logged_reason(&log_prefix(reason)), Some(reason));
+        }
+        assert_eq!(logged_reason("enforcer:host\0"), Some(DropReason::Host));
+        assert_eq!(logged_reason("other:host"), None);
+        assert_eq!(logged_reason("enforcer:nothing"), None);
+    }
+}
