@@ -17,6 +17,7 @@
 //! main loop here only wires signals, the timer and the Docker task (`run/docker_watch.rs`) to
 //! it.
 
+mod audit;
 mod cut;
 mod docker_watch;
 mod port_watch;
@@ -38,6 +39,7 @@ use enforcer_core::ports::BridgePort;
 use enforcer_core::ruleset::Tables;
 use enforcer_core::topology::{self, Topology};
 use enforcer_nft::monitor::{Monitor, MonitorEvent};
+use enforcer_nft::nflog::{Batch, DropLog};
 use enforcer_nft::{ApplyOutcome, NftError, Nftables};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -104,6 +106,8 @@ struct Agent<K> {
     restores: RestoreBudget,
     /// A restore held back by `restores`: when it is due, and the changes it undoes.
     deferred_restore: Option<(Instant, Vec<String>)>,
+    /// The drop audit: what was logged lately, and what is being counted.
+    audit: audit::Audit,
 }
 
 impl<K: Kernel> Agent<K> {
@@ -151,6 +155,7 @@ impl<K: Kernel> Agent<K> {
             cut_failing: false,
             restores: RestoreBudget::new(Instant::now()),
             deferred_restore: None,
+            audit: audit::Audit::default(),
         }
     }
 
@@ -373,6 +378,20 @@ impl<K: Kernel> Agent<K> {
     }
 
     /// When the restore the budget held back is due, if one is.
+    /// Writes what the drop audit read at `now`, named after the tables last planned.
+    fn take_drops(&mut self, batch: Batch, now: Instant) {
+        let named_after = (&self.desired.0, &self.guard);
+        let lines = self
+            .audit
+            .take(batch, named_after, now, &audit::interface_name);
+        audit::write(&lines);
+    }
+
+    /// Writes the drop audit's summaries of the interval ending at `now`.
+    fn summarise_drops(&mut self, now: Instant) {
+        audit::write(&self.audit.summarise(now));
+    }
+
     fn deferred_restore_due(&self) -> Option<Instant> {
         self.deferred_restore.as_ref().map(|(due, _)| *due)
     }
@@ -652,6 +671,8 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
             FIRST_PORTS_WITHIN.as_millis()
         ),
     }
+    // Bound before the first table logs to it, so that its first drops are heard.
+    let drop_log = open_drop_log(agent.policy.table.audit.group, true);
     agent.enforce("start, before reading Docker")?;
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -661,7 +682,7 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
         table = %agent.policy.table.name,
         "enforcing; Docker bridges stay denied until classified"
     );
-    main_loop(agent, port_updates).await
+    main_loop(agent, port_updates, drop_log).await
 }
 
 /// The signals the daemon handles.
@@ -686,6 +707,7 @@ impl Signals {
 async fn main_loop<K: Kernel>(
     mut agent: Agent<K>,
     mut ports: mpsc::UnboundedReceiver<Vec<BridgePort>>,
+    mut drop_log: Option<(u16, AsyncFd<DropLog>)>,
 ) -> Result<()> {
     // systemd's watchdog, when set, is pinged at half its period (at most every 5 s).
     let watchdog = sd_notify::watchdog_enabled();
@@ -708,7 +730,22 @@ async fn main_loop<K: Kernel>(
                     }
                     watcher = spawn_watcher(settings, sender.clone());
                 }));
+                let group = agent.policy.table.audit.group;
+                if drop_log.as_ref().is_some_and(|(bound, _)| *bound != group) {
+                    drop_log = open_drop_log(group, true);
+                }
             }
+            batch = drops(&mut drop_log) => match batch {
+                Ok(batch) => agent.take_drops(batch, Instant::now()),
+                Err(error) => {
+                    tracing::error!(
+                        "reading the drop audit's NFLOG group failed: {error}; binding it again \
+                         at the next periodic check"
+                    );
+                    drop_log = None;
+                }
+            },
+            _ = until(agent.audit.due()) => agent.summarise_drops(Instant::now()),
             events = commits(&mut monitor) => match events {
                 Ok(events) => {
                     report(agent.take_commits(events, Instant::now()));
@@ -728,6 +765,9 @@ async fn main_loop<K: Kernel>(
             _ = verify.tick() => {
                 if monitor.is_none() {
                     monitor = open_monitor(false);
+                }
+                if drop_log.is_none() {
+                    drop_log = open_drop_log(agent.policy.table.audit.group, false);
                 }
                 // The watchdog hears only from an agent whose table is in the kernel as planned.
                 if report(agent.check()) && watchdog.is_some() {
@@ -775,6 +815,54 @@ fn open_monitor(first: bool) -> Option<AsyncFd<Monitor>> {
         Err(error) => {
             tracing::debug!("still cannot follow nftables' notifications: {error}");
             None
+        }
+    }
+}
+
+/// Binds the drop audit's NFLOG `group`; without it, drops are counted but not logged. A
+/// failure is logged at ERROR the `first` time, at DEBUG on later tries.
+fn open_drop_log(group: u16, first: bool) -> Option<(u16, AsyncFd<DropLog>)> {
+    let registered = DropLog::bind(group).and_then(|log| {
+        // SAFETY: the drop log owns its socket for as long as it lives, and `as_raw_fd`
+        // always returns that socket's descriptor.
+        unsafe { AsyncFd::register_with_interest(log, Interest::READABLE) }
+            .map_err(|e| NftError::Socket(e.into_parts().1))
+    });
+    match registered {
+        Ok(log) => {
+            if !first {
+                tracing::info!("the drop audit reads NFLOG group {group} again");
+            }
+            Some((group, log))
+        }
+        Err(error) if first => {
+            tracing::error!(
+                "cannot read the drop audit's NFLOG group {group}: {error}; drops are counted \
+                 (enforcer status) but not logged; trying again at each periodic check (every \
+                 {} s)",
+                VERIFY_PERIOD.as_secs()
+            );
+            None
+        }
+        Err(error) => {
+            tracing::debug!("still cannot read NFLOG group {group}: {error}");
+            None
+        }
+    }
+}
+
+/// The next packets the drop audit's group delivers; never, without the group.
+async fn drops(drop_log: &mut Option<(u16, AsyncFd<DropLog>)>) -> Result<Batch, NftError> {
+    let Some((_, log)) = drop_log else {
+        return std::future::pending().await;
+    };
+    loop {
+        let mut ready = log.readable_mut().await.map_err(NftError::Socket)?;
+        // `read` drains the socket: it is not readable again until the kernel queues more.
+        let batch = ready.get_inner_mut().read()?;
+        ready.clear_ready();
+        if !batch.packets.is_empty() || batch.overflows > 0 {
+            return Ok(batch);
         }
     }
 }

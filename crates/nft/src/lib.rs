@@ -13,6 +13,7 @@
 //! - [`netlink`] talks to the kernel (neli socket); the ABI's numbers are named in one module.
 //! - [`monitor`] follows every commit, by anyone, through nftables' notifications.
 //! - [`conntrack`] lists and deletes tracked connections (ctnetlink, on the same socket).
+//! - [`nflog`] reads what the tables' audit chains log (nfnetlink_log, a socket of its own).
 //!
 //! # Adding a kernel construct
 //!
@@ -40,6 +41,7 @@ pub mod elements;
 pub mod encode;
 pub mod monitor;
 pub mod netlink;
+pub mod nflog;
 pub mod state;
 pub mod view;
 pub mod wire;

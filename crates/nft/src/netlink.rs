@@ -337,7 +337,7 @@ impl Socket {
 }
 
 /// errno (negative) and the extended-ack message of an NLMSG_ERROR.
-fn parse_error(message: &wire::Message<'_>) -> (i32, Option<String>) {
+pub(crate) fn parse_error(message: &wire::Message<'_>) -> (i32, Option<String>) {
     let payload = message.payload;
     let errno = payload
         .get(..4)
@@ -373,7 +373,7 @@ pub(crate) fn set_buffer(socket: &NlSocket, option: i32, size: usize) -> io::Res
     )
 }
 
-fn set_timeout(socket: &NlSocket, timeout: Duration) -> io::Result<()> {
+pub(crate) fn set_timeout(socket: &NlSocket, timeout: Duration) -> io::Result<()> {
     let value = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: timeout.subsec_micros() as libc::suseconds_t,

@@ -184,6 +184,20 @@ pub fn subsystem_request(
     message(kind, NLM_F_REQUEST | flags, seq, family, 0, attrs)
 }
 
+/// Like [`subsystem_request`], addressed to resource `res_id` of the subsystem (an NFLOG
+/// group, say).
+pub fn resource_request(
+    (subsystem, msg): (u16, u16),
+    flags: u16,
+    seq: u32,
+    family: u8,
+    res_id: u16,
+    attrs: &[u8],
+) -> Vec<u8> {
+    let kind = (subsystem << 8) | msg;
+    message(kind, NLM_F_REQUEST | flags, seq, family, res_id, attrs)
+}
+
 /// A batch delimiter (`NFNL_MSG_BATCH_BEGIN` or `_END`): no family, the nftables subsystem as
 /// resource id.
 pub fn batch_delimiter(kind: u16, seq: u32) -> Vec<u8> {
