@@ -14,7 +14,7 @@ use anyhow::{ensure, Result};
 use enforcer_harness::docker::{Agent, Dockerd};
 use enforcer_harness::poll_until;
 
-use super::{line, resident_kib};
+use super::{cpu_ticks, line, resident_kib};
 
 /// Networks created one after another, each timed.
 const SEQUENTIAL: usize = 100;
@@ -249,16 +249,10 @@ fn resources(agent: &Agent) -> Result<()> {
         ),
         Some(rss <= 20 * 1024),
     );
-    let cpu_ticks = || -> Result<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", agent.pid()))?;
-        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
-    };
     let idle = Duration::from_secs(10);
-    let before = cpu_ticks()?;
+    let before = cpu_ticks(agent.pid())?;
     std::thread::sleep(idle);
-    let ticks = cpu_ticks()? - before;
+    let ticks = cpu_ticks(agent.pid())? - before;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     line(

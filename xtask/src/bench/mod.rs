@@ -11,7 +11,8 @@
 //!   full apply and memory are [`apply`]'s);
 //! - [`heal`]: another program's change to the table -> the agent's restoring commit;
 //! - [`cut`]: a tightening -> the tracked connections it refuses deleted;
-//! - [`soak`]: network and container churn against a private dockerd: memory drift, leftovers.
+//! - [`soak`]: network and container churn against a private dockerd: memory drift, leftovers;
+//! - [`flood`]: 100,000 dropped packets a second for 10 s against the drop audit.
 //!
 //! [`netlink`] stamps the kernel's link and nftables notifications for [`ports`],
 //! [`port_binding`] and [`heal`].
@@ -19,6 +20,7 @@
 mod apply;
 mod cut;
 mod docker;
+mod flood;
 mod heal;
 mod netlink;
 mod port_binding;
@@ -113,6 +115,14 @@ fn resident_kib(pid: u32) -> Result<(u64, u64)> {
             .unwrap_or(0)
     };
     Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+/// User and system CPU ticks of process `pid` so far.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -231,7 +241,7 @@ fn line(name: &str, figure: String, met: Option<bool>) {
 
 /// Runs the benchmarks whose names contain `filter` (all when empty): `apply`, `memory`,
 /// `noop`, `throughput`, `roles`, `docker`, `ports-throughput`, `ports-docker`,
-/// `roles-docker`, `heal`, `cut`, `soak`.
+/// `roles-docker`, `heal`, `cut`, `soak`, `flood`.
 pub fn run(filter: &str) -> Result<()> {
     require_root();
     let (enforcer, timing) = (release_enforcer(), release_agent_timing());
@@ -289,6 +299,9 @@ pub fn run(filter: &str) -> Result<()> {
     }
     if wanted("soak") {
         soak::soak(&enforcer)?;
+    }
+    if wanted("flood") {
+        flood::flood(&enforcer)?;
     }
     Ok(())
 }
