@@ -24,7 +24,9 @@
 #                  systemd as PID 1 (systemd-nspawn), the .deb installed in it
 # Then tests/docker28.sh unpacks Debian sid's dockerd (Engine 28.5) into
 # /var/cache/enforcer-tests/docker28, for the tests that run against a second Docker; it leaves
-# the machine's apt configuration alone and installs nothing.
+# the machine's apt configuration alone and installs nothing; tests/prometheus.sh unpacks
+# Debian's prometheus (the server and promtool) into /var/cache/enforcer-tests/prometheus,
+# without installing it (its package would start a server), for tests/tests/metrics.rs.
 set -euo pipefail
 packages=(libclang-dev nftables iproute2 procps util-linux coreutils docker.io iptables busybox-static tar
           systemd init-system-helpers binutils gzip strace debian-archive-keyring
@@ -39,3 +41,4 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 "$(dirname "$0")/docker28.sh"
+"$(dirname "$0")/prometheus.sh"

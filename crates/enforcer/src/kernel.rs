@@ -5,7 +5,7 @@
 
 use enforcer_core::ruleset::{TableFamily, Tables};
 use enforcer_nft::conntrack::Connection;
-use enforcer_nft::{ApplyOutcome, NftError, Nftables};
+use enforcer_nft::{ApplyOutcome, KernelView, NftError, Nftables};
 
 /// What the daemon needs from the kernel.
 pub trait Kernel {
@@ -37,6 +37,10 @@ pub trait Kernel {
 
     /// Deletes tracked connections; returns how many were deleted.
     fn forget(&mut self, connections: &[Connection]) -> Result<usize, NftError>;
+
+    /// What the kernel's tables named `name` counted (for the metrics); `None` when the inet
+    /// table does not exist.
+    fn view(&mut self, name: &str) -> Result<Option<KernelView>, NftError>;
 }
 
 impl Kernel for Nftables {
@@ -69,6 +73,10 @@ impl Kernel for Nftables {
 
     fn forget(&mut self, connections: &[Connection]) -> Result<usize, NftError> {
         Nftables::forget(self, connections)
+    }
+
+    fn view(&mut self, name: &str) -> Result<Option<KernelView>, NftError> {
+        Nftables::view(self, name)
     }
 }
 
@@ -161,5 +169,14 @@ impl Kernel for FakeKernel {
         let before = self.tracked.len();
         self.tracked.retain(|c| !connections.contains(c));
         Ok(before - self.tracked.len())
+    }
+
+    /// The fake counts nothing: an empty view while it holds tables.
+    fn view(&mut self, name: &str) -> Result<Option<KernelView>, NftError> {
+        let holds = self
+            .held
+            .as_ref()
+            .is_some_and(|held| held.inet.table == name);
+        Ok(holds.then(KernelView::default))
     }
 }

@@ -4,6 +4,7 @@
 mod explain;
 mod judge;
 mod kernel;
+mod metrics;
 mod privileges;
 mod run;
 mod state_file;
@@ -71,6 +72,10 @@ enum Command {
         /// Default: $STATE_DIRECTORY/state.json (systemd), else /var/lib/enforcer/state.json.
         #[arg(long)]
         state_file: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (like 127.0.0.1:9848); off by
+        /// default.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Show what the kernel enforces (networks with their drop counters, proxies), when and why
     /// the table was last applied, Docker's connection, and whether the kernel and the state
@@ -93,6 +98,13 @@ enum Command {
         #[command(flatten)]
         reading: Reading,
     },
+    /// Print Prometheus metrics once, from the kernel's counters and the state file (for
+    /// node_exporter's textfile collector); the running agent's own counters (applies,
+    /// repairs, the drop audit) are served only by `run --metrics-listen`.
+    Metrics {
+        #[command(flatten)]
+        sources: Sources,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -107,26 +119,43 @@ enum Command {
     },
 }
 
-/// What `status` and `explain` read, and how they answer.
+/// What `status`, `explain` and `metrics` read.
 #[derive(clap::Args)]
-struct Reading {
+struct Sources {
     /// Policy file (TOML); without it, the embedded default policy.
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// State file; default as for `run`.
     #[arg(long)]
     state_file: Option<PathBuf>,
+}
+
+impl Sources {
+    /// The policy, and the state file's path.
+    fn open(self) -> Result<(Policy, PathBuf)> {
+        let policy = load_policy(self.config.as_ref())?;
+        let path = self.state_file.unwrap_or_else(state_file::default_path);
+        Ok((policy, path))
+    }
+}
+
+/// What `status` and `explain` read, and how they answer.
+#[derive(clap::Args)]
+struct Reading {
+    #[command(flatten)]
+    sources: Sources,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
 
 impl Reading {
-    /// The policy, and the state file's path.
+    /// The policy, the state file's path, and whether to answer in JSON.
     fn open(self) -> Result<(Policy, PathBuf, bool)> {
-        let policy = load_policy(self.config.as_ref())?;
-        let path = self.state_file.unwrap_or_else(state_file::default_path);
-        Ok((policy, path, self.json))
+        let json = self.json;
+        self.sources
+            .open()
+            .map(|(policy, path)| (policy, path, json))
     }
 }
 
@@ -166,10 +195,15 @@ fn main() -> ExitCode {
             config,
             log_format,
             state_file,
+            metrics_listen,
         } => {
             init_logging(log_format);
-            run::run(config, state_file).map(|()| Done::Clean)
+            run::run(config, state_file, metrics_listen).map(|()| Done::Clean)
         }
+        Command::Metrics { sources } => sources
+            .open()
+            .and_then(|(policy, path)| metrics::print_once(&policy, &path))
+            .map(|()| Done::Clean),
         Command::Status { reading } => reading.open().and_then(|(policy, path, json)| {
             status::status(&policy, &path, json).map(Done::clean_if)
         }),

@@ -20,12 +20,14 @@
 mod audit;
 mod cut;
 mod docker_watch;
+mod metrics_server;
 mod port_watch;
 mod restore_budget;
 mod start;
 #[cfg(test)]
 mod tests;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +51,7 @@ use tokio::task::JoinHandle;
 
 use crate::judge;
 use crate::kernel::Kernel;
+use crate::metrics::AgentMetrics;
 use crate::read_policy;
 use crate::state_file::{now_unix, DockerConnection, StateFile};
 use docker_watch::{watch_docker, DockerUpdate};
@@ -108,6 +111,10 @@ struct Agent<K> {
     deferred_restore: Option<(Instant, Vec<String>)>,
     /// The drop audit: what was logged lately, and what is being counted.
     audit: audit::Audit,
+    /// What the agent counts for its metrics.
+    metrics: AgentMetrics,
+    /// Whether Docker was ever connected (a later connection is a reconnect).
+    docker_seen: bool,
 }
 
 impl<K: Kernel> Agent<K> {
@@ -156,6 +163,8 @@ impl<K: Kernel> Agent<K> {
             restores: RestoreBudget::new(Instant::now()),
             deferred_restore: None,
             audit: audit::Audit::default(),
+            metrics: AgentMetrics::default(),
+            docker_seen: false,
         }
     }
 
@@ -191,6 +200,8 @@ impl<K: Kernel> Agent<K> {
     fn enforce(&mut self, reason: &str) -> Result<()> {
         let (topology, tables) = &self.desired;
         let started = Instant::now();
+        // Enforced as desired, and yet a transaction: someone had changed the kernel's.
+        let repair = self.desired_enforced;
         let read_backs = self.kernel.read_backs();
         let outcome = self.kernel.apply(tables).with_context(|| {
             format!(
@@ -207,6 +218,14 @@ impl<K: Kernel> Agent<K> {
         } = outcome
         {
             self.connections_judged = false;
+            self.metrics.applies.inc();
+            self.metrics.apply_messages.inc_by(messages as u64);
+            self.metrics
+                .apply_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if repair {
+                self.metrics.repairs.inc();
+            }
             tracing::info!(
                 reason,
                 messages,
@@ -384,12 +403,53 @@ impl<K: Kernel> Agent<K> {
         let lines = self
             .audit
             .take(batch, named_after, now, &audit::interface_name);
-        audit::write(&lines);
+        self.write_drops(&lines);
     }
 
     /// Writes the drop audit's summaries of the interval ending at `now`.
     fn summarise_drops(&mut self, now: Instant) {
-        audit::write(&self.audit.summarise(now));
+        let lines = self.audit.summarise(now);
+        self.write_drops(&lines);
+    }
+
+    /// Writes the drop audit's `lines`, and counts them for the metrics.
+    fn write_drops(&mut self, lines: &[audit::Line]) {
+        for line in lines {
+            if let audit::Line::Dropped { drop, count } = line {
+                let labels = [
+                    drop.reason.name(),
+                    drop.src_network.as_deref().unwrap_or(""),
+                    drop.src_role.as_deref().unwrap_or(""),
+                ];
+                self.metrics
+                    .audit_drops
+                    .with_label_values(&labels)
+                    .inc_by(*count);
+            }
+        }
+        audit::write(lines);
+    }
+
+    /// The metrics text: the kernel's counters now, named after the tables last planned, and
+    /// the agent's own.
+    fn metrics_text(&mut self) -> Result<String> {
+        let table = &self.policy.table.name;
+        let view = self
+            .kernel
+            .view(table)
+            .with_context(|| format!("reading table {table}'s counters"))?;
+        let scrape = crate::metrics::Scrape {
+            view: view.as_ref(),
+            topology: &self.desired.0,
+            bound: &self.guard.bound,
+            docker_connected: self
+                .policy
+                .docker
+                .enabled
+                .then_some(self.connection.connected),
+            last_applied_unix: Some(self.last_applied.0),
+        };
+        crate::metrics::text(&scrape, Some(&self.metrics))
     }
 
     fn deferred_restore_due(&self) -> Option<Instant> {
@@ -485,6 +545,10 @@ impl<K: Kernel> Agent<K> {
                     "Docker connected; full resynchronisation"
                 );
                 self.docker = state;
+                if self.docker_seen && !self.connection.connected {
+                    self.metrics.docker_reconnects.inc();
+                }
+                self.docker_seen = true;
                 self.set_connection(None);
                 notify(&[sd_notify::NotifyState::Status(
                     "enforcing; following Docker",
@@ -632,17 +696,25 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<()> {
+pub fn run(
+    config: Option<PathBuf>,
+    state_file: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(daemon(config, state_file))
+    runtime.block_on(daemon(config, state_file, metrics_listen))
 }
 
 /// Starts the agent: the first table in the kernel before Docker is read, READY=1, then the
 /// main loop.
-async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<()> {
+async fn daemon(
+    config: Option<PathBuf>,
+    state_file: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
+) -> Result<()> {
     crate::require_net_admin()?;
     let mut nft = Nftables::open()?;
     // The netlink socket is open: from here on, CAP_NET_ADMIN is all the agent holds.
@@ -682,7 +754,16 @@ async fn daemon(config: Option<PathBuf>, state_file: Option<PathBuf>) -> Result<
         table = %agent.policy.table.name,
         "enforcing; Docker bridges stay denied until classified"
     );
-    main_loop(agent, port_updates, drop_log).await
+    let (scrape_sender, scrapes) = mpsc::channel(8);
+    if let Some(address) = metrics_listen {
+        match metrics_server::bind(address, scrape_sender).await {
+            Ok(_) => tracing::info!("metrics at http://{address}/metrics"),
+            Err(error) => tracing::error!(
+                "cannot serve metrics on {address}: {error}; enforcing without them"
+            ),
+        }
+    }
+    main_loop(agent, port_updates, drop_log, scrapes).await
 }
 
 /// The signals the daemon handles.
@@ -708,6 +789,7 @@ async fn main_loop<K: Kernel>(
     mut agent: Agent<K>,
     mut ports: mpsc::UnboundedReceiver<Vec<BridgePort>>,
     mut drop_log: Option<(u16, AsyncFd<DropLog>)>,
+    mut scrapes: mpsc::Receiver<metrics_server::Scrape>,
 ) -> Result<()> {
     // systemd's watchdog, when set, is pinged at half its period (at most every 5 s).
     let watchdog = sd_notify::watchdog_enabled();
@@ -746,6 +828,9 @@ async fn main_loop<K: Kernel>(
                 }
             },
             _ = until(agent.audit.due()) => agent.summarise_drops(Instant::now()),
+            Some(reply) = scrapes.recv() => {
+                let _ = reply.send(agent.metrics_text().map_err(|e| format!("{e:#}")));
+            }
             events = commits(&mut monitor) => match events {
                 Ok(events) => {
                     report(agent.take_commits(events, Instant::now()));

@@ -357,7 +357,8 @@ impl Nftables {
         }
         // Set names from the object dump; elements only of the sets the view reads.
         let mut sets = TableState::default();
-        for message in wire::messages(&self.socket.dump_objects(TableFamily::Inet, table)?) {
+        let inet_objects = self.socket.dump_objects(TableFamily::Inet, table)?;
+        for message in wire::messages(&inet_objects) {
             sets.absorb(table, &message);
         }
         let mut dumps = Vec::new();
@@ -367,6 +368,7 @@ impl Nftables {
         }
         let mut view =
             KernelView::from_dumps(dumps.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+        view.read_denials(&inet_objects);
         for family in [TableFamily::Bridge, TableFamily::Arp] {
             if self.socket.table(family, table)?.is_none() {
                 continue;
@@ -376,6 +378,7 @@ impl Nftables {
                 view.bridge_table = true;
                 view.read_ports(&objects);
             }
+            view.read_denials(&objects);
             let mut state = TableState::default();
             for message in wire::messages(&objects) {
                 state.absorb(table, &message);

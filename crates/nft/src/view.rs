@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use enforcer_core::names::{ChainName, SetName};
-use enforcer_core::ruleset::Family;
+use enforcer_core::ruleset::{DropReason, Family};
 use ipnet::IpNet;
 
 use crate::abi::*;
@@ -48,6 +48,9 @@ pub struct KernelView {
     /// Quarantined interface -> what was dropped in and out of it, summed over the tables
     /// (inet, bridge, arp) whose `quarantined` set recorded it.
     pub quarantined: BTreeMap<String, PortCounters>,
+    /// Reason -> what every table's rules that deny for it counted (a rule's counter, or for
+    /// egress the `egress_*` sets' elements: egress and east-west alike).
+    pub denied: BTreeMap<DropReason, PortCounters>,
 }
 
 /// Packets and bytes a port's drop rules counted.
@@ -80,6 +83,23 @@ fn counter_values(expression: &[u8]) -> Option<(u64, u64)> {
             .map(u64::from_be_bytes)
     };
     Some((be64(NFTA_COUNTER_PACKETS)?, be64(NFTA_COUNTER_BYTES)?))
+}
+
+/// The reason of the audit chain an immediate verdict goes to; `None` for any other
+/// expression.
+fn denied_for(expression: &[u8]) -> Option<DropReason> {
+    if wire::attribute(expression, NFTA_EXPR_NAME).map(wire::string)? != "immediate" {
+        return None;
+    }
+    let chain = wire::attribute(expression, NFTA_EXPR_DATA)
+        .and_then(|d| wire::attribute(d, NFTA_IMMEDIATE_DATA))
+        .and_then(|d| wire::attribute(d, NFTA_DATA_VERDICT))
+        .and_then(|v| wire::attribute(v, NFTA_VERDICT_CHAIN))
+        .map(wire::string)?;
+    match chain.parse() {
+        Ok(ChainName::Audit(reason)) => Some(reason),
+        _ => None,
+    }
 }
 
 /// Every `NFTA_LIST_ELEM` payload of a set-element dump.
@@ -115,6 +135,29 @@ impl KernelView {
                     target.packets += packets;
                     target.bytes += bytes;
                 }
+            }
+        }
+    }
+
+    /// Adds what each table's deny rules counted, by reason, from a dump of its rules: a
+    /// rule's counter counts toward the audit chain its verdict goes to.
+    pub(crate) fn read_denials(&mut self, dump: &[u8]) {
+        for message in wire::messages(dump) {
+            if message.kind & 0xff != NFT_MSG_NEWRULE {
+                continue;
+            }
+            let attrs = message.attributes();
+            let expressions = wire::attribute(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]);
+            let mut counted = None;
+            let mut reason = None;
+            for (_, expression) in wire::attributes(expressions) {
+                counted = counted.or_else(|| counter_values(expression));
+                reason = reason.or_else(|| denied_for(expression));
+            }
+            if let (Some((packets, bytes)), Some(reason)) = (counted, reason) {
+                let total = self.denied.entry(reason).or_default();
+                total.packets += packets;
+                total.bytes += bytes;
             }
         }
     }
@@ -210,6 +253,12 @@ impl KernelView {
         }
         for subnets in view.networks.values_mut() {
             subnets.sort_by_key(|s| (s.subnet.addr(), s.subnet.prefix_len()));
+        }
+        // The per-subnet drop has no counter of its own: its set element counts.
+        let egress = view.denied.entry(DropReason::Egress).or_default();
+        for subnet in view.networks.values().flatten() {
+            egress.packets += subnet.packets;
+            egress.bytes += subnet.bytes;
         }
         for addresses in view.proxies.values_mut().chain(view.roles.values_mut()) {
             addresses.sort();

@@ -1,0 +1,223 @@
+//! Metrics against a real dockerd and a real Prometheus (Debian's, unpacked by
+//! tests/prometheus.sh): `enforcer run --metrics-listen` serves what the kernel counted for the
+//! containers' blocked attempts and what the drop audit heard; `promtool check metrics` accepts
+//! it and `enforcer metrics`' one-shot output; Prometheus scrapes it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use enforcer_harness::docker::{Dockerd, ThreeGate};
+use enforcer_harness::host::Containers;
+use enforcer_harness::spec::{internet, Family, EGRESSNET};
+use enforcer_harness::{enforcer_bin, probe_here, Netns, Proto, TempDir};
+
+const CONVERGE: Duration = Duration::from_secs(15);
+/// Where the agent serves its metrics, inside the Docker host's namespace.
+const METRICS: &str = "127.0.0.1:9848";
+/// Where the test's Prometheus listens, inside the same namespace.
+const PROMETHEUS: &str = "127.0.0.1:9090";
+
+/// The unpacked prometheus package (tests/prometheus.sh).
+fn prometheus_bin(name: &str) -> PathBuf {
+    let dir = std::env::var("ENFORCER_PROMETHEUS_DIR")
+        .unwrap_or_else(|_| "/var/cache/enforcer-tests/prometheus".into());
+    let path = PathBuf::from(dir).join("usr/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run tests/prometheus.sh (tests/setup.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// `GET path` from `ns` to `address`: the status line's code, the headers and the body.
+fn get(ns: &Netns, address: &str, path: &str) -> Option<(u16, String, String)> {
+    let address: SocketAddr = address.parse().unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    ns.enter(move || {
+        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, head.to_string(), body.to_string()))
+    })
+}
+
+/// The value of the sample `series` (name and labels, as written) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// `promtool check metrics` on `text`, inside `ns`: its exit status and output.
+fn promtool(ns: &Netns, text: &str) -> (bool, String) {
+    let promtool = prometheus_bin("promtool");
+    let output = ns.exec_with_input(
+        promtool.to_str().unwrap(),
+        &["check", "metrics"],
+        text.as_bytes(),
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), said)
+}
+
+/// A Prometheus server in `ns`, killed on drop.
+struct Prometheus {
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    /// Starts it scraping the agent every second.
+    fn start(ns: &Netns) -> Prometheus {
+        let dir = TempDir::new("prometheus");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: enforcer\n    \
+                 static_configs:\n      - targets: ['{METRICS}']\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = ns
+            .command(prometheus_bin("prometheus").to_str().unwrap())
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={PROMETHEUS}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        Prometheus { child, _dir: dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn prometheus_scrapes_what_the_kernel_and_the_audit_counted() {
+    let docker = Dockerd::start();
+    let gate = ThreeGate::create(&docker);
+    let agent = docker.start_agent(&["--log-format", "json", "--metrics-listen", METRICS]);
+    agent.expect_log("+proxy proxy", CONVERGE);
+    agent.expect_log("metrics at http://", CONVERGE);
+
+    // Blocked attempts: core toward the internet, and toward the proxy on another network.
+    let core = gate.namespace("core").borrowed();
+    let targets = [
+        SocketAddr::new(internet(Family::V4), 443),
+        SocketAddr::new(EGRESSNET.host(2, Family::V4), 3128),
+    ];
+    for target in targets {
+        core.enter(move || probe_here(Proto::Tcp, target, Duration::from_millis(300)));
+    }
+    agent.expect_log("east_west", CONVERGE);
+
+    let host = docker.host.borrowed();
+    let (code, head, text) = get(&host, METRICS, "/metrics").expect("the agent answers");
+    assert_eq!(code, 200, "{head}\n{text}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    println!("{text}");
+    for (series, at_least) in [
+        ("enforcer_network_dropped_packets_total{network=\"llmnet\"}", 2.0),
+        ("enforcer_dropped_packets_total{reason=\"egress\"}", 2.0),
+        (
+            "enforcer_container_dropped_packets_total{container=\"core\",reason=\"egress\",role=\"\"}",
+            2.0,
+        ),
+        (
+            "enforcer_audit_drops_total{network=\"llmnet\",reason=\"east_west\",role=\"\"}",
+            1.0,
+        ),
+        (
+            "enforcer_audit_drops_total{network=\"llmnet\",reason=\"egress\",role=\"\"}",
+            1.0,
+        ),
+        ("enforcer_applies_total", 1.0),
+        ("enforcer_apply_duration_seconds_count", 1.0),
+        ("enforcer_docker_connected", 1.0),
+        ("enforcer_table_present", 1.0),
+        ("enforcer_bound_ports", 1.0),
+    ] {
+        let value = sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert!(value >= at_least, "{series} = {value}, expected >= {at_least}");
+    }
+    let (valid, said) = promtool(&host, &text);
+    assert!(valid, "promtool refused the agent's metrics: {said}");
+    assert_eq!(get(&host, METRICS, "/other").map(|a| a.0), Some(404));
+
+    // The one-shot command reads the same counters from the kernel and the state file.
+    let once = docker
+        .host
+        .command(enforcer_bin().to_str().unwrap())
+        .args(["metrics", "--state-file"])
+        .arg(agent.state_file())
+        .output()
+        .unwrap();
+    let once_text = String::from_utf8_lossy(&once.stdout).to_string();
+    assert!(
+        once.status.success(),
+        "{once_text}{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    let dropped = sample(
+        &once_text,
+        "enforcer_network_dropped_packets_total{network=\"llmnet\"}",
+    );
+    assert!(dropped >= Some(2.0), "{once_text}");
+    assert!(!once_text.contains("enforcer_applies_total"), "{once_text}");
+    let (valid, said) = promtool(&host, &once_text);
+    assert!(valid, "promtool refused `enforcer metrics`: {said}");
+
+    // A real Prometheus scrapes the agent: the target is up and the drops are in its store.
+    let prometheus = Prometheus::start(&host);
+    let started = Instant::now();
+    let query =
+        "/api/v1/query?query=enforcer_network_dropped_packets_total%7Bnetwork%3D%22llmnet%22%7D";
+    let scraped = loop {
+        let up = get(
+            &host,
+            PROMETHEUS,
+            "/api/v1/query?query=up%7Bjob%3D%22enforcer%22%7D",
+        );
+        let dropped = get(&host, PROMETHEUS, query);
+        if let (Some((200, _, up)), Some((200, _, dropped))) = (&up, &dropped) {
+            if up.contains("\"value\":[") && up.contains(",\"1\"]") && dropped.contains("llmnet") {
+                break Some((up.clone(), dropped.clone()));
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let (up, dropped) = scraped
+        .unwrap_or_else(|| panic!("Prometheus never scraped the agent:\n{}", prometheus.log()));
+    println!("scraped after {:?}: {up}\n{dropped}", started.elapsed());
+}
