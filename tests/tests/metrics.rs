@@ -1,7 +1,8 @@
 //! Metrics against a real dockerd and a real Prometheus (Debian's, unpacked by
 //! tests/prometheus.sh): `enforcer run --metrics-listen` serves what the kernel counted for the
 //! containers' blocked attempts and what the drop audit heard; `promtool check metrics` accepts
-//! it and `enforcer metrics`' one-shot output; Prometheus scrapes it.
+//! it and `enforcer metrics`' one-shot output; Prometheus scrapes it, and the README's alert
+//! rule fires on the first east-west drop.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -72,6 +73,42 @@ fn promtool(ns: &Netns, text: &str) -> (bool, String) {
     (output.status.success(), said)
 }
 
+/// The alert rules the README shows (its YAML block that starts with `groups:`).
+fn readme_rules() -> String {
+    let readme = std::fs::read_to_string(enforcer_harness::repo_file("README.md")).unwrap();
+    let start = readme
+        .find("```yaml\ngroups:")
+        .expect("the README's alert rules")
+        + 8;
+    let length = readme[start..].find("```").expect("the end of the rules");
+    readme[start..start + length].to_string()
+}
+
+/// Queries the test's Prometheus from `ns` until `done` holds for the answer, for at most 30 s.
+fn query_until(ns: &Netns, query: &str, done: impl Fn(&str) -> bool) -> Option<String> {
+    let path = format!("/api/v1/query?query={}", encode(query));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Some((200, _, answer)) = get(ns, PROMETHEUS, &path) {
+            if done(&answer) {
+                return Some(answer);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    None
+}
+
+/// `text` for a URL's query string.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// A Prometheus server in `ns`, killed on drop.
 struct Prometheus {
     child: Child,
@@ -79,15 +116,19 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    /// Starts it scraping the agent every second.
+    /// Starts it scraping the agent every second, with the README's alert rules.
     fn start(ns: &Netns) -> Prometheus {
         let dir = TempDir::new("prometheus");
+        let rules = dir.path().join("rules.yml");
+        std::fs::write(&rules, readme_rules()).unwrap();
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: enforcer\n    \
-                 static_configs:\n      - targets: ['{METRICS}']\n"
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - \
+                 {}\nscrape_configs:\n  - job_name: enforcer\n    static_configs:\n      - \
+                 targets: ['{METRICS}']\n",
+                rules.display()
             ),
         )
         .unwrap();
@@ -127,6 +168,16 @@ fn prometheus_scrapes_what_the_kernel_and_the_audit_counted() {
     let agent = docker.start_agent(&["--log-format", "json", "--metrics-listen", METRICS]);
     agent.expect_log("+proxy proxy", CONVERGE);
     agent.expect_log("metrics at http://", CONVERGE);
+    let host = docker.host.borrowed();
+
+    // A real Prometheus scrapes the agent from before the first drop.
+    let prometheus = Prometheus::start(&host);
+    let up = query_until(&host, "up{job=\"enforcer\"}", |a| a.contains(",\"1\"]"));
+    assert!(
+        up.is_some(),
+        "Prometheus never scraped the agent:\n{}",
+        prometheus.log()
+    );
 
     // Blocked attempts: core toward the internet, and toward the proxy on another network.
     let core = gate.namespace("core").borrowed();
@@ -138,8 +189,6 @@ fn prometheus_scrapes_what_the_kernel_and_the_audit_counted() {
         core.enter(move || probe_here(Proto::Tcp, target, Duration::from_millis(300)));
     }
     agent.expect_log("east_west", CONVERGE);
-
-    let host = docker.host.borrowed();
     let (code, head, text) = get(&host, METRICS, "/metrics").expect("the agent answers");
     assert_eq!(code, 200, "{head}\n{text}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
@@ -152,13 +201,15 @@ fn prometheus_scrapes_what_the_kernel_and_the_audit_counted() {
             2.0,
         ),
         (
-            "enforcer_audit_drops_total{network=\"llmnet\",reason=\"east_west\",role=\"\"}",
+            "enforcer_audit_source_drops_total{network=\"llmnet\",reason=\"east_west\",role=\"\"}",
             1.0,
         ),
         (
-            "enforcer_audit_drops_total{network=\"llmnet\",reason=\"egress\",role=\"\"}",
+            "enforcer_audit_source_drops_total{network=\"llmnet\",reason=\"egress\",role=\"\"}",
             1.0,
         ),
+        ("enforcer_audit_drops_total{reason=\"east_west\"}", 1.0),
+        ("enforcer_audit_drops_total{reason=\"spoofing\"}", 0.0),
         ("enforcer_applies_total", 1.0),
         ("enforcer_apply_duration_seconds_count", 1.0),
         ("enforcer_docker_connected", 1.0),
@@ -195,29 +246,19 @@ fn prometheus_scrapes_what_the_kernel_and_the_audit_counted() {
     let (valid, said) = promtool(&host, &once_text);
     assert!(valid, "promtool refused `enforcer metrics`: {said}");
 
-    // A real Prometheus scrapes the agent: the target is up and the drops are in its store.
-    let prometheus = Prometheus::start(&host);
-    let started = Instant::now();
-    let query =
-        "/api/v1/query?query=enforcer_network_dropped_packets_total%7Bnetwork%3D%22llmnet%22%7D";
-    let scraped = loop {
-        let up = get(
-            &host,
-            PROMETHEUS,
-            "/api/v1/query?query=up%7Bjob%3D%22enforcer%22%7D",
-        );
-        let dropped = get(&host, PROMETHEUS, query);
-        if let (Some((200, _, up)), Some((200, _, dropped))) = (&up, &dropped) {
-            if up.contains("\"value\":[") && up.contains(",\"1\"]") && dropped.contains("llmnet") {
-                break Some((up.clone(), dropped.clone()));
-            }
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    let (up, dropped) = scraped
-        .unwrap_or_else(|| panic!("Prometheus never scraped the agent:\n{}", prometheus.log()));
-    println!("scraped after {:?}: {up}\n{dropped}", started.elapsed());
+    // Prometheus holds the kernel's counts, and the README's alert fires on the first
+    // east-west drop.
+    let dropped = query_until(
+        &host,
+        "enforcer_network_dropped_packets_total{network=\"llmnet\"} >= 2",
+        |a| a.contains("llmnet"),
+    );
+    assert!(dropped.is_some(), "{}", prometheus.log());
+    let alert = query_until(
+        &host,
+        "ALERTS{alertname=\"EnforcerEastWestDrop\",alertstate=\"firing\"}",
+        |a| a.contains("EnforcerEastWestDrop"),
+    );
+    let alert = alert.unwrap_or_else(|| panic!("the alert never fired:\n{}", prometheus.log()));
+    println!("{alert}");
 }

@@ -44,10 +44,25 @@ pub struct AgentMetrics {
     pub repairs: IntCounter,
     /// Connections to Docker after the first.
     pub docker_reconnects: IntCounter,
-    /// Drops the audit heard (its lines and their counts), by reason and the source's network
-    /// and role: bounded by the policy and Docker's networks, never by the addresses a flood
-    /// may use.
+    /// Drops the audit heard (its lines and their counts), by reason; every reason from the
+    /// start, at 0, so that an alert on its increase sees the first one.
     pub audit_drops: IntCounterVec,
+    /// The same by reason and the source's network and role: bounded by the policy and
+    /// Docker's networks, never by the addresses a flood may use.
+    pub audit_source_drops: IntCounterVec,
+}
+
+impl AgentMetrics {
+    /// Counts `count` drops the audit heard, for `reason` from a source on `network` with
+    /// `role` (empty: none).
+    pub fn heard(&self, reason: DropReason, network: &str, role: &str, count: u64) {
+        self.audit_drops
+            .with_label_values(&[reason.name()])
+            .inc_by(count);
+        self.audit_source_drops
+            .with_label_values(&[reason.name(), network, role])
+            .inc_by(count);
+    }
 }
 
 impl Default for AgentMetrics {
@@ -58,6 +73,18 @@ impl Default for AgentMetrics {
             "How long each transaction took, until the kernel answered",
         )
         .buckets(APPLY_BUCKETS.to_vec());
+        let audit_drops = IntCounterVec::new(
+            Opts::new(
+                "enforcer_audit_drops_total",
+                "Drops the agent's audit heard over NFLOG (at most [audit] per_second a second \
+                 per reason and table), by reason (east_west apart from egress)",
+            ),
+            &["reason"],
+        )
+        .expect("valid labels");
+        for reason in DropReason::ALL {
+            audit_drops.with_label_values(&[reason.name()]);
+        }
         AgentMetrics {
             applies: counter(
                 "enforcer_applies_total",
@@ -76,12 +103,12 @@ impl Default for AgentMetrics {
                 "enforcer_docker_reconnects_total",
                 "Connections to Docker after the first",
             ),
-            audit_drops: IntCounterVec::new(
+            audit_drops,
+            audit_source_drops: IntCounterVec::new(
                 Opts::new(
-                    "enforcer_audit_drops_total",
-                    "Drops the agent's audit heard over NFLOG (at most [audit] per_second a \
-                     second per reason and table), by reason (east_west apart from egress) and \
-                     the source's network and role",
+                    "enforcer_audit_source_drops_total",
+                    "Drops the agent's audit heard over NFLOG, by reason and the source's \
+                     network and role",
                 ),
                 &["reason", "network", "role"],
             )
@@ -100,6 +127,7 @@ impl AgentMetrics {
             Box::new(self.repairs.clone()),
             Box::new(self.docker_reconnects.clone()),
             Box::new(self.audit_drops.clone()),
+            Box::new(self.audit_source_drops.clone()),
         ]
     }
 }
@@ -329,10 +357,7 @@ mod tests {
         let agent = AgentMetrics::default();
         agent.applies.inc();
         agent.apply_seconds.observe(0.003);
-        agent
-            .audit_drops
-            .with_label_values(&["east_west", "llmnet", ""])
-            .inc_by(4);
+        agent.heard(DropReason::EastWest, "llmnet", "", 4);
         let text = text(&scrape, Some(&agent)).unwrap();
         for line in [
             "enforcer_network_dropped_packets_total{network=\"llmnet\"} 7",
@@ -342,7 +367,9 @@ mod tests {
             "enforcer_interface_dropped_bytes_total{interface=\"tap-vm0\"} 300",
             "enforcer_applies_total 1",
             "enforcer_apply_duration_seconds_count 1",
-            "enforcer_audit_drops_total{network=\"llmnet\",reason=\"east_west\",role=\"\"} 4",
+            "enforcer_audit_source_drops_total{network=\"llmnet\",reason=\"east_west\",role=\"\"} 4",
+            "enforcer_audit_drops_total{reason=\"east_west\"} 4",
+            "enforcer_audit_drops_total{reason=\"spoofing\"} 0",
             "enforcer_docker_connected 1",
             "enforcer_last_apply_timestamp_seconds 1700000000",
             "enforcer_table_present 1",

@@ -416,15 +416,12 @@ impl<K: Kernel> Agent<K> {
     fn write_drops(&mut self, lines: &[audit::Line]) {
         for line in lines {
             if let audit::Line::Dropped { drop, count } = line {
-                let labels = [
-                    drop.reason.name(),
+                self.metrics.heard(
+                    drop.reason,
                     drop.src_network.as_deref().unwrap_or(""),
                     drop.src_role.as_deref().unwrap_or(""),
-                ];
-                self.metrics
-                    .audit_drops
-                    .with_label_values(&labels)
-                    .inc_by(*count);
+                    *count,
+                );
             }
         }
         audit::write(lines);
