@@ -870,16 +870,25 @@ async fn main_loop<K: Kernel>(
     }
 }
 
+/// A netlink subscription that owns its socket for as long as it lives, `as_raw_fd` always
+/// returning that socket's descriptor.
+trait OwnedSocket: std::os::fd::AsRawFd {}
+
+impl OwnedSocket for Monitor {}
+impl OwnedSocket for DropLog {}
+
+/// `socket` registered with the runtime, to wait until it is readable.
+fn registered<T: OwnedSocket>(socket: T) -> Result<AsyncFd<T>, NftError> {
+    // SAFETY: an OwnedSocket keeps its descriptor open for as long as it lives, and the
+    // AsyncFd owns it (and deregisters it) for exactly that long.
+    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+        .map_err(|e| NftError::Socket(e.into_parts().1))
+}
+
 /// Subscribes to nftables' notifications; without them, the periodic check alone undoes other
 /// programs' changes. A failure is logged at ERROR the `first` time, at DEBUG on later tries.
 fn open_monitor(first: bool) -> Option<AsyncFd<Monitor>> {
-    let registered = Monitor::open().and_then(|monitor| {
-        // SAFETY: the monitor owns its socket for as long as it lives, and `as_raw_fd` always
-        // returns that socket's descriptor.
-        unsafe { AsyncFd::register_with_interest(monitor, Interest::READABLE) }
-            .map_err(|e| NftError::Socket(e.into_parts().1))
-    });
-    match registered {
+    match Monitor::open().and_then(registered) {
         Ok(monitor) => {
             if !first {
                 tracing::info!("following nftables' notifications again");
@@ -904,13 +913,7 @@ fn open_monitor(first: bool) -> Option<AsyncFd<Monitor>> {
 /// Binds the drop audit's NFLOG `group`; without it, drops are counted but not logged. A
 /// failure is logged at ERROR the `first` time, at DEBUG on later tries.
 fn open_drop_log(group: u16, first: bool) -> Option<(u16, AsyncFd<DropLog>)> {
-    let registered = DropLog::bind(group).and_then(|log| {
-        // SAFETY: the drop log owns its socket for as long as it lives, and `as_raw_fd`
-        // always returns that socket's descriptor.
-        unsafe { AsyncFd::register_with_interest(log, Interest::READABLE) }
-            .map_err(|e| NftError::Socket(e.into_parts().1))
-    });
-    match registered {
+    match DropLog::bind(group).and_then(registered) {
         Ok(log) => {
             if !first {
                 tracing::info!("the drop audit reads NFLOG group {group} again");

@@ -312,15 +312,7 @@ impl Socket {
             let len = match result {
                 Ok((len, _)) => len,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && !replies.is_empty() => break,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(NftError::Timeout)
-                }
-                Err(e) => return Err(NftError::Socket(e)),
+                Err(e) => return Err(reply_failed(e)),
             };
             for message in wire::messages(&self.buffer[..len]) {
                 if message.kind == NLMSG_ERROR {
@@ -333,6 +325,15 @@ impl Socket {
             flags = Msg::DONTWAIT;
         }
         Ok(replies)
+    }
+}
+
+/// What a failed wait for a reply means: no reply within the socket's timeout, or a broken
+/// socket.
+pub(crate) fn reply_failed(error: io::Error) -> NftError {
+    match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => NftError::Timeout,
+        _ => NftError::Socket(error),
     }
 }
 

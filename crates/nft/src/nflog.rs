@@ -17,7 +17,7 @@ use neli::socket::NlSocket;
 use neli::utils::Groups;
 
 use crate::abi::{NFPROTO_UNSPEC, NLMSG_ERROR, NLM_F_ACK};
-use crate::netlink::{parse_error, set_buffer, set_timeout};
+use crate::netlink::{parse_error, reply_failed, set_buffer, set_timeout};
 use crate::wire;
 use crate::NftError;
 
@@ -209,15 +209,7 @@ impl DropLog {
             let len = match self.socket.recv(&mut self.buffer[..], Msg::empty()) {
                 Ok((len, _)) => len,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(NftError::Timeout)
-                }
-                Err(e) => return Err(NftError::Socket(e)),
+                Err(e) => return Err(reply_failed(e)),
             };
             for message in wire::messages(&self.buffer[..len]) {
                 if message.kind == NLMSG_ERROR {
