@@ -92,6 +92,18 @@ fn blocked_attempts_of_named_containers_are_logged_within_a_second() {
     assert_eq!(line["count"], 1, "{line}");
     assert_eq!(field(&line, "level"), "INFO", "{line}");
 
+    // The same over IPv6.
+    let outside_v6 = SocketAddr::new(internet(Family::V6), 443);
+    let (line, after) = logged_after(&agent, connect(core.borrowed(), outside_v6), |l| {
+        l["dst"] == outside_v6.ip().to_string()
+    });
+    println!("IPv6 egress drop logged after {after:?}: {line}");
+    assert!(after <= LOGGED_WITHIN, "{after:?}: {line}");
+    assert_eq!(field(&line, "reason"), "egress", "{line}");
+    assert_eq!(field(&line, "src_container"), "core", "{line}");
+    assert_eq!(field(&line, "src"), LLMNET.host(10, Family::V6).to_string());
+    assert_eq!(line["dport"], 443, "{line}");
+
     // East-west: core toward the proxy's address on another managed network.
     let toward_proxy = SocketAddr::new(proxy_out, 3128);
     let (line, after) = logged_after(&agent, connect(core.borrowed(), toward_proxy), |l| {

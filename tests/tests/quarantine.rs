@@ -3,7 +3,8 @@
 //! bridge port (`fc-vm1`) beside an ordinary neighbour (`lan0`), and the internet namespace.
 //! Everything is open with no table first; then `rules/ironclaw.toml` is applied once (no
 //! agent runs) and nothing enters or leaves a quarantined interface, in IPv4, IPv6 and ARP,
-//! one that appears afterwards included, while the neighbour keeps its network.
+//! one that appears afterwards included, while the neighbour keeps its network. With the agent
+//! running, every such attempt is in its drop audit.
 
 // The spoofing tests' frame tool, shared; this test does not stop a listener early.
 #[allow(dead_code)]
@@ -15,7 +16,9 @@ use std::time::Duration;
 
 use enforcer_harness::host::{connect_internet, internet_endpoints};
 use enforcer_harness::spec::Family;
-use enforcer_harness::{apply_ok, enforcer, probe_here, repo_file, Netns, Proto, Responders};
+use enforcer_harness::{
+    apply_ok, enforcer, probe_here, repo_file, Agent, Netns, Proto, Responders,
+};
 
 /// How long a probe waits before calling a flow blocked.
 const PROBE: Duration = Duration::from_millis(600);
@@ -430,4 +433,86 @@ fn quarantined_interfaces_have_no_network_at_all() {
         !counted.iter().any(|(n, _)| n == "lan0" || n == "vmbr0"),
         "status counts an interface outside the quarantine: {counted:?}"
     );
+}
+
+/// The drop lines (`--log-format json`) in `agent`'s log, parsed.
+fn drop_lines(agent: &Agent) -> Vec<serde_json::Value> {
+    agent
+        .lines_with("\"event\":\"drop\"")
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// IronClaw's "audit of attempts": with the agent running, what a quarantined VM tries (IPv4,
+/// IPv6, ARP, through a routed tap and over a bridge port) is in its log, reason `quarantine`,
+/// naming the interface.
+#[test]
+fn attempts_from_quarantined_vms_are_audited() {
+    enforcer_harness::require_root();
+    let lab = Lab::build();
+    let dir = enforcer_harness::TempDir::new("qaudit");
+    let policy = repo_file("rules/ironclaw.toml");
+    // No Docker here: the agent must not find the machine's.
+    let nowhere = format!("unix://{}/no-docker.sock", dir.path().display());
+    let agent = Agent::start(
+        &lab.host,
+        dir.path(),
+        &enforcer_harness::enforcer_bin(),
+        &["--config", policy.to_str().unwrap(), "--log-format", "json"],
+        &[("DOCKER_HOST", nowhere.as_str())],
+    );
+    agent.expect_log("enforcing;", Duration::from_secs(10));
+
+    let to_host = SocketAddr::new(address(77, 1, Family::V4), HOST_PORT);
+    let to_internet_v6 = SocketAddr::new(enforcer_harness::spec::internet(Family::V6), 443);
+    let over_bridge = SocketAddr::new(address(78, 1, Family::V4), HOST_PORT);
+    for target in [to_host, to_internet_v6] {
+        assert!(!lab.vm0.enter(move || probe_here(Proto::Tcp, target, PROBE)));
+    }
+    assert!(!lab
+        .vm1
+        .enter(move || probe_here(Proto::Tcp, over_bridge, PROBE)));
+    assert_eq!(
+        arp_replies(&lab.vm0, 77),
+        0,
+        "the host answered ARP on tap-vm0"
+    );
+
+    type Check = (&'static str, Box<dyn Fn(&serde_json::Value) -> bool>);
+    let expected: [Check; 4] = [
+        (
+            "tcp to the host from tap-vm0",
+            Box::new(move |l| {
+                l["dst"] == to_host.ip().to_string()
+                    && l["dport"] == HOST_PORT
+                    && l["iif"] == "tap-vm0"
+            }),
+        ),
+        (
+            "IPv6 to the internet from tap-vm0",
+            Box::new(move |l| {
+                l["src"] == address(77, 2, Family::V6).to_string()
+                    && l["dst"] == to_internet_v6.ip().to_string()
+            }),
+        ),
+        (
+            "tcp to the host over the bridge from fc-vm1",
+            Box::new(|l| l["port"] == "fc-vm1"),
+        ),
+        (
+            "ARP from tap-vm0",
+            Box::new(|l| l["proto"] == "arp" && l["iif"] == "tap-vm0"),
+        ),
+    ];
+    let logged = enforcer_harness::wait_until(Duration::from_secs(5), || {
+        let lines = drop_lines(&agent);
+        expected.iter().all(|(_, check)| lines.iter().any(check))
+    });
+    let lines = drop_lines(&agent);
+    for (what, check) in &expected {
+        let line = lines.iter().find(|l| check(l));
+        assert!(logged && line.is_some(), "no line for {what} in {lines:#?}");
+        assert_eq!(line.unwrap()["reason"], "quarantine", "{what}: {line:?}");
+    }
 }

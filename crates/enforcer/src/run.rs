@@ -741,7 +741,11 @@ async fn daemon(
         ),
     }
     // Bound before the first table logs to it, so that its first drops are heard.
-    let drop_log = open_drop_log(agent.policy.table.audit.group, true);
+    let audit = agent.policy.table.audit;
+    let drop_log = audit
+        .enabled
+        .then(|| open_drop_log(audit.group, true))
+        .flatten();
     agent.enforce("start, before reading Docker")?;
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -809,9 +813,12 @@ async fn main_loop<K: Kernel>(
                     }
                     watcher = spawn_watcher(settings, sender.clone());
                 }));
-                let group = agent.policy.table.audit.group;
-                if drop_log.as_ref().is_some_and(|(bound, _)| *bound != group) {
-                    drop_log = open_drop_log(group, true);
+                let audit = agent.policy.table.audit;
+                let bound = drop_log.as_ref().map(|(group, _)| *group);
+                if !audit.enabled {
+                    drop_log = None;
+                } else if bound != Some(audit.group) {
+                    drop_log = open_drop_log(audit.group, true);
                 }
             }
             batch = drops(&mut drop_log) => match batch {
@@ -848,8 +855,9 @@ async fn main_loop<K: Kernel>(
                 if monitor.is_none() {
                     monitor = open_monitor(false);
                 }
-                if drop_log.is_none() {
-                    drop_log = open_drop_log(agent.policy.table.audit.group, false);
+                let audit = agent.policy.table.audit;
+                if drop_log.is_none() && audit.enabled {
+                    drop_log = open_drop_log(audit.group, false);
                 }
                 // The watchdog hears only from an agent whose table is in the kernel as planned.
                 if report(agent.check()) && watchdog.is_some() {

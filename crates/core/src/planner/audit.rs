@@ -13,6 +13,9 @@ use super::rule;
 /// How drops reach the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditSettings {
+    /// Whether the audit chains log at all (without, each is its drop alone: for a kernel
+    /// without NFLOG, or a host that wants no drop lines).
+    pub enabled: bool,
     /// The NFLOG group the audit chains log to (and the agent reads).
     pub group: u16,
     /// Packets per second each audit chain logs at most (also its burst).
@@ -22,6 +25,7 @@ pub struct AuditSettings {
 impl Default for AuditSettings {
     fn default() -> Self {
         AuditSettings {
+            enabled: true,
             group: 7,
             per_second: 100,
         }
@@ -76,24 +80,26 @@ pub(super) fn attach(settings: &AuditSettings, table: &mut Ruleset) {
 
 fn audit_chain(settings: &AuditSettings, reason: DropReason) -> Chain {
     let rate = settings.per_second;
+    let log = Rule {
+        matches: vec![Match::Limit {
+            per_second: rate,
+            burst: rate,
+        }],
+        counter: false,
+        action: Action::Log {
+            group: settings.group,
+            prefix: log_prefix(reason),
+        },
+        comment: format!("to the drop audit, at most {rate} a second"),
+    };
+    let mut rules = vec![rule(vec![], Verdict::Drop, "dropped, logged or not")];
+    if settings.enabled {
+        rules.insert(0, log);
+    }
     Chain {
         name: ChainName::Audit(reason),
         hook: None,
-        rules: vec![
-            Rule {
-                matches: vec![Match::Limit {
-                    per_second: rate,
-                    burst: rate,
-                }],
-                counter: false,
-                action: Action::Log {
-                    group: settings.group,
-                    prefix: log_prefix(reason),
-                },
-                comment: format!("to the drop audit, at most {rate} a second"),
-            },
-            rule(vec![], Verdict::Drop, "dropped, logged or not"),
-        ],
+        rules,
     }
 }
 
@@ -137,6 +143,19 @@ mod tests {
             }
         );
         assert_eq!(audit.rules[1].action, Action::Verdict(Verdict::Drop));
+    }
+
+    #[test]
+    fn without_the_audit_each_chain_only_drops() {
+        let mut t = table(vec![rule(vec![], Verdict::Deny(DropReason::Egress), "")]);
+        let settings = AuditSettings {
+            enabled: false,
+            ..AuditSettings::default()
+        };
+        attach(&settings, &mut t);
+        let audit = t.chain(&ChainName::Audit(DropReason::Egress)).unwrap();
+        assert_eq!(audit.rules.len(), 1);
+        assert_eq!(audit.rules[0].action, Action::Verdict(Verdict::Drop));
     }
 
     #[test]

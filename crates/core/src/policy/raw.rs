@@ -49,6 +49,7 @@ const MAX_AUDIT_RATE: u32 = 10_000;
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawAudit {
+    enabled: Option<bool>,
     nflog_group: Option<Spanned<u16>>,
     per_second: Option<Spanned<u32>>,
 }
@@ -344,6 +345,7 @@ impl Source<'_> {
             }
         };
         Ok(AuditSettings {
+            enabled: raw.enabled.unwrap_or(defaults.enabled),
             group: raw
                 .nflog_group
                 .as_ref()

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use enforcer_core::binding::PortGuard;
 use enforcer_core::planner::logged_reason;
 use enforcer_core::ruleset::DropReason;
+use enforcer_core::text::printable;
 use enforcer_core::topology::Topology;
 use enforcer_nft::nflog::{Batch, Headers, Logged};
 use ipnet::IpNet;
@@ -24,7 +25,8 @@ pub(super) const INTERVAL: Duration = Duration::from_secs(1);
 /// and reported in one line per interval.
 const KEYS: usize = 4096;
 
-/// Who an address or port is, as the tables last planned know it.
+/// Who an address or port is, as the tables last planned know it; every name made
+/// [`printable`] (Docker's names must not forge log lines).
 #[derive(Default)]
 struct Identities {
     /// Container (or proxy, or member) -> role, by address.
@@ -39,32 +41,32 @@ impl Identities {
     fn of(topology: &Topology, guard: &PortGuard) -> Identities {
         let mut addresses: HashMap<IpAddr, (String, Option<String>)> = HashMap::new();
         for (address, name) in topology.containers().iter().chain(topology.elsewhere()) {
-            addresses.insert(*address, (name.clone(), None));
+            addresses.insert(*address, (printable(name), None));
         }
         for proxy in topology.proxies() {
             for address in &proxy.addresses {
                 addresses
                     .entry(*address)
-                    .or_insert_with(|| (proxy.name.clone(), None));
+                    .or_insert_with(|| (printable(&proxy.name), None));
             }
         }
         for member in topology.members() {
             for address in &member.addresses {
                 let entry = addresses
                     .entry(*address)
-                    .or_insert_with(|| (member.name.clone(), None));
-                entry.1 = Some(member.role.clone());
+                    .or_insert_with(|| (printable(&member.name), None));
+                entry.1 = Some(printable(&member.role));
             }
         }
         let networks = topology
             .networks()
             .iter()
-            .flat_map(|n| n.subnets.iter().map(|s| (*s, n.name.clone())))
+            .flat_map(|n| n.subnets.iter().map(|s| (*s, printable(&n.name))))
             .collect();
         let ports = guard
             .bound
             .iter()
-            .map(|b| (b.port.clone(), b.container.clone()))
+            .map(|b| (b.port.clone(), printable(&b.container)))
             .collect();
         Identities {
             addresses,
@@ -396,6 +398,7 @@ mod tests {
         let containers = BTreeMap::from([
             ("10.9.0.2".parse().unwrap(), "agent-a".to_string()),
             ("10.9.0.3".parse().unwrap(), "agent-b".to_string()),
+            ("10.9.0.4".parse().unwrap(), "x\nINFO forged".to_string()),
         ]);
         Arc::new(
             Topology::new(vec![network], vec![])
@@ -480,6 +483,20 @@ mod tests {
         assert_eq!(drop.dst_container.as_deref(), Some("agent-b"));
         // A prefix no audit chain writes is not a drop.
         assert_eq!(lines.len(), 2);
+    }
+
+    #[test]
+    fn a_name_cannot_forge_a_log_line() {
+        let mut audit = Audit::default();
+        let lines = take(
+            &mut audit,
+            vec![logged("egress", "10.9.0.4", "203.0.113.10", 443)],
+            Instant::now(),
+        );
+        let [Line::Dropped { drop, .. }] = &lines[..] else {
+            panic!("{lines:?}")
+        };
+        assert_eq!(drop.src_container.as_deref(), Some("x\\nINFO forged"));
     }
 
     #[test]
