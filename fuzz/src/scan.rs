@@ -90,6 +90,14 @@ const VOCABULARY: &[&str] = &[
     "size",
     "dynamic",
     "add",
+    // The audit chains.
+    "limit",
+    "rate",
+    "burst",
+    "packets",
+    "log",
+    "prefix",
+    "group",
 ];
 
 /// Words nft 1.0.6 reads as keywords where a table name is expected, so that `table inet WORD`
@@ -296,6 +304,7 @@ pub fn scan(script: &str, table: &str, topology: &Topology) -> Result<(), String
     for (index, token) in tokens.iter().enumerate() {
         let problem = match (before_previous, previous, *token) {
             (_, Token::Word("comment"), Token::Quoted(text)) => comment(text),
+            (_, Token::Word("prefix"), Token::Quoted(text)) => log_prefix(text),
             (_, _, Token::Quoted(text)) => interface(text),
             // `arp` is also a bridge table's match keyword: a table name only after `table`.
             (_, Token::Word("inet" | "bridge"), Token::Word(word))
@@ -334,6 +343,14 @@ fn comment(text: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A log prefix: one the audit chains write (`enforcer:REASON`), never the input's.
+fn log_prefix(text: &str) -> Result<(), String> {
+    match enforcer_core::planner::logged_reason(text) {
+        Some(_) => Ok(()),
+        None => Err(format!("log prefix `{}` is not an audit chain's", clip(text))),
+    }
 }
 
 fn interface(text: &str) -> Result<(), String> {
@@ -436,6 +453,7 @@ fn bare(word: &str) -> Result<(), String> {
         || word
             .split_once('-')
             .is_some_and(|(a, b)| a.parse::<IpAddr>().is_ok() && b.parse::<IpAddr>().is_ok())
+        || word.strip_suffix("/second").is_some_and(number)
         || word.parse::<enforcer_core::ports::MacAddr>().is_ok()
         || is_hex128(word)
         || is_prefix(word);
