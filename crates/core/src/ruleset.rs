@@ -460,8 +460,8 @@ pub enum DropReason {
     Egress,
     /// A new connection toward a managed container that its role's ingress does not admit.
     Ingress,
-    /// Between managed containers (never written in a table: the agent tells an egress drop
-    /// toward a managed address by its destination).
+    /// Between managed containers: an egress drop toward a managed address, which
+    /// `audit_egress` hands on to `audit_east_west`.
     EastWest,
     /// A forged identity: a source address, MAC or ARP/ND claim not the sender's own.
     Spoofing,

@@ -3,6 +3,8 @@
 //! that it runs against `enforcer_nft::Nftables` in production and against a recording fake in
 //! unit tests, without root.
 
+#[cfg(test)]
+use enforcer_core::ruleset::Action;
 use enforcer_core::ruleset::{TableFamily, Tables};
 use enforcer_nft::conntrack::Connection;
 use enforcer_nft::{ApplyOutcome, KernelView, NftError, Nftables};
@@ -95,6 +97,9 @@ pub struct FakeKernel {
     pub failing: bool,
     /// The connections the fake kernel tracks.
     pub tracked: Vec<Connection>,
+    /// While set, a transaction with a `log` rule is refused, as a kernel without NFLOG (or
+    /// nft's log expression) refuses it.
+    pub refuses_log: bool,
 }
 
 #[cfg(test)]
@@ -117,6 +122,19 @@ impl Kernel for FakeKernel {
             return Err(NftError::Rejected {
                 errno: libc::ENOMEM,
                 reason: std::io::Error::from_raw_os_error(libc::ENOMEM).to_string(),
+                detail: None,
+                what: format!("the transaction for table inet {}", ruleset.table),
+            });
+        }
+        let logs = tables
+            .iter()
+            .flat_map(|t| &t.chains)
+            .flat_map(|c| &c.rules)
+            .any(|r| matches!(r.action, Action::Log { .. }));
+        if self.refuses_log && logs {
+            return Err(NftError::Rejected {
+                errno: libc::ENOENT,
+                reason: std::io::Error::from_raw_os_error(libc::ENOENT).to_string(),
                 detail: None,
                 what: format!("the transaction for table inet {}", ruleset.table),
             });

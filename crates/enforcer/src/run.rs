@@ -62,6 +62,8 @@ use start::{enforce_fallback, last_known_state};
 /// How often the kernel's table is checked against the desired one (one GETGEN when nothing
 /// changed; a read-back only when some program committed meanwhile).
 const VERIFY_PERIOD: Duration = Duration::from_secs(5);
+/// How long a metrics text read from the kernel serves later scrapes.
+const SCRAPE_REUSE: Duration = Duration::from_secs(1);
 /// Events named in one log line; the rest are counted.
 const REASONS_SHOWN: usize = 5;
 /// How long the start waits for the first report of the bridge ports.
@@ -115,6 +117,9 @@ struct Agent<K> {
     metrics: AgentMetrics,
     /// Whether Docker was ever connected (a later connection is a reconnect).
     docker_seen: bool,
+    /// The last metrics text and when it was read: scrapes within [`SCRAPE_REUSE`] of it get
+    /// it again, so that scraping as fast as one likes cannot keep the agent dumping tables.
+    scraped: Option<(Instant, String)>,
 }
 
 impl<K: Kernel> Agent<K> {
@@ -165,6 +170,7 @@ impl<K: Kernel> Agent<K> {
             audit: audit::Audit::default(),
             metrics: AgentMetrics::default(),
             docker_seen: false,
+            scraped: None,
         }
     }
 
@@ -396,7 +402,26 @@ impl<K: Kernel> Agent<K> {
         Ok(())
     }
 
-    /// When the restore the budget held back is due, if one is.
+    /// The first apply. A kernel that refuses the audit chains' log rules (no nfnetlink_log, or
+    /// no nft log or limit expression) must not leave the host without a table: then the
+    /// tables are planned again without them, and the refusal is logged at ERROR.
+    fn enforce_at_start(&mut self, reason: &str) -> Result<()> {
+        let Err(error) = self.enforce(reason) else {
+            return Ok(());
+        };
+        if !self.policy.table.audit.enabled {
+            return Err(error);
+        }
+        tracing::error!(
+            "{error:#}; applying the tables without the drop audit's log rules (a kernel without \
+             nfnetlink_log, or nft's log and limit expressions, refuses them; [audit] enabled = \
+             false says so for good)"
+        );
+        self.policy.table.audit.enabled = false;
+        self.replan();
+        self.enforce(&format!("{reason}, without the drop audit"))
+    }
+
     /// Writes what the drop audit read at `now`, named after the tables last planned.
     fn take_drops(&mut self, batch: Batch, now: Instant) {
         let named_after = (&self.desired.0, &self.guard);
@@ -415,21 +440,30 @@ impl<K: Kernel> Agent<K> {
     /// Writes the drop audit's `lines`, and counts them for the metrics.
     fn write_drops(&mut self, lines: &[audit::Line]) {
         for line in lines {
-            if let audit::Line::Dropped { drop, count } = line {
-                self.metrics.heard(
+            match line {
+                audit::Line::Dropped { drop, count } => self.metrics.heard(
                     drop.reason,
                     drop.src_network.as_deref().unwrap_or(""),
                     drop.src_role.as_deref().unwrap_or(""),
                     *count,
-                );
+                ),
+                audit::Line::Uncounted(reason, count) => {
+                    self.metrics.heard(*reason, "", "", *count)
+                }
+                audit::Line::Lost(_) => {}
             }
         }
         audit::write(lines);
     }
 
-    /// The metrics text: the kernel's counters now, named after the tables last planned, and
-    /// the agent's own.
-    fn metrics_text(&mut self) -> Result<String> {
+    /// The metrics text: the kernel's counters now (or as read less than [`SCRAPE_REUSE`]
+    /// before `now`), named after the tables last planned, and the agent's own.
+    fn metrics_text(&mut self, now: Instant) -> Result<String> {
+        if let Some((read, text)) = &self.scraped {
+            if now.duration_since(*read) < SCRAPE_REUSE {
+                return Ok(text.clone());
+            }
+        }
         let table = &self.policy.table.name;
         let view = self
             .kernel
@@ -446,9 +480,12 @@ impl<K: Kernel> Agent<K> {
                 .then_some(self.connection.connected),
             last_applied_unix: Some(self.last_applied.0),
         };
-        crate::metrics::text(&scrape, Some(&self.metrics))
+        let text = crate::metrics::text(&scrape, Some(&self.metrics))?;
+        self.scraped = Some((now, text.clone()));
+        Ok(text)
     }
 
+    /// When the restore the budget held back is due, if one is.
     fn deferred_restore_due(&self) -> Option<Instant> {
         self.deferred_restore.as_ref().map(|(due, _)| *due)
     }
@@ -746,7 +783,8 @@ async fn daemon(
         .enabled
         .then(|| open_drop_log(audit.group, true))
         .flatten();
-    agent.enforce("start, before reading Docker")?;
+    agent.enforce_at_start("start, before reading Docker")?;
+    let drop_log = drop_log.filter(|_| agent.policy.table.audit.enabled);
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("enforcing; waiting for Docker"),
@@ -833,7 +871,8 @@ async fn main_loop<K: Kernel>(
             },
             _ = until(agent.audit.due()) => agent.summarise_drops(Instant::now()),
             Some(reply) = scrapes.recv() => {
-                let _ = reply.send(agent.metrics_text().map_err(|e| format!("{e:#}")));
+                let text = agent.metrics_text(Instant::now());
+                let _ = reply.send(text.map_err(|e| format!("{e:#}")));
             }
             events = commits(&mut monitor) => match events {
                 Ok(events) => {
@@ -951,9 +990,14 @@ async fn drops(drop_log: &mut Option<(u16, AsyncFd<DropLog>)>) -> Result<Batch, 
     };
     loop {
         let mut ready = log.readable_mut().await.map_err(NftError::Socket)?;
-        // `read` drains the socket: it is not readable again until the kernel queues more.
+        // A drained socket is not readable again until the kernel queues more; one that is
+        // not stays ready, and the next turn of the loop reads on.
         let batch = ready.get_inner_mut().read()?;
-        ready.clear_ready();
+        if batch.drained {
+            ready.clear_ready();
+        } else {
+            ready.retain_ready();
+        }
         if !batch.packets.is_empty() || batch.overflows > 0 {
             return Ok(batch);
         }

@@ -46,6 +46,9 @@ const COPY_RANGE: u32 = 128;
 const FLUSH_TIMEOUT: u32 = 10;
 /// ... or as soon as this many packets wait.
 pub const QUEUE_THRESHOLD: u32 = 32;
+/// Packets one read takes at most, so that a caller's loop gets to its other work between
+/// reads.
+pub const PACKETS_PER_READ: usize = 1024;
 /// The socket's receive queue: a second of every audit chain's rate, and more.
 const RECEIVE_QUEUE: usize = 4 << 20;
 const DATAGRAM: usize = 64 * 1024;
@@ -138,6 +141,9 @@ pub struct Batch {
     pub packets: Vec<Logged>,
     /// How many times the socket's queue overflowed since the last read (messages were lost).
     pub overflows: u32,
+    /// Whether the socket was read empty; otherwise more is queued (the read stopped at
+    /// [`PACKETS_PER_READ`]), and the caller should read again soon.
+    pub drained: bool,
 }
 
 /// The bound NFLOG group.
@@ -222,13 +228,17 @@ impl DropLog {
         }
     }
 
-    /// Every packet queued by now, and whether the queue overflowed; empty when nothing is.
+    /// The packets queued by now (at most about [`PACKETS_PER_READ`]), and whether the queue
+    /// overflowed; empty when nothing is.
     pub fn read(&mut self) -> Result<Batch, NftError> {
         let mut batch = Batch::default();
-        loop {
+        while batch.packets.len() < PACKETS_PER_READ {
             let len = match self.socket.recv(&mut self.buffer[..], Msg::DONTWAIT) {
                 Ok((len, _)) => len,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(batch),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    batch.drained = true;
+                    return Ok(batch);
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     batch.overflows += 1;
                     continue;
@@ -243,6 +253,7 @@ impl DropLog {
                     .map(|m| logged(m.attributes())),
             );
         }
+        Ok(batch)
     }
 }
 
@@ -286,6 +297,9 @@ pub fn headers(ethertype: u16, packet: &[u8]) -> Option<Headers> {
 
 fn ipv4(packet: &[u8]) -> Option<Headers> {
     let header_len = usize::from(packet.first()? & 0x0f) * 4;
+    if header_len < 20 {
+        return None;
+    }
     let bytes4 = |at: usize| -> Option<[u8; 4]> { packet.get(at..at + 4)?.try_into().ok() };
     let src = Ipv4Addr::from(bytes4(12)?);
     let dst = Ipv4Addr::from(bytes4(16)?);

@@ -3,7 +3,8 @@
 //! the packet to userspace through NFLOG, at most [`AuditSettings::per_second`] packets a
 //! second (a token bucket the kernel keeps per chain, so a flood of one reason never crowds
 //! out another's, nor costs the host more than that many messages), then drops it. The drop
-//! is a rule of its own: a packet over the rate is dropped all the same.
+//! is a rule of its own: a packet over the rate is dropped all the same. An egress drop toward
+//! a managed address goes on from `audit_egress` to `audit_east_west` ([`split_east_west`]).
 
 use crate::names::ChainName;
 use crate::ruleset::{Action, Chain, DropReason, Match, Rule, Ruleset, SetContent, Verdict};
@@ -78,6 +79,33 @@ pub(super) fn attach(settings: &AuditSettings, table: &mut Ruleset) {
     }
 }
 
+/// Gives east-west its own audit chain (and so its own bucket: a flood of denied egress must
+/// not hide an attempt between containers): `audit_egress` first sends a packet whose
+/// destination matches one of `toward_managed` (one match per managed prefix and address
+/// set) to `audit_east_west`. The per-subnet drop that sent it keeps counting it.
+pub(super) fn split_east_west(
+    settings: &AuditSettings,
+    table: &mut Ruleset,
+    toward_managed: Vec<Match>,
+) {
+    let Some(egress) = table
+        .chains
+        .iter_mut()
+        .find(|c| c.name == ChainName::Audit(DropReason::Egress))
+    else {
+        return;
+    };
+    let dispatch = toward_managed.into_iter().map(|managed| {
+        rule(
+            vec![managed],
+            Verdict::Deny(DropReason::EastWest),
+            "toward a managed address: east-west, audited apart",
+        )
+    });
+    egress.rules.splice(0..0, dispatch.collect::<Vec<_>>());
+    attach(settings, table);
+}
+
 fn audit_chain(settings: &AuditSettings, reason: DropReason) -> Chain {
     let rate = settings.per_second;
     let log = Rule {
@@ -143,6 +171,32 @@ mod tests {
             }
         );
         assert_eq!(audit.rules[1].action, Action::Verdict(Verdict::Drop));
+    }
+
+    #[test]
+    fn east_west_leaves_audit_egress_for_a_chain_of_its_own() {
+        let mut t = table(vec![rule(vec![], Verdict::Deny(DropReason::Egress), "")]);
+        let settings = AuditSettings::default();
+        attach(&settings, &mut t);
+        let toward = Match::Address(
+            crate::ruleset::Direction::Destination,
+            "10.0.0.0/24".parse().unwrap(),
+        );
+        split_east_west(&settings, &mut t, vec![toward.clone()]);
+        let egress = t.chain(&ChainName::Audit(DropReason::Egress)).unwrap();
+        assert_eq!(egress.rules[0].matches, [toward]);
+        assert_eq!(
+            egress.rules[0].action,
+            Action::Verdict(Verdict::Deny(DropReason::EastWest))
+        );
+        let east_west = t.chain(&ChainName::Audit(DropReason::EastWest)).unwrap();
+        assert_eq!(
+            east_west.rules[0].action,
+            Action::Log {
+                group: 7,
+                prefix: "enforcer:east_west".into()
+            }
+        );
     }
 
     #[test]

@@ -322,6 +322,18 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
     };
     quarantine::guard_inet(settings, &mut inet);
     audit::attach(&settings.audit, &mut inet);
+    let toward_managed = prefixes
+        .iter()
+        .map(|&(family, len)| {
+            let destination = key(family, Direction::Destination, len);
+            Match::InSet(destination, SetName::Managed(family, len))
+        })
+        .chain(elsewhere_families.iter().map(|&family| {
+            let destination = key(family, Direction::Destination, family.bits());
+            Match::InSet(destination, SetName::Elsewhere(family))
+        }))
+        .collect();
+    audit::split_east_west(&settings.audit, &mut inet, toward_managed);
     inet
 }
 
@@ -751,7 +763,7 @@ fn from_elsewhere_chain(families: &[Family]) -> Chain {
                 key(family, Direction::Source, family.bits()),
                 SetName::Elsewhere(family),
             )],
-            counter: false,
+            counter: true,
             action: Action::Verdict(Verdict::Deny(DropReason::Egress)),
             comment: "a managed container opens nothing through an unmanaged network: denied, \
                   counted per container"

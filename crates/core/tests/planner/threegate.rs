@@ -181,6 +181,8 @@ fn threegate_script_reads_like_the_readme() {
         "ip saddr & 255.255.255.0 . ip daddr & 255.255.255.0 @intra_v4_24_24 accept",
         "ip saddr & 255.255.255.0 @egress_v4_24 goto audit_egress",
         "limit rate 100/second burst 100 packets log prefix \"enforcer:egress\" group 7",
+        "ip daddr & 255.255.255.0 @managed_v4_24 goto audit_east_west",
+        "log prefix \"enforcer:east_west\" group 7",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in\n{text}");
     }

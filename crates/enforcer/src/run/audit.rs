@@ -6,7 +6,7 @@
 //! managed address is reported as east-west. East-west and spoofing drops are logged at WARN,
 //! the others at INFO.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -167,15 +167,19 @@ impl Drop {
         })
     }
 
-    /// What drops of the same kind share: one line per interval.
+    /// What drops of the same kind share: one line per interval. A packet that is not IP or
+    /// ARP has no addresses: its interface stands for them.
     fn key(&self) -> Key {
-        let from = self.port.as_ref().or(self.iif.as_ref()).cloned();
+        let from = match self.src {
+            Some(_) => None,
+            None => self.port.as_ref().or(self.iif.as_ref()).cloned(),
+        };
         (self.reason, self.src, self.dst, from)
     }
 }
 
-/// (reason, source, destination, input port or interface): drops of one key share their
-/// lines.
+/// (reason, source, destination, and for a packet without addresses its port or interface):
+/// drops of one key share their lines.
 type Key = (DropReason, Option<IpAddr>, Option<IpAddr>, Option<String>);
 
 /// What [`Audit`] has to write.
@@ -188,8 +192,9 @@ pub(super) enum Line {
         /// How many.
         count: u64,
     },
-    /// Drops of (source, destination, reason) beyond the [`KEYS`] counted at once.
-    Uncounted(u64),
+    /// Drops of this reason, of (source, destination, reason) beyond the [`KEYS`] counted at
+    /// once.
+    Uncounted(DropReason, u64),
     /// The socket's queue overflowed this many times: some logged packets were lost.
     Lost(u32),
 }
@@ -204,8 +209,8 @@ pub(super) struct Audit {
     /// (reason, source, destination, input interface) -> the drop first written and how many
     /// more came since the last summary.
     counted: HashMap<Key, (Drop, u64)>,
-    /// Drops beyond [`KEYS`] since the last summary.
-    uncounted: u64,
+    /// Drops beyond [`KEYS`] since the last summary, by reason.
+    uncounted: BTreeMap<DropReason, u64>,
     /// When the counts are next summarised.
     due: Option<Instant>,
 }
@@ -240,7 +245,7 @@ impl Audit {
             let index = index?;
             interfaces
                 .entry(index)
-                .or_insert_with(|| interface_name(index))
+                .or_insert_with(|| interface_name(index).map(|name| printable(&name)))
                 .clone()
         };
         for logged in &batch.packets {
@@ -256,7 +261,7 @@ impl Audit {
             if let Some((_, more)) = self.counted.get_mut(&key) {
                 *more += 1;
             } else if self.counted.len() >= KEYS {
-                self.uncounted += 1;
+                *self.uncounted.entry(drop.reason).or_default() += 1;
             } else {
                 self.counted.insert(key, (drop.clone(), 0));
                 lines.push(Line::Dropped {
@@ -265,7 +270,7 @@ impl Audit {
                 });
             }
         }
-        if self.due.is_none() && (!self.counted.is_empty() || self.uncounted > 0) {
+        if self.due.is_none() && (!self.counted.is_empty() || !self.uncounted.is_empty()) {
             self.due = Some(now + INTERVAL);
         }
         lines
@@ -291,9 +296,8 @@ impl Audit {
             });
             true
         });
-        if self.uncounted > 0 {
-            lines.push(Line::Uncounted(std::mem::take(&mut self.uncounted)));
-        }
+        let uncounted = std::mem::take(&mut self.uncounted);
+        lines.extend(uncounted.into_iter().map(|(r, n)| Line::Uncounted(r, n)));
         self.due = (!self.counted.is_empty()).then_some(now + INTERVAL);
         lines
     }
@@ -318,11 +322,13 @@ pub(super) fn write(lines: &[Line]) {
     for line in lines {
         match line {
             Line::Dropped { drop, count } => write_drop(drop, *count),
-            Line::Uncounted(count) => tracing::warn!(
+            Line::Uncounted(reason, count) => tracing::warn!(
                 event = "drop",
+                reason = reason.name(),
                 count,
-                "{count} drops of more than {KEYS} other (source, destination, reason) in the last \
-                 second, counted together"
+                "{count} {} drops of more than {KEYS} other (source, destination, reason) in the \
+                 last second, counted together",
+                reason.name()
             ),
             Line::Lost(times) => tracing::warn!(
                 "the drop audit's queue overflowed {times} times: some drops were not logged (the \
@@ -426,6 +432,7 @@ mod tests {
         let batch = Batch {
             packets,
             overflows: 0,
+            drained: true,
         };
         let guard = PortGuard {
             bound: vec![BoundPort {
@@ -553,6 +560,6 @@ mod tests {
             .collect();
         assert_eq!(take(&mut audit, packets, now).len(), KEYS);
         let summary = audit.summarise(now + INTERVAL);
-        assert_eq!(summary, [Line::Uncounted(10)]);
+        assert_eq!(summary, [Line::Uncounted(DropReason::Egress, 10)]);
     }
 }

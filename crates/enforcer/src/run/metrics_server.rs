@@ -4,18 +4,28 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::metrics::CONTENT_TYPE;
 
 /// A scrape waiting for its text: the main loop sends it (or what failed) back.
 pub(super) type Scrape = oneshot::Sender<Result<String, String>>;
+
+/// Connections served at once; more wait to be accepted (a local program opening many must
+/// not take the descriptors the agent's own sockets need).
+const CONNECTIONS: usize = 8;
+/// How long a connection may take to send a request's headers, and to be answered.
+const DEADLINE: Duration = Duration::from_secs(10);
+/// The pause after a failed accept (out of descriptors, say), so that it does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Binds `address`; then serves every connection until the process ends, each scrape going to
 /// `scrapes`.
@@ -24,18 +34,30 @@ pub(super) async fn bind(
     scrapes: mpsc::Sender<Scrape>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(address).await?;
+    let slots = Arc::new(Semaphore::new(CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
             };
             let scrapes = scrapes.clone();
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |request| answer(request, scrapes.clone()));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(DEADLINE)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(DEADLINE, connection).await;
+                drop(slot);
             });
         }
     }))

@@ -489,6 +489,27 @@ fn at_start_connections_the_table_refuses_are_cut() {
 }
 
 #[test]
+fn a_kernel_that_refuses_the_audits_log_rules_gets_the_tables_without_them() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("policy.toml");
+    std::fs::write(&config, "[docker]\nenabled = false\n").unwrap();
+    let policy = crate::read_policy(Some(&config)).unwrap();
+    let kernel = FakeKernel {
+        refuses_log: true,
+        ..FakeKernel::default()
+    };
+    let state_path = dir.path().join("state.json");
+    let mut agent = Agent::new(Some(config), policy, kernel, state_path, None);
+    let (started, log) = logged(|| agent.enforce_at_start("start"));
+    started.unwrap();
+    assert!(log.contains("without the drop audit's log rules"), "{log}");
+    let held = agent.kernel.held.as_ref().expect("a table in the kernel");
+    let script = enforcer_core::render::script(&held.inet);
+    assert!(script.contains("goto audit_host"), "{script}");
+    assert!(!script.contains("log prefix"), "{script}");
+}
+
+#[test]
 fn a_program_that_keeps_changing_the_table_gets_ten_restores_at_once_then_one_every_100_ms() {
     let dir = TempDir::new().unwrap();
     let mut agent = started(&dir, DEFAULTS);
