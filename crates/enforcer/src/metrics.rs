@@ -209,12 +209,10 @@ fn kernel_families(view: &KernelView, scrape: &Scrape<'_>) -> Result<Vec<Box<dyn
         &["network"],
     )?;
     for (network, subnets) in &view.networks {
-        let total = subnets
-            .iter()
-            .fold(PortCounters::default(), |sum, s| PortCounters {
-                packets: sum.packets + s.packets,
-                bytes: sum.bytes + s.bytes,
-            });
+        let mut total = PortCounters::default();
+        for subnet in subnets {
+            total.add((subnet.packets, subnet.bytes));
+        }
         by_network.add(&[network], total);
     }
     let roles: HashMap<&str, &str> = scrape

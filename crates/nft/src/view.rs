@@ -62,6 +62,21 @@ pub struct PortCounters {
     pub bytes: u64,
 }
 
+impl PortCounters {
+    /// Adds a counter's `(packets, bytes)`.
+    pub fn add(&mut self, (packets, bytes): (u64, u64)) {
+        self.packets += packets;
+        self.bytes += bytes;
+    }
+}
+
+/// The chain an `NFTA_DATA_*` nest's verdict names (a jump's or goto's), if it names one.
+fn verdict_chain(data: &[u8]) -> Option<String> {
+    wire::attribute(data, NFTA_DATA_VERDICT)
+        .and_then(|v| wire::attribute(v, NFTA_VERDICT_CHAIN))
+        .map(wire::string)
+}
+
 /// The (packets, bytes) of an element's counter, if it has one.
 fn counter(element: &[u8]) -> Option<(u64, u64)> {
     let one = wire::attribute(element, NFTA_SET_ELEM_EXPR);
@@ -93,9 +108,7 @@ fn denied_for(expression: &[u8]) -> Option<DropReason> {
     }
     let chain = wire::attribute(expression, NFTA_EXPR_DATA)
         .and_then(|d| wire::attribute(d, NFTA_IMMEDIATE_DATA))
-        .and_then(|d| wire::attribute(d, NFTA_DATA_VERDICT))
-        .and_then(|v| wire::attribute(v, NFTA_VERDICT_CHAIN))
-        .map(wire::string)?;
+        .and_then(verdict_chain)?;
     match chain.parse() {
         Ok(ChainName::Audit(reason)) => Some(reason),
         _ => None,
@@ -131,9 +144,8 @@ impl KernelView {
             };
             let expressions = wire::attribute(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]);
             for (_, expression) in wire::attributes(expressions) {
-                if let Some((packets, bytes)) = counter_values(expression) {
-                    target.packets += packets;
-                    target.bytes += bytes;
+                if let Some(counted) = counter_values(expression) {
+                    target.add(counted);
                 }
             }
         }
@@ -154,10 +166,8 @@ impl KernelView {
                 counted = counted.or_else(|| counter_values(expression));
                 reason = reason.or_else(|| denied_for(expression));
             }
-            if let (Some((packets, bytes)), Some(reason)) = (counted, reason) {
-                let total = self.denied.entry(reason).or_default();
-                total.packets += packets;
-                total.bytes += bytes;
+            if let (Some(counted), Some(reason)) = (counted, reason) {
+                self.denied.entry(reason).or_default().add(counted);
             }
         }
     }
@@ -168,10 +178,8 @@ impl KernelView {
             let Some(name) = element_key(element).map(wire::string) else {
                 continue;
             };
-            let (packets, bytes) = counter(element).unwrap_or((0, 0));
-            let total = self.quarantined.entry(name).or_default();
-            total.packets += packets;
-            total.bytes += bytes;
+            let counted = counter(element).unwrap_or((0, 0));
+            self.quarantined.entry(name).or_default().add(counted);
         }
     }
 
@@ -220,10 +228,8 @@ impl KernelView {
                     let key = element_key(element).and_then(|key| {
                         key_address(key).or_else(|| key.get(IFNAME_LEN..).and_then(key_address))
                     });
-                    let chain = wire::attribute(element, NFTA_SET_ELEM_DATA)
-                        .and_then(|d| wire::attribute(d, NFTA_DATA_VERDICT))
-                        .and_then(|v| wire::attribute(v, NFTA_VERDICT_CHAIN))
-                        .map(wire::string);
+                    let chain =
+                        wire::attribute(element, NFTA_SET_ELEM_DATA).and_then(verdict_chain);
                     let (Some(address), Some(chain)) = (key, chain) else {
                         continue;
                     };
@@ -244,10 +250,8 @@ impl KernelView {
                     let container = wire::attribute(element, NFTA_SET_ELEM_USERDATA)
                         .map(comment_of)
                         .unwrap_or_default();
-                    let (packets, bytes) = counter(element).unwrap_or((0, 0));
-                    let total = view.containers.entry(container).or_default();
-                    total.packets += packets;
-                    total.bytes += bytes;
+                    let counted = counter(element).unwrap_or((0, 0));
+                    view.containers.entry(container).or_default().add(counted);
                 }
             }
         }
@@ -257,8 +261,7 @@ impl KernelView {
         // The per-subnet drop has no counter of its own: its set element counts.
         let egress = view.denied.entry(DropReason::Egress).or_default();
         for subnet in view.networks.values().flatten() {
-            egress.packets += subnet.packets;
-            egress.bytes += subnet.bytes;
+            egress.add((subnet.packets, subnet.bytes));
         }
         for addresses in view.proxies.values_mut().chain(view.roles.values_mut()) {
             addresses.sort();

@@ -180,8 +180,7 @@ pub fn subsystem_request(
     family: u8,
     attrs: &[u8],
 ) -> Vec<u8> {
-    let kind = (subsystem << 8) | msg;
-    message(kind, NLM_F_REQUEST | flags, seq, family, 0, attrs)
+    resource_request((subsystem, msg), flags, seq, family, 0, attrs)
 }
 
 /// Like [`subsystem_request`], addressed to resource `res_id` of the subsystem (an NFLOG
