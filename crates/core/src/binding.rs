@@ -136,6 +136,7 @@ pub fn guard_ports(
         enforced: classified
             .enforced_networks
             .iter()
+            .chain(&classified.guarded_networks)
             .filter_map(|id| Some((docker.networks.get(id)?.bridge()?, id.as_str())))
             .collect(),
         // Docker's bridges, and the static networks' (sorted by `guard_static_ports`).
@@ -412,7 +413,7 @@ fn endpoints_by_bridge<'a>(
 ) -> BTreeMap<String, Vec<Endpoint<'a>>> {
     let by_id: BTreeMap<&str, &str> = bridges.iter().map(|(b, id)| (*id, b.as_str())).collect();
     let mut out: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
-    for (id, container) in &docker.containers {
+    for (id, container) in docker.containers.iter().chain(&docker.sandboxes) {
         if only.is_some_and(|only| !only.contains(id.as_str())) {
             continue;
         }

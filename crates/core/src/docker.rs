@@ -18,6 +18,10 @@ use crate::topology::{
     EastWest, ManagedNetwork, Member, MemberPart, Proxy, ProxyPart, Topology, TopologyBuilder,
 };
 
+mod swarm;
+
+pub use swarm::{GATEWAY_BRIDGE, OVERLAY_DRIVER};
+
 /// Option of the bridge driver that names the bridge interface.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
@@ -75,6 +79,11 @@ pub struct DockerState {
     pub networks: BTreeMap<String, DockerNetwork>,
     /// Running containers by ID.
     pub containers: BTreeMap<String, DockerContainer>,
+    /// Docker's own network sandboxes with an endpoint on `docker_gwbridge` (the routing
+    /// mesh's `ingress-sbox`), by name, each as a container of that name with no labels: they
+    /// run nothing of a user's, but their bridge ports are bound like containers'.
+    #[serde(default)]
+    pub sandboxes: BTreeMap<String, DockerContainer>,
 }
 
 impl DockerState {
@@ -86,6 +95,7 @@ impl DockerState {
         DockerState {
             networks: networks.into_iter().map(|n| (n.id.clone(), n)).collect(),
             containers: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
+            sandboxes: BTreeMap::new(),
         }
     }
 }
@@ -121,9 +131,13 @@ pub struct Classified {
     /// Odd values read the fail-closed way (a managed label neither true nor false is taken
     /// as true), sorted: each is worth a warning.
     pub remarks: Vec<Skipped>,
-    /// IDs of the Docker networks enforced: give them to [`classify_after`] next time, so that
-    /// they keep winning conflicts against newcomers.
+    /// IDs of the Docker networks enforced (managed overlays among them): give them to
+    /// [`classify_after`] next time, so that they keep winning conflicts against newcomers.
     pub enforced_networks: BTreeSet<String>,
+    /// IDs of the unmanaged Docker networks whose bridge ports are all bound to their
+    /// endpoints, as an enforced network's are (`docker_gwbridge`, which managed overlay
+    /// containers share with unmanaged ones).
+    pub guarded_networks: BTreeSet<String>,
 }
 
 impl DockerNetwork {
@@ -281,6 +295,17 @@ pub fn classify_after(
         &mut skipped,
         &mut remarks,
     );
+    let carried = Carried {
+        networks: &networks.enforced,
+        overlays: &networks.overlays,
+        gateway: swarm::offer_gateway(
+            docker,
+            &networks.overlays,
+            &networks.enforced,
+            &mut builder,
+            &mut skipped,
+        ),
+    };
 
     let mut sorted: Vec<&DockerContainer> = docker
         .containers
@@ -289,7 +314,7 @@ pub fn classify_after(
         .collect();
     sorted.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
     for container in sorted {
-        let addresses = proxy_addresses(container, &networks.enforced, &mut skipped);
+        let addresses = proxy_addresses(container, &carried, &mut skipped);
         if addresses.is_empty() {
             skipped.push(Skipped::new(
                 &container.describe(),
@@ -309,37 +334,81 @@ pub fn classify_after(
     offer_members(
         policy,
         docker,
-        &networks.enforced,
+        &carried,
         &mut builder,
         &mut skipped,
         &mut remarks,
     );
     skipped.sort();
     remarks.sort();
-    let elsewhere = elsewhere(docker, &networks.enforced, &mut skipped);
+    let elsewhere = elsewhere(docker, &carried, &mut skipped);
     let mut containers = BTreeMap::new();
     for container in docker.containers.values() {
-        for address in proxy_addresses(container, &networks.enforced, &mut Vec::new()) {
+        for address in proxy_addresses(container, &carried, &mut Vec::new()) {
             containers.insert(address, container.name.clone());
         }
     }
+    let shared = carried
+        .gateway
+        .is_some()
+        .then(|| GATEWAY_BRIDGE.to_string());
+    let guarded_networks = docker
+        .gateway_network()
+        .filter(|gateway| !networks.enforced.contains(&gateway.id))
+        .map(|gateway| gateway.id.clone())
+        .into_iter()
+        .collect();
     Classified {
         topology: builder
             .build()
             .with_unmanaged_interfaces(networks.unmanaged_bridges)
             .with_skipped_interfaces(networks.skipped_bridges)
+            .with_shared_interfaces(shared)
             .with_elsewhere(elsewhere)
             .with_containers(containers),
         skipped,
         remarks,
         enforced_networks: networks.enforced,
+        guarded_networks,
+    }
+}
+
+/// Which endpoints of a container hold its managed addresses: those on the enforced bridge
+/// networks, and, for a container on any enforced network, its endpoint on `docker_gwbridge`
+/// when the topology manages those (`gateway`, the network's ID). An overlay's addresses are
+/// used inside Docker's namespaces only: the host never sees them.
+struct Carried<'a> {
+    /// The enforced networks (overlays among them).
+    networks: &'a BTreeSet<String>,
+    /// The enforced overlays.
+    overlays: &'a BTreeSet<String>,
+    gateway: Option<String>,
+}
+
+impl Carried<'_> {
+    /// Whether `container` is on an enforced network.
+    fn manages(&self, container: &DockerContainer) -> bool {
+        container
+            .endpoints
+            .iter()
+            .any(|e| self.networks.contains(&e.network_id))
+    }
+
+    /// Whether `endpoint` of `container` holds managed addresses.
+    fn carries(&self, container: &DockerContainer, endpoint: &DockerEndpoint) -> bool {
+        (self.networks.contains(&endpoint.network_id)
+            && !self.overlays.contains(&endpoint.network_id))
+            || (self.gateway.as_deref() == Some(endpoint.network_id.as_str())
+                && self.manages(container))
     }
 }
 
 /// What [`offer_networks`] found among Docker's networks.
 struct OfferedNetworks {
-    /// IDs of the managed networks accepted.
+    /// IDs of the managed networks accepted (overlays among them).
     enforced: BTreeSet<String>,
+    /// IDs of the managed overlays accepted.
+    overlays: BTreeSet<String>,
     /// Bridges of the unmanaged networks.
     unmanaged_bridges: BTreeSet<String>,
     /// Bridges of the managed networks skipped.
@@ -358,6 +427,7 @@ fn offer_networks(
 ) -> OfferedNetworks {
     let mut out = OfferedNetworks {
         enforced: BTreeSet::new(),
+        overlays: BTreeSet::new(),
         unmanaged_bridges: BTreeSet::new(),
         skipped_bridges: BTreeSet::new(),
     };
@@ -366,6 +436,16 @@ fn offer_networks(
     for network in sorted {
         if !network.is_managed(policy, remarks) {
             out.unmanaged_bridges.extend(network.bridge());
+            continue;
+        }
+        if swarm::is_overlay(network) {
+            match swarm::check_overlay(network) {
+                Ok(()) => {
+                    out.enforced.insert(network.id.clone());
+                    out.overlays.insert(network.id.clone());
+                }
+                Err(reason) => skipped.push(Skipped::new(&network.describe(), &reason)),
+            }
             continue;
         }
         let east_west = east_west_of(network, policy, remarks);
@@ -384,16 +464,16 @@ fn offer_networks(
     out
 }
 
-/// The addresses `container` holds on the `enforced` networks; those that do not parse are
-/// reported in `skipped`.
+/// The addresses `container` holds on the endpoints that `carried` carries; those that do not
+/// parse are reported in `skipped`.
 fn proxy_addresses(
     container: &DockerContainer,
-    enforced: &BTreeSet<String>,
+    carried: &Carried,
     skipped: &mut Vec<Skipped>,
 ) -> Vec<IpAddr> {
     let mut addresses = Vec::new();
     for endpoint in &container.endpoints {
-        if !enforced.contains(&endpoint.network_id) {
+        if !carried.carries(container, endpoint) {
             continue; // not on an enforced managed network: nothing to allow there
         }
         for text in [&endpoint.ipv4, &endpoint.ipv6] {
@@ -412,26 +492,28 @@ fn proxy_addresses(
     addresses
 }
 
-/// The addresses that running containers on an `enforced` network hold on the other networks
-/// they are attached to, with the container's name.
+/// The addresses that running containers on an enforced network hold on the endpoints
+/// `carried` does not carry, with the container's name.
 fn elsewhere(
     docker: &DockerState,
-    enforced: &BTreeSet<String>,
+    carried: &Carried,
     skipped: &mut Vec<Skipped>,
 ) -> BTreeMap<IpAddr, String> {
     let mut out = BTreeMap::new();
     for container in docker.containers.values() {
-        if !container
-            .endpoints
-            .iter()
-            .any(|e| enforced.contains(&e.network_id))
-        {
+        if !carried.manages(container) {
             continue;
         }
+        let overlay = |e: &DockerEndpoint| {
+            docker
+                .networks
+                .get(&e.network_id)
+                .is_some_and(swarm::is_overlay)
+        };
         for endpoint in container
             .endpoints
             .iter()
-            .filter(|e| !enforced.contains(&e.network_id))
+            .filter(|e| !carried.carries(container, e) && !overlay(e))
         {
             for text in [&endpoint.ipv4, &endpoint.ipv6]
                 .into_iter()
@@ -457,12 +539,12 @@ fn elsewhere(
 }
 
 /// Offers every running container whose role label names a role (not the proxy role) as a
-/// member, by name then ID, with its addresses on the `enforced` networks. A role the policy
+/// member, by name then ID, with the addresses `carried` carries. A role the policy
 /// does not define is reported once per role in `remarks`: its containers get no allowance.
 fn offer_members(
     policy: &Policy,
     docker: &DockerState,
-    enforced: &BTreeSet<String>,
+    carried: &Carried,
     builder: &mut TopologyBuilder,
     skipped: &mut Vec<Skipped>,
     remarks: &mut Vec<Skipped>,
@@ -481,7 +563,7 @@ fn offer_members(
             undefined.entry(role).or_default().push(&container.name);
             continue;
         }
-        let addresses = proxy_addresses(container, enforced, skipped);
+        let addresses = proxy_addresses(container, carried, skipped);
         if addresses.is_empty() {
             continue; // on no enforced managed network: the role has nothing to govern
         }
@@ -627,8 +709,8 @@ mod tests {
         let huge = network("huge", true, &["0.0.0.0/0"]);
         let garbage = network("garbage", true, &["not-a-subnet"]);
         let empty = network("empty", true, &[]);
-        let mut overlay = network("swarm", true, &["10.9.0.0/24"]);
-        overlay.driver = "overlay".into();
+        let mut macvlan = network("vlan", true, &["10.9.0.0/24"]);
+        macvlan.driver = "macvlan".into();
         let first = network("a-first", true, &["10.1.0.0/16"]);
         let overlapping = network("b-second", true, &["10.1.2.0/24"]);
         let proxy = proxy_on(
@@ -638,7 +720,7 @@ mod tests {
         let out = classify(
             &Policy::embedded(),
             &state(
-                &[&huge, &garbage, &empty, &overlay, &first, &overlapping],
+                &[&huge, &garbage, &empty, &macvlan, &first, &overlapping],
                 &[&proxy],
             ),
         );
@@ -650,7 +732,7 @@ mod tests {
                 "network empty (empty0000000)",
                 "network garbage (garbage00000)",
                 "network huge (huge00000000)",
-                "network swarm (swarm0000000)",
+                "network vlan (vlan00000000)",
             ]
         );
         let reasons: String = out
@@ -662,7 +744,7 @@ mod tests {
             "too large",
             "not a CIDR",
             "no IPAM subnet",
-            "overlay",
+            "macvlan",
             "overlaps",
         ] {
             assert!(reasons.contains(needle), "{needle} in {reasons}");

@@ -69,6 +69,9 @@ pub enum SetName {
     KnownInterfaces,
     /// The interfaces of networks seen as managed but not enforced (skipped): denied.
     SkippedInterfaces,
+    /// The managed networks' interfaces that unmanaged containers share (`docker_gwbridge`):
+    /// what enters from them is managed by its source address alone.
+    SharedInterfaces,
     /// Bridge table: the verdict map from each known bridge port to what its frames meet.
     Ports,
     /// The verdict map from role members' addresses of one family (with the bridge each
@@ -237,6 +240,7 @@ impl fmt::Display for SetName {
             SetName::ManagedInterfaces => f.write_str("managed_interfaces"),
             SetName::KnownInterfaces => f.write_str("known_interfaces"),
             SetName::SkippedInterfaces => f.write_str("skipped_interfaces"),
+            SetName::SharedInterfaces => f.write_str("shared_interfaces"),
             SetName::Ports => f.write_str("ports"),
             SetName::Roles(family) => write!(f, "roles_{}", family.tag()),
             SetName::RoleFlows(family, spread, role) => {
@@ -271,6 +275,7 @@ impl FromStr for SetName {
             "managed_interfaces" => return Ok(SetName::ManagedInterfaces),
             "known_interfaces" => return Ok(SetName::KnownInterfaces),
             "skipped_interfaces" => return Ok(SetName::SkippedInterfaces),
+            "shared_interfaces" => return Ok(SetName::SharedInterfaces),
             "ports" => return Ok(SetName::Ports),
             "quarantined" => return Ok(SetName::Quarantined),
             _ => {}
@@ -365,6 +370,7 @@ mod tests {
             Just(SetName::ManagedInterfaces),
             Just(SetName::KnownInterfaces),
             Just(SetName::SkippedInterfaces),
+            Just(SetName::SharedInterfaces),
             Just(SetName::Ports),
             Just(SetName::Quarantined),
             family().prop_map(SetName::Roles),

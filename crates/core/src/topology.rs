@@ -210,6 +210,7 @@ pub struct Topology {
     containers: BTreeMap<IpAddr, String>,
     unmanaged_interfaces: BTreeSet<String>,
     skipped_interfaces: BTreeSet<String>,
+    shared_interfaces: BTreeSet<String>,
 }
 
 impl Topology {
@@ -379,6 +380,24 @@ impl Topology {
         &self.skipped_interfaces
     }
 
+    /// Marks managed networks' interfaces that carry unmanaged containers' traffic too
+    /// (`docker_gwbridge`, where containers of managed and unmanaged overlays alike have an
+    /// endpoint): a packet entering from one is managed by its source address alone, since
+    /// the bridge table ties each of its ports to its container's addresses. Names that are not
+    /// valid interface names are left out.
+    pub fn with_shared_interfaces(mut self, interfaces: impl IntoIterator<Item = String>) -> Self {
+        self.shared_interfaces = interfaces
+            .into_iter()
+            .filter(|name| is_valid_interface(name))
+            .collect();
+        self
+    }
+
+    /// Managed networks' interfaces that carry unmanaged containers' traffic too.
+    pub fn shared_interfaces(&self) -> &BTreeSet<String> {
+        &self.shared_interfaces
+    }
+
     /// The managed networks, in the order given.
     pub fn networks(&self) -> &[ManagedNetwork] {
         &self.networks
@@ -464,6 +483,13 @@ pub fn changes(old: &Topology, new: &Topology) -> Vec<String> {
         &new.skipped_interfaces,
         |i| i,
         skipped_text,
+    );
+    push_changes(
+        &mut out,
+        &old.shared_interfaces,
+        &new.shared_interfaces,
+        |i| i,
+        |i| format!("bridge {i} shared by managed and unmanaged containers"),
     );
     out
 }

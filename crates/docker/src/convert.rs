@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerInspectResponse, ContainerSummary, EndpointSettings, Ipam, Network, NetworkInspect,
+    ContainerInspectResponse, ContainerSummary, EndpointResource, EndpointSettings, Ipam, Network,
+    NetworkInspect,
 };
 use enforcer_core::docker::{DockerContainer, DockerEndpoint, DockerNetwork};
 
@@ -91,6 +92,33 @@ pub(crate) fn network_from_inspect(n: NetworkInspect) -> Option<DockerNetwork> {
     network(
         n.id, n.name, n.driver, n.internal, n.labels, n.options, n.ipam,
     )
+}
+
+/// The endpoints a network's inspect lists (`docker_gwbridge`'s are listed nowhere else), by
+/// container ID or sandbox name, for network `network_id`; addresses without their prefix
+/// length, as a container's inspect writes them.
+pub(crate) fn network_endpoints(
+    network_id: &str,
+    containers: Option<HashMap<String, EndpointResource>>,
+) -> BTreeMap<String, DockerEndpoint> {
+    let address = |cidr: Option<String>| {
+        let cidr = cidr.unwrap_or_default();
+        cidr.split_once('/')
+            .map_or(cidr.clone(), |(address, _)| address.to_string())
+    };
+    containers
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, e)| {
+            let endpoint = DockerEndpoint {
+                network_id: network_id.to_string(),
+                ipv4: address(e.ipv4_address),
+                ipv6: address(e.ipv6_address),
+                mac: e.mac_address.unwrap_or_default(),
+            };
+            (key, endpoint)
+        })
+        .collect()
 }
 
 fn endpoints(networks: Option<HashMap<String, EndpointSettings>>) -> Vec<DockerEndpoint> {

@@ -9,6 +9,7 @@ mod convert;
 pub mod events;
 pub mod queue;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
@@ -18,13 +19,13 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::ListContainersOptions;
 use bollard::{Docker, API_DEFAULT_VERSION};
-use enforcer_core::docker::DockerState;
+use enforcer_core::docker::{DockerState, GATEWAY_BRIDGE, OVERLAY_DRIVER};
 use enforcer_core::text::printable;
 use futures_util::{Stream, StreamExt};
 
 use convert::{
-    absent_if_not_found, container_from_inspect, container_from_summary, network_from_inspect,
-    network_from_list, store,
+    absent_if_not_found, container_from_inspect, container_from_summary, network_endpoints,
+    network_from_inspect, network_from_list, store,
 };
 pub use events::EventStreamError;
 
@@ -231,10 +232,12 @@ impl DockerSource {
                 self.docker.list_containers(None::<ListContainersOptions>),
             )
             .await?;
-        Ok(DockerState::of(
+        let mut state = DockerState::of(
             networks.into_iter().filter_map(network_from_list),
             containers.into_iter().filter_map(container_from_summary),
-        ))
+        );
+        self.refresh_gateway(&mut state).await?;
+        Ok(state)
     }
 
     /// The relevant events since `since` (see [`since_now`]), as [`Change`]s. Ends with an error when dockerd goes away or
@@ -335,6 +338,50 @@ impl DockerSource {
                 }
             }
             Change::Container { id, .. } => self.refresh_container(state, id).await?,
+        }
+        self.refresh_gateway(state).await
+    }
+
+    /// Re-reads `docker_gwbridge` for its endpoints: Docker lists them only there (a
+    /// container's inspect leaves them out) and sends no event when one comes or goes, so
+    /// every change re-reads them. Docker makes the network when a node's first overlay
+    /// container starts, so it is looked up by name once `state` holds an overlay network. A
+    /// node without overlays pays nothing.
+    async fn refresh_gateway(&self, state: &mut DockerState) -> Result<(), DockerError> {
+        let known = state.gateway_network().map(|n| n.id.clone());
+        if known.is_none() && !state.networks.values().any(|n| n.driver == OVERLAY_DRIVER) {
+            return Ok(());
+        }
+        let path = known.clone().unwrap_or_else(|| GATEWAY_BRIDGE.to_string());
+        if !is_object_id(&path) && path != GATEWAY_BRIDGE {
+            tracing::warn!(
+                id = %printable(&path),
+                "Docker reported {GATEWAY_BRIDGE} with an ID that is not a Docker ID: its ports \
+                 stay unbound and send nothing"
+            );
+            return Ok(());
+        }
+        let action = format!("inspecting network {path} ({GATEWAY_BRIDGE})");
+        let found = self
+            .within(
+                &action,
+                absent_if_not_found(self.docker.inspect_network(&path, None)),
+            )
+            .await?
+            .filter(|n| n.id.as_deref().is_some_and(is_object_id));
+        if let Some(gone) = known {
+            state.networks.remove(&gone);
+            state.set_gateway_endpoints(&gone, BTreeMap::new());
+        }
+        let Some(found) = found else {
+            return Ok(());
+        };
+        let endpoints =
+            network_endpoints(found.id.as_deref().unwrap_or(""), found.containers.clone());
+        if let Some(network) = network_from_inspect(found) {
+            let id = network.id.clone();
+            state.networks.insert(id.clone(), network);
+            state.set_gateway_endpoints(&id, endpoints);
         }
         Ok(())
     }

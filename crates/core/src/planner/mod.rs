@@ -202,6 +202,13 @@ fn interface_sets(
         key: SetKey::InterfaceName,
         content: SetContent::InterfaceNames(managed),
     });
+    if !topology.shared_interfaces().is_empty() {
+        sets.push(Set {
+            name: SetName::SharedInterfaces,
+            key: SetKey::InterfaceName,
+            content: SetContent::InterfaceNames(topology.shared_interfaces().clone()),
+        });
+    }
     if !topology.skipped_interfaces().is_empty() {
         sets.push(Set {
             name: SetName::SkippedInterfaces,
@@ -294,6 +301,7 @@ pub fn plan(settings: &TableSettings, topology: &Topology) -> Ruleset {
         roles: &roles.dispatch,
         elsewhere: &elsewhere_families,
         bridged: bridges.is_some(),
+        shared: !topology.shared_interfaces().is_empty(),
     };
     sets.extend(elsewhere.iter().map(|s| s.1.clone()));
     let mut chains = vec![
@@ -411,12 +419,21 @@ fn skipped_interface_rule(verdict: Verdict) -> Rule {
     }
 }
 
-fn from_managed_interface(verdict: Verdict, comment: &str) -> Rule {
+/// Anything else entering from a managed network's bridge meets `verdict`; a bridge that
+/// unmanaged containers share (`shared`, when there is one) is left to the source address.
+fn from_managed_interface(verdict: Verdict, shared: bool, comment: &str) -> Rule {
+    let mut matches = vec![Match::InputInterfaceInSet {
+        set: SetName::ManagedInterfaces,
+        negated: false,
+    }];
+    if shared {
+        matches.push(Match::InputInterfaceInSet {
+            set: SetName::SharedInterfaces,
+            negated: true,
+        });
+    }
     Rule {
-        matches: vec![Match::InputInterfaceInSet {
-            set: SetName::ManagedInterfaces,
-            negated: false,
-        }],
+        matches,
         counter: false,
         action: Action::Verdict(verdict),
         comment: comment.into(),
@@ -480,6 +497,8 @@ struct Dispatch<'a> {
     /// Whether every managed network names its bridge: then a managed source entering from
     /// any other interface is forged, and dropped before any allowance is looked up.
     bridged: bool,
+    /// Whether unmanaged containers share a managed network's bridge (`shared_interfaces`).
+    shared: bool,
 }
 
 /// Per managed prefix: a source in it entering from an interface that is not a managed
@@ -589,6 +608,7 @@ fn forward_chain(
     ));
     rules.push(from_managed_interface(
         from_managed,
+        dispatch.shared,
         "anything else entering from a managed network's bridge (a forged source)",
     ));
     if skipped {
@@ -808,6 +828,7 @@ fn input_chain(
     ));
     rules.push(from_managed_interface(
         Verdict::Jump(ChainName::HostFromManaged),
+        dispatch.shared,
         "anything else from a managed network's bridge to the host itself",
     ));
     rules.extend(elsewhere_rules(

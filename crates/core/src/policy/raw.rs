@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::entries::Entries;
 use super::{DockerSettings, Policy, PolicyError, ProxyDefaults, UnknownNetworks};
+use crate::docker::GATEWAY_BRIDGE;
 use crate::nft_syntax;
 use crate::planner::{AuditSettings, TableSettings};
 use crate::ports::MacAddr;
@@ -370,7 +371,11 @@ impl Source<'_> {
             },
         };
         let bridge_patterns = match &raw.bridge_patterns {
-            None => vec!["br-*".to_string(), "docker0".to_string()],
+            None => vec![
+                "br-*".to_string(),
+                "docker0".to_string(),
+                GATEWAY_BRIDGE.to_string(),
+            ],
             Some(list) => list
                 .iter()
                 .map(|p| self.interface_pattern(p))

@@ -31,11 +31,9 @@ fn embedded_default_is_the_all_defaults_policy() {
     assert_eq!(embedded.docker.proxy_role, "egress-proxy");
     assert!(embedded.docker.enabled);
     assert_eq!(embedded.docker.unknown_networks, UnknownNetworks::Deny);
-    assert_eq!(embedded.docker.bridge_patterns, ["br-*", "docker0"]);
-    assert_eq!(
-        embedded.table.unknown_interface_patterns,
-        ["br-*", "docker0"]
-    );
+    let patterns = ["br-*", "docker0", "docker_gwbridge"];
+    assert_eq!(embedded.docker.bridge_patterns, patterns);
+    assert_eq!(embedded.table.unknown_interface_patterns, patterns);
     let services: Vec<String> = embedded
         .proxy_defaults
         .services

@@ -8,6 +8,7 @@ mod ports;
 mod properties;
 mod quarantine;
 mod roles;
+mod swarm;
 mod threegate;
 
 use enforcer_core::planner::{plan, TableSettings};

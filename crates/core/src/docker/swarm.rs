@@ -1,0 +1,182 @@
+//! Docker Swarm on one node: overlay networks and `docker_gwbridge`.
+//!
+//! Containers on an overlay network reach each other inside a network namespace of Docker's
+//! (`1-<network ID>` under its exec root), and other nodes' containers through VXLAN: the host's
+//! hooks never see that traffic. What the host does see of a container on a non-internal
+//! overlay is its endpoint on `docker_gwbridge`, the bridge its default route points to and
+//! the one way its traffic leaves the node. So a managed overlay (internal, or labelled) is
+//! enforced there: its containers are managed, and their `docker_gwbridge` addresses (one /32
+//! each) form a managed network of that name whose interface is `docker_gwbridge`, with
+//! east-west denied. Their roles' and proxies' egress is matched on those addresses; anything
+//! else they open is dropped.
+//!
+//! Containers of unmanaged overlays use `docker_gwbridge` too, so the bridge is *shared*: a
+//! packet entering from it is managed by its source address alone. That is sound because every
+//! port of `docker_gwbridge` is guarded in the bridge table: bound to the endpoint Docker
+//! reports for it (its container's, or the routing mesh's `ingress-sbox`), or sending nothing.
+//! Docker lists these endpoints only in the network's own inspect, never in a container's:
+//! [`DockerState::set_gateway_endpoints`] files them under their containers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use super::{DockerContainer, DockerEndpoint, DockerNetwork, DockerState, Skipped};
+use crate::topology::{EastWest, ManagedNetwork, TopologyBuilder};
+
+/// The bridge (and network) Docker gives every node of a swarm: the way out of the
+/// containers on non-internal overlay networks.
+pub const GATEWAY_BRIDGE: &str = "docker_gwbridge";
+
+/// The driver of Swarm's overlay networks.
+pub const OVERLAY_DRIVER: &str = "overlay";
+
+impl DockerState {
+    /// The `docker_gwbridge` network, when Docker reported it (a node that is, or was, in a
+    /// swarm).
+    pub fn gateway_network(&self) -> Option<&DockerNetwork> {
+        self.networks
+            .values()
+            .find(|n| n.bridge().as_deref() == Some(GATEWAY_BRIDGE))
+    }
+
+    /// Replaces what the state holds of the endpoints of network `network_id`
+    /// (`docker_gwbridge`) with `endpoints`, keyed as Docker's network inspect keys them: by
+    /// container ID, or by the name of a sandbox of Docker's own (`ingress-sbox`). A
+    /// container's endpoint is filed under the container (when it is running and known); a
+    /// sandbox's becomes one of [`DockerState::sandboxes`].
+    pub fn set_gateway_endpoints(
+        &mut self,
+        network_id: &str,
+        endpoints: BTreeMap<String, DockerEndpoint>,
+    ) {
+        for container in self.containers.values_mut() {
+            container.endpoints.retain(|e| e.network_id != network_id);
+        }
+        self.sandboxes.clear();
+        for (key, endpoint) in endpoints {
+            let endpoint = DockerEndpoint {
+                network_id: network_id.to_string(),
+                ..endpoint
+            };
+            match self.containers.get_mut(&key) {
+                Some(container) => {
+                    container.endpoints.push(endpoint);
+                    container
+                        .endpoints
+                        .sort_by(|a, b| a.network_id.cmp(&b.network_id));
+                }
+                // A container Docker has not reported as running yet: its port stays unbound
+                // (it sends nothing) until it has.
+                None if is_container_key(&key) => {}
+                None => {
+                    self.sandboxes.insert(
+                        key.clone(),
+                        DockerContainer {
+                            id: key.clone(),
+                            name: key,
+                            labels: BTreeMap::new(),
+                            endpoints: vec![endpoint],
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Whether a key of a network's endpoints names a container (64 hex digits) rather than a
+/// sandbox of Docker's own.
+fn is_container_key(key: &str) -> bool {
+    key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `network` is a Swarm overlay.
+pub(super) fn is_overlay(network: &DockerNetwork) -> bool {
+    network.driver == OVERLAY_DRIVER
+}
+
+/// A managed overlay, checked alone: it has subnets and each is a CIDR prefix. Its subnets
+/// are not managed on this host (its traffic never crosses the host's hooks); its containers
+/// are, through their `docker_gwbridge` endpoints.
+pub(super) fn check_overlay(network: &DockerNetwork) -> Result<(), String> {
+    if network.subnets.is_empty() {
+        return Err("it has no IPAM subnet: its containers stay unmanaged until it has".into());
+    }
+    for subnet in &network.subnets {
+        if subnet.parse::<IpNet>().is_err() {
+            return Err(format!(
+                "subnet `{subnet:.64}` is not a CIDR prefix: its containers are not managed"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Offers to `builder` the managed network of the `docker_gwbridge` addresses of the
+/// containers on the `overlays` (managed overlays enforced), unless `docker_gwbridge` is
+/// itself an `enforced` network. Returns the ID of the gateway network when its managed
+/// containers' endpoints are now carried by the topology. What is refused is reported in
+/// `skipped`: those addresses then stay managed containers' addresses on an unmanaged network,
+/// which open nothing.
+pub(super) fn offer_gateway(
+    docker: &DockerState,
+    overlays: &BTreeSet<String>,
+    enforced: &BTreeSet<String>,
+    builder: &mut TopologyBuilder,
+    skipped: &mut Vec<Skipped>,
+) -> Option<String> {
+    let gateway = docker.gateway_network()?;
+    if enforced.contains(&gateway.id) || overlays.is_empty() {
+        return None;
+    }
+    let mut subnets = BTreeSet::new();
+    for container in docker.containers.values() {
+        if !container
+            .endpoints
+            .iter()
+            .any(|e| overlays.contains(&e.network_id))
+        {
+            continue;
+        }
+        for endpoint in container
+            .endpoints
+            .iter()
+            .filter(|e| e.network_id == gateway.id)
+        {
+            for text in [&endpoint.ipv4, &endpoint.ipv6]
+                .into_iter()
+                .filter(|t| !t.is_empty())
+            {
+                // An address that does not parse is reported by `elsewhere`.
+                match text.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(a)) => subnets.insert(IpNet::V4(Ipv4Net::from(a))),
+                    Ok(IpAddr::V6(a)) => subnets.insert(IpNet::V6(Ipv6Net::from(a))),
+                    Err(_) => false,
+                };
+            }
+        }
+    }
+    if subnets.is_empty() {
+        return None;
+    }
+    let network = ManagedNetwork {
+        name: GATEWAY_BRIDGE.to_string(),
+        subnets: subnets.into_iter().collect(),
+        interface: Some(GATEWAY_BRIDGE.to_string()),
+        east_west: EastWest::Deny,
+    };
+    match builder.add_network(network) {
+        Ok(()) => Some(gateway.id.clone()),
+        Err(rejected) => {
+            let reason = format!(
+                "the docker_gwbridge addresses of managed overlay containers cannot be managed \
+                 ({}): they open nothing",
+                rejected.problem
+            );
+            skipped.push(Skipped::new(&gateway.describe(), &reason));
+            None
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Docker Swarm on one node of the sealed host: overlay networks, managed by their label or
+//! not, whose containers leave through `docker_gwbridge`. Each flow is first measured open with
+//! Docker alone, then as the policy says with `enforcer run`; a task that a service scales up
+//! probes the internet from its first instant, and never gets through.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use enforcer_harness::docker::{DockerVersion, Dockerd, IMAGE};
+use enforcer_harness::spec::{host_uplink, internet, Family};
+use enforcer_harness::{probe_here, wait_until, Agent, Proto, TempFile, PROBE_TIMEOUT};
+
+/// One dockerd at a time.
+static DOCKERD: Mutex<()> = Mutex::new(());
+
+/// The policy: an agent role that may open tcp/443 toward the internet, nothing else.
+const POLICY: &str = "[roles.agent]\negress = [{ to = \"internet\", allow = [\"tcp/443\"] }]\n";
+
+/// The overlays: `mesh` managed by its label, `public` not.
+const MESH: &str = "mesh";
+const PUBLIC: &str = "public";
+
+fn to_internet(port: u16) -> SocketAddr {
+    SocketAddr::new(internet(Family::V4), port)
+}
+
+/// A single-node swarm with its two attachable overlays. Docker's own firewall stays on:
+/// Swarm's routing mesh and `docker_gwbridge`'s masquerade are made of it.
+fn swarm_node() -> Dockerd {
+    let docker = Dockerd::start_configured(DockerVersion::from_env(), true);
+    let advertise = host_uplink(Family::V4).to_string();
+    docker.docker(&["swarm", "init", "--advertise-addr", &advertise]);
+    for (name, subnet, label) in [
+        (MESH, "10.10.0.0/24", Some("enforcer.managed=true")),
+        (PUBLIC, "10.11.0.0/24", None),
+    ] {
+        let mut args = vec!["network", "create", "-d", "overlay", "--attachable"];
+        args.extend(["--subnet", subnet]);
+        if let Some(label) = label {
+            args.extend(["--label", label]);
+        }
+        args.push(name);
+        docker.docker(&args);
+    }
+    docker
+}
+
+/// `docker run` of a sleeping container on `network`, with a role label or none.
+fn run(docker: &Dockerd, name: &str, network: &str, role: Option<&str>) {
+    let label = role.map(|r| format!("enforcer.role={r}"));
+    let mut args = vec!["run", "-d", "--name", name, "--network", network];
+    if let Some(label) = &label {
+        args.extend(["--label", label]);
+    }
+    args.extend([IMAGE, "sleep", "100000"]);
+    docker.docker(&args);
+}
+
+fn open(docker: &Dockerd, from: &str, target: SocketAddr) -> bool {
+    docker
+        .container_netns(from)
+        .enter(move || probe_here(Proto::Tcp, target, PROBE_TIMEOUT))
+}
+
+/// The flows measured: (from, port toward the internet, allowed under [`POLICY`]).
+const FLOWS: [(&str, u16, bool); 5] = [
+    ("agent", 443, true),
+    ("agent", 80, false),
+    ("plain", 443, false),
+    ("web", 80, true),
+    ("web", 443, true),
+];
+
+fn start_agent(docker: &Dockerd, policy: &TempFile) -> Agent {
+    let agent = docker.start_agent(&["--config", policy.path()]);
+    agent.expect_log("+member agent (role agent)", Duration::from_secs(20));
+    agent
+}
+
+#[test]
+fn managed_overlay_containers_leave_only_as_their_roles_allow() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let docker = swarm_node();
+    run(&docker, "agent", MESH, Some("agent"));
+    run(&docker, "plain", MESH, None);
+    run(&docker, "web", PUBLIC, None);
+    for (from, port, _) in FLOWS {
+        assert!(
+            open(&docker, from, to_internet(port)),
+            "without enforcer, {from} -> internet tcp/{port} should be open"
+        );
+    }
+    let policy = TempFile::new(".toml", POLICY);
+    let agent = start_agent(&docker, &policy);
+    let wrong: Vec<String> = FLOWS
+        .iter()
+        .filter(|(from, port, allowed)| open(&docker, from, to_internet(*port)) != *allowed)
+        .map(|(from, port, allowed)| format!("{from} -> internet tcp/{port}: allowed {allowed}"))
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:?}\n{}", agent.log());
+    // nft, read independently: the managed containers' gateway addresses, one /32 each, and
+    // the bridge they share with unmanaged ones.
+    let managed = docker.set_elements("managed_v4_32");
+    let addresses: Vec<String> = ["agent", "plain", "web"]
+        .iter()
+        .map(|name| gateway_address(&docker, name))
+        .collect();
+    assert!(managed.contains(&addresses[0]), "{managed:?} {addresses:?}");
+    assert!(managed.contains(&addresses[1]), "{managed:?} {addresses:?}");
+    assert!(
+        !managed.contains(&addresses[2]),
+        "{managed:?} {addresses:?}"
+    );
+    assert_eq!(
+        docker.set_elements("shared_interfaces"),
+        ["docker_gwbridge"]
+    );
+}
+
+/// A container's address on `docker_gwbridge`, from the network's inspect (its own does not
+/// list it).
+fn gateway_address(docker: &Dockerd, container: &str) -> String {
+    let id = docker.docker(&["inspect", "-f", "{{.Id}}", container]);
+    let format = format!("{{{{(index .Containers \"{id}\").IPv4Address}}}}");
+    let cidr = docker.docker(&["network", "inspect", "-f", &format, "docker_gwbridge"]);
+    cidr.split('/').next().unwrap_or_default().to_string()
+}
+
+/// A service task that probes the internet (tcp/443, 20 attempts 50 ms apart, each given 1 s)
+/// from the moment it starts, and says when one got through.
+fn probing_service(docker: &Dockerd, name: &str, replicas: &str) {
+    let target = to_internet(443);
+    let script = format!(
+        "i=0; while [ $i -lt 20 ]; do if echo | nc -w 1 {} {} ; then echo OPEN; fi; \
+         i=$((i+1)); sleep 0.05; done; echo DONE; sleep 100000",
+        target.ip(),
+        target.port()
+    );
+    docker.docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        name,
+        "--replicas",
+        replicas,
+        "--network",
+        MESH,
+        "--restart-condition",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ]);
+}
+
+/// The logs of the tasks of service `name` once `tasks` of them said DONE (at most 90 s).
+fn task_logs(docker: &Dockerd, name: &str, tasks: usize) -> String {
+    let mut logs = String::new();
+    let done = wait_until(Duration::from_secs(90), || {
+        let out = docker.try_docker(&["service", "logs", "--raw", name]);
+        logs = String::from_utf8_lossy(&out.stdout).into_owned();
+        logs.matches("DONE").count() >= tasks
+    });
+    assert!(done, "service {name}: its tasks did not finish: {logs}");
+    logs
+}
+
+#[test]
+fn a_scaled_up_task_is_enforced_before_it_can_send() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let docker = swarm_node();
+    // Without enforcer, the probe gets through from the first task.
+    probing_service(&docker, "before", "1");
+    let logs = task_logs(&docker, "before", 1);
+    assert!(logs.contains("OPEN"), "without enforcer: {logs}");
+    docker.docker(&["service", "rm", "before"]);
+
+    run(&docker, "agent", MESH, Some("agent"));
+    let policy = TempFile::new(".toml", POLICY);
+    let agent = start_agent(&docker, &policy);
+    probing_service(&docker, "probe", "1");
+    task_logs(&docker, "probe", 1);
+    docker.docker(&["service", "scale", "--detach", "probe=4"]);
+    let logs = task_logs(&docker, "probe", 4);
+    assert!(
+        !logs.contains("OPEN"),
+        "a task of a managed overlay got through: {logs}\n{}",
+        agent.log()
+    );
+}
