@@ -147,8 +147,6 @@ fn probing_service(docker: &Dockerd, name: &str, replicas: &str) {
         replicas,
         "--network",
         MESH,
-        "--restart-condition",
-        "none",
         IMAGE,
         "sh",
         "-c",
@@ -190,4 +188,100 @@ fn a_scaled_up_task_is_enforced_before_it_can_send() {
         "a task of a managed overlay got through: {logs}\n{}",
         agent.log()
     );
+    // `enforcer status` names the four tasks, managed, their addresses in the kernel's sets,
+    // and agrees with the kernel.
+    let output = docker
+        .host
+        .command(enforcer_harness::enforcer_bin().to_str().unwrap())
+        .args([
+            "status",
+            "--json",
+            "--config",
+            policy.path(),
+            "--state-file",
+        ])
+        .arg(agent.state_file())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    assert_eq!(report["agree"], true, "{report:#}");
+    let tasks: Vec<&serde_json::Value> = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["service"] == "probe")
+        .collect();
+    assert_eq!(tasks.len(), 4, "{report:#}");
+    for task in tasks {
+        assert_eq!(task["managed"], true, "{task:#}");
+        assert_eq!(task["in_kernel"], true, "{task:#}");
+    }
+}
+
+/// The running containers of service `name`'s tasks.
+fn task_containers(docker: &Dockerd, name: &str) -> Vec<String> {
+    let filter = format!("label=com.docker.swarm.service.name={name}");
+    docker
+        .docker(&["ps", "-q", "--filter", &filter])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_restarted_node_enforces_before_its_tasks_run() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut docker = swarm_node();
+    run(&docker, "agent", MESH, Some("agent"));
+    let policy = TempFile::new(".toml", POLICY);
+    let mut agent = start_agent(&docker, &policy);
+    probing_service(&docker, "probe", "2");
+    task_logs(&docker, "probe", 2);
+    let before = task_containers(&docker, "probe");
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // The node goes down: the agent, dockerd, and (as a reboot would) the whole ruleset.
+    agent.signal_and_wait(libc::SIGTERM);
+    docker.stop_daemon();
+    docker.host.exec_ok("nft", &["flush", "ruleset"]);
+    // It comes back as the unit orders it: the agent first, from its state file, then Docker.
+    let state = agent.state_file().to_str().unwrap().to_string();
+    let agent = docker.start_agent(&["--config", policy.path(), "--state-file", &state]);
+    let enforcing = wait_until(Duration::from_secs(20), || {
+        docker
+            .host
+            .exec("nft", &["list", "table", "bridge", "enforcer"])
+            .status
+            .success()
+    });
+    assert!(
+        enforcing,
+        "the agent did not enforce its state file: {}",
+        agent.log()
+    );
+    docker.start_daemon();
+    let mut after = Vec::new();
+    let back = wait_until(Duration::from_secs(90), || {
+        after = task_containers(&docker, "probe");
+        after.len() == 2
+            && after.iter().all(|c| {
+                // A container Docker started again holds its first run's output too.
+                let runs = if before.contains(c) { 2 } else { 1 };
+                let logs = docker.try_docker(&["logs", c]);
+                String::from_utf8_lossy(&logs.stdout)
+                    .matches("DONE")
+                    .count()
+                    >= runs
+            })
+    });
+    assert!(back, "the tasks did not come back: {after:?}");
+    for container in &after {
+        let logs = docker.docker(&["logs", container]);
+        assert!(
+            !logs.contains("OPEN"),
+            "task {container} got through after the restart: {logs}\n{}",
+            agent.log()
+        );
+    }
 }

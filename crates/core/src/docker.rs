@@ -20,7 +20,9 @@ use crate::topology::{
 
 mod swarm;
 
-pub use swarm::{GATEWAY_BRIDGE, OVERLAY_DRIVER};
+pub use swarm::{
+    swarm_tasks, SwarmTask, GATEWAY_BRIDGE, OVERLAY_DRIVER, SERVICE_LABEL, TASK_LABEL,
+};
 
 /// Option of the bridge driver that names the bridge interface.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";

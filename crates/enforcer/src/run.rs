@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use enforcer_core::binding::{BoundPort, PortGuard};
-use enforcer_core::docker::{classify_after, Classified, DockerState};
+use enforcer_core::docker::{classify_after, Classified, DockerState, SERVICE_LABEL, TASK_LABEL};
 use enforcer_core::planner::plan_tables;
 use enforcer_core::policy::{DockerSettings, Policy};
 use enforcer_core::ports::BridgePort;
@@ -610,12 +610,18 @@ impl<K: Kernel> Agent<K> {
     /// Writes the state file; a failure is logged, never fatal (enforcing matters more).
     fn save(&self) {
         let (applied_unix, reason) = &self.last_applied;
-        // Of a container's labels only the role matters: the others stay out of the file.
+        // Of a container's labels only the role and Swarm's task names (which `status`
+        // shows) matter: the others stay out of the file.
         let mut docker = self.docker.clone();
+        let kept = [
+            self.policy.docker.role_label.as_str(),
+            SERVICE_LABEL,
+            TASK_LABEL,
+        ];
         for container in docker.containers.values_mut() {
             container
                 .labels
-                .retain(|key, _| *key == self.policy.docker.role_label);
+                .retain(|key, _| kept.contains(&key.as_str()));
         }
         let mut state = StateFile::new(
             &self.policy.table.name,

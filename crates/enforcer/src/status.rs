@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use enforcer_core::diff::{additions_last, diff, Change};
-use enforcer_core::docker::classify_after;
+use enforcer_core::docker::{classify_after, swarm_tasks, SwarmTask};
 use enforcer_core::policy::Policy;
 use enforcer_core::ruleset::TableFamily;
 use enforcer_nft::{KernelView, NftError, Nftables, TableHooks};
@@ -39,6 +39,16 @@ struct Port {
     in_kernel: bool,
     dropped_packets: u64,
     dropped_bytes: u64,
+}
+
+/// A Swarm task on this node, and whether the kernel's table holds its address.
+#[derive(Serialize)]
+struct Task {
+    #[serde(flatten)]
+    task: SwarmTask,
+    /// Whether its `docker_gwbridge` address is in the kernel's managed sets (a managed
+    /// task on internal overlays only has none: it has no way out of the node to enforce).
+    in_kernel: bool,
 }
 
 /// A quarantined interface and what was dropped in and out of it.
@@ -82,6 +92,8 @@ struct Status {
     dropping_containers: Vec<ContainerDrops>,
     /// Bound bridge ports, per the state file, with the kernel's counters.
     ports: Vec<Port>,
+    /// The Swarm tasks on this node, per the state file, by service.
+    tasks: Vec<Task>,
     /// Frames ports bound to no container sent (all dropped).
     unbound_dropped_packets: u64,
     /// Frames shared ports (of static networks' bridges) sent as a declared proxy (dropped).
@@ -172,6 +184,7 @@ pub fn status(policy: &Policy, state_path: &Path, json: bool) -> Result<bool> {
         roles: view.roles.clone(),
         dropping_containers: dropping(&view),
         ports: bound_ports(state.as_ref(), &view),
+        tasks: tasks(policy, state.as_ref(), &view),
         unbound_dropped_packets: view.unbound.packets,
         shared_dropped_packets: view.shared.packets,
         quarantine: policy.table.quarantine.clone(),
@@ -391,6 +404,63 @@ struct ContainerDrops {
 }
 
 /// The containers whose denied egress was counted (not zero), most packets first.
+/// The Swarm tasks of the state file's Docker state, each checked against the kernel's
+/// managed sets.
+fn tasks(policy: &Policy, state: Option<&StateFile>, view: &KernelView) -> Vec<Task> {
+    let Some(state) = state else {
+        return Vec::new();
+    };
+    let held: BTreeSet<IpAddr> = view
+        .networks
+        .values()
+        .flatten()
+        .filter(|s| s.subnet.prefix_len() == s.subnet.max_prefix_len())
+        .map(|s| s.subnet.addr())
+        .collect();
+    swarm_tasks(
+        &state.docker,
+        &state.enforced_networks,
+        &policy.docker.role_label,
+    )
+    .into_iter()
+    .map(|task| {
+        let address = task.gateway_address.as_deref();
+        let in_kernel = address
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .is_some_and(|a| held.contains(&a));
+        Task { task, in_kernel }
+    })
+    .collect()
+}
+
+fn tasks_text(out: &mut String, report: &Status) {
+    if report.tasks.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "
+{:<20} {:<32} {:<14} {:<8} GATEWAY ADDRESS",
+        "SERVICE", "TASK", "ROLE", "MANAGED"
+    );
+    for Task { task, in_kernel } in &report.tasks {
+        let address = match (&task.gateway_address, task.managed, in_kernel) {
+            (None, _, _) => "none (internal overlays only)".to_string(),
+            (Some(a), true, true) => format!("{a} (in the kernel's sets)"),
+            (Some(a), true, false) => format!("{a} (NOT in the kernel's sets)"),
+            (Some(a), false, _) => a.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<20} {:<32} {:<14} {:<8} {address}",
+            task.service,
+            task.task,
+            task.role.as_deref().unwrap_or("-"),
+            if task.managed { "yes" } else { "no" },
+        );
+    }
+}
+
 fn dropping(view: &KernelView) -> Vec<ContainerDrops> {
     let mut list: Vec<ContainerDrops> = view
         .containers
@@ -587,6 +657,7 @@ fn human(report: &Status) -> String {
         }
     }
     ports_text(&mut out, report);
+    tasks_text(&mut out, report);
     quarantine_text(&mut out, report);
     if report.notes.is_empty() {
         let _ = writeln!(out, "\nkernel and state file agree");

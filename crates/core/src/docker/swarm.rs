@@ -180,3 +180,64 @@ pub(super) fn offer_gateway(
         }
     }
 }
+
+/// Label Swarm puts on a task's container: its service's name.
+pub const SERVICE_LABEL: &str = "com.docker.swarm.service.name";
+
+/// Label Swarm puts on a task's container: the task's name (`SERVICE.SLOT.ID`).
+pub const TASK_LABEL: &str = "com.docker.swarm.task.name";
+
+/// A Swarm task running on this node, as enforced here.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct SwarmTask {
+    /// Its service's name.
+    pub service: String,
+    /// The task's name.
+    pub task: String,
+    /// Its container's name.
+    pub container: String,
+    /// Whether it is on a managed network enforced here (then it opens only what its role
+    /// allows).
+    pub managed: bool,
+    /// Its role label, when it has one.
+    pub role: Option<String>,
+    /// Its address on `docker_gwbridge`, the one the host's rules see, when it has one.
+    pub gateway_address: Option<String>,
+}
+
+/// The Swarm tasks among `docker`'s containers (those with Swarm's task label), by service
+/// then task, each with whether `enforced_networks` (a [`super::Classified`]'s) manage it and
+/// `role_label`'s value. Names are [`printable`](crate::text::printable).
+pub fn swarm_tasks(
+    docker: &DockerState,
+    enforced_networks: &BTreeSet<String>,
+    role_label: &str,
+) -> Vec<SwarmTask> {
+    use crate::text::printable;
+    let gateway = docker.gateway_network().map(|n| n.id.as_str());
+    let mut tasks: Vec<SwarmTask> = docker
+        .containers
+        .values()
+        .filter_map(|c| {
+            let task = c.labels.get(TASK_LABEL)?;
+            let service = c.labels.get(SERVICE_LABEL).map_or("", String::as_str);
+            Some(SwarmTask {
+                service: printable(service),
+                task: printable(task),
+                container: printable(&c.name),
+                managed: c
+                    .endpoints
+                    .iter()
+                    .any(|e| enforced_networks.contains(&e.network_id)),
+                role: c.labels.get(role_label).map(|r| printable(r)),
+                gateway_address: c
+                    .endpoints
+                    .iter()
+                    .find(|e| Some(e.network_id.as_str()) == gateway && !e.ipv4.is_empty())
+                    .map(|e| printable(&e.ipv4)),
+            })
+        })
+        .collect();
+    tasks.sort();
+    tasks
+}

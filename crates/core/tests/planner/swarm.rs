@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use enforcer_core::docker::{
-    classify, DockerContainer, DockerEndpoint, DockerNetwork, DockerState, BRIDGE_NAME_OPTION,
+    classify, swarm_tasks, DockerContainer, DockerEndpoint, DockerNetwork, DockerState,
+    BRIDGE_NAME_OPTION, SERVICE_LABEL, TASK_LABEL,
 };
 use enforcer_core::planner::plan_tables;
 use enforcer_core::policy::Policy;
@@ -106,7 +107,36 @@ fn node() -> (Policy, DockerState) {
         endpoint("", "172.18.0.9", "02:42:ac:12:00:09"),
     );
     docker.set_gateway_endpoints(GATEWAY_ID, gateway_endpoints);
+    for (n, task) in docker.containers.values_mut().enumerate() {
+        task.labels
+            .insert(SERVICE_LABEL.into(), format!("svc{}", n % 2));
+        task.labels
+            .insert(TASK_LABEL.into(), format!("svc{}.{n}.x", n % 2));
+    }
     (policy, docker)
+}
+
+#[test]
+fn tasks_are_listed_by_service_with_what_is_enforced_of_them() {
+    let (policy, docker) = node();
+    let classified = classify(&policy, &docker);
+    let tasks: Vec<String> = swarm_tasks(&docker, &classified.enforced_networks, "enforcer.role")
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {} {} {} {:?} {:?}",
+                t.service, t.task, t.container, t.managed, t.role, t.gateway_address
+            )
+        })
+        .collect();
+    assert_eq!(
+        tasks,
+        [
+            "svc0 svc0.0.x task1 true Some(\"agent\") Some(\"172.18.0.3\")",
+            "svc0 svc0.2.x task3 false None Some(\"172.18.0.5\")",
+            "svc1 svc1.1.x task2 true None Some(\"172.18.0.4\")",
+        ]
+    );
 }
 
 #[test]
