@@ -9,14 +9,21 @@
 use std::collections::BTreeMap;
 
 use enforcer_core::docker::{
-    DockerContainer, DockerEndpoint, DockerNetwork, DockerState, BRIDGE_NAME_OPTION,
+    DockerContainer, DockerEndpoint, DockerNetwork, DockerState, BRIDGE_NAME_OPTION, GATEWAY_BRIDGE,
 };
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 
 const NAMES: &[&str] = &["llmnet", "egressnet", "a", "b-second", "proxy", "bridge"];
 const DRIVERS: &[&str] = &["bridge", "bridge", "bridge", "overlay", "macvlan"];
 const LABEL_VALUES: &[&str] = &["true", "true", "false", "TRUE", "yes"];
-const BRIDGES: &[&str] = &["docker0", "br-llm", "agents0", "br-0123456789ab", "br\\"];
+const BRIDGES: &[&str] = &[
+    "docker0",
+    "br-llm",
+    "agents0",
+    "br-0123456789ab",
+    "br\\",
+    GATEWAY_BRIDGE,
+];
 const V4_PREFIXES: &[u8] = &[8, 16, 24, 24, 28, 32];
 const V6_PREFIXES: &[u8] = &[16, 48, 64, 64, 120, 128];
 
@@ -38,10 +45,24 @@ fn draw(u: &mut Unstructured<'_>) -> Result<DockerState> {
         let container = container(u, index, &ids)?;
         containers.insert(container.id.clone(), container);
     }
-    Ok(DockerState {
+    let mut state = DockerState {
         networks,
         containers,
-    })
+        ..DockerState::default()
+    };
+    if let Some(gateway) = state.gateway_network().map(|n| n.id.clone()) {
+        let keys: Vec<String> = state.containers.keys().cloned().collect();
+        let mut endpoints = BTreeMap::new();
+        for _ in 0..u.int_in_range(0..=3)? {
+            let key = match keys.is_empty() || u.ratio(1, 4)? {
+                true => pick(u, &["ingress-sbox", &"f".repeat(64)])?,
+                false => u.choose(&keys)?.clone(),
+            };
+            endpoints.insert(key, endpoint(u, gateway.clone())?);
+        }
+        state.set_gateway_endpoints(&gateway, endpoints);
+    }
+    Ok(state)
 }
 
 /// One of `choices`, or (one time in eight) an arbitrary string.
@@ -103,37 +124,42 @@ fn container(u: &mut Unstructured<'_>, index: u8, networks: &[String]) -> Result
             true => u.arbitrary()?,
             false => u.choose(networks)?.clone(),
         };
-        let (a, b, host): (u8, u8, u8) = (
-            u.int_in_range(0..=3)?,
-            u.int_in_range(0..=3)?,
-            u.int_in_range(0..=3)?,
-        );
-        let ipv4 = match u.int_in_range(0..=5)? {
-            0 => String::new(),
-            1 => u.arbitrary()?,
-            _ => format!("10.{a}.{b}.{host}"),
-        };
-        let ipv6 = match u.int_in_range(0..=3)? {
-            0 | 1 => String::new(),
-            2 => u.arbitrary()?,
-            _ => format!("fd00:{a}:{b}::{host}"),
-        };
-        let mac = match u.int_in_range(0..=3)? {
-            0 => String::new(),
-            1 => u.arbitrary()?,
-            _ => format!("02:42:0a:{a:02x}:{b:02x}:{host:02x}"),
-        };
-        endpoints.push(DockerEndpoint {
-            network_id,
-            ipv4,
-            ipv6,
-            mac,
-        });
+        endpoints.push(endpoint(u, network_id)?);
     }
     Ok(DockerContainer {
         id: id(u, 'c', index)?,
         name: pick(u, &["proxy", "px", "core"])?,
         labels,
         endpoints,
+    })
+}
+
+/// An endpoint on `network_id`, its addresses near the drawn subnets (or arbitrary strings).
+fn endpoint(u: &mut Unstructured<'_>, network_id: String) -> Result<DockerEndpoint> {
+    let (a, b, host): (u8, u8, u8) = (
+        u.int_in_range(0..=3)?,
+        u.int_in_range(0..=3)?,
+        u.int_in_range(0..=3)?,
+    );
+    let ipv4 = match u.int_in_range(0..=5)? {
+        0 => String::new(),
+        1 => u.arbitrary()?,
+        _ => format!("10.{a}.{b}.{host}"),
+    };
+    let ipv6 = match u.int_in_range(0..=3)? {
+        0 | 1 => String::new(),
+        2 => u.arbitrary()?,
+        _ => format!("fd00:{a}:{b}::{host}"),
+    };
+    let mac = match u.int_in_range(0..=3)? {
+        0 => String::new(),
+        1 => u.arbitrary()?,
+        _ => format!("02:42:0a:{a:02x}:{b:02x}:{host:02x}"),
+    };
+    Ok(DockerEndpoint {
+        network_id,
+        ipv4,
+        ipv6,
+        mac,
     })
 }
