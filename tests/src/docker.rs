@@ -294,13 +294,46 @@ impl Dockerd {
 
     /// `docker <args>` against this dockerd, whatever its status.
     pub fn try_docker(&self, args: &[&str]) -> Output {
+        self.try_docker_env(&[], args)
+    }
+
+    /// `docker <args>` with the variables `env` set (for a stack file's `${VARIABLE}`),
+    /// whatever its status.
+    pub fn try_docker_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         Command::new("docker")
             .arg("-H")
             .arg(self.docker_host())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .expect("run the docker client")
+    }
+
+    /// Imports `tag`: an image holding the test build of the agent at `/usr/bin/enforcer` and
+    /// the shared libraries it links (as `ldd` lists them), nothing else.
+    pub fn import_enforcer_image(&self, tag: &str) {
+        let rootfs = self.dir.join("enforcer-rootfs");
+        let binary = enforcer_bin();
+        let mut files = vec![(binary.clone(), PathBuf::from("usr/bin/enforcer"))];
+        let ldd = crate::run("ldd", &[path_str(&binary)]);
+        for library in String::from_utf8_lossy(&ldd.stdout)
+            .split_whitespace()
+            .filter(|word| word.starts_with('/'))
+        {
+            files.push((PathBuf::from(library), PathBuf::from(&library[1..])));
+        }
+        for (from, to) in files {
+            let to = rootfs.join(to);
+            std::fs::create_dir_all(to.parent().expect("a parent")).expect("rootfs");
+            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        }
+        let tar = self.dir.join("enforcer-rootfs.tar");
+        crate::run(
+            "tar",
+            &["-C", path_str(&rootfs), "-cf", path_str(&tar), "."],
+        );
+        self.docker(&["import", path_str(&tar), tag]);
     }
 
     /// `docker <args>`; panics when it fails; returns its trimmed stdout.

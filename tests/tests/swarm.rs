@@ -1,7 +1,9 @@
 //! Docker Swarm on one node of the sealed host: overlay networks, managed by their label or
 //! not, whose containers leave through `docker_gwbridge`. Each flow is first measured open with
 //! Docker alone, then as the policy says with `enforcer run`; a task that a service scales up
-//! probes the internet from its first instant, and never gets through.
+//! probes the internet from its first instant, and never gets through. RuVector's stack
+//! (`rules/ruvector-swarm.yml`) leaves the node as its table says, and the agent itself can run
+//! as a global service (`swarm/enforcer.yml`).
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -9,7 +11,9 @@ use std::time::Duration;
 
 use enforcer_harness::docker::{DockerVersion, Dockerd, IMAGE};
 use enforcer_harness::spec::{host_uplink, internet, Family};
-use enforcer_harness::{probe_here, wait_until, Agent, Proto, TempFile, PROBE_TIMEOUT};
+use enforcer_harness::{
+    probe_here, repo_file, wait_until, Agent, Proto, Responders, TempDir, TempFile, PROBE_TIMEOUT,
+};
 
 /// One dockerd at a time.
 static DOCKERD: Mutex<()> = Mutex::new(());
@@ -25,12 +29,18 @@ fn to_internet(port: u16) -> SocketAddr {
     SocketAddr::new(internet(Family::V4), port)
 }
 
-/// A single-node swarm with its two attachable overlays. Docker's own firewall stays on:
+/// A dockerd of the sealed host, the one node of a new swarm. Docker's own firewall stays on:
 /// Swarm's routing mesh and `docker_gwbridge`'s masquerade are made of it.
-fn swarm_node() -> Dockerd {
+fn swarm_init() -> Dockerd {
     let docker = Dockerd::start_configured(DockerVersion::from_env(), true);
     let advertise = host_uplink(Family::V4).to_string();
     docker.docker(&["swarm", "init", "--advertise-addr", &advertise]);
+    docker
+}
+
+/// A single-node swarm with its two attachable overlays.
+fn swarm_node() -> Dockerd {
+    let docker = swarm_init();
     for (name, subnet, label) in [
         (MESH, "10.10.0.0/24", Some("enforcer.managed=true")),
         (PUBLIC, "10.11.0.0/24", None),
@@ -284,4 +294,203 @@ fn a_restarted_node_enforces_before_its_tasks_run() {
             agent.log()
         );
     }
+}
+
+/// The RuVector stack's services, each with the role its containers carry, and whether
+/// `rules/ruvector-swarm.toml` lets that role out (the table's `external` column).
+const RUVECTOR_EXTERNAL: [(&str, bool); 5] = [
+    ("orchestrator", true),
+    ("redis", false),
+    ("worker", false),
+    ("prometheus", false),
+    ("grafana", true),
+];
+
+/// The one running container of the RuVector stack's service `service`, once there is one (at
+/// most 90 s).
+fn stack_container(docker: &Dockerd, service: &str) -> String {
+    let name = format!("ruvector_{service}");
+    let mut containers = Vec::new();
+    let running = wait_until(Duration::from_secs(90), || {
+        containers = task_containers(docker, &name);
+        containers.len() == 1
+    });
+    assert!(running, "service {name}: {containers:?}");
+    containers.remove(0)
+}
+
+/// A container's address on the RuVector stack's overlay `network`.
+fn stack_address(docker: &Dockerd, container: &str, network: &str) -> std::net::IpAddr {
+    let format =
+        format!("{{{{(index .NetworkSettings.Networks \"ruvector_{network}\").IPAddress}}}}");
+    let address = docker.docker(&["inspect", "-f", &format, container]);
+    address
+        .parse()
+        .unwrap_or_else(|e| panic!("{container} on {network}: `{address}`: {e}"))
+}
+
+#[test]
+fn the_ruvector_stack_leaves_the_node_as_its_table_says() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let docker = swarm_init();
+    let stack = std::fs::read_to_string(repo_file("rules/ruvector-swarm.yml")).unwrap();
+    let stack = TempFile::new(".yml", &stack.replace("busybox:latest", IMAGE));
+    docker.docker(&[
+        "stack",
+        "deploy",
+        "--resolve-image",
+        "never",
+        "-c",
+        stack.path(),
+        "ruvector",
+    ]);
+    let container = |service: &str| stack_container(&docker, service);
+    let orchestrator = container("orchestrator");
+    // The orchestrator answers on its agent-mesh and monitoring addresses.
+    let port = 9000;
+    let on_mesh = SocketAddr::new(stack_address(&docker, &orchestrator, "agent-mesh"), port);
+    let on_monitoring = SocketAddr::new(stack_address(&docker, &orchestrator, "monitoring"), port);
+    let _answers = Responders::start(
+        &docker.container_netns(&orchestrator),
+        &[(Proto::Tcp, on_mesh), (Proto::Tcp, on_monitoring)],
+    );
+    // Flows inside one overlay (the network columns' "yes"), and one across two (redis is not
+    // on agent-mesh): Docker's, the same with enforcer or without.
+    let inside = [
+        ("worker", on_mesh, true),
+        ("prometheus", on_mesh, true),
+        ("prometheus", on_monitoring, true),
+        ("grafana", on_monitoring, true),
+        ("redis", on_mesh, false),
+    ];
+    let measure = |label: &str| -> Vec<String> {
+        let mut wrong = Vec::new();
+        for (service, allowed) in RUVECTOR_EXTERNAL {
+            let open = open(&docker, &container(service), to_internet(443));
+            if open != (allowed || label == "without enforcer") {
+                wrong.push(format!(
+                    "{label}: {service} -> internet tcp/443 open {open}"
+                ));
+            }
+        }
+        for (service, target, expected) in inside {
+            let open = open(&docker, &container(service), target);
+            if open != expected {
+                wrong.push(format!("{label}: {service} -> {target} open {open}"));
+            }
+        }
+        wrong
+    };
+    let without = measure("without enforcer");
+    assert!(without.is_empty(), "{without:?}");
+
+    let policy = repo_file("rules/ruvector-swarm.toml");
+    let agent = docker.start_agent(&["--config", policy.to_str().unwrap()]);
+    for (service, _) in RUVECTOR_EXTERNAL {
+        agent.expect_log(&format!("(role {service})"), Duration::from_secs(20));
+    }
+    let with = measure("with enforcer");
+    assert!(with.is_empty(), "{with:?}\n{}", agent.log());
+}
+
+/// The image of the agent as a Swarm service (the test build, `swarm/enforcer.yml`'s
+/// `ENFORCER_IMAGE`).
+const AGENT_IMAGE: &str = "enforcer-agent:test";
+
+#[test]
+fn the_global_service_agent_enforces_its_node() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let docker = swarm_node();
+    docker.import_enforcer_image(AGENT_IMAGE);
+    run(&docker, "agent", MESH, Some("agent"));
+    run(&docker, "plain", MESH, None);
+    run(&docker, "web", PUBLIC, None);
+    for (from, port, _) in FLOWS {
+        assert!(
+            open(&docker, from, to_internet(port)),
+            "without enforcer, {from} -> internet tcp/{port} should be open"
+        );
+    }
+    let policy = TempFile::new(".toml", POLICY);
+    let state = TempDir::new("swarm-state");
+    let deploy = |policy: &TempFile, version: &str| {
+        let socket = docker.socket_path();
+        let stack = repo_file("swarm/enforcer.yml");
+        let output = docker.try_docker_env(
+            &[
+                ("ENFORCER_POLICY", policy.path()),
+                ("ENFORCER_POLICY_VERSION", version),
+                ("ENFORCER_IMAGE", AGENT_IMAGE),
+                ("ENFORCER_STATE_DIR", state.path().to_str().unwrap()),
+                ("DOCKER_SOCKET", socket.to_str().unwrap()),
+            ],
+            &[
+                "stack",
+                "deploy",
+                "--resolve-image",
+                "never",
+                "-c",
+                stack.to_str().unwrap(),
+                "enforcer",
+            ],
+        );
+        assert!(
+            output.status.success(),
+            "docker stack deploy: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    deploy(&policy, "1");
+    // The service's agent enforces the node: the agent container's gateway address in the
+    // kernel's managed /32s, read by nft.
+    let address = gateway_address(&docker, "agent");
+    let service_log = || {
+        let out = docker.try_docker(&["service", "logs", "--raw", "enforcer_enforcer"]);
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let enforcing = wait_until(Duration::from_secs(60), || {
+        docker
+            .host
+            .exec("nft", &["list", "table", "bridge", "enforcer"])
+            .status
+            .success()
+            && docker.set_elements("managed_v4_32").contains(&address)
+    });
+    assert!(enforcing, "the service did not enforce: {}", service_log());
+    let wrong: Vec<String> = FLOWS
+        .iter()
+        .filter(|(from, port, allowed)| open(&docker, from, to_internet(*port)) != *allowed)
+        .map(|(from, port, allowed)| format!("{from} -> internet tcp/{port}: allowed {allowed}"))
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:?}\n{}", service_log());
+    assert!(
+        state.path().join("state.json").exists(),
+        "no state file in the node's state directory: {}",
+        service_log()
+    );
+
+    // A new policy is a new config: the redeployed service lets the agent open tcp/80 too,
+    // and the other flows stay as they were.
+    let wider = TempFile::new(
+        ".toml",
+        &POLICY.replace("[\"tcp/443\"]", "[\"tcp/443\", \"tcp/80\"]"),
+    );
+    deploy(&wider, "2");
+    let widened = wait_until(Duration::from_secs(60), || {
+        open(&docker, "agent", to_internet(80))
+    });
+    assert!(widened, "the new policy did not apply: {}", service_log());
+    let wrong: Vec<String> = FLOWS
+        .iter()
+        .filter(|(from, port, allowed)| {
+            let allowed = *allowed || (*from == "agent" && *port == 80);
+            open(&docker, from, to_internet(*port)) != allowed
+        })
+        .map(|(from, port, _)| format!("{from} -> internet tcp/{port}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "after the new policy: {wrong:?}\n{}",
+        service_log()
+    );
 }
