@@ -3,7 +3,8 @@
 //!
 //! Rules every test here keeps:
 //! - packets go only to addresses of namespaces the test made (203.0.113.0/24 and
-//!   2001:db8:113::/64 for the internet, the test's own bridges and containers, loopback);
+//!   2001:db8:113::/64 for the internet, 198.51.100.0/24 between a swarm's nodes, the test's
+//!   own bridges and containers, loopback);
 //! - every namespace is deleted when its [`Netns`] is dropped, also when a test panics;
 //! - every wait is bounded (connect and receive timeouts, capped loops).
 //!
@@ -13,7 +14,8 @@
 //!
 //! Where things are: [`Netns`] (namespaces), [`probe_here`] and [`Responders`] (flows),
 //! [`enforcer`] and [`apply_ok`] (the binary), [`Monitor`], [`object_handles`] and
-//! [`set_elements`] (`nft` as the reader), [`TempFile`] and [`TempDir`].
+//! [`set_elements`] (`nft` as the reader), [`TempFile`] and [`TempDir`], [`lan::Lan`] (a LAN
+//! between sealed hosts, for a swarm of several nodes).
 
 mod agent;
 mod binary;
@@ -22,6 +24,7 @@ pub mod fake_docker;
 mod files;
 mod flow;
 pub mod host;
+pub mod lan;
 pub mod matrix;
 mod netns;
 mod nft;

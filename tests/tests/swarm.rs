@@ -5,11 +5,13 @@
 //! (`rules/ruvector-swarm.yml`) leaves the node as its table says, and the agent itself can run
 //! as a global service (`swarm/enforcer.yml`).
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use enforcer_harness::docker::{DockerVersion, Dockerd, IMAGE};
+use enforcer_harness::lan::Lan;
 use enforcer_harness::spec::{host_uplink, internet, Family};
 use enforcer_harness::{
     probe_here, repo_file, wait_until, Agent, Proto, Responders, TempDir, TempFile, PROBE_TIMEOUT,
@@ -306,36 +308,49 @@ const RUVECTOR_EXTERNAL: [(&str, bool); 5] = [
     ("grafana", true),
 ];
 
-/// The one running container of the RuVector stack's service `service`, once there is one (at
-/// most 90 s).
-fn stack_container(docker: &Dockerd, service: &str) -> String {
+/// A running container of a swarm: the index of its node among the swarm's, and its ID.
+type Task = (usize, String);
+
+/// The one running container of the RuVector stack's service `service`, on whichever of
+/// `nodes` runs it, once there is one (at most 90 s).
+fn stack_task(nodes: &[Dockerd], service: &str) -> Task {
     let name = format!("ruvector_{service}");
-    let mut containers = Vec::new();
+    let mut found = Vec::new();
     let running = wait_until(Duration::from_secs(90), || {
-        containers = task_containers(docker, &name);
-        containers.len() == 1
+        found = nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(index, node)| {
+                task_containers(node, &name)
+                    .into_iter()
+                    .map(move |container| (index, container))
+            })
+            .collect();
+        found.len() == 1
     });
-    assert!(running, "service {name}: {containers:?}");
-    containers.remove(0)
+    assert!(running, "service {name}: {found:?}");
+    found.remove(0)
 }
 
-/// A container's address on the RuVector stack's overlay `network`.
-fn stack_address(docker: &Dockerd, container: &str, network: &str) -> std::net::IpAddr {
+/// A task's address on the RuVector stack's overlay `network`.
+fn stack_address(nodes: &[Dockerd], (node, container): &Task, network: &str) -> IpAddr {
     let format =
         format!("{{{{(index .NetworkSettings.Networks \"ruvector_{network}\").IPAddress}}}}");
-    let address = docker.docker(&["inspect", "-f", &format, container]);
+    let address = nodes[*node].docker(&["inspect", "-f", &format, container]);
     address
         .parse()
         .unwrap_or_else(|e| panic!("{container} on {network}: `{address}`: {e}"))
 }
 
-#[test]
-fn the_ruvector_stack_leaves_the_node_as_its_table_says() {
-    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
-    let docker = swarm_init();
+/// Deploys RuVector's stack from the swarm's manager (`nodes[0]`) and measures its flows: to
+/// the internet from every role, and between services inside an overlay and across two, first
+/// without enforcer (every flow to the internet open), then with an agent on every node
+/// enforcing `rules/ruvector-swarm.toml` (the table's external column). Returns the node
+/// (its index in `nodes`) that ran each service's task.
+fn ruvector_stack_holds_its_table(nodes: &[Dockerd]) -> BTreeMap<&'static str, usize> {
     let stack = std::fs::read_to_string(repo_file("rules/ruvector-swarm.yml")).unwrap();
     let stack = TempFile::new(".yml", &stack.replace("busybox:latest", IMAGE));
-    docker.docker(&[
+    nodes[0].docker(&[
         "stack",
         "deploy",
         "--resolve-image",
@@ -344,16 +359,20 @@ fn the_ruvector_stack_leaves_the_node_as_its_table_says() {
         stack.path(),
         "ruvector",
     ]);
-    let container = |service: &str| stack_container(&docker, service);
-    let orchestrator = container("orchestrator");
+    let task = |service: &str| stack_task(nodes, service);
+    let orchestrator = task("orchestrator");
     // The orchestrator answers on its agent-mesh and monitoring addresses.
     let port = 9000;
-    let on_mesh = SocketAddr::new(stack_address(&docker, &orchestrator, "agent-mesh"), port);
-    let on_monitoring = SocketAddr::new(stack_address(&docker, &orchestrator, "monitoring"), port);
+    let on_mesh = SocketAddr::new(stack_address(nodes, &orchestrator, "agent-mesh"), port);
+    let on_monitoring = SocketAddr::new(stack_address(nodes, &orchestrator, "monitoring"), port);
     let _answers = Responders::start(
-        &docker.container_netns(&orchestrator),
+        &nodes[orchestrator.0].container_netns(&orchestrator.1),
         &[(Proto::Tcp, on_mesh), (Proto::Tcp, on_monitoring)],
     );
+    let open_from = |service: &str, target: SocketAddr| {
+        let (node, container) = task(service);
+        open(&nodes[node], &container, target)
+    };
     // Flows inside one overlay (the network columns' "yes"), and one across two (redis is not
     // on agent-mesh): Docker's, the same with enforcer or without.
     let inside = [
@@ -363,34 +382,106 @@ fn the_ruvector_stack_leaves_the_node_as_its_table_says() {
         ("grafana", on_monitoring, true),
         ("redis", on_mesh, false),
     ];
-    let measure = |label: &str| -> Vec<String> {
+    let measure = |enforced: bool| -> Vec<String> {
         let mut wrong = Vec::new();
         for (service, allowed) in RUVECTOR_EXTERNAL {
-            let open = open(&docker, &container(service), to_internet(443));
-            if open != (allowed || label == "without enforcer") {
-                wrong.push(format!(
-                    "{label}: {service} -> internet tcp/443 open {open}"
-                ));
+            let open = open_from(service, to_internet(443));
+            if open != (allowed || !enforced) {
+                wrong.push(format!("{service} -> internet tcp/443 open {open}"));
             }
         }
         for (service, target, expected) in inside {
-            let open = open(&docker, &container(service), target);
+            let open = open_from(service, target);
             if open != expected {
-                wrong.push(format!("{label}: {service} -> {target} open {open}"));
+                wrong.push(format!("{service} -> {target} open {open}"));
             }
         }
         wrong
     };
-    let without = measure("without enforcer");
-    assert!(without.is_empty(), "{without:?}");
+    let without = measure(false);
+    assert!(without.is_empty(), "without enforcer: {without:?}");
 
     let policy = repo_file("rules/ruvector-swarm.toml");
-    let agent = docker.start_agent(&["--config", policy.to_str().unwrap()]);
+    let agents: Vec<Agent> = nodes
+        .iter()
+        .map(|node| node.start_agent(&["--config", policy.to_str().unwrap()]))
+        .collect();
+    let mut placed = BTreeMap::new();
     for (service, _) in RUVECTOR_EXTERNAL {
-        agent.expect_log(&format!("(role {service})"), Duration::from_secs(20));
+        let (node, _) = task(service);
+        placed.insert(service, node);
+        agents[node].expect_log(&format!("(role {service})"), Duration::from_secs(20));
     }
-    let with = measure("with enforcer");
-    assert!(with.is_empty(), "{with:?}\n{}", agent.log());
+    let with = measure(true);
+    let logs: Vec<String> = agents.iter().map(Agent::log).collect();
+    assert!(
+        with.is_empty(),
+        "with enforcer: {with:?}\n{}",
+        logs.join("\n")
+    );
+    placed
+}
+
+#[test]
+fn the_ruvector_stack_leaves_the_node_as_its_table_says() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    ruvector_stack_holds_its_table(&[swarm_init()]);
+}
+
+/// Three sealed hosts on one LAN, each with its own dockerd, as one swarm: the first its
+/// manager, the others workers; returns once the manager sees all three ready (at most 60 s).
+fn three_node_swarm(lan: &Lan) -> Vec<Dockerd> {
+    let nodes: Vec<Dockerd> = (1..=3)
+        .map(|index| {
+            let node = Dockerd::start_configured(DockerVersion::from_env(), true);
+            lan.plug(&node.host, index);
+            node
+        })
+        .collect();
+    let manager = Lan::address(1).to_string();
+    nodes[0].docker(&["swarm", "init", "--advertise-addr", &manager]);
+    let token = nodes[0].docker(&["swarm", "join-token", "-q", "worker"]);
+    for (index, node) in (2..).zip(&nodes[1..]) {
+        let advertise = Lan::address(index).to_string();
+        let remote = format!("{manager}:2377");
+        node.docker(&[
+            "swarm",
+            "join",
+            "--token",
+            &token,
+            "--advertise-addr",
+            &advertise,
+            &remote,
+        ]);
+    }
+    let ready = wait_until(Duration::from_secs(60), || {
+        let status = nodes[0].docker(&["node", "ls", "--format", "{{.Status}}"]);
+        status.lines().filter(|s| *s == "Ready").count() == 3
+    });
+    assert!(ready, "{}", nodes[0].docker(&["node", "ls"]));
+    nodes
+}
+
+#[test]
+fn the_ruvector_stack_holds_its_table_on_three_nodes() {
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let lan = Lan::new();
+    let nodes = three_node_swarm(&lan);
+    let placed = ruvector_stack_holds_its_table(&nodes);
+    // Swarm spread the tasks: some of the flows inside an overlay crossed nodes (VXLAN over
+    // the LAN), and each node's agent enforced its own tasks.
+    let orchestrator = placed["orchestrator"];
+    let crossing: Vec<&str> = ["worker", "prometheus", "grafana"]
+        .into_iter()
+        .filter(|service| placed[service] != orchestrator)
+        .collect();
+    eprintln!("tasks per node: {placed:?}; to the orchestrator across nodes: {crossing:?}");
+    assert!(
+        !crossing.is_empty(),
+        "every task ran beside the orchestrator: {placed:?}"
+    );
+    // The nodes go before the LAN that joins them.
+    drop(nodes);
 }
 
 /// The image of the agent as a Swarm service (the test build, `swarm/enforcer.yml`'s
