@@ -55,7 +55,14 @@ fn draw(u: &mut Unstructured<'_>) -> Result<DockerState> {
         let mut endpoints = BTreeMap::new();
         for _ in 0..u.int_in_range(0..=3)? {
             let key = match keys.is_empty() || u.ratio(1, 4)? {
-                true => pick(u, &["ingress-sbox", &"f".repeat(64)])?,
+                true => pick(
+                    u,
+                    &[
+                        "ingress-sbox",
+                        &"f".repeat(64),
+                        &format!("ep-{}", "e".repeat(64)),
+                    ],
+                )?,
                 false => u.choose(&keys)?.clone(),
             };
             endpoints.insert(key, endpoint(u, gateway.clone())?);

@@ -174,7 +174,13 @@ fn task_logs(docker: &Dockerd, name: &str, tasks: usize) -> String {
         logs = String::from_utf8_lossy(&out.stdout).into_owned();
         logs.matches("DONE").count() >= tasks
     });
-    assert!(done, "service {name}: its tasks did not finish: {logs}");
+    if !done {
+        let tasks = docker.try_docker(&["service", "ps", "--no-trunc", name]);
+        panic!(
+            "service {name}: its tasks did not finish: {logs}\n{}",
+            String::from_utf8_lossy(&tasks.stdout)
+        );
+    }
     logs
 }
 

@@ -21,7 +21,8 @@ use crate::topology::{
 mod swarm;
 
 pub use swarm::{
-    swarm_tasks, SwarmTask, GATEWAY_BRIDGE, OVERLAY_DRIVER, SERVICE_LABEL, TASK_LABEL,
+    swarm_tasks, SwarmTask, GATEWAY_BRIDGE, INGRESS_SANDBOX, OVERLAY_DRIVER, SERVICE_LABEL,
+    TASK_LABEL,
 };
 
 /// Option of the bridge driver that names the bridge interface.

@@ -29,6 +29,10 @@ use crate::topology::{EastWest, ManagedNetwork, TopologyBuilder};
 /// containers on non-internal overlay networks.
 pub const GATEWAY_BRIDGE: &str = "docker_gwbridge";
 
+/// The name under which Docker's network inspect lists the routing mesh's sandbox, the one
+/// endpoint on `docker_gwbridge` that belongs to no container.
+pub const INGRESS_SANDBOX: &str = "ingress-sbox";
+
 /// The driver of Swarm's overlay networks.
 pub const OVERLAY_DRIVER: &str = "overlay";
 
@@ -43,9 +47,11 @@ impl DockerState {
 
     /// Replaces what the state holds of the endpoints of network `network_id`
     /// (`docker_gwbridge`) with `endpoints`, keyed as Docker's network inspect keys them: by
-    /// container ID, or by the name of a sandbox of Docker's own (`ingress-sbox`). A
-    /// container's endpoint is filed under the container (when it is running and known); a
-    /// sandbox's becomes one of [`DockerState::sandboxes`].
+    /// container ID, by the name of the routing mesh's sandbox ([`INGRESS_SANDBOX`]), or, for
+    /// an endpoint not yet joined to its container's sandbox, as `ep-<endpoint ID>`. A
+    /// container's endpoint is filed under the container (when it is running and known); the
+    /// routing mesh's becomes one of [`DockerState::sandboxes`]; any other stays unfiled, so
+    /// its port stays unbound and sends nothing.
     pub fn set_gateway_endpoints(
         &mut self,
         network_id: &str,
@@ -60,36 +66,29 @@ impl DockerState {
                 network_id: network_id.to_string(),
                 ..endpoint
             };
-            match self.containers.get_mut(&key) {
-                Some(container) => {
-                    container.endpoints.push(endpoint);
-                    container
-                        .endpoints
-                        .sort_by(|a, b| a.network_id.cmp(&b.network_id));
-                }
-                // A container Docker has not reported as running yet: its port stays unbound
-                // (it sends nothing) until it has.
-                None if is_container_key(&key) => {}
-                None => {
-                    self.sandboxes.insert(
-                        key.clone(),
-                        DockerContainer {
-                            id: key.clone(),
-                            name: key,
-                            labels: BTreeMap::new(),
-                            endpoints: vec![endpoint],
-                        },
-                    );
-                }
+            if let Some(container) = self.containers.get_mut(&key) {
+                container.endpoints.push(endpoint);
+                container
+                    .endpoints
+                    .sort_by(|a, b| a.network_id.cmp(&b.network_id));
+            } else if key == INGRESS_SANDBOX {
+                self.sandboxes.insert(
+                    key.clone(),
+                    DockerContainer {
+                        id: key.clone(),
+                        name: key,
+                        labels: BTreeMap::new(),
+                        endpoints: vec![endpoint],
+                    },
+                );
             }
+            // Else a container Docker has not reported as running yet, or an endpoint that
+            // has no container yet (a task's, a moment before it starts, whose overlays are
+            // not known): taken for an unmanaged sandbox, its address would leave as
+            // unmanaged the moment the task runs. Its port sends nothing until Docker names
+            // its container.
         }
     }
-}
-
-/// Whether a key of a network's endpoints names a container (64 hex digits) rather than a
-/// sandbox of Docker's own.
-fn is_container_key(key: &str) -> bool {
-    key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Whether `network` is a Swarm overlay.

@@ -106,6 +106,12 @@ fn node() -> (Policy, DockerState) {
         "ff".repeat(32),
         endpoint("", "172.18.0.9", "02:42:ac:12:00:09"),
     );
+    // An endpoint not yet joined to its container (a task's, a moment before it starts): it
+    // is nobody's, least of all an unmanaged sandbox's.
+    gateway_endpoints.insert(
+        format!("ep-{}", "e".repeat(64)),
+        endpoint("", "172.18.0.11", "02:42:ac:12:00:0b"),
+    );
     docker.set_gateway_endpoints(GATEWAY_ID, gateway_endpoints);
     for (n, task) in docker.containers.values_mut().enumerate() {
         task.labels
@@ -216,8 +222,10 @@ fn every_port_of_the_gateway_bridge_is_bound_or_sends_nothing() {
         port("veth0000002", "02:42:ac:12:00:02"),
         port("veth0000003", "02:42:ac:12:00:03"),
         port("veth0000005", "02:42:ac:12:00:05"),
-        // Not yet reported by Docker, and a MAC nobody holds.
+        // Not yet reported by Docker, not yet joined to its container, and a MAC nobody
+        // holds.
         port("veth0000009", "02:42:ac:12:00:09"),
+        port("veth000000b", "02:42:ac:12:00:0b"),
         port("veth000000a", "02:42:ac:12:00:0a"),
     ];
     let (_, guard, _) = plan_tables(&policy, &classified, &docker, &ports, &[]);
@@ -235,7 +243,7 @@ fn every_port_of_the_gateway_bridge_is_bound_or_sends_nothing() {
         ]
     );
     let unbound: Vec<&str> = guard.unbound.iter().map(String::as_str).collect();
-    assert_eq!(unbound, ["veth0000009", "veth000000a"]);
+    assert_eq!(unbound, ["veth0000009", "veth000000a", "veth000000b"]);
     assert!(guard.open.is_empty(), "{:?}", guard.open);
 }
 
