@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use enforcer_core::docker::{
     DockerContainer, DockerEndpoint, DockerNetwork, DockerState, BRIDGE_NAME_OPTION, GATEWAY_BRIDGE,
+    INGRESS_SANDBOX,
 };
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 
@@ -58,7 +59,7 @@ fn draw(u: &mut Unstructured<'_>) -> Result<DockerState> {
                 true => pick(
                     u,
                     &[
-                        "ingress-sbox",
+                        INGRESS_SANDBOX,
                         &"f".repeat(64),
                         &format!("ep-{}", "e".repeat(64)),
                     ],

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use enforcer_core::docker::{
     classify, swarm_tasks, DockerContainer, DockerEndpoint, DockerNetwork, DockerState,
-    BRIDGE_NAME_OPTION, SERVICE_LABEL, TASK_LABEL,
+    BRIDGE_NAME_OPTION, INGRESS_SANDBOX, SERVICE_LABEL, TASK_LABEL,
 };
 use enforcer_core::planner::plan_tables;
 use enforcer_core::policy::Policy;
@@ -98,7 +98,7 @@ fn node() -> (Policy, DockerState) {
         })
         .collect();
     gateway_endpoints.insert(
-        "ingress-sbox".into(),
+        INGRESS_SANDBOX.into(),
         endpoint("", "172.18.0.2", "02:42:ac:12:00:02"),
     );
     // A container Docker has not reported yet: its endpoint waits for it.
