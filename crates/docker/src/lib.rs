@@ -9,7 +9,7 @@ mod convert;
 pub mod events;
 pub mod queue;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
@@ -19,9 +19,11 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::ListContainersOptions;
 use bollard::{Docker, API_DEFAULT_VERSION};
-use enforcer_core::docker::{DockerState, GATEWAY_BRIDGE, OVERLAY_DRIVER};
+use enforcer_core::docker::{
+    DockerContainer, DockerNetwork, DockerState, GATEWAY_BRIDGE, OVERLAY_DRIVER,
+};
 use enforcer_core::text::printable;
-use futures_util::{Stream, StreamExt};
+use futures_util::{stream, Stream, StreamExt, TryStreamExt};
 
 use convert::{
     absent_if_not_found, container_from_inspect, container_from_summary, network_endpoints,
@@ -32,6 +34,8 @@ pub use events::EventStreamError;
 /// Where Docker is reached when `DOCKER_HOST` is not set.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
+/// How many re-reads of one batch of changes wait for Docker at once.
+pub const CONCURRENT_READS: usize = 8;
 /// Seconds a single API request may take before it counts as failed.
 const REQUEST_TIMEOUT_SECS: u64 = 10;
 /// The deadline for a request's whole answer, body included: a Docker that answers slowly
@@ -125,6 +129,24 @@ impl fmt::Display for Change {
             }
         }
     }
+}
+
+/// The networks and the containers `changes` name, each once: a network change names its
+/// network and, for a connect or disconnect, the container (whose endpoints it changes).
+fn objects_named(changes: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut networks, mut containers) = (BTreeSet::new(), BTreeSet::new());
+    for change in changes {
+        match change {
+            Change::Network { id, container, .. } => {
+                networks.insert(id.clone());
+                containers.extend(container.clone());
+            }
+            Change::Container { id, .. } => {
+                containers.insert(id.clone());
+            }
+        }
+    }
+    (networks, containers)
 }
 
 /// Whether `id` can be a Docker object ID (64 hex digits locally, 25 alphanumerics for swarm
@@ -322,22 +344,31 @@ impl DockerSource {
         }
     }
 
-    /// Brings `state` up to date with what `change` names: re-reads that network or container
-    /// (gone objects are removed).
+    /// Brings `state` up to date with what a batch of `changes` names: re-reads each network
+    /// and container they name once, however many of the changes name it, up to
+    /// [`CONCURRENT_READS`] at a time (gone objects are removed), then `docker_gwbridge` once.
+    /// What each object holds afterwards is what re-reading the changes one by one would leave.
     pub async fn refresh(
         &self,
         state: &mut DockerState,
-        change: &Change,
+        changes: &[Change],
     ) -> Result<(), DockerError> {
-        match change {
-            Change::Network { id, container, .. } => {
-                self.refresh_network(state, id).await?;
-                // A container joining or leaving a network changes its endpoints.
-                if let Some(container) = container {
-                    self.refresh_container(state, container).await?;
-                }
-            }
-            Change::Container { id, .. } => self.refresh_container(state, id).await?,
+        let (networks, containers) = objects_named(changes);
+        let networks: Vec<_> = stream::iter(networks)
+            .map(|id| self.read_network(id))
+            .buffer_unordered(CONCURRENT_READS)
+            .try_collect()
+            .await?;
+        let containers: Vec<_> = stream::iter(containers)
+            .map(|id| self.read_container(id))
+            .buffer_unordered(CONCURRENT_READS)
+            .try_collect()
+            .await?;
+        for (id, found) in networks {
+            store(&mut state.networks, &id, found);
+        }
+        for (id, found) in containers {
+            store(&mut state.containers, &id, found);
         }
         self.refresh_gateway(state).await
     }
@@ -386,46 +417,75 @@ impl DockerSource {
         Ok(())
     }
 
-    async fn refresh_network(&self, state: &mut DockerState, id: &str) -> Result<(), DockerError> {
+    /// Network `id` as Docker reports it now, `None` once gone; with its ID.
+    async fn read_network(
+        &self,
+        id: String,
+    ) -> Result<(String, Option<DockerNetwork>), DockerError> {
         let action = format!("inspecting network {id}");
         let found = self
             .within(
                 &action,
-                absent_if_not_found(self.docker.inspect_network(id, None)),
+                absent_if_not_found(self.docker.inspect_network(&id, None)),
             )
             .await?;
-        store(
-            &mut state.networks,
-            id,
-            found.and_then(network_from_inspect),
-        );
-        Ok(())
+        Ok((id, found.and_then(network_from_inspect)))
     }
 
-    async fn refresh_container(
+    /// Container `id` as Docker reports it now, `None` once gone; with its ID.
+    async fn read_container(
         &self,
-        state: &mut DockerState,
-        id: &str,
-    ) -> Result<(), DockerError> {
+        id: String,
+    ) -> Result<(String, Option<DockerContainer>), DockerError> {
         let action = format!("inspecting container {id}");
         let found = self
             .within(
                 &action,
-                absent_if_not_found(self.docker.inspect_container(id, None)),
+                absent_if_not_found(self.docker.inspect_container(&id, None)),
             )
             .await?;
-        store(
-            &mut state.containers,
-            id,
-            found.and_then(container_from_inspect),
-        );
-        Ok(())
+        Ok((id, found.and_then(container_from_inspect)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_rereads_each_object_it_names_once() {
+        let connect = |network: &str, container: &str| Change::Network {
+            action: "connect".into(),
+            id: network.into(),
+            name: "mesh".into(),
+            container: Some(container.into()),
+        };
+        let start = |container: &str| Change::Container {
+            action: "start".into(),
+            id: container.into(),
+            name: "task".into(),
+        };
+        let create = Change::Network {
+            action: "create".into(),
+            id: "n2".into(),
+            name: "other".into(),
+            container: None,
+        };
+        let batch = [
+            connect("n1", "c1"),
+            start("c1"),
+            connect("n1", "c2"),
+            create,
+            start("c2"),
+            start("c3"),
+        ];
+        let (networks, containers) = objects_named(&batch);
+        assert_eq!(networks.into_iter().collect::<Vec<_>>(), ["n1", "n2"]);
+        assert_eq!(
+            containers.into_iter().collect::<Vec<_>>(),
+            ["c1", "c2", "c3"]
+        );
+    }
 
     #[test]
     fn names_cannot_forge_log_lines() {

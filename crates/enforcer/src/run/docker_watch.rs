@@ -129,9 +129,7 @@ async fn follow(
                 vec!["more events than the queue holds: full resynchronisation".to_string()]
             }
             Some(Work::Refresh(batch)) => {
-                for change in &batch {
-                    source.refresh(&mut state, change).await?;
-                }
+                source.refresh(&mut state, &batch).await?;
                 batch.iter().map(ToString::to_string).collect()
             }
         };
