@@ -16,7 +16,7 @@ mod dist;
 use anyhow::Result;
 
 const USAGE: &str =
-    "usage: cargo xtask demo | cargo xtask dist | cargo xtask bench [apply|memory|noop|throughput|roles|docker|ports|heal|cut|soak]";
+    "usage: cargo xtask demo | cargo xtask dist | cargo xtask bench [apply|memory|noop|throughput|roles|docker|ports|heal|cut|soak|flood|swarm]";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();

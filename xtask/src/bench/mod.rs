@@ -12,7 +12,8 @@
 //! - [`heal`]: another program's change to the table -> the agent's restoring commit;
 //! - [`cut`]: a tightening -> the tracked connections it refuses deleted;
 //! - [`soak`]: network and container churn against a private dockerd: memory drift, leftovers;
-//! - [`flood`]: 100,000 dropped packets a second for 10 s against the drop audit.
+//! - [`flood`]: 100,000 dropped packets a second for 10 s against the drop audit;
+//! - [`swarm`]: 500 Swarm tasks on a managed overlay: task start to enforced, memory.
 //!
 //! [`netlink`] stamps the kernel's link and nftables notifications for [`ports`],
 //! [`port_binding`] and [`heal`].
@@ -27,6 +28,7 @@ mod port_binding;
 mod ports;
 mod roles;
 mod soak;
+mod swarm;
 mod throughput;
 
 use std::path::{Path, PathBuf};
@@ -241,7 +243,7 @@ fn line(name: &str, figure: String, met: Option<bool>) {
 
 /// Runs the benchmarks whose names contain `filter` (all when empty): `apply`, `memory`,
 /// `noop`, `throughput`, `roles`, `docker`, `ports-throughput`, `ports-docker`,
-/// `roles-docker`, `heal`, `cut`, `soak`, `flood`.
+/// `roles-docker`, `heal`, `cut`, `soak`, `flood`, `swarm`.
 pub fn run(filter: &str) -> Result<()> {
     require_root();
     let (enforcer, timing) = (release_enforcer(), release_agent_timing());
@@ -302,6 +304,9 @@ pub fn run(filter: &str) -> Result<()> {
     }
     if wanted("flood") {
         flood::flood(&enforcer)?;
+    }
+    if wanted("swarm") {
+        swarm::swarm(&enforcer)?;
     }
     Ok(())
 }

@@ -241,8 +241,15 @@ pub(super) fn role_enforcement(enforcer: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Docker's `start` events since `since`: container name to event time (`timeNano`).
-fn start_events(docker: &Dockerd, since: SystemTime) -> Result<BTreeMap<String, SystemTime>> {
+/// How `docker events` writes a container's start for [`start_times`].
+pub(super) const START_FORMAT: &str = "{{.Actor.Attributes.name}} {{.TimeNano}}";
+
+/// Docker's `start` events since `since`: container name to event time (`timeNano`). Docker
+/// replays only its last 256 events, so this suits a few dozen starts, not hundreds.
+pub(super) fn start_events(
+    docker: &Dockerd,
+    since: SystemTime,
+) -> Result<BTreeMap<String, SystemTime>> {
     let since = since.duration_since(UNIX_EPOCH)?.as_secs_f64();
     let until = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64() + 1.0;
     let output = docker.docker(&[
@@ -256,8 +263,14 @@ fn start_events(docker: &Dockerd, since: SystemTime) -> Result<BTreeMap<String, 
         "--filter",
         "event=start",
         "--format",
-        "{{.Actor.Attributes.name}} {{.TimeNano}}",
+        START_FORMAT,
     ]);
+    start_times(&output)
+}
+
+/// Each container's start time, by name, from `docker events` lines formatted by
+/// [`START_FORMAT`].
+pub(super) fn start_times(output: &str) -> Result<BTreeMap<String, SystemTime>> {
     let mut starts = BTreeMap::new();
     for event in output.lines() {
         let (name, nanos) = event

@@ -1,0 +1,240 @@
+//! Swarm tasks against a private single-node swarm: a service of [`TASKS`] tasks on a managed
+//! overlay while `enforcer run` follows Docker, each task timed from Docker's `start` event to
+//! its `docker_gwbridge` address in the kernel's `managed_v4_32` (the netlink notification of
+//! the commit that adds it), and the agent's resident memory once all of them run.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{ensure, Context, Result};
+use enforcer_harness::docker::{DockerVersion, Dockerd, IMAGE};
+use enforcer_harness::spec::{host_uplink, Family};
+use enforcer_harness::{poll_until, TempFile};
+
+use super::netlink::{Event, Watch};
+use super::port_binding::{start_times, START_FORMAT};
+use super::{line, percentile, resident_kib};
+
+/// The service's tasks, all on this node (`ENFORCER_SWARM_TASKS` sets fewer for a quick look).
+const TASKS: usize = 500;
+/// How long the node may take to run them all.
+const START_LIMIT: Duration = Duration::from_secs(900);
+
+/// Runs the benchmark with the `enforcer` binary.
+pub(super) fn swarm(enforcer: &Path) -> Result<()> {
+    let tasks: usize = std::env::var("ENFORCER_SWARM_TASKS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(TASKS)
+        .max(1);
+    let docker = Dockerd::start_configured(DockerVersion::from_env(), true);
+    let advertise = host_uplink(Family::V4).to_string();
+    docker.docker(&["swarm", "init", "--advertise-addr", &advertise]);
+    docker.docker(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.144.0.0/21",
+        "--label",
+        "enforcer.managed=true",
+        "mesh",
+    ]);
+    let policy = TempFile::new(
+        ".toml",
+        "[roles.agent]\negress = [{ to = \"internet\", allow = [\"tcp/443\"] }]\n",
+    );
+    let agent = docker.start_agent_binary(
+        if std::env::var("NOAGENT").is_ok() {
+            Path::new("/tmp/fake-agent.sh")
+        } else {
+            enforcer
+        },
+        &["--config", policy.path(), "--log-format", "json"],
+    );
+    if std::env::var("NOAGENT").is_err() {
+        ensure!(
+            agent.wait_for_log("Docker connected", Duration::from_secs(20)),
+            "agent did not connect: {}",
+            agent.log()
+        );
+    }
+    let watch = Watch::start(&docker.host)?;
+    let since = SystemTime::now();
+    let events = StartEvents::follow(&docker)?;
+    let replicas = tasks.to_string();
+    // By its ID: a task whose image is named by a tag makes Docker try the registry first,
+    // which in a sealed host costs seconds per task (89 of 100 ran in 900 s).
+    let image = docker.docker(&["image", "inspect", "-f", "{{.Id}}", IMAGE]);
+    let image = image.trim();
+    docker.docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "load",
+        "--replicas",
+        &replicas,
+        "--network",
+        "mesh",
+        "--container-label",
+        "enforcer.role=agent",
+        "--no-resolve-image",
+        image,
+        "sleep",
+        "1000000",
+    ]);
+    let running = || {
+        docker
+            .docker(&[
+                "ps",
+                "-q",
+                "--filter",
+                "label=com.docker.swarm.service.name=load",
+            ])
+            .lines()
+            .count()
+    };
+    let all = poll_until(START_LIMIT, Duration::from_secs(2), || running() >= tasks);
+    ensure!(
+        all,
+        "{} of {tasks} tasks ran within {START_LIMIT:?}",
+        running()
+    );
+    let started = since.elapsed().unwrap_or_default();
+    // The last commits land after the last start: give them a second.
+    std::thread::sleep(Duration::from_secs(1));
+    watch.healthy()?;
+    let starts = events.stop()?;
+    let addresses = gateway_addresses(&docker)?;
+    let seen = watch.since(0);
+    let (mut latencies, mut missed) = (Vec::new(), Vec::new());
+    for (name, start) in &starts {
+        let address = addresses
+            .get(name)
+            .with_context(|| format!("task {name} has no docker_gwbridge address"))?
+            .octets();
+        let enforced = seen.iter().find_map(|s| match &s.event {
+            Event::Elements { table, set, keys }
+                if table == "enforcer"
+                    && set == "managed_v4_32"
+                    && keys.iter().any(|k| k.ends_with(&address)) =>
+            {
+                Some(s.at)
+            }
+            _ => None,
+        });
+        match enforced {
+            // Before Docker's event counts as 0: the endpoint exists before the task starts.
+            Some(at) => {
+                latencies.push(at.duration_since(*start).unwrap_or_default().as_secs_f64() * 1e3)
+            }
+            None => missed.push(name.clone()),
+        }
+    }
+    ensure!(!latencies.is_empty(), "no task's address was enforced");
+    let (p50, p99) = (percentile(&latencies, 50), percentile(&latencies, 99));
+    line(
+        &format!("Swarm task start to its gateway address managed ({tasks} tasks, one service)"),
+        format!(
+            "p50 {p50:.1} ms, p99 {p99:.1} ms; {} of {} missed; all running after {:.0} s",
+            missed.len(),
+            starts.len(),
+            started.as_secs_f64()
+        ),
+        Some(p99 <= 50.0 && missed.is_empty() && starts.len() >= tasks),
+    );
+    let (rss, peak) = resident_kib(agent.pid())?;
+    line(
+        &format!("enforcer run, {tasks} Swarm tasks: resident memory (peak)"),
+        format!(
+            "{:.1} MiB ({:.1} MiB)",
+            rss as f64 / 1024.0,
+            peak as f64 / 1024.0
+        ),
+        Some(rss <= 20 * 1024),
+    );
+    Ok(())
+}
+
+/// Each container's IPv4 address on `docker_gwbridge`, by container name, from the network's
+/// inspect (the only place Docker lists it; it names the endpoint `gateway_<id>` and keys it by
+/// the container's ID, so names come from `docker ps`).
+fn gateway_addresses(docker: &Dockerd) -> Result<BTreeMap<String, Ipv4Addr>> {
+    let names: BTreeMap<String, String> = docker
+        .docker(&["ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}"])
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(id, name)| (id.to_string(), name.to_string()))
+        .collect();
+    let json = docker.docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{json .Containers}}",
+        "docker_gwbridge",
+    ]);
+    let containers: serde_json::Value = serde_json::from_str(&json)?;
+    let mut addresses = BTreeMap::new();
+    for (id, endpoint) in containers
+        .as_object()
+        .context("Containers is not an object")?
+    {
+        let (Some(name), Some(cidr)) = (names.get(id), endpoint["IPv4Address"].as_str()) else {
+            continue;
+        };
+        let address = cidr.split('/').next().unwrap_or_default();
+        if let Ok(address) = address.parse() {
+            addresses.insert(name.clone(), address);
+        }
+    }
+    Ok(addresses)
+}
+
+/// `docker events` following containers' starts from before the service is made: Docker
+/// replays only its last 256 events, fewer than 500 tasks make.
+struct StartEvents(Child);
+
+impl StartEvents {
+    fn follow(docker: &Dockerd) -> Result<StartEvents> {
+        let child = Command::new("docker")
+            .arg("-H")
+            .arg(docker.docker_host())
+            .args([
+                "events",
+                "--filter",
+                "type=container",
+                "--filter",
+                "event=start",
+                "--format",
+                START_FORMAT,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("running docker events")?;
+        Ok(StartEvents(child))
+    }
+
+    /// Stops following; the starts seen, by container name.
+    fn stop(mut self) -> Result<BTreeMap<String, SystemTime>> {
+        self.0.kill().ok();
+        let mut output = String::new();
+        if let Some(mut stdout) = self.0.stdout.take() {
+            stdout.read_to_string(&mut output)?;
+        }
+        start_times(&output)
+    }
+}
+
+impl Drop for StartEvents {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
