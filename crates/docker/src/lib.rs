@@ -375,7 +375,7 @@ impl DockerSource {
 
     /// Re-reads `docker_gwbridge` for its endpoints: Docker lists them only there (a
     /// container's inspect leaves them out) and sends no event when one comes or goes, so
-    /// every change re-reads them. Docker makes the network when a node's first overlay
+    /// every batch of changes re-reads them. Docker makes the network when a node's first overlay
     /// container starts, so it is looked up by name once `state` holds an overlay network. A
     /// node without overlays pays nothing.
     async fn refresh_gateway(&self, state: &mut DockerState) -> Result<(), DockerError> {
