@@ -35,7 +35,7 @@ pub use events::EventStreamError;
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// How many re-reads of one batch of changes wait for Docker at once.
-pub const CONCURRENT_READS: usize = 8;
+pub(crate) const CONCURRENT_READS: usize = 8;
 /// Seconds a single API request may take before it counts as failed.
 const REQUEST_TIMEOUT_SECS: u64 = 10;
 /// The deadline for a request's whole answer, body included: a Docker that answers slowly
@@ -129,6 +129,18 @@ impl fmt::Display for Change {
             }
         }
     }
+}
+
+/// An object a batch re-reads, by ID.
+enum Object {
+    Network(String),
+    Container(String),
+}
+
+/// One object re-read for a batch: its ID and what Docker answered (`None`: gone).
+enum Reread {
+    Network(String, Option<DockerNetwork>),
+    Container(String, Option<DockerContainer>),
 }
 
 /// The networks and the containers `changes` name, each once: a network change names its
@@ -346,29 +358,29 @@ impl DockerSource {
 
     /// Brings `state` up to date with what a batch of `changes` names: re-reads each network
     /// and container they name once, however many of the changes name it, up to
-    /// [`CONCURRENT_READS`] at a time (gone objects are removed), then `docker_gwbridge` once.
-    /// What each object holds afterwards is what re-reading the changes one by one would leave.
+    /// [`CONCURRENT_READS`] at a time (gone objects are removed), then `docker_gwbridge`'s
+    /// endpoints. What each object holds afterwards is what re-reading the changes one by one
+    /// would leave. On an error `state` may be half updated: the caller takes a new snapshot.
     pub async fn refresh(
         &self,
         state: &mut DockerState,
         changes: &[Change],
     ) -> Result<(), DockerError> {
         let (networks, containers) = objects_named(changes);
-        let networks: Vec<_> = stream::iter(networks)
-            .map(|id| self.read_network(id))
+        // One stream over both kinds: a container's read need not wait behind a slow
+        // network's (an overlay's inspect waits for Docker's network controller).
+        let objects = (networks.into_iter().map(Object::Network))
+            .chain(containers.into_iter().map(Object::Container));
+        let found: Vec<Reread> = stream::iter(objects)
+            .map(|object| self.reread(object))
             .buffer_unordered(CONCURRENT_READS)
             .try_collect()
             .await?;
-        let containers: Vec<_> = stream::iter(containers)
-            .map(|id| self.read_container(id))
-            .buffer_unordered(CONCURRENT_READS)
-            .try_collect()
-            .await?;
-        for (id, found) in networks {
-            store(&mut state.networks, &id, found);
-        }
-        for (id, found) in containers {
-            store(&mut state.containers, &id, found);
+        for reread in found {
+            match reread {
+                Reread::Network(id, network) => store(&mut state.networks, &id, network),
+                Reread::Container(id, container) => store(&mut state.containers, &id, container),
+            }
         }
         self.refresh_gateway(state).await
     }
@@ -417,11 +429,16 @@ impl DockerSource {
         Ok(())
     }
 
-    /// Network `id` as Docker reports it now, `None` once gone; with its ID.
-    async fn read_network(
-        &self,
-        id: String,
-    ) -> Result<(String, Option<DockerNetwork>), DockerError> {
+    /// What Docker reports of `object` now.
+    async fn reread(&self, object: Object) -> Result<Reread, DockerError> {
+        match object {
+            Object::Network(id) => self.read_network(id).await,
+            Object::Container(id) => self.read_container(id).await,
+        }
+    }
+
+    /// Network `id` as Docker reports it now, `None` once gone.
+    async fn read_network(&self, id: String) -> Result<Reread, DockerError> {
         let action = format!("inspecting network {id}");
         let found = self
             .within(
@@ -429,14 +446,11 @@ impl DockerSource {
                 absent_if_not_found(self.docker.inspect_network(&id, None)),
             )
             .await?;
-        Ok((id, found.and_then(network_from_inspect)))
+        Ok(Reread::Network(id, found.and_then(network_from_inspect)))
     }
 
-    /// Container `id` as Docker reports it now, `None` once gone; with its ID.
-    async fn read_container(
-        &self,
-        id: String,
-    ) -> Result<(String, Option<DockerContainer>), DockerError> {
+    /// Container `id` as Docker reports it now, `None` once gone (or no longer running).
+    async fn read_container(&self, id: String) -> Result<Reread, DockerError> {
         let action = format!("inspecting container {id}");
         let found = self
             .within(
@@ -444,7 +458,10 @@ impl DockerSource {
                 absent_if_not_found(self.docker.inspect_container(&id, None)),
             )
             .await?;
-        Ok((id, found.and_then(container_from_inspect)))
+        Ok(Reread::Container(
+            id,
+            found.and_then(container_from_inspect),
+        ))
     }
 }
 
