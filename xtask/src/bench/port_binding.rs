@@ -246,10 +246,7 @@ pub(super) const START_FORMAT: &str = "{{.Actor.Attributes.name}} {{.TimeNano}}"
 
 /// Docker's `start` events since `since`: container name to event time (`timeNano`). Docker
 /// replays only its last 256 events, so this suits a few dozen starts, not hundreds.
-pub(super) fn start_events(
-    docker: &Dockerd,
-    since: SystemTime,
-) -> Result<BTreeMap<String, SystemTime>> {
+fn start_events(docker: &Dockerd, since: SystemTime) -> Result<BTreeMap<String, SystemTime>> {
     let since = since.duration_since(UNIX_EPOCH)?.as_secs_f64();
     let until = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64() + 1.0;
     let output = docker.docker(&[

@@ -1,6 +1,6 @@
 //! Swarm tasks against a private single-node swarm: a service of [`TASKS`] tasks on a managed
 //! overlay while `enforcer run` follows Docker, each task timed from Docker's `start` event to
-//! its `docker_gwbridge` address in the kernel's `managed_v4_32` (the netlink notification of
+//! its `docker_gwbridge` address in the kernel's `roles_v4` (the netlink notification of
 //! the commit that adds it), and the agent's resident memory once all of them run.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,8 @@ use std::io::Read;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
 use enforcer_harness::docker::{DockerVersion, Dockerd, IMAGE};
@@ -50,23 +51,17 @@ pub(super) fn swarm(enforcer: &Path) -> Result<()> {
         "[roles.agent]\negress = [{ to = \"internet\", allow = [\"tcp/443\"] }]\n",
     );
     let agent = docker.start_agent_binary(
-        if std::env::var("NOAGENT").is_ok() {
-            Path::new("/tmp/fake-agent.sh")
-        } else {
-            enforcer
-        },
+        enforcer,
         &["--config", policy.path(), "--log-format", "json"],
     );
-    if std::env::var("NOAGENT").is_err() {
-        ensure!(
-            agent.wait_for_log("Docker connected", Duration::from_secs(20)),
-            "agent did not connect: {}",
-            agent.log()
-        );
-    }
+    ensure!(
+        agent.wait_for_log("Docker connected", Duration::from_secs(20)),
+        "agent did not connect: {}",
+        agent.log()
+    );
     let watch = Watch::start(&docker.host)?;
     let since = SystemTime::now();
-    let events = StartEvents::follow(&docker)?;
+    let events = StartEvents::follow(&docker, since)?;
     let replicas = tasks.to_string();
     // By its ID: a task whose image is named by a tag makes Docker try the registry first,
     // which in a sealed host costs seconds per task (89 of 100 ran in 900 s).
@@ -122,7 +117,7 @@ pub(super) fn swarm(enforcer: &Path) -> Result<()> {
         let enforced = seen.iter().find_map(|s| match &s.event {
             Event::Elements { table, set, keys }
                 if table == "enforcer"
-                    && set == "managed_v4_32"
+                    && set == "roles_v4"
                     && keys.iter().any(|k| k.ends_with(&address)) =>
             {
                 Some(s.at)
@@ -140,7 +135,9 @@ pub(super) fn swarm(enforcer: &Path) -> Result<()> {
     ensure!(!latencies.is_empty(), "no task's address was enforced");
     let (p50, p99) = (percentile(&latencies, 50), percentile(&latencies, 99));
     line(
-        &format!("Swarm task start to its gateway address managed ({tasks} tasks, one service)"),
+        &format!(
+            "Swarm task start to its gateway address in its role ({tasks} tasks, one service)"
+        ),
         format!(
             "p50 {p50:.1} ms, p99 {p99:.1} ms; {} of {} missed; all running after {:.0} s",
             missed.len(),
@@ -196,17 +193,24 @@ fn gateway_addresses(docker: &Dockerd) -> Result<BTreeMap<String, Ipv4Addr>> {
     Ok(addresses)
 }
 
-/// `docker events` following containers' starts from before the service is made: Docker
-/// replays only its last 256 events, fewer than 500 tasks make.
-struct StartEvents(Child);
+/// `docker events` following containers' starts from `since` on, read by a thread (hundreds of
+/// lines would fill its pipe): Docker replays only its last 256 events, fewer than 500 tasks
+/// make, so `--since` alone would lose most of them.
+struct StartEvents {
+    child: Child,
+    reader: Option<JoinHandle<std::io::Result<String>>>,
+}
 
 impl StartEvents {
-    fn follow(docker: &Dockerd) -> Result<StartEvents> {
-        let child = Command::new("docker")
+    fn follow(docker: &Dockerd, since: SystemTime) -> Result<StartEvents> {
+        let since = since.duration_since(UNIX_EPOCH)?.as_secs_f64();
+        let mut child = Command::new("docker")
             .arg("-H")
             .arg(docker.docker_host())
             .args([
                 "events",
+                "--since",
+                &format!("{since:.6}"),
                 "--filter",
                 "type=container",
                 "--filter",
@@ -218,23 +222,34 @@ impl StartEvents {
             .stdout(Stdio::piped())
             .spawn()
             .context("running docker events")?;
-        Ok(StartEvents(child))
+        let mut stdout = child.stdout.take().context("docker events' output")?;
+        let reader = std::thread::spawn(move || {
+            let mut output = String::new();
+            stdout.read_to_string(&mut output).map(|_| output)
+        });
+        Ok(StartEvents {
+            child,
+            reader: Some(reader),
+        })
     }
 
-    /// Stops following; the starts seen, by container name.
+    /// Stops following; the starts seen, by container name (a line the stop cut short is
+    /// left out).
     fn stop(mut self) -> Result<BTreeMap<String, SystemTime>> {
-        self.0.kill().ok();
-        let mut output = String::new();
-        if let Some(mut stdout) = self.0.stdout.take() {
-            stdout.read_to_string(&mut output)?;
-        }
-        start_times(&output)
+        self.child.kill().ok();
+        self.child.wait().ok();
+        let output = match self.reader.take().map(JoinHandle::join) {
+            Some(Ok(read)) => read.context("reading docker events")?,
+            _ => anyhow::bail!("the docker events reader failed"),
+        };
+        let whole = output.rfind('\n').map_or("", |end| &output[..end]);
+        start_times(whole)
     }
 }
 
 impl Drop for StartEvents {
     fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
+        self.child.kill().ok();
+        self.child.wait().ok();
     }
 }
