@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
 use enforcer_harness::docker::{Dockerd, IMAGE};
-use enforcer_harness::TempFile;
+use enforcer_harness::{Agent, TempFile};
 
 use super::netlink::{ifindex, Event, Seen, Watch};
 use super::ports::{applied, attach_and_chain, attach_to_chain, Applied};
@@ -166,19 +166,7 @@ pub(super) fn role_enforcement(enforcer: &Path) -> Result<()> {
         "10.151.0.0/24",
         ROLE_NETWORK,
     ]);
-    let policy = TempFile::new(
-        ".toml",
-        "[roles.agent]\negress = [{ to = \"internet\", allow = [\"tcp/443\"] }]\n",
-    );
-    let agent = docker.start_agent_binary(
-        enforcer,
-        &["--config", policy.path(), "--log-format", "json"],
-    );
-    ensure!(
-        agent.wait_for_log("Docker connected", Duration::from_secs(20)),
-        "agent did not connect: {}",
-        agent.log()
-    );
+    let (_agent, _policy) = start_role_agent(&docker, enforcer)?;
     let watch = Watch::start(&docker.host)?;
     let since = SystemTime::now();
     let (mut enforced, mut missed) = (Vec::new(), Vec::new());
@@ -201,16 +189,7 @@ pub(super) fn role_enforcement(enforcer: &Path) -> Result<()> {
             "100000",
         ]);
         let found = watch.wait_for(mark, Duration::from_secs(10), |seen| {
-            seen.iter().find_map(|s| match &s.event {
-                Event::Elements { table, set, keys }
-                    if table == "enforcer"
-                        && set == "roles_v4"
-                        && keys.iter().any(|k| k.ends_with(&address)) =>
-                {
-                    Some(s.at)
-                }
-                _ => None,
-            })
+            role_added_at(seen, address)
         })?;
         match found {
             Some(at) => enforced.push((i, at)),
@@ -239,6 +218,39 @@ pub(super) fn role_enforcement(enforcer: &Path) -> Result<()> {
         Some(p99 <= 20.0 && missed.is_empty()),
     );
     Ok(())
+}
+
+/// `enforcer run` against `docker`, following it with a policy defining the role `agent`
+/// (tcp/443 to the internet), connected; with the policy's file, which must outlive it.
+pub(super) fn start_role_agent(docker: &Dockerd, enforcer: &Path) -> Result<(Agent, TempFile)> {
+    let policy = TempFile::new(
+        ".toml",
+        "[roles.agent]\negress = [{ to = \"internet\", allow = [\"tcp/443\"] }]\n",
+    );
+    let agent = docker.start_agent_binary(
+        enforcer,
+        &["--config", policy.path(), "--log-format", "json"],
+    );
+    ensure!(
+        agent.wait_for_log("Docker connected", Duration::from_secs(20)),
+        "agent did not connect: {}",
+        agent.log()
+    );
+    Ok((agent, policy))
+}
+
+/// When the first commit in `seen` added `address` (after its bridge's name) to `roles_v4`.
+pub(super) fn role_added_at(seen: &[Seen], address: [u8; 4]) -> Option<SystemTime> {
+    seen.iter().find_map(|s| match &s.event {
+        Event::Elements { table, set, keys }
+            if table == "enforcer"
+                && set == "roles_v4"
+                && keys.iter().any(|k| k.ends_with(&address)) =>
+        {
+            Some(s.at)
+        }
+        _ => None,
+    })
 }
 
 /// How `docker events` writes a container's start for [`start_times`].

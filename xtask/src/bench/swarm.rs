@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
 use enforcer_harness::docker::{DockerVersion, Dockerd, IMAGE};
+use enforcer_harness::poll_until;
 use enforcer_harness::spec::{host_uplink, Family};
-use enforcer_harness::{poll_until, TempFile};
 
-use super::netlink::{Event, Watch};
-use super::port_binding::{start_times, START_FORMAT};
+use super::netlink::Watch;
+use super::port_binding::{role_added_at, start_role_agent, start_times, START_FORMAT};
 use super::{line, percentile, resident_kib};
 
 /// The service's tasks, all on this node (`ENFORCER_SWARM_TASKS` sets fewer for a quick look).
@@ -46,19 +46,7 @@ pub(super) fn swarm(enforcer: &Path) -> Result<()> {
         "enforcer.managed=true",
         "mesh",
     ]);
-    let policy = TempFile::new(
-        ".toml",
-        "[roles.agent]\negress = [{ to = \"internet\", allow = [\"tcp/443\"] }]\n",
-    );
-    let agent = docker.start_agent_binary(
-        enforcer,
-        &["--config", policy.path(), "--log-format", "json"],
-    );
-    ensure!(
-        agent.wait_for_log("Docker connected", Duration::from_secs(20)),
-        "agent did not connect: {}",
-        agent.log()
-    );
+    let (agent, _policy) = start_role_agent(&docker, enforcer)?;
     let watch = Watch::start(&docker.host)?;
     let since = SystemTime::now();
     let events = StartEvents::follow(&docker, since)?;
@@ -114,16 +102,7 @@ pub(super) fn swarm(enforcer: &Path) -> Result<()> {
             .get(name)
             .with_context(|| format!("task {name} has no docker_gwbridge address"))?
             .octets();
-        let enforced = seen.iter().find_map(|s| match &s.event {
-            Event::Elements { table, set, keys }
-                if table == "enforcer"
-                    && set == "roles_v4"
-                    && keys.iter().any(|k| k.ends_with(&address)) =>
-            {
-                Some(s.at)
-            }
-            _ => None,
-        });
+        let enforced = role_added_at(&seen, address);
         match enforced {
             // Before Docker's event counts as 0: the endpoint exists before the task starts.
             Some(at) => {
