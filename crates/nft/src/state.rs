@@ -51,22 +51,41 @@ impl BaseChain {
     }
 }
 
-/// One expression: its name and canonical attributes.
-pub type Expression = (String, Vec<(u16, Vec<u8>)>);
-
-/// A rule in canonical form.
+/// A rule in canonical form. Its expressions are one byte string (each expression its name's
+/// length and name, its attribute count, then each attribute's type, length and value, see
+/// [`canonical_expression`]): a table holds a rule per check of every bound port's chain, and
+/// the agent keeps the kernel's table and builds the desired one for every change, so a
+/// rule costs one allocation, not one per expression and attribute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleState {
-    /// Expressions, in order.
-    pub expressions: Vec<Expression>,
+    /// The expressions, in order, canonically encoded.
+    pub expressions: Box<[u8]>,
     /// Raw user data (holds the comment).
-    pub userdata: Vec<u8>,
+    pub userdata: Box<[u8]>,
 }
 
 impl RuleState {
     /// The rule's comment, if it has one.
     pub fn comment(&self) -> String {
         comment_of(&self.userdata)
+    }
+
+    /// The names of its expressions, in order.
+    #[cfg(test)]
+    pub(crate) fn expression_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = &self.expressions[..];
+        while let [len, tail @ ..] = rest {
+            let (name, tail) = tail.split_at(*len as usize);
+            names.push(String::from_utf8_lossy(name).into_owned());
+            let count = u16::from_be_bytes([tail[0], tail[1]]);
+            rest = &tail[2..];
+            for _ in 0..count {
+                let len = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]) as usize;
+                rest = &rest[6 + len..];
+            }
+        }
+        names
     }
 }
 
@@ -212,17 +231,16 @@ impl TableState {
                 self.chains.entry(text(NFTA_CHAIN_NAME)).or_default().base = base;
             }
             NFT_MSG_NEWRULE if text(NFTA_RULE_TABLE) == table => {
-                let expressions = wire::attribute(attrs, NFTA_RULE_EXPRESSIONS)
-                    .map(|list| {
-                        wire::attributes(list)
-                            .filter(|(t, _)| *t == NFTA_LIST_ELEM)
-                            .map(|(_, e)| canonical_expression(e))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let mut expressions = Vec::new();
+                let list = wire::attribute(attrs, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]);
+                for (_, expression) in wire::attributes(list).filter(|(t, _)| *t == NFTA_LIST_ELEM)
+                {
+                    canonical_expression(expression, &mut expressions);
+                }
+                let expressions = expressions.into_boxed_slice();
                 let userdata = wire::attribute(attrs, NFTA_RULE_USERDATA)
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default();
+                    .unwrap_or(&[])
+                    .into();
                 self.chains
                     .entry(text(NFTA_RULE_CHAIN))
                     .or_default()
@@ -285,8 +303,24 @@ impl TableState {
     }
 }
 
-/// `(name, attributes)` of one expression, with what the kernel adds or varies removed.
-fn canonical_expression(payload: &[u8]) -> Expression {
+/// Appends one expression to `out`, with what the kernel adds or varies removed: its name's
+/// length (a byte) and name, its attribute count (two bytes), then each attribute sorted, as
+/// its type (two bytes), its value's length (four bytes) and value, all big-endian.
+fn canonical_expression(payload: &[u8], out: &mut Vec<u8>) {
+    let (name, attrs) = canonical_attributes(payload);
+    let name = &name.as_bytes()[..name.len().min(u8::MAX as usize)];
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    for (ty, value) in attrs {
+        out.extend_from_slice(&ty.to_be_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(&value);
+    }
+}
+
+/// `(name, attributes)` of one expression, sorted, with what the kernel adds or varies removed.
+fn canonical_attributes(payload: &[u8]) -> (String, Vec<(u16, Vec<u8>)>) {
     let name = wire::attribute(payload, NFTA_EXPR_NAME)
         .map(wire::string)
         .unwrap_or_default();
@@ -319,7 +353,7 @@ fn canonical_expression(payload: &[u8]) -> Expression {
             canonical_data(value)
         } else if (name.as_str(), ty) == ("dynset", NFTA_DYNSET_EXPR) {
             // The expression each element gets: its name and canonical attributes.
-            let (inner, inner_attrs) = canonical_expression(value);
+            let (inner, inner_attrs) = canonical_attributes(value);
             let mut out = inner.into_bytes();
             for (inner_ty, inner_value) in inner_attrs {
                 out.extend_from_slice(&inner_ty.to_be_bytes());

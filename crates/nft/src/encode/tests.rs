@@ -129,10 +129,7 @@ fn a_chain_whose_hook_changes_is_re_created_and_refilled() {
 fn expression_names(ruleset: &Ruleset) -> Vec<String> {
     let state = encode(ruleset, 0).state();
     let rule = &state.chains["forward"].rules[0];
-    rule.expressions
-        .iter()
-        .map(|(name, _)| name.clone())
-        .collect()
+    rule.expression_names()
 }
 
 #[test]
