@@ -9,15 +9,15 @@ mod convert;
 pub mod events;
 pub mod queue;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{EventMessage, EventMessageTypeEnum};
-use bollard::query_parameters::ListContainersOptions;
+use bollard::models::{EventMessage, EventMessageTypeEnum, NetworkInspect};
+use bollard::query_parameters::{ListContainersOptions, ListContainersOptionsBuilder};
 use bollard::{Docker, API_DEFAULT_VERSION};
 use enforcer_core::docker::{
     DockerContainer, DockerNetwork, DockerState, GATEWAY_BRIDGE, OVERLAY_DRIVER,
@@ -131,34 +131,115 @@ impl fmt::Display for Change {
     }
 }
 
-/// An object a batch re-reads, by ID.
-enum Object {
-    Network(String),
-    Container(String),
+/// How a batch reads a container again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContainerRead {
+    /// From the container list, which Docker answers without waiting for the container's
+    /// lock and has brought up to date before it logs a `start`, the endpoints joined while
+    /// starting included. Used when a batch's last change to the container is its `start`.
+    Listed,
+    /// By its inspect, which waits for the container's lock (held until Docker has recorded
+    /// the change): the list may still be stale after a connect, disconnect, stop or die.
+    Inspected,
 }
 
-/// One object re-read for a batch: its ID and what Docker answered (`None`: gone).
-enum Reread {
-    Network(String, Option<DockerNetwork>),
-    Container(String, Option<DockerContainer>),
+/// What a batch of changes reads again, each object once however many changes name it.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Rereads {
+    /// Networks, by ID.
+    networks: BTreeSet<String>,
+    /// Containers, by ID, and how.
+    containers: BTreeMap<String, ContainerRead>,
 }
 
-/// The networks and the containers `changes` name, each once: a network change names its
-/// network and, for a connect or disconnect, the container (whose endpoints it changes).
-fn objects_named(changes: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
-    let (mut networks, mut containers) = (BTreeSet::new(), BTreeSet::new());
-    for change in changes {
-        match change {
-            Change::Network { id, container, .. } => {
-                networks.insert(id.clone());
-                containers.extend(container.clone());
-            }
-            Change::Container { id, .. } => {
-                containers.insert(id.clone());
+/// Network events after which a network `state` already holds is read again: what a network
+/// is (driver, internal, labels, options, subnets) is fixed when Docker creates it, so a
+/// connect or disconnect changes only the container's endpoints, which the container's re-read
+/// brings (an overlay's inspect waits for Docker's network controller, seconds while tasks
+/// start).
+const NETWORK_CHANGING_ACTIONS: &[&str] = &["create", "destroy", "remove"];
+
+impl Rereads {
+    /// What `changes` make read again, given `state` before them: a network change names its
+    /// network (a known one only when created or removed) and, for a connect or disconnect,
+    /// its container, which is read only if it runs (a connect of one that does not is part of
+    /// starting it, and its `start` follows; until then it is not in `state` and its ports stay
+    /// unbound). A container read is [`ContainerRead::Listed`] only when its last change is
+    /// its `start`.
+    fn of(changes: &[Change], state: &DockerState) -> Rereads {
+        let mut rereads = Rereads::default();
+        for change in changes {
+            match change {
+                Change::Network {
+                    action,
+                    id,
+                    container,
+                    ..
+                } => {
+                    if NETWORK_CHANGING_ACTIONS.contains(&action.as_str())
+                        || !state.networks.contains_key(id)
+                    {
+                        rereads.networks.insert(id.clone());
+                    }
+                    if let Some(container) = container {
+                        if state.containers.contains_key(container)
+                            || rereads.containers.contains_key(container)
+                        {
+                            rereads
+                                .containers
+                                .insert(container.clone(), ContainerRead::Inspected);
+                        }
+                    }
+                }
+                Change::Container { action, id, .. } => {
+                    let read = if action == "start" {
+                        ContainerRead::Listed
+                    } else {
+                        ContainerRead::Inspected
+                    };
+                    rereads.containers.insert(id.clone(), read);
+                }
             }
         }
+        rereads
     }
-    (networks, containers)
+
+    /// The requests that read it all: one per network, one per inspected container, one list
+    /// per [`LISTED_PER_REQUEST`] listed containers.
+    fn requests(self) -> impl Iterator<Item = Request> {
+        let (listed, inspected): (Vec<_>, Vec<_>) = self
+            .containers
+            .into_iter()
+            .partition(|(_, read)| *read == ContainerRead::Listed);
+        let listed: Vec<String> = listed.into_iter().map(|(id, _)| id).collect();
+        let lists: Vec<Vec<String>> = listed
+            .chunks(LISTED_PER_REQUEST)
+            .map(<[String]>::to_vec)
+            .collect();
+        (self.networks.into_iter().map(Request::Network))
+            .chain(inspected.into_iter().map(|(id, _)| Request::Container(id)))
+            .chain(lists.into_iter().map(Request::List))
+    }
+}
+
+/// How many containers one list request asks for by ID (each adds 64 characters to the URL).
+const LISTED_PER_REQUEST: usize = 50;
+
+/// One request of a batch's re-reads.
+enum Request {
+    /// A network's inspect, by ID.
+    Network(String),
+    /// A container's inspect, by ID.
+    Container(String),
+    /// The running containers with these IDs, from the list.
+    List(Vec<String>),
+}
+
+/// What one request found: each object's ID and what Docker answered (`None`: gone, or a
+/// container that does not run).
+enum Reread {
+    Network(String, Option<DockerNetwork>),
+    Containers(Vec<(String, Option<DockerContainer>)>),
 }
 
 /// Whether `id` can be a Docker object ID (64 hex digits locally, 25 alphanumerics for swarm
@@ -270,7 +351,10 @@ impl DockerSource {
             networks.into_iter().filter_map(network_from_list),
             containers.into_iter().filter_map(container_from_summary),
         );
-        self.refresh_gateway(&mut state).await?;
+        if let Some(path) = gateway_path(&state) {
+            let gateway = self.read_gateway(path).await?;
+            store_gateway(&mut state, gateway);
+        }
         Ok(state)
     }
 
@@ -356,84 +440,70 @@ impl DockerSource {
         }
     }
 
-    /// Brings `state` up to date with what a batch of `changes` names: re-reads each network
-    /// and container they name once, however many of the changes name it, up to
-    /// [`CONCURRENT_READS`] at a time (gone objects are removed), then `docker_gwbridge`'s
-    /// endpoints. What each object holds afterwards is what re-reading the changes one by one
-    /// would leave. On an error `state` may be half updated: the caller takes a new snapshot.
+    /// Brings `state` up to date with what a batch of `changes` names ([`Rereads`]): reads
+    /// each network and container they name once, however many of the changes name it, up to
+    /// [`CONCURRENT_READS`] at a time (gone objects are removed), and `docker_gwbridge`'s
+    /// endpoints alongside (after them on a node whose first overlay this batch brings). What
+    /// each object holds afterwards is what re-reading the changes one by one would leave. On
+    /// an error `state` may be half updated: the caller takes a new snapshot.
     pub async fn refresh(
         &self,
         state: &mut DockerState,
         changes: &[Change],
     ) -> Result<(), DockerError> {
-        let (networks, containers) = objects_named(changes);
-        // One stream over both kinds: a container's read need not wait behind a slow
+        // One stream over every kind: a container's read need not wait behind a slow
         // network's (an overlay's inspect waits for Docker's network controller).
-        let objects = (networks.into_iter().map(Object::Network))
-            .chain(containers.into_iter().map(Object::Container));
-        let found: Vec<Reread> = stream::iter(objects)
-            .map(|object| self.reread(object))
+        let reads = stream::iter(Rereads::of(changes, state).requests())
+            .map(|request| self.reread(request))
             .buffer_unordered(CONCURRENT_READS)
-            .try_collect()
-            .await?;
+            .try_collect::<Vec<Reread>>();
+        let (found, gateway) = match gateway_path(state) {
+            Some(path) => {
+                let (found, gateway) = tokio::join!(reads, self.read_gateway(path));
+                (found?, Some(gateway?))
+            }
+            None => (reads.await?, None),
+        };
         for reread in found {
             match reread {
                 Reread::Network(id, network) => store(&mut state.networks, &id, network),
-                Reread::Container(id, container) => store(&mut state.containers, &id, container),
+                Reread::Containers(containers) => {
+                    for (id, container) in containers {
+                        store(&mut state.containers, &id, container);
+                    }
+                }
             }
         }
-        self.refresh_gateway(state).await
+        let gateway = match (gateway, gateway_path(state)) {
+            (Some(gateway), _) => gateway,
+            (None, Some(path)) => self.read_gateway(path).await?,
+            (None, None) => return Ok(()),
+        };
+        store_gateway(state, gateway);
+        Ok(())
     }
 
-    /// Re-reads `docker_gwbridge` for its endpoints: Docker lists them only there (a
-    /// container's inspect leaves them out) and sends no event when one comes or goes, so
-    /// every batch of changes re-reads them. Docker makes the network when a node's first overlay
-    /// container starts, so it is looked up by name once `state` holds an overlay network. A
-    /// node without overlays pays nothing.
-    async fn refresh_gateway(&self, state: &mut DockerState) -> Result<(), DockerError> {
-        let known = state.gateway_network().map(|n| n.id.clone());
-        if known.is_none() && !state.networks.values().any(|n| n.driver == OVERLAY_DRIVER) {
-            return Ok(());
-        }
-        let path = known.clone().unwrap_or_else(|| GATEWAY_BRIDGE.to_string());
-        if !is_object_id(&path) && path != GATEWAY_BRIDGE {
-            tracing::warn!(
-                id = %printable(&path),
-                "Docker reported {GATEWAY_BRIDGE} with an ID that is not a Docker ID: its ports \
-                 stay unbound and send nothing"
-            );
-            return Ok(());
-        }
+    /// `docker_gwbridge` as Docker reports it now (`None`: it does not exist, or Docker gave it
+    /// an ID that is not one). Docker lists a container's endpoint there only (a container's
+    /// inspect leaves it out) and sends no event when one comes or goes, so every batch of
+    /// changes reads it.
+    async fn read_gateway(&self, path: String) -> Result<Option<NetworkInspect>, DockerError> {
         let action = format!("inspecting network {path} ({GATEWAY_BRIDGE})");
         let found = self
             .within(
                 &action,
                 absent_if_not_found(self.docker.inspect_network(&path, None)),
             )
-            .await?
-            .filter(|n| n.id.as_deref().is_some_and(is_object_id));
-        if let Some(gone) = known {
-            state.networks.remove(&gone);
-            state.set_gateway_endpoints(&gone, BTreeMap::new());
-        }
-        let Some(found) = found else {
-            return Ok(());
-        };
-        let endpoints =
-            network_endpoints(found.id.as_deref().unwrap_or(""), found.containers.clone());
-        if let Some(network) = network_from_inspect(found) {
-            let id = network.id.clone();
-            state.networks.insert(id.clone(), network);
-            state.set_gateway_endpoints(&id, endpoints);
-        }
-        Ok(())
+            .await?;
+        Ok(found.filter(|n| n.id.as_deref().is_some_and(is_object_id)))
     }
 
-    /// What Docker reports of `object` now.
-    async fn reread(&self, object: Object) -> Result<Reread, DockerError> {
-        match object {
-            Object::Network(id) => self.read_network(id).await,
-            Object::Container(id) => self.read_container(id).await,
+    /// What Docker answers to `request` now.
+    async fn reread(&self, request: Request) -> Result<Reread, DockerError> {
+        match request {
+            Request::Network(id) => self.read_network(id).await,
+            Request::Container(id) => self.read_container(id).await,
+            Request::List(ids) => self.list_containers(ids).await,
         }
     }
 
@@ -458,10 +528,75 @@ impl DockerSource {
                 absent_if_not_found(self.docker.inspect_container(&id, None)),
             )
             .await?;
-        Ok(Reread::Container(
+        Ok(Reread::Containers(vec![(
             id,
             found.and_then(container_from_inspect),
+        )]))
+    }
+
+    /// The running containers among `ids`, from the container list filtered by ID (a prefix
+    /// match in Docker: only an entry whose ID equals one asked for counts); `None` for each
+    /// that does not run.
+    async fn list_containers(&self, ids: Vec<String>) -> Result<Reread, DockerError> {
+        let filters = HashMap::from([("id", ids.clone())]);
+        let options = ListContainersOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let action = format!("listing {} started containers", ids.len());
+        let listed = self
+            .within(&action, self.docker.list_containers(Some(options)))
+            .await?;
+        let mut running: BTreeMap<String, DockerContainer> = listed
+            .into_iter()
+            .filter_map(container_from_summary)
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        Ok(Reread::Containers(
+            ids.into_iter()
+                .map(|id| {
+                    let container = running.remove(&id);
+                    (id, container)
+                })
+                .collect(),
         ))
+    }
+}
+
+/// Which `docker_gwbridge` to read for `state`: none on a node without overlays (Docker makes
+/// the network when a node's first overlay container starts, so a node without them pays
+/// nothing), by its ID once known, by its name before.
+fn gateway_path(state: &DockerState) -> Option<String> {
+    let known = state.gateway_network().map(|n| n.id.clone());
+    if known.is_none() && !state.networks.values().any(|n| n.driver == OVERLAY_DRIVER) {
+        return None;
+    }
+    let path = known.unwrap_or_else(|| GATEWAY_BRIDGE.to_string());
+    if !is_object_id(&path) && path != GATEWAY_BRIDGE {
+        tracing::warn!(
+            id = %printable(&path),
+            "Docker reported {GATEWAY_BRIDGE} with an ID that is not a Docker ID: its ports \
+             stay unbound and send nothing"
+        );
+        return None;
+    }
+    Some(path)
+}
+
+/// Puts what `docker_gwbridge`'s inspect `found` into `state`, in place of what it held: the
+/// network and its endpoints, filed under the containers `state` knows (so after their reads).
+fn store_gateway(state: &mut DockerState, found: Option<NetworkInspect>) {
+    if let Some(gone) = state.gateway_network().map(|n| n.id.clone()) {
+        state.networks.remove(&gone);
+        state.set_gateway_endpoints(&gone, BTreeMap::new());
+    }
+    let Some(found) = found else {
+        return;
+    };
+    let endpoints = network_endpoints(found.id.as_deref().unwrap_or(""), found.containers.clone());
+    if let Some(network) = network_from_inspect(found) {
+        let id = network.id.clone();
+        state.networks.insert(id.clone(), network);
+        state.set_gateway_endpoints(&id, endpoints);
     }
 }
 
@@ -469,19 +604,56 @@ impl DockerSource {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_batch_rereads_each_object_it_names_once() {
-        let connect = |network: &str, container: &str| Change::Network {
+    use ContainerRead::{Inspected, Listed};
+
+    fn connect(network: &str, container: &str) -> Change {
+        Change::Network {
             action: "connect".into(),
             id: network.into(),
             name: "mesh".into(),
             container: Some(container.into()),
-        };
-        let start = |container: &str| Change::Container {
-            action: "start".into(),
-            id: container.into(),
+        }
+    }
+
+    fn container(action: &str, id: &str) -> Change {
+        Change::Container {
+            action: action.into(),
+            id: id.into(),
             name: "task".into(),
-        };
+        }
+    }
+
+    fn mesh() -> DockerNetwork {
+        DockerNetwork {
+            id: "n1".into(),
+            name: "mesh".into(),
+            driver: OVERLAY_DRIVER.into(),
+            internal: true,
+            labels: BTreeMap::new(),
+            options: BTreeMap::new(),
+            subnets: vec!["10.144.0.0/21".into()],
+        }
+    }
+
+    fn running(id: &str) -> DockerContainer {
+        DockerContainer {
+            id: id.into(),
+            name: id.into(),
+            labels: BTreeMap::new(),
+            endpoints: Vec::new(),
+        }
+    }
+
+    fn containers(rereads: &Rereads) -> Vec<(&str, ContainerRead)> {
+        rereads
+            .containers
+            .iter()
+            .map(|(id, read)| (id.as_str(), *read))
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_rereads_each_object_it_names_once() {
         let create = Change::Network {
             action: "create".into(),
             id: "n2".into(),
@@ -490,18 +662,102 @@ mod tests {
         };
         let batch = [
             connect("n1", "c1"),
-            start("c1"),
+            container("start", "c1"),
             connect("n1", "c2"),
             create,
-            start("c2"),
-            start("c3"),
+            container("start", "c2"),
+            container("start", "c3"),
         ];
-        let (networks, containers) = objects_named(&batch);
-        assert_eq!(networks.into_iter().collect::<Vec<_>>(), ["n1", "n2"]);
+        let rereads = Rereads::of(&batch, &DockerState::default());
+        assert_eq!(rereads.networks.iter().collect::<Vec<_>>(), ["n1", "n2"]);
         assert_eq!(
-            containers.into_iter().collect::<Vec<_>>(),
-            ["c1", "c2", "c3"]
+            containers(&rereads),
+            [("c1", Listed), ("c2", Listed), ("c3", Listed)]
         );
+    }
+
+    #[test]
+    fn a_known_network_is_reread_only_when_created_or_removed() {
+        let change = |action: &str| Change::Network {
+            action: action.into(),
+            id: "n1".into(),
+            name: "mesh".into(),
+            container: Some("c1".into()),
+        };
+        let state = DockerState::of([mesh()], [running("c1")]);
+        for action in ["connect", "disconnect"] {
+            let rereads = Rereads::of(&[change(action)], &state);
+            assert!(rereads.networks.is_empty(), "{action}");
+            assert_eq!(containers(&rereads), [("c1", Inspected)], "{action}");
+        }
+        for action in ["create", "destroy", "remove"] {
+            let rereads = Rereads::of(&[change(action)], &state);
+            assert_eq!(
+                rereads.networks.iter().collect::<Vec<_>>(),
+                ["n1"],
+                "{action}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_start_that_ends_the_batch_is_read_from_the_list() {
+        let state = DockerState::of([mesh()], [running("up")]);
+        let read = |batch: &[Change]| Rereads::of(batch, &state).containers.into_iter().next();
+        let up = |read| Some(("up".to_string(), read));
+        let new = |read| Some(("new".to_string(), read));
+        // Docker may log these before the list shows them: the inspect waits for them.
+        assert_eq!(read(&[connect("n1", "up")]), up(Inspected));
+        assert_eq!(read(&[container("die", "up")]), up(Inspected));
+        assert_eq!(
+            read(&[container("start", "new"), connect("n1", "new")]),
+            new(Inspected)
+        );
+        // A restart: what the list shows after the start is current.
+        assert_eq!(
+            read(&[
+                container("die", "up"),
+                connect("n1", "up"),
+                container("start", "up")
+            ]),
+            up(Listed)
+        );
+        // The endpoints of a container being started: its start brings them.
+        assert_eq!(read(&[connect("n1", "new")]), None);
+    }
+
+    #[test]
+    fn started_containers_are_listed_a_bounded_number_per_request() {
+        let batch: Vec<Change> = (0..120)
+            .map(|i| container("start", &format!("c{i:03}")))
+            .chain([container("die", "gone"), connect("n9", "c000")])
+            .collect();
+        let requests: Vec<String> = Rereads::of(&batch, &DockerState::default())
+            .requests()
+            .map(|request| match request {
+                Request::Network(id) => format!("network {id}"),
+                Request::Container(id) => format!("inspect {id}"),
+                Request::List(ids) => format!("list {}", ids.len()),
+            })
+            .collect();
+        assert_eq!(
+            requests,
+            [
+                "network n9",
+                "inspect c000",
+                "inspect gone",
+                "list 50",
+                "list 50",
+                "list 19"
+            ]
+        );
+    }
+
+    #[test]
+    fn docker_gwbridge_is_read_once_a_node_has_an_overlay() {
+        assert_eq!(gateway_path(&DockerState::default()), None);
+        let state = DockerState::of([mesh()], []);
+        assert_eq!(gateway_path(&state).as_deref(), Some(GATEWAY_BRIDGE));
     }
 
     #[test]
