@@ -308,6 +308,8 @@ impl TableState {
 /// its type (two bytes), its value's length (four bytes) and value, all big-endian.
 fn canonical_expression(payload: &[u8], out: &mut Vec<u8>) {
     let (name, attrs) = canonical_attributes(payload);
+    // Expression names are a few bytes (`payload`, `lookup`); the kernel's attribute policy
+    // caps them far below 255.
     let name = &name.as_bytes()[..name.len().min(u8::MAX as usize)];
     out.push(name.len() as u8);
     out.extend_from_slice(name);
@@ -352,13 +354,9 @@ fn canonical_attributes(payload: &[u8]) -> (String, Vec<(u16, Vec<u8>)>) {
         let value = if nested {
             canonical_data(value)
         } else if (name.as_str(), ty) == ("dynset", NFTA_DYNSET_EXPR) {
-            // The expression each element gets: its name and canonical attributes.
-            let (inner, inner_attrs) = canonical_attributes(value);
-            let mut out = inner.into_bytes();
-            for (inner_ty, inner_value) in inner_attrs {
-                out.extend_from_slice(&inner_ty.to_be_bytes());
-                out.extend_from_slice(&inner_value);
-            }
+            // The expression each element gets, encoded like a rule's.
+            let mut out = Vec::new();
+            canonical_expression(value, &mut out);
             out
         } else if matches!(
             (name.as_str(), ty),
