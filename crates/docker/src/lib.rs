@@ -9,7 +9,7 @@ mod convert;
 pub mod events;
 pub mod queue;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{EventMessage, EventMessageTypeEnum, NetworkInspect};
-use bollard::query_parameters::{ListContainersOptions, ListContainersOptionsBuilder};
+use bollard::query_parameters::ListContainersOptions;
 use bollard::{Docker, API_DEFAULT_VERSION};
 use enforcer_core::docker::{
     DockerContainer, DockerNetwork, DockerState, GATEWAY_BRIDGE, OVERLAY_DRIVER,
@@ -131,25 +131,13 @@ impl fmt::Display for Change {
     }
 }
 
-/// How a batch reads a container again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ContainerRead {
-    /// From the container list, which Docker answers without waiting for the container's
-    /// lock and has brought up to date before it logs a `start`, the endpoints joined while
-    /// starting included. Used when a batch's last change to the container is its `start`.
-    Listed,
-    /// By its inspect, which waits for the container's lock (held until Docker has recorded
-    /// the change): the list may still be stale after a connect, disconnect, stop or die.
-    Inspected,
-}
-
 /// What a batch of changes reads again, each object once however many changes name it.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Rereads {
     /// Networks, by ID.
     networks: BTreeSet<String>,
-    /// Containers, by ID, and how.
-    containers: BTreeMap<String, ContainerRead>,
+    /// Containers, by ID.
+    containers: BTreeSet<String>,
 }
 
 /// Network events after which a network `state` already holds is read again: what a network
@@ -162,10 +150,13 @@ const NETWORK_CHANGING_ACTIONS: &[&str] = &["create", "destroy", "remove"];
 impl Rereads {
     /// What `changes` make read again, given `state` before them: a network change names its
     /// network (a known one only when created or removed) and, for a connect or disconnect,
-    /// its container, which is read only if it runs (a connect of one that does not is part of
-    /// starting it, and its `start` follows; until then it is not in `state` and its ports stay
-    /// unbound). A container read is [`ContainerRead::Listed`] only when its last change is
-    /// its `start`.
+    /// its container if it runs or another of the batch's changes names it. A connect of a
+    /// container that does not run is part of starting it (Docker logs the connects of a
+    /// start before the `start`, and folds the batch's later changes of the container into
+    /// the first): its `start` follows, and until then it is not in `state` and its ports stay
+    /// unbound. Every container is read by its inspect, which waits for the container's lock,
+    /// held until Docker has recorded the change (the container list may lag behind a
+    /// connect, a disconnect or a die).
     fn of(changes: &[Change], state: &DockerState) -> Rereads {
         let mut rereads = Rereads::default();
         for change in changes {
@@ -183,63 +174,38 @@ impl Rereads {
                     }
                     if let Some(container) = container {
                         if state.containers.contains_key(container)
-                            || rereads.containers.contains_key(container)
+                            || rereads.containers.contains(container)
                         {
-                            rereads
-                                .containers
-                                .insert(container.clone(), ContainerRead::Inspected);
+                            rereads.containers.insert(container.clone());
                         }
                     }
                 }
-                Change::Container { action, id, .. } => {
-                    let read = if action == "start" {
-                        ContainerRead::Listed
-                    } else {
-                        ContainerRead::Inspected
-                    };
-                    rereads.containers.insert(id.clone(), read);
+                Change::Container { id, .. } => {
+                    rereads.containers.insert(id.clone());
                 }
             }
         }
         rereads
     }
 
-    /// The requests that read it all: one per network, one per inspected container, one list
-    /// per [`LISTED_PER_REQUEST`] listed containers.
-    fn requests(self) -> impl Iterator<Item = Request> {
-        let (listed, inspected): (Vec<_>, Vec<_>) = self
-            .containers
-            .into_iter()
-            .partition(|(_, read)| *read == ContainerRead::Listed);
-        let listed: Vec<String> = listed.into_iter().map(|(id, _)| id).collect();
-        let lists: Vec<Vec<String>> = listed
-            .chunks(LISTED_PER_REQUEST)
-            .map(<[String]>::to_vec)
-            .collect();
-        (self.networks.into_iter().map(Request::Network))
-            .chain(inspected.into_iter().map(|(id, _)| Request::Container(id)))
-            .chain(lists.into_iter().map(Request::List))
+    /// The requests that read it all: one inspect per network and per container.
+    fn requests(self) -> impl Iterator<Item = Object> {
+        (self.networks.into_iter().map(Object::Network))
+            .chain(self.containers.into_iter().map(Object::Container))
     }
 }
 
-/// How many containers one list request asks for by ID (each adds 64 characters to the URL).
-const LISTED_PER_REQUEST: usize = 50;
-
-/// One request of a batch's re-reads.
-enum Request {
-    /// A network's inspect, by ID.
+/// An object a batch re-reads, by ID.
+enum Object {
     Network(String),
-    /// A container's inspect, by ID.
     Container(String),
-    /// The running containers with these IDs, from the list.
-    List(Vec<String>),
 }
 
-/// What one request found: each object's ID and what Docker answered (`None`: gone, or a
+/// One object re-read for a batch: its ID and what Docker answered (`None`: gone, or a
 /// container that does not run).
 enum Reread {
     Network(String, Option<DockerNetwork>),
-    Containers(Vec<(String, Option<DockerContainer>)>),
+    Container(String, Option<DockerContainer>),
 }
 
 /// Whether `id` can be a Docker object ID (64 hex digits locally, 25 alphanumerics for swarm
@@ -440,12 +406,11 @@ impl DockerSource {
         }
     }
 
-    /// Brings `state` up to date with what a batch of `changes` names ([`Rereads`]): reads
-    /// each network and container they name once, however many of the changes name it, up to
+    /// Brings `state` up to date with what a batch of `changes` names ([`Rereads`]): inspects
+    /// each network and container it has to once, however many of the changes name it, up to
     /// [`CONCURRENT_READS`] at a time (gone objects are removed), and `docker_gwbridge`'s
-    /// endpoints alongside (after them on a node whose first overlay this batch brings). What
-    /// each object holds afterwards is what re-reading the changes one by one would leave. On
-    /// an error `state` may be half updated: the caller takes a new snapshot.
+    /// endpoints alongside (after them on a node whose first overlay this batch brings). On an
+    /// error `state` may be half updated: the caller takes a new snapshot.
     pub async fn refresh(
         &self,
         state: &mut DockerState,
@@ -454,9 +419,10 @@ impl DockerSource {
         // One stream over every kind: a container's read need not wait behind a slow
         // network's (an overlay's inspect waits for Docker's network controller).
         let reads = stream::iter(Rereads::of(changes, state).requests())
-            .map(|request| self.reread(request))
+            .map(|object| self.reread(object))
             .buffer_unordered(CONCURRENT_READS)
             .try_collect::<Vec<Reread>>();
+        let gateway_before = state.gateway_network().map(|n| n.id.clone());
         let (found, gateway) = match gateway_path(state) {
             Some(path) => {
                 let (found, gateway) = tokio::join!(reads, self.read_gateway(path));
@@ -467,17 +433,19 @@ impl DockerSource {
         for reread in found {
             match reread {
                 Reread::Network(id, network) => store(&mut state.networks, &id, network),
-                Reread::Containers(containers) => {
-                    for (id, container) in containers {
-                        store(&mut state.containers, &id, container);
-                    }
-                }
+                Reread::Container(id, container) => store(&mut state.containers, &id, container),
             }
         }
-        let gateway = match (gateway, gateway_path(state)) {
-            (Some(gateway), _) => gateway,
-            (None, Some(path)) => self.read_gateway(path).await?,
-            (None, None) => return Ok(()),
+        // Read again when the batch's own reads brought the node's first overlay, or replaced
+        // docker_gwbridge (the answer read alongside is of the one held before).
+        let gateway = match gateway {
+            Some(gateway) if state.gateway_network().map(|n| &n.id) == gateway_before.as_ref() => {
+                gateway
+            }
+            _ => match gateway_path(state) {
+                Some(path) => self.read_gateway(path).await?,
+                None => return Ok(()),
+            },
         };
         store_gateway(state, gateway);
         Ok(())
@@ -498,12 +466,11 @@ impl DockerSource {
         Ok(found.filter(|n| n.id.as_deref().is_some_and(is_object_id)))
     }
 
-    /// What Docker answers to `request` now.
-    async fn reread(&self, request: Request) -> Result<Reread, DockerError> {
-        match request {
-            Request::Network(id) => self.read_network(id).await,
-            Request::Container(id) => self.read_container(id).await,
-            Request::List(ids) => self.list_containers(ids).await,
+    /// What Docker reports of `object` now.
+    async fn reread(&self, object: Object) -> Result<Reread, DockerError> {
+        match object {
+            Object::Network(id) => self.read_network(id).await,
+            Object::Container(id) => self.read_container(id).await,
         }
     }
 
@@ -528,36 +495,9 @@ impl DockerSource {
                 absent_if_not_found(self.docker.inspect_container(&id, None)),
             )
             .await?;
-        Ok(Reread::Containers(vec![(
+        Ok(Reread::Container(
             id,
             found.and_then(container_from_inspect),
-        )]))
-    }
-
-    /// The running containers among `ids`, from the container list filtered by ID (a prefix
-    /// match in Docker: only an entry whose ID equals one asked for counts); `None` for each
-    /// that does not run.
-    async fn list_containers(&self, ids: Vec<String>) -> Result<Reread, DockerError> {
-        let filters = HashMap::from([("id", ids.clone())]);
-        let options = ListContainersOptionsBuilder::new()
-            .filters(&filters)
-            .build();
-        let action = format!("listing {} started containers", ids.len());
-        let listed = self
-            .within(&action, self.docker.list_containers(Some(options)))
-            .await?;
-        let mut running: BTreeMap<String, DockerContainer> = listed
-            .into_iter()
-            .filter_map(container_from_summary)
-            .map(|c| (c.id.clone(), c))
-            .collect();
-        Ok(Reread::Containers(
-            ids.into_iter()
-                .map(|id| {
-                    let container = running.remove(&id);
-                    (id, container)
-                })
-                .collect(),
         ))
     }
 }
@@ -604,8 +544,6 @@ fn store_gateway(state: &mut DockerState, found: Option<NetworkInspect>) {
 mod tests {
     use super::*;
 
-    use ContainerRead::{Inspected, Listed};
-
     fn connect(network: &str, container: &str) -> Change {
         Change::Network {
             action: "connect".into(),
@@ -644,12 +582,8 @@ mod tests {
         }
     }
 
-    fn containers(rereads: &Rereads) -> Vec<(&str, ContainerRead)> {
-        rereads
-            .containers
-            .iter()
-            .map(|(id, read)| (id.as_str(), *read))
-            .collect()
+    fn ids(set: &BTreeSet<String>) -> Vec<&str> {
+        set.iter().map(String::as_str).collect()
     }
 
     #[test]
@@ -669,11 +603,8 @@ mod tests {
             container("start", "c3"),
         ];
         let rereads = Rereads::of(&batch, &DockerState::default());
-        assert_eq!(rereads.networks.iter().collect::<Vec<_>>(), ["n1", "n2"]);
-        assert_eq!(
-            containers(&rereads),
-            [("c1", Listed), ("c2", Listed), ("c3", Listed)]
-        );
+        assert_eq!(ids(&rereads.networks), ["n1", "n2"]);
+        assert_eq!(ids(&rereads.containers), ["c1", "c2", "c3"]);
     }
 
     #[test]
@@ -688,68 +619,27 @@ mod tests {
         for action in ["connect", "disconnect"] {
             let rereads = Rereads::of(&[change(action)], &state);
             assert!(rereads.networks.is_empty(), "{action}");
-            assert_eq!(containers(&rereads), [("c1", Inspected)], "{action}");
+            assert_eq!(ids(&rereads.containers), ["c1"], "{action}");
         }
         for action in ["create", "destroy", "remove"] {
             let rereads = Rereads::of(&[change(action)], &state);
-            assert_eq!(
-                rereads.networks.iter().collect::<Vec<_>>(),
-                ["n1"],
-                "{action}"
-            );
+            assert_eq!(ids(&rereads.networks), ["n1"], "{action}");
         }
     }
 
     #[test]
-    fn only_a_start_that_ends_the_batch_is_read_from_the_list() {
+    fn a_connect_of_a_container_that_does_not_run_waits_for_its_start() {
         let state = DockerState::of([mesh()], [running("up")]);
-        let read = |batch: &[Change]| Rereads::of(batch, &state).containers.into_iter().next();
-        let up = |read| Some(("up".to_string(), read));
-        let new = |read| Some(("new".to_string(), read));
-        // Docker may log these before the list shows them: the inspect waits for them.
-        assert_eq!(read(&[connect("n1", "up")]), up(Inspected));
-        assert_eq!(read(&[container("die", "up")]), up(Inspected));
+        let read = |batch: &[Change]| Rereads::of(batch, &state).containers;
+        assert!(read(&[connect("n1", "new")]).is_empty());
+        assert_eq!(ids(&read(&[connect("n1", "up")])), ["up"]);
         assert_eq!(
-            read(&[container("start", "new"), connect("n1", "new")]),
-            new(Inspected)
+            ids(&read(&[container("start", "new"), connect("n1", "new")])),
+            ["new"]
         );
-        // A restart: what the list shows after the start is current.
         assert_eq!(
-            read(&[
-                container("die", "up"),
-                connect("n1", "up"),
-                container("start", "up")
-            ]),
-            up(Listed)
-        );
-        // The endpoints of a container being started: its start brings them.
-        assert_eq!(read(&[connect("n1", "new")]), None);
-    }
-
-    #[test]
-    fn started_containers_are_listed_a_bounded_number_per_request() {
-        let batch: Vec<Change> = (0..120)
-            .map(|i| container("start", &format!("c{i:03}")))
-            .chain([container("die", "gone"), connect("n9", "c000")])
-            .collect();
-        let requests: Vec<String> = Rereads::of(&batch, &DockerState::default())
-            .requests()
-            .map(|request| match request {
-                Request::Network(id) => format!("network {id}"),
-                Request::Container(id) => format!("inspect {id}"),
-                Request::List(ids) => format!("list {}", ids.len()),
-            })
-            .collect();
-        assert_eq!(
-            requests,
-            [
-                "network n9",
-                "inspect c000",
-                "inspect gone",
-                "list 50",
-                "list 50",
-                "list 19"
-            ]
+            ids(&read(&[connect("n1", "new"), container("start", "new")])),
+            ["new"]
         );
     }
 
