@@ -149,14 +149,15 @@ const NETWORK_CHANGING_ACTIONS: &[&str] = &["create", "destroy", "remove"];
 
 impl Rereads {
     /// What `changes` make read again, given `state` before them: a network change names its
-    /// network (a known one only when created or removed) and, for a connect or disconnect,
-    /// its container if it runs or another of the batch's changes names it. A connect of a
-    /// container that does not run is part of starting it (Docker logs the connects of a
-    /// start before the `start`, and folds the batch's later changes of the container into
-    /// the first): its `start` follows, and until then it is not in `state` and its ports stay
-    /// unbound. Every container is read by its inspect, which waits for the container's lock,
-    /// held until Docker has recorded the change (the container list may lag behind a
-    /// connect, a disconnect or a die).
+    /// network (a known one only when created or removed, or when the change names no
+    /// container: the queue files such a change under the key a `destroy` shares, so it may
+    /// stand for one) and, for a connect or disconnect, its container if it runs or another of
+    /// the batch's changes names it. A connect of a container that does not run is part of
+    /// starting it (Docker logs a start's connects before its `start`): the `start` follows,
+    /// and until then the container is not in `state` and its ports stay unbound. Every
+    /// container is read by its inspect, which waits for the container's lock, held until
+    /// Docker has recorded the change (the container list may lag behind a connect, a
+    /// disconnect or a die).
     fn of(changes: &[Change], state: &DockerState) -> Rereads {
         let mut rereads = Rereads::default();
         for change in changes {
@@ -168,6 +169,7 @@ impl Rereads {
                     ..
                 } => {
                     if NETWORK_CHANGING_ACTIONS.contains(&action.as_str())
+                        || container.is_none()
                         || !state.networks.contains_key(id)
                     {
                         rereads.networks.insert(id.clone());
@@ -625,6 +627,14 @@ mod tests {
             let rereads = Rereads::of(&[change(action)], &state);
             assert_eq!(ids(&rereads.networks), ["n1"], "{action}");
         }
+        // A connect without a (valid) container shares its queue key with a destroy.
+        let anonymous = Change::Network {
+            action: "connect".into(),
+            id: "n1".into(),
+            name: "mesh".into(),
+            container: None,
+        };
+        assert_eq!(ids(&Rereads::of(&[anonymous], &state).networks), ["n1"]);
     }
 
     #[test]
