@@ -151,10 +151,10 @@ impl Rereads {
     /// What `changes` make read again, given `state` before them: a network change names its
     /// network (a known one only when created or removed, or when the change names no
     /// container: the queue files such a change under the key a `destroy` shares, so it may
-    /// stand for one) and, for a connect or disconnect, its container if it runs or another of
-    /// the batch's changes names it. A connect of a container that does not run is part of
-    /// starting it (Docker logs a start's connects before its `start`): the `start` follows,
-    /// and until then the container is not in `state` and its ports stay unbound. Every
+    /// stand for one) and, for a connect or disconnect, its container if it runs. A connect of
+    /// a container that does not run is part of starting it (Docker logs a start's connects
+    /// before its `start`): the `start` follows, read in this batch or a later one, and until
+    /// then the container is not in `state` and its ports stay unbound. Every
     /// container is read by its inspect, which waits for the container's lock, held until
     /// Docker has recorded the change (the container list may lag behind a connect, a
     /// disconnect or a die).
@@ -174,12 +174,11 @@ impl Rereads {
                     {
                         rereads.networks.insert(id.clone());
                     }
-                    if let Some(container) = container {
-                        if state.containers.contains_key(container)
-                            || rereads.containers.contains(container)
-                        {
-                            rereads.containers.insert(container.clone());
-                        }
+                    if let Some(container) = container
+                        .as_ref()
+                        .filter(|c| state.containers.contains_key(*c))
+                    {
+                        rereads.containers.insert(container.clone());
                     }
                 }
                 Change::Container { id, .. } => {
@@ -319,10 +318,7 @@ impl DockerSource {
             networks.into_iter().filter_map(network_from_list),
             containers.into_iter().filter_map(container_from_summary),
         );
-        if let Some(path) = gateway_path(&state) {
-            let gateway = self.read_gateway(path).await?;
-            store_gateway(&mut state, gateway);
-        }
+        self.refresh_gateway(&mut state).await?;
         Ok(state)
     }
 
@@ -440,16 +436,21 @@ impl DockerSource {
         }
         // Read again when the batch's own reads brought the node's first overlay, or replaced
         // docker_gwbridge (the answer read alongside is of the one held before).
-        let gateway = match gateway {
+        match gateway {
             Some(gateway) if state.gateway_network().map(|n| &n.id) == gateway_before.as_ref() => {
-                gateway
+                store_gateway(state, gateway);
+                Ok(())
             }
-            _ => match gateway_path(state) {
-                Some(path) => self.read_gateway(path).await?,
-                None => return Ok(()),
-            },
-        };
-        store_gateway(state, gateway);
+            _ => self.refresh_gateway(state).await,
+        }
+    }
+
+    /// Reads `docker_gwbridge` into `state` when the node has overlays ([`gateway_path`]).
+    async fn refresh_gateway(&self, state: &mut DockerState) -> Result<(), DockerError> {
+        if let Some(path) = gateway_path(state) {
+            let gateway = self.read_gateway(path).await?;
+            store_gateway(state, gateway);
+        }
         Ok(())
     }
 
@@ -546,13 +547,17 @@ fn store_gateway(state: &mut DockerState, found: Option<NetworkInspect>) {
 mod tests {
     use super::*;
 
-    fn connect(network: &str, container: &str) -> Change {
+    fn network(action: &str, id: &str, container: Option<&str>) -> Change {
         Change::Network {
-            action: "connect".into(),
-            id: network.into(),
+            action: action.into(),
+            id: id.into(),
             name: "mesh".into(),
-            container: Some(container.into()),
+            container: container.map(Into::into),
         }
+    }
+
+    fn connect(network_id: &str, container: &str) -> Change {
+        network("connect", network_id, Some(container))
     }
 
     fn container(action: &str, id: &str) -> Change {
@@ -590,17 +595,11 @@ mod tests {
 
     #[test]
     fn a_batch_rereads_each_object_it_names_once() {
-        let create = Change::Network {
-            action: "create".into(),
-            id: "n2".into(),
-            name: "other".into(),
-            container: None,
-        };
         let batch = [
             connect("n1", "c1"),
             container("start", "c1"),
             connect("n1", "c2"),
-            create,
+            network("create", "n2", None),
             container("start", "c2"),
             container("start", "c3"),
         ];
@@ -611,12 +610,7 @@ mod tests {
 
     #[test]
     fn a_known_network_is_reread_only_when_created_or_removed() {
-        let change = |action: &str| Change::Network {
-            action: action.into(),
-            id: "n1".into(),
-            name: "mesh".into(),
-            container: Some("c1".into()),
-        };
+        let change = |action: &str| network(action, "n1", Some("c1"));
         let state = DockerState::of([mesh()], [running("c1")]);
         for action in ["connect", "disconnect"] {
             let rereads = Rereads::of(&[change(action)], &state);
@@ -628,12 +622,7 @@ mod tests {
             assert_eq!(ids(&rereads.networks), ["n1"], "{action}");
         }
         // A connect without a (valid) container shares its queue key with a destroy.
-        let anonymous = Change::Network {
-            action: "connect".into(),
-            id: "n1".into(),
-            name: "mesh".into(),
-            container: None,
-        };
+        let anonymous = network("connect", "n1", None);
         assert_eq!(ids(&Rereads::of(&[anonymous], &state).networks), ["n1"]);
     }
 
